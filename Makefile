@@ -1,0 +1,57 @@
+# fsstore: `make demo` and `make test` work on a fresh machine with Python 3.11+.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+DEMO_CONF := etc/fsstore-demo.conf
+FSSTORE := $(BIN)/fsstore --config-file $(DEMO_CONF)
+
+.PHONY: demo test lint format genconfig clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.installed: $(BIN)/python setup.cfg setup.py pyproject.toml
+	$(BIN)/python -m pip install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-test: $(BIN)/python setup.cfg setup.py pyproject.toml
+	$(BIN)/python -m pip install --quiet -e '.[test,s3]'
+	touch $@ $(VENV)/.installed
+
+test: $(VENV)/.installed-test
+	$(BIN)/python -m pytest tests
+
+lint: $(VENV)/.installed-test
+	$(BIN)/ruff check fsstore tests bench
+	$(BIN)/ruff format --check fsstore tests bench
+
+format: $(VENV)/.installed-test
+	$(BIN)/ruff format fsstore tests bench
+	$(BIN)/ruff check --fix fsstore tests bench
+
+genconfig: $(VENV)/.installed
+	$(BIN)/oslo-config-generator --config-file etc/oslo-config-generator/fsstore.conf
+
+# Add a generated 256 MiB image, read it back and verify it, show the stores,
+# delete it: the main job end to end on two prioritized data directories.
+demo: $(VENV)/.installed
+	@set -e; mkdir -p var; \
+	echo "== generating a 256 MiB image"; \
+	head -c 268435456 /dev/urandom > var/demo-image.raw; \
+	echo "== fsstore add"; \
+	$(FSSTORE) add --progress --id demo-image var/demo-image.raw | tee var/demo-add.txt; \
+	loc=$$(awk '$$1 == "location:" {print $$2}' var/demo-add.txt); \
+	md5=$$(awk '$$1 == "checksum:" {print $$2}' var/demo-add.txt); \
+	echo "== fsstore get $$loc"; \
+	$(FSSTORE) get --progress -o var/demo-image.out "$$loc"; \
+	cmp var/demo-image.raw var/demo-image.out && echo "read back: identical"; \
+	$(FSSTORE) verify "$$loc" --checksum "$$md5"; \
+	echo "== fsstore stores"; \
+	$(FSSTORE) stores; \
+	echo "== fsstore delete"; \
+	$(FSSTORE) delete "$$loc"; \
+	rm -f var/demo-image.raw var/demo-image.out var/demo-add.txt
+
+clean:
+	rm -rf $(VENV) var build *.egg-info .pytest_cache

@@ -1,0 +1,1 @@
+"""Store drivers shipped with fsstore, one module each."""

@@ -1,0 +1,754 @@
+"""The filesystem store: images as files in prioritized data directories.
+
+On-disk layout, per data directory::
+
+    <datadir>/
+        <image_id>                 a published image: complete, fsync'ed
+        .fsstore-publish.lock      (multi-directory stores) serializes publish
+        .fsstore-staging/          named staging files, only on file systems
+            <random>               without O_TMPFILE; each flock'ed by its writer
+
+Writing protocol. An image is written to an anonymous ``O_TMPFILE`` file in
+the chosen data directory (or, where the file system lacks it, to a named
+staging file that its writer holds an exclusive ``flock`` on), hashed on the
+way, fsync'ed (``filesystem_store_fsync``), and only then linked under its
+final name with ``link(2)``, which is atomic and fails with ``EEXIST`` rather
+than replace anything. So a reader sees either no file or a whole one, a
+``kill -9`` at any moment leaves at most an anonymous file the kernel frees (or
+an unlocked named staging file that the next ``configure()`` removes), and of
+two concurrent adds of one id exactly one link succeeds.
+
+With several data directories, an id must be unique across all of them. The
+existence check and the link then run under an exclusive ``flock`` on
+``.fsstore-publish.lock`` in the first directory (by path), which every process
+sharing the store agrees on.
+
+Reading protocol. A location names a file directly inside one of the data
+directories. The file is opened relative to the directory's file descriptor
+with ``O_NOFOLLOW``, so neither ``..``, an absolute path elsewhere, nor a
+symlink planted in a data directory reaches outside it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import fcntl
+import json
+import logging
+import os
+import secrets
+import stat
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+from oslo_config import cfg
+
+from fsstore import exceptions
+from fsstore.hashing import ImageHasher
+from fsstore.location import FileLocation, Location
+from fsstore.store import (
+    RESERVED_PREFIX,
+    AddResult,
+    Store,
+    Verifier,
+    read_chunks,
+    validate_image_id,
+)
+
+LOG = logging.getLogger(__name__)
+
+STAGING_DIR = RESERVED_PREFIX + "staging"
+PUBLISH_LOCK = RESERVED_PREFIX + "publish.lock"
+
+_STORAGE_FULL = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
+_WRITE_DENIED = {errno.EACCES, errno.EPERM, errno.EROFS}
+# What open(O_TMPFILE) fails with where the file system does not offer it.
+_NO_TMPFILE = {errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL, errno.ENOENT}
+
+OPTIONS = [
+    cfg.StrOpt(
+        "filesystem_store_datadir",
+        default="/var/lib/glance/images",
+        help="Directory to which the filesystem backend store writes images. "
+        "Mutually exclusive with filesystem_store_datadirs.",
+    ),
+    cfg.MultiStrOpt(
+        "filesystem_store_datadirs",
+        help="Directories and their priorities, as path:priority (priority an "
+        "integer, 0 when omitted). Images go to the highest priority that has "
+        "room; within a priority, to the directory with the most free space.",
+    ),
+    cfg.StrOpt(
+        "filesystem_store_metadata_file",
+        help="JSON file with the metadata returned for every image: a dict, or "
+        'a list of dicts each with string "id" and "mountpoint" keys, matched '
+        "against the image path on directory boundaries.",
+    ),
+    cfg.IntOpt(
+        "filesystem_store_file_perm",
+        default=0,
+        help="File permissions of the image files, octal written as decimal "
+        "(e.g. 640). 0 or less leaves them as created. Must keep owner-read.",
+    ),
+    cfg.IntOpt(
+        "filesystem_store_chunk_size",
+        default=64 * 1024,
+        min=1,
+        help="Chunk size, in bytes, for reading and writing image files.",
+    ),
+    cfg.BoolOpt(
+        "filesystem_thin_provisioning",
+        default=False,
+        help="Write chunks that are all zero as holes (sparse files).",
+    ),
+    cfg.BoolOpt(
+        "filesystem_store_fsync",
+        default=True,
+        help="Flush each image to disk before it is published, so that a "
+        "crash never leaves a published image incomplete.",
+    ),
+]
+
+
+@dataclasses.dataclass
+class DataDir:
+    path: str
+    priority: int
+    fd: int = -1
+    tmpfile: bool = True
+
+    def free_bytes(self) -> int:
+        st = os.statvfs(self.fd)
+        return st.f_bavail * st.f_frsize
+
+
+def parse_datadirs(store_name: str, specs: list[str]) -> list[DataDir]:
+    """``path:priority`` strings to DataDirs, refusing what glance_store refuses."""
+    dirs: list[DataDir] = []
+    seen: dict[str, str] = {}
+    for spec in specs:
+        path, sep, priority_text = spec.strip().rpartition(":")
+        if not sep:
+            path, priority_text = spec.strip(), "0"
+        path = path.strip()
+        if not path:
+            raise exceptions.BadStoreConfiguration(
+                store_name,
+                f"filesystem_store_datadirs entry {spec!r} has an empty path",
+            )
+        try:
+            priority = int(priority_text.strip())
+        except ValueError:
+            raise exceptions.BadStoreConfiguration(
+                store_name,
+                f"filesystem_store_datadirs entry {spec!r}: priority "
+                f"{priority_text!r} is not an integer",
+            ) from None
+        path = os.path.abspath(path)
+        real = os.path.realpath(path)
+        if real in seen:
+            raise exceptions.BadStoreConfiguration(
+                store_name,
+                f"data directory {path} is listed twice in filesystem_store_datadirs "
+                f"(as {seen[real]!r} and {spec!r})",
+            )
+        seen[real] = spec
+        dirs.append(DataDir(path=path, priority=priority))
+    return dirs
+
+
+def parse_file_perm(store_name: str, perm: int) -> int:
+    """``filesystem_store_file_perm`` (octal written as decimal) as a mode."""
+    if perm <= 0:
+        return 0
+    try:
+        mode = int(str(perm), 8)
+    except ValueError:
+        raise exceptions.BadStoreConfiguration(
+            store_name, f"filesystem_store_file_perm {perm} is not an octal mode"
+        ) from None
+    if mode > 0o777:
+        raise exceptions.BadStoreConfiguration(
+            store_name, f"filesystem_store_file_perm {perm} is not a permission mode"
+        )
+    if not mode & stat.S_IRUSR:
+        raise exceptions.BadStoreConfiguration(
+            store_name,
+            f"filesystem_store_file_perm {perm} does not let the owner read the images",
+        )
+    return mode
+
+
+def load_metadata(store_name: str, path: str) -> dict[str, Any] | list[dict[str, Any]]:
+    try:
+        with open(path, encoding="utf-8") as f:
+            metadata = json.load(f)
+    except OSError as exc:
+        raise exceptions.BadStoreConfiguration(
+            store_name,
+            f"filesystem_store_metadata_file {path} cannot be read: {exc.strerror}",
+        ) from None
+    except ValueError as exc:
+        raise exceptions.BadStoreConfiguration(
+            store_name, f"filesystem_store_metadata_file {path} is not JSON: {exc}"
+        ) from None
+    if isinstance(metadata, dict):
+        return metadata
+    if isinstance(metadata, list) and metadata:
+        for i, entry in enumerate(metadata):
+            if not (
+                isinstance(entry, dict)
+                and isinstance(entry.get("id"), str)
+                and isinstance(entry.get("mountpoint"), str)
+                and entry["mountpoint"]
+            ):
+                raise exceptions.BadStoreConfiguration(
+                    store_name,
+                    f"filesystem_store_metadata_file {path}: entry {i} must be an "
+                    'object with string "id" and "mountpoint" keys',
+                )
+        return metadata
+    raise exceptions.BadStoreConfiguration(
+        store_name,
+        f"filesystem_store_metadata_file {path} must hold an object or a non-empty "
+        "list of objects",
+    )
+
+
+def _under(path: str, mountpoint: str) -> bool:
+    mountpoint = mountpoint.rstrip("/") or "/"
+    return path == mountpoint or path.startswith(mountpoint.rstrip("/") + "/")
+
+
+class FileChunkIterator:
+    """Chunks of one open image file; closes the file when done or closed."""
+
+    def __init__(self, fd: int, offset: int, length: int, chunk_size: int) -> None:
+        self._fd = fd
+        self._pos = offset
+        self._left = length
+        self._chunk_size = chunk_size
+
+    def __iter__(self) -> FileChunkIterator:
+        return self
+
+    def __next__(self) -> bytes:
+        if self._left <= 0 or self._fd < 0:
+            self.close()
+            raise StopIteration
+        chunk = os.pread(self._fd, min(self._chunk_size, self._left), self._pos)
+        if not chunk:
+            # Truncated under us (only possible by hand): stop, do not spin.
+            self.close()
+            raise StopIteration
+        self._pos += len(chunk)
+        self._left -= len(chunk)
+        return chunk
+
+    def close(self) -> None:
+        fd, self._fd = self._fd, -1
+        if fd >= 0:
+            os.close(fd)
+
+    def __enter__(self) -> FileChunkIterator:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        self.close()
+
+
+class _Staging:
+    """The file an image is written to before it is published."""
+
+    def __init__(self, datadir: DataDir) -> None:
+        self.datadir = datadir
+        self.fd = -1
+        self.name: str | None = None  # None: anonymous O_TMPFILE
+        self.staging_fd = -1
+
+    def open(self) -> None:
+        if self.datadir.tmpfile:
+            try:
+                self.fd = os.open(
+                    ".", os.O_TMPFILE | os.O_WRONLY, 0o666, dir_fd=self.datadir.fd
+                )
+                return
+            except OSError as exc:
+                if exc.errno not in _NO_TMPFILE:
+                    raise
+                LOG.info(
+                    "%s: no O_TMPFILE, using named staging files", self.datadir.path
+                )
+                self.datadir.tmpfile = False
+        self._open_named()
+
+    def _open_named(self) -> None:
+        try:
+            os.mkdir(STAGING_DIR, 0o700, dir_fd=self.datadir.fd)
+        except FileExistsError:
+            pass
+        self.staging_fd = os.open(
+            STAGING_DIR,
+            os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW,
+            dir_fd=self.datadir.fd,
+        )
+        while True:
+            name = secrets.token_hex(16)
+            fd = os.open(
+                name,
+                os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW,
+                0o666,
+                dir_fd=self.staging_fd,
+            )
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            # Race: a configure() in another process may have locked and
+            # unlinked the file between our create and our flock. Keep it
+            # only if the name still refers to our file.
+            try:
+                same = (
+                    os.stat(name, dir_fd=self.staging_fd).st_ino == os.fstat(fd).st_ino
+                )
+            except FileNotFoundError:
+                same = False
+            if same:
+                self.fd, self.name = fd, name
+                return
+            os.close(fd)
+
+    def link(self, image_id: str) -> None:
+        """Publish under ``image_id``; FileExistsError if it is taken."""
+        if self.name is None:
+            os.link(
+                f"/proc/self/fd/{self.fd}",
+                image_id,
+                dst_dir_fd=self.datadir.fd,
+                follow_symlinks=True,  # linkat(AT_SYMLINK_FOLLOW): the file itself
+            )
+        else:
+            os.link(
+                self.name,
+                image_id,
+                src_dir_fd=self.staging_fd,
+                dst_dir_fd=self.datadir.fd,
+                follow_symlinks=False,
+            )
+
+    def close(self) -> None:
+        if self.name is not None:
+            try:
+                os.unlink(self.name, dir_fd=self.staging_fd)
+            except FileNotFoundError:
+                pass
+            self.name = None
+        for attr in ("fd", "staging_fd"):
+            fd = getattr(self, attr)
+            if fd >= 0:
+                os.close(fd)
+                setattr(self, attr, -1)
+
+
+class FilesystemStore(Store):
+    __doc__ = __doc__
+    OPTIONS = OPTIONS
+    SCHEMES = ("file",)
+    DRIVER_NAME = "file"
+
+    def __init__(self, conf: cfg.ConfigOpts, backend_group: str | None = None) -> None:
+        super().__init__(conf, backend_group)
+        self.datadirs: list[DataDir] = []
+        self._by_priority: list[list[DataDir]] = []
+        self.metadata: dict[str, Any] | list[dict[str, Any]] = {}
+        self.file_mode = 0
+        self.chunk_size = 64 * 1024
+        self.thin = False
+        self._zero_block = b""
+        self.fsync = True
+        self._publish_lock = threading.Lock()
+        self._lock_fd = -1
+        self._lock_pid = 0
+
+    # -- configuration ---------------------------------------------------
+
+    def configure(self) -> None:
+        datadir = self.option("filesystem_store_datadir")
+        specs = self.option("filesystem_store_datadirs") or []
+        if specs:
+            explicit = self.conf.get_location("filesystem_store_datadir", self.group)
+            if datadir and explicit and explicit.location != cfg.Locations.opt_default:
+                raise exceptions.BadStoreConfiguration(
+                    self.name,
+                    "set either filesystem_store_datadir or filesystem_store_datadirs, "
+                    "not both",
+                )
+            dirs = parse_datadirs(self.name, specs)
+        elif datadir:
+            dirs = parse_datadirs(self.name, [datadir + ":0"])
+        else:
+            raise exceptions.BadStoreConfiguration(
+                self.name,
+                "set filesystem_store_datadir or filesystem_store_datadirs",
+            )
+        self.file_mode = parse_file_perm(
+            self.name, self.option("filesystem_store_file_perm")
+        )
+        metadata_file = self.option("filesystem_store_metadata_file")
+        self.metadata = load_metadata(self.name, metadata_file) if metadata_file else {}
+        self.chunk_size = self.option("filesystem_store_chunk_size")
+        self.thin = self.option("filesystem_thin_provisioning")
+        self._zero_block = bytes(self.chunk_size) if self.thin else b""
+        self.fsync = self.option("filesystem_store_fsync")
+
+        self.close()
+        try:
+            for d in dirs:
+                d.fd = self._open_datadir(d.path)
+                d.tmpfile = os.path.isdir("/proc/self/fd")
+        except BaseException:
+            for d in dirs:
+                if d.fd >= 0:
+                    os.close(d.fd)
+            raise
+        self.datadirs = dirs
+        priorities = sorted({d.priority for d in dirs}, reverse=True)
+        self._by_priority = [[d for d in dirs if d.priority == p] for p in priorities]
+        for d in dirs:
+            self._remove_stale_staging(d)
+
+    def _open_datadir(self, path: str) -> int:
+        try:
+            os.makedirs(path, mode=0o755, exist_ok=True)
+        except OSError as exc:
+            raise exceptions.BadStoreConfiguration(
+                self.name, f"data directory {path} cannot be created: {exc.strerror}"
+            ) from None
+        if not os.path.isdir(path):
+            raise exceptions.BadStoreConfiguration(
+                self.name, f"data directory {path} is not a directory"
+            )
+        if not os.access(path, os.R_OK | os.W_OK | os.X_OK):
+            raise exceptions.BadStoreConfiguration(
+                self.name, f"data directory {path} is not readable and writable"
+            )
+        return os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+
+    def _remove_stale_staging(self, datadir: DataDir) -> None:
+        """Remove named staging files that no live writer holds."""
+        try:
+            staging_fd = os.open(
+                STAGING_DIR,
+                os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW,
+                dir_fd=datadir.fd,
+            )
+        except (FileNotFoundError, NotADirectoryError):
+            return
+        try:
+            for name in os.listdir(staging_fd):
+                try:
+                    fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=staging_fd)
+                except OSError:
+                    continue
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    os.close(fd)  # a live writer holds it
+                    continue
+                try:
+                    # Unlink while holding the lock, and only the file we
+                    # locked: a writer re-checks the name after its flock.
+                    if os.stat(name, dir_fd=staging_fd).st_ino == os.fstat(fd).st_ino:
+                        os.unlink(name, dir_fd=staging_fd)
+                        LOG.info(
+                            "removed stale staging file %s/%s/%s",
+                            datadir.path,
+                            STAGING_DIR,
+                            name,
+                        )
+                except FileNotFoundError:
+                    pass
+                finally:
+                    os.close(fd)
+        finally:
+            os.close(staging_fd)
+
+    def close(self) -> None:
+        for d in self.datadirs:
+            if d.fd >= 0:
+                os.close(d.fd)
+                d.fd = -1
+        self.datadirs = []
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)
+            self._lock_fd = -1
+
+    def describe(self) -> dict[str, Any]:
+        info = super().describe()
+        info["datadirs"] = [
+            {"path": d.path, "priority": d.priority, "free_bytes": d.free_bytes()}
+            for d in sorted(self.datadirs, key=lambda d: (-d.priority, d.path))
+        ]
+        return info
+
+    # -- locations -------------------------------------------------------
+
+    def parse_location(self, uri: str) -> FileLocation:
+        return FileLocation.from_uri(uri)
+
+    def _find(self, location: Location) -> tuple[DataDir, str] | None:
+        if not isinstance(location, FileLocation):
+            return None
+        path = os.path.normpath(location.path)
+        parent, name = os.path.split(path)
+        try:
+            validate_image_id(name)
+        except exceptions.Invalid:
+            return None
+        for d in self.datadirs:
+            if parent == d.path:
+                return d, name
+        real_parent = os.path.realpath(parent)
+        for d in self.datadirs:
+            if real_parent == os.path.realpath(d.path):
+                return d, name
+        return None
+
+    def owns(self, location: Location) -> bool:
+        return self._find(location) is not None
+
+    def _resolve(self, location: Location) -> tuple[DataDir, str]:
+        found = self._find(location)
+        if found is None:
+            raise exceptions.Forbidden(
+                f"location {location.uri} is outside the data directories of "
+                f"store {self.name!r}"
+            )
+        return found
+
+    def _stat(self, location: Location) -> tuple[DataDir, str, os.stat_result]:
+        datadir, name = self._resolve(location)
+        try:
+            st = os.stat(name, dir_fd=datadir.fd, follow_symlinks=False)
+        except FileNotFoundError:
+            raise exceptions.NotFound(f"image {location.uri} not found") from None
+        except PermissionError:
+            raise exceptions.Forbidden(f"access to {location.uri} denied") from None
+        if stat.S_ISLNK(st.st_mode):
+            raise exceptions.Forbidden(
+                f"location {location.uri} is a symlink; images are never symlinks"
+            )
+        if not stat.S_ISREG(st.st_mode):
+            raise exceptions.Forbidden(f"location {location.uri} is not an image file")
+        return datadir, name, st
+
+    # -- operations ------------------------------------------------------
+
+    def _get(
+        self, location: Location, offset: int, chunk_size: int | None
+    ) -> tuple[Iterator[bytes], int]:
+        datadir, name = self._resolve(location)
+        try:
+            fd = os.open(
+                name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=datadir.fd
+            )
+        except FileNotFoundError:
+            raise exceptions.NotFound(f"image {location.uri} not found") from None
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise exceptions.Forbidden(
+                    f"location {location.uri} is a symlink; images are never symlinks"
+                ) from None
+            raise exceptions.Forbidden(
+                f"cannot open {location.uri}: {exc.strerror}"
+            ) from None
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise exceptions.Forbidden(
+                    f"location {location.uri} is not an image file"
+                )
+            size = st.st_size
+            if offset and offset >= size:
+                raise exceptions.Invalid(
+                    f"offset {offset} is past the end of {location.uri} ({size} bytes)"
+                )
+            length = size - offset
+            if chunk_size is not None:
+                length = min(length, chunk_size)
+            os.posix_fadvise(fd, offset, length, os.POSIX_FADV_SEQUENTIAL)
+        except BaseException:
+            os.close(fd)
+            raise
+        return FileChunkIterator(fd, offset, length, self.chunk_size), length
+
+    def _get_size(self, location: Location) -> int:
+        return self._stat(location)[2].st_size
+
+    def _delete(self, location: Location) -> None:
+        datadir, name, _ = self._stat(location)
+        try:
+            os.unlink(name, dir_fd=datadir.fd)
+        except FileNotFoundError:
+            raise exceptions.NotFound(f"image {location.uri} not found") from None
+        except OSError as exc:
+            raise exceptions.Forbidden(
+                f"cannot delete {location.uri}: {exc.strerror}"
+            ) from None
+
+    def _add(
+        self,
+        image_id: str,
+        data: Any,
+        size: int,
+        hashing_algo: str,
+        verifier: Verifier | None,
+    ) -> AddResult:
+        self._check_absent(image_id)
+        datadir = self._choose_datadir(image_id, size)
+        path = os.path.join(datadir.path, image_id)
+        staging = _Staging(datadir)
+        hasher = ImageHasher(hashing_algo)
+        try:
+            self._os_call(staging.open, datadir, image_id)
+            written = 0
+            for chunk in read_chunks(data, self.chunk_size, image_id, size):
+                hasher.update(chunk)
+                if verifier is not None:
+                    verifier.update(chunk)
+                self._os_call(self._write, datadir, image_id, staging.fd, chunk)
+                written += len(chunk)
+            checksum, multihash = hasher.hexdigests()
+            self._os_call(self._finish, datadir, image_id, staging.fd, written)
+            self._publish(staging, image_id)
+        finally:
+            hasher.close()
+            staging.close()
+        LOG.debug("added %s (%d bytes) to %s", image_id, written, datadir.path)
+        return AddResult(
+            FileLocation.from_path(path).uri,
+            written,
+            checksum,
+            multihash,
+            self._metadata_for(path),
+        )
+
+    def _check_absent(self, image_id: str) -> None:
+        for d in self.datadirs:
+            try:
+                os.stat(image_id, dir_fd=d.fd, follow_symlinks=False)
+            except FileNotFoundError:
+                continue
+            raise exceptions.Duplicate(f"image {image_id} already exists in {d.path}")
+
+    def _choose_datadir(self, image_id: str, size: int) -> DataDir:
+        for group in self._by_priority:
+            best = max(group, key=DataDir.free_bytes)
+            free = best.free_bytes()
+            if free > 0 and free >= size:
+                return best
+        raise exceptions.StorageFull(
+            f"no data directory of store {self.name!r} has room for image "
+            f"{image_id}" + (f" ({size} bytes)" if size else "")
+        )
+
+    def _os_call(self, fn: Any, datadir: DataDir, image_id: str, *args: Any) -> Any:
+        try:
+            return fn(*args)
+        except OSError as exc:
+            raise self._write_error(exc, datadir, image_id) from None
+
+    @staticmethod
+    def _write_error(
+        exc: OSError, datadir: DataDir, image_id: str
+    ) -> exceptions.FsstoreError:
+        if exc.errno in _STORAGE_FULL:
+            return exceptions.StorageFull(
+                f"data directory {datadir.path} has no room for image {image_id}"
+            )
+        if exc.errno in _WRITE_DENIED:
+            return exceptions.StorageWriteDenied(
+                f"writing image {image_id} to {datadir.path} was denied: {exc.strerror}"
+            )
+        return exceptions.BackendException(
+            f"writing image {image_id} to {datadir.path} failed: {exc.strerror}"
+        )
+
+    def _write(self, fd: int, chunk: bytes) -> None:
+        if self.thin and chunk == self._zeros(len(chunk)):
+            os.lseek(fd, len(chunk), os.SEEK_CUR)
+            return
+        view = memoryview(chunk)
+        while view:
+            view = view[os.write(fd, view) :]
+
+    def _zeros(self, length: int) -> bytes:
+        if len(self._zero_block) != length:
+            return bytes(length)
+        return self._zero_block
+
+    def _finish(self, fd: int, written: int) -> None:
+        if self.thin:
+            os.ftruncate(fd, written)  # a trailing hole has no write to size it
+        if self.file_mode:
+            os.fchmod(fd, self.file_mode)
+        if self.fsync:
+            os.fsync(fd)
+
+    def _publish(self, staging: _Staging, image_id: str) -> None:
+        datadir = staging.datadir
+        if len(self.datadirs) > 1:
+            with self._publish_lock, self._flock_publish():
+                # Under the lock no other process can link this id in another
+                # directory between this check and our link.
+                self._check_absent(image_id)
+                self._link(staging, image_id)
+        else:
+            self._link(staging, image_id)
+        if self.fsync:
+            self._os_call(os.fsync, datadir, image_id, datadir.fd)
+
+    def _link(self, staging: _Staging, image_id: str) -> None:
+        try:
+            staging.link(image_id)
+        except FileExistsError:
+            raise exceptions.Duplicate(
+                f"image {image_id} already exists in {staging.datadir.path}"
+            ) from None
+        except OSError as exc:
+            raise self._write_error(exc, staging.datadir, image_id) from None
+
+    def _flock_publish(self) -> _Flock:
+        # A lock fd inherited across fork() shares its flock with the parent,
+        # so each process opens its own.
+        if self._lock_fd < 0 or self._lock_pid != os.getpid():
+            lock_dir = min(self.datadirs, key=lambda d: d.path)
+            self._lock_fd = os.open(
+                PUBLISH_LOCK,
+                os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW,
+                0o600,
+                dir_fd=lock_dir.fd,
+            )
+            self._lock_pid = os.getpid()
+        return _Flock(self._lock_fd)
+
+    def _metadata_for(self, path: str) -> dict[str, Any]:
+        if isinstance(self.metadata, dict):
+            return dict(self.metadata)
+        matches = [m for m in self.metadata if _under(path, m["mountpoint"])]
+        if not matches:
+            return {}
+        return dict(max(matches, key=lambda m: len(m["mountpoint"])))
+
+
+class _Flock:
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+
+    def __enter__(self) -> None:
+        fcntl.flock(self.fd, fcntl.LOCK_EX)
+
+    def __exit__(self, *exc: object) -> None:
+        fcntl.flock(self.fd, fcntl.LOCK_UN)

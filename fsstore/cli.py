@@ -1,0 +1,417 @@
+"""The ``fsstore`` command: add, get, size, delete, verify, stores.
+
+Configured like the library, through oslo.config (``--config-file``,
+``--config-dir``, Glance-style files). Every error a user can cause is one
+line on stderr and a non-zero exit status: 1 for a failed operation, 2 for bad
+usage or bad configuration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import json
+import os
+import sys
+import tempfile
+import uuid
+from collections.abc import Iterator
+from typing import Any, BinaryIO
+
+from oslo_config import cfg
+
+from fsstore import exceptions
+from fsstore.hashing import DEFAULT_HASHING_ALGO, ImageHasher
+from fsstore.registry import StoreRegistry, register_opts
+
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+
+class UsageError(Exception):
+    """Bad arguments or configuration: exit status 2."""
+
+
+def human_size(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if size < 1024 or unit == "TiB":
+            return f"{int(size)} B" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    raise AssertionError("unreachable")
+
+
+def _progress(args: argparse.Namespace, total: int | None, desc: str) -> Any:
+    from tqdm import tqdm
+
+    enabled = args.progress if args.progress is not None else sys.stderr.isatty()
+    return tqdm(
+        total=total or None,
+        desc=desc,
+        unit="B",
+        unit_scale=True,
+        unit_divisor=1024,
+        file=sys.stderr,
+        disable=not enabled,
+        leave=False,
+    )
+
+
+class _CountingReader:
+    """A file wrapper that reports each read to a progress bar."""
+
+    def __init__(self, f: BinaryIO, bar: Any) -> None:
+        self._f = f
+        self._bar = bar
+
+    def read(self, n: int = -1) -> bytes:
+        chunk = self._f.read(n)
+        self._bar.update(len(chunk))
+        return chunk
+
+
+def _print(args: argparse.Namespace, record: dict[str, Any], text: str) -> None:
+    if args.format == "json":
+        print(json.dumps(record, sort_keys=True))
+    else:
+        print(text)
+
+
+# -- subcommands --------------------------------------------------------------
+
+
+def cmd_add(args: argparse.Namespace, registry: StoreRegistry) -> int:
+    image_id = args.id or str(uuid.uuid4())
+    if args.file == "-":
+        source: BinaryIO = sys.stdin.buffer
+        close = False
+    else:
+        try:
+            source = open(args.file, "rb")  # noqa: SIM115 - closed below
+        except OSError as exc:
+            raise UsageError(f"cannot read {args.file}: {exc.strerror}") from None
+        close = True
+    try:
+        size = args.size
+        if size is None:
+            st = os.fstat(source.fileno())
+            size = st.st_size if os.path.isfile(args.file) else 0
+        with _progress(args, size, f"add {image_id}") as bar:
+            result = registry.add(
+                image_id,
+                _CountingReader(source, bar),
+                size,
+                backend=args.backend,
+                hashing_algo=args.hashing_algo,
+            )
+    finally:
+        if close:
+            source.close()
+    record = {
+        "id": image_id,
+        "location": result.location,
+        "size": result.size,
+        "checksum": result.checksum,
+        "multihash": result.multihash,
+        "hashing_algo": args.hashing_algo,
+        "metadata": result.metadata,
+    }
+    _print(
+        args,
+        record,
+        f"id:        {image_id}\n"
+        f"location:  {result.location}\n"
+        f"size:      {result.size} ({human_size(result.size)})\n"
+        f"checksum:  {result.checksum} (md5)\n"
+        f"multihash: {result.multihash} ({args.hashing_algo})",
+    )
+    return 0
+
+
+@contextlib.contextmanager
+def _output(path: str | None) -> Iterator[BinaryIO]:
+    """stdout, or a temporary file renamed over ``path`` only on success."""
+    if path is None or path == "-":
+        yield sys.stdout.buffer
+        sys.stdout.buffer.flush()
+        return
+    directory = os.path.dirname(os.path.abspath(path))
+    try:
+        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".fsstore-get-")
+    except OSError as exc:
+        raise UsageError(f"cannot write {path}: {exc.strerror}") from None
+    try:
+        with os.fdopen(fd, "wb") as f:
+            yield f
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def cmd_get(args: argparse.Namespace, registry: StoreRegistry) -> int:
+    chunks, length = registry.get(args.uri, args.offset, args.length)
+    with (
+        contextlib.closing(chunks),
+        _output(args.output) as out,
+        _progress(args, length, "get") as bar,
+    ):
+        for chunk in chunks:
+            out.write(chunk)
+            bar.update(len(chunk))
+    return 0
+
+
+def cmd_size(args: argparse.Namespace, registry: StoreRegistry) -> int:
+    size = registry.get_size(args.uri)
+    _print(args, {"location": args.uri, "size": size}, str(size))
+    return 0
+
+
+def cmd_delete(args: argparse.Namespace, registry: StoreRegistry) -> int:
+    registry.delete(args.uri)
+    _print(args, {"location": args.uri, "deleted": True}, f"deleted {args.uri}")
+    return 0
+
+
+def cmd_verify(args: argparse.Namespace, registry: StoreRegistry) -> int:
+    chunks, length = registry.get(args.uri)
+    hasher = ImageHasher(args.hashing_algo)
+    with contextlib.closing(chunks), _progress(args, length, "verify") as bar:
+        for chunk in chunks:
+            hasher.update(chunk)
+            bar.update(len(chunk))
+    checksum, multihash = hasher.hexdigests()
+    if args.checksum is not None:
+        kind, expected, actual = "checksum", args.checksum.lower(), checksum
+    else:
+        kind, expected, actual = "multihash", args.multihash.lower(), multihash
+    ok = expected == actual
+    record = {
+        "location": args.uri,
+        "kind": kind,
+        "expected": expected,
+        "actual": actual,
+        "ok": ok,
+    }
+    if args.format == "json":
+        print(json.dumps(record, sort_keys=True))
+    elif ok:
+        print(f"OK {args.uri} {kind} {actual}")
+    if not ok:
+        print(
+            f"fsstore: {kind} mismatch for {args.uri}: expected {expected}, "
+            f"got {actual}",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
+    return 0
+
+
+def cmd_stores(args: argparse.Namespace, registry: StoreRegistry) -> int:
+    records = []
+    for name, store in registry.stores.items():
+        info = store.describe()
+        info["name"] = name
+        info["default"] = name == registry.default_name
+        records.append(info)
+    if args.format == "json":
+        print(json.dumps(records, sort_keys=True))
+        return 0
+    for info in records:
+        default = " (default)" if info["default"] else ""
+        print(
+            f"{info['name']}{default}: driver {info['driver']}, "
+            f"schemes {','.join(info['schemes'])}, "
+            f"capabilities {','.join(info['capabilities'])}"
+        )
+        for d in info.get("datadirs", []):
+            print(
+                f"    {d['path']}  priority {d['priority']}  "
+                f"free {human_size(d['free_bytes'])}"
+            )
+        for key in sorted(
+            set(info)
+            - {"name", "default", "driver", "schemes", "capabilities", "datadirs"}
+        ):
+            print(f"    {key}: {info[key]}")
+    return 0
+
+
+# -- argument parsing ---------------------------------------------------------
+
+
+def _nonnegative(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is negative")
+    return value
+
+
+def _positive(text: str) -> int:
+    value = _nonnegative(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("must be greater than 0")
+    return value
+
+
+def _hashing_algo(text: str) -> str:
+    if text not in hashlib.algorithms_available:
+        raise argparse.ArgumentTypeError(f"unknown hashing algorithm {text!r}")
+    return text
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> Any:  # one line, no usage dump
+        raise UsageError(f"{self.prog}: {message}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    # Global options are accepted before and after the subcommand. Their
+    # defaults are SUPPRESS so that a subparser does not overwrite a value
+    # given before it; parse_args() fills them in afterwards.
+    common = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS)
+    common.add_argument(
+        "--config-file",
+        action="append",
+        metavar="PATH",
+        help="a Glance-style configuration file (repeatable)",
+    )
+    common.add_argument(
+        "--config-dir",
+        action="append",
+        metavar="DIR",
+        help="a directory of *.conf files (repeatable)",
+    )
+    common.add_argument(
+        "--format", choices=("text", "json"), help="output format (default: text)"
+    )
+    progress = common.add_mutually_exclusive_group()
+    progress.add_argument(
+        "--progress",
+        dest="progress",
+        action="store_true",
+        help="show a progress bar on stderr (default: on a tty)",
+    )
+    progress.add_argument("--no-progress", dest="progress", action="store_false")
+
+    parser = _Parser(
+        prog="fsstore", description=__doc__.split("\n")[0], parents=[common]
+    )
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("add", parents=[common], help="store an image")
+    p.add_argument("file", metavar="FILE|-")
+    p.add_argument("--id", help="image id (default: a new UUID)")
+    p.add_argument("--backend", help="backend name or scheme (default: the default)")
+    p.add_argument(
+        "--size",
+        type=_nonnegative,
+        help="declared size in bytes, checked against the data",
+    )
+    p.add_argument("--hashing-algo", type=_hashing_algo, default=DEFAULT_HASHING_ALGO)
+    p.set_defaults(func=cmd_add)
+
+    p = sub.add_parser("get", parents=[common], help="read an image")
+    p.add_argument("uri")
+    p.add_argument("-o", "--output", metavar="FILE", help="write here, not stdout")
+    p.add_argument("--offset", type=_nonnegative, default=0)
+    p.add_argument("--length", type=_positive, default=None)
+    p.set_defaults(func=cmd_get)
+
+    p = sub.add_parser("size", parents=[common], help="print an image's size")
+    p.add_argument("uri")
+    p.set_defaults(func=cmd_size)
+
+    p = sub.add_parser("delete", parents=[common], help="delete an image")
+    p.add_argument("uri")
+    p.set_defaults(func=cmd_delete)
+
+    p = sub.add_parser("verify", parents=[common], help="check an image's digest")
+    p.add_argument("uri")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--checksum", metavar="MD5")
+    which.add_argument("--multihash", metavar="HEX")
+    p.add_argument("--hashing-algo", type=_hashing_algo, default=DEFAULT_HASHING_ALGO)
+    p.set_defaults(func=cmd_verify)
+
+    p = sub.add_parser("stores", parents=[common], help="list the configured stores")
+    p.set_defaults(func=cmd_stores)
+    return parser
+
+
+GLOBAL_DEFAULTS = {
+    "config_file": [],
+    "config_dir": [],
+    "format": "text",
+    "progress": None,
+}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    args = build_parser().parse_args(argv)
+    for name, default in GLOBAL_DEFAULTS.items():
+        if not hasattr(args, name):
+            setattr(args, name, default)
+    return args
+
+
+def load_conf(args: argparse.Namespace) -> cfg.ConfigOpts:
+    conf = cfg.ConfigOpts()
+    register_opts(conf)
+    conf_args: list[str] = []
+    for path in args.config_file:
+        conf_args += ["--config-file", path]
+    for path in args.config_dir:
+        conf_args += ["--config-dir", path]
+    try:
+        conf(conf_args, project="fsstore", prog="fsstore", use_env=False)
+    except cfg.Error as exc:
+        raise UsageError(str(exc).strip().splitlines()[0]) from None
+    except SystemExit:  # oslo.config's own argument errors
+        raise UsageError("invalid --config-file or --config-dir") from None
+    return conf
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = parse_args(argv)
+        conf = load_conf(args)
+        registry = StoreRegistry(conf)
+        try:
+            return args.func(args, registry)
+        finally:
+            registry.close()
+    except UsageError as exc:
+        print(
+            f"fsstore: {exc}" if not str(exc).startswith("fsstore") else exc,
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    except exceptions.BadStoreConfiguration as exc:
+        print(f"fsstore: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except exceptions.FsstoreError as exc:
+        print(f"fsstore: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except BrokenPipeError:
+        # The reader went away (fsstore get ... | head): not an error of ours.
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_FAILED
+    except OSError as exc:
+        name = f" {exc.filename}" if exc.filename else ""
+        print(f"fsstore: {exc.strerror or exc}{name}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        print("fsstore: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

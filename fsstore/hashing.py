@@ -1,0 +1,101 @@
+"""The MD5 checksum and the multihash of one stream, computed in one pass.
+
+Glance records two digests per image: ``checksum`` (MD5) and ``os_hash_value``
+(the multihash, ``sha512`` by default). Each costs about as much CPU as the
+copy itself, so once a stream is large enough for it to pay, each digest runs
+in a thread of its own: hashlib releases the GIL on buffers above 2 KiB, so the
+two digests and the caller's I/O share the cores. Small images are hashed
+inline, where starting threads would cost more than it saves.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import queue
+import threading
+from typing import Any
+
+from fsstore.exceptions import UnknownHashingAlgo
+
+DEFAULT_HASHING_ALGO = "sha512"
+
+# Below this many bytes a stream is hashed in the caller's thread.
+THREADED_THRESHOLD = 1 << 20
+# Chunks waiting per digest thread; bounds memory at this many chunks.
+QUEUE_DEPTH = 8
+
+_STOP = None
+
+
+def new_multihash(hashing_algo: str) -> Any:
+    """A fresh hash object for ``hashing_algo``, or :class:`UnknownHashingAlgo`."""
+    try:
+        digest = hashlib.new(hashing_algo)
+    except (ValueError, TypeError):
+        raise UnknownHashingAlgo(str(hashing_algo)) from None
+    if digest.digest_size == 0:
+        # shake_* have no fixed length, so no hex digest without one.
+        raise UnknownHashingAlgo(hashing_algo)
+    return digest
+
+
+class _DigestThread:
+    """One digest fed through a bounded queue by a thread of its own."""
+
+    def __init__(self, digest: Any) -> None:
+        self.digest = digest
+        self._queue: queue.Queue[bytes | None] = queue.Queue(QUEUE_DEPTH)
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        update = self.digest.update
+        get = self._queue.get
+        while (chunk := get()) is not _STOP:
+            update(chunk)
+
+    def put(self, chunk: bytes) -> None:
+        self._queue.put(chunk)
+
+    def join(self) -> None:
+        self._queue.put(_STOP)
+        self._thread.join()
+
+
+class ImageHasher:
+    """MD5 plus the multihash of everything passed to :meth:`update`.
+
+    Call :meth:`hexdigests` once at the end, or :meth:`close` to abandon the
+    stream; either stops the digest threads.
+    """
+
+    def __init__(self, hashing_algo: str = DEFAULT_HASHING_ALGO) -> None:
+        self.hashing_algo = hashing_algo
+        self._multihash = new_multihash(hashing_algo)
+        self._md5 = hashlib.md5(usedforsecurity=False)
+        self._threads: list[_DigestThread] = []
+        self._seen = 0
+
+    def update(self, chunk: bytes) -> None:
+        if self._threads:
+            for thread in self._threads:
+                thread.put(chunk)
+            return
+        self._seen += len(chunk)
+        if self._seen > THREADED_THRESHOLD and len(chunk) >= 16384:
+            self._threads = [_DigestThread(self._md5), _DigestThread(self._multihash)]
+            for thread in self._threads:
+                thread.put(chunk)
+            return
+        self._md5.update(chunk)
+        self._multihash.update(chunk)
+
+    def close(self) -> None:
+        threads, self._threads = self._threads, []
+        for thread in threads:
+            thread.join()
+
+    def hexdigests(self) -> tuple[str, str]:
+        """``(md5 hex digest, multihash hex digest)``; ends the stream."""
+        self.close()
+        return self._md5.hexdigest(), self._multihash.hexdigest()

@@ -1,0 +1,76 @@
+"""Store locations: the URIs that name stored images, parsed per scheme.
+
+A location is what ``add`` returns and what ``get``, ``get_size`` and
+``delete`` take. The registry only splits off the scheme to find the store that
+owns it; the store's own location class parses the rest, so each scheme's
+rules live in one place.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+from fsstore.exceptions import BadStoreUri
+
+
+def split_scheme(uri: str) -> tuple[str, str]:
+    """``(scheme, rest)`` of ``uri``; :class:`BadStoreUri` when it has none."""
+    if not isinstance(uri, str):
+        raise BadStoreUri(f"location must be a string, not {type(uri).__name__}")
+    if "\0" in uri:
+        raise BadStoreUri(f"location {uri!r} contains a NUL byte")
+    scheme, sep, rest = uri.partition("://")
+    if not sep or not scheme:
+        raise BadStoreUri(f"location {uri!r} is not a URI of the form scheme://...")
+    scheme = scheme.lower()
+    if not all(c.isalnum() or c in "+-." for c in scheme) or not scheme[0].isalpha():
+        raise BadStoreUri(f"location {uri!r} has an invalid scheme {scheme!r}")
+    return scheme, rest
+
+
+@dataclasses.dataclass(frozen=True)
+class Location:
+    """A parsed location; ``uri`` is its canonical string form."""
+
+    scheme: str
+
+    @property
+    def uri(self) -> str:
+        raise NotImplementedError
+
+    def __str__(self) -> str:
+        return self.uri
+
+
+@dataclasses.dataclass(frozen=True)
+class FileLocation(Location):
+    """``file:///absolute/path``: an image file of the filesystem store.
+
+    The path is taken as written, never percent-decoded: a location names
+    exactly the file the store wrote, and decoding would give ``%2e%2e`` a
+    second meaning.
+    """
+
+    path: str
+
+    @classmethod
+    def from_uri(cls, uri: str) -> FileLocation:
+        scheme, rest = split_scheme(uri)
+        if scheme != "file":
+            raise BadStoreUri(f"location {uri!r} is not a file:// URI")
+        # file://host/path is a remote file; only the empty host is local.
+        if not rest.startswith("/"):
+            raise BadStoreUri(
+                f"location {uri!r} must be file:///absolute/path (no host part)"
+            )
+        if "?" in rest or "#" in rest:
+            raise BadStoreUri(f"location {uri!r} must not have a query or fragment")
+        return cls(scheme="file", path=rest)
+
+    @classmethod
+    def from_path(cls, path: str) -> FileLocation:
+        return cls(scheme="file", path=path)
+
+    @property
+    def uri(self) -> str:
+        return f"file://{self.path}"

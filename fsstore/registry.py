@@ -1,0 +1,298 @@
+"""Loading stores through entry points, and the module-level API.
+
+:class:`StoreRegistry` holds the stores one configuration describes. Two modes,
+as in glance_store:
+
+* single-store: ``[glance_store] stores`` names drivers, ``default_store``
+  picks where new images go, and every store reads ``[glance_store]``;
+* multi-store: ``[DEFAULT] enabled_backends = name:type,...`` names backends,
+  ``[glance_store] default_backend`` picks one, and each backend reads the
+  group named after it.
+
+Drivers come only from the ``fsstore.backends`` entry-point namespace. A driver
+that does not load, or is not a :class:`~fsstore.store.Store`, is an error
+that names it; nothing is skipped with a warning.
+
+The module-level functions keep glance_store's names, arguments and return
+shapes, and work on the registry that :func:`create_stores` made last.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+from oslo_config import cfg
+from stevedore import driver as stevedore_driver
+from stevedore.exception import NoMatches
+
+from fsstore import exceptions, opts
+from fsstore.hashing import DEFAULT_HASHING_ALGO
+from fsstore.location import Location, split_scheme
+from fsstore.store import AddResult, Store, Verifier
+
+BACKENDS_NAMESPACE = "fsstore.backends"
+
+
+def register_opts(conf: cfg.ConfigOpts) -> None:
+    """Register every option fsstore reads, the image cache's included."""
+    conf.register_opt(opts.ENABLED_BACKENDS_OPT)
+    conf.register_opts(opts.CACHE_OPTS)
+    conf.register_opts(opts.STORE_OPTS, group=opts.STORE_GROUP)
+    conf.register_opts(opts.builtin_store_opts(), group=opts.STORE_GROUP)
+
+
+def load_driver(name: str, namespace: str = BACKENDS_NAMESPACE) -> type[Store]:
+    """The store class registered as ``name``; DriverLoadFailure otherwise."""
+
+    def failed(_manager: Any, entrypoint: Any, exc: BaseException) -> None:
+        raise exceptions.DriverLoadFailure(
+            name, f"entry point {entrypoint.value!r} failed to import: {exc}"
+        ) from exc
+
+    try:
+        manager = stevedore_driver.DriverManager(
+            namespace,
+            name,
+            invoke_on_load=False,
+            on_load_failure_callback=failed,
+        )
+    except NoMatches:
+        raise exceptions.DriverLoadFailure(
+            name, f"no driver of that name in the {namespace!r} entry points"
+        ) from None
+    except RuntimeError as exc:  # several drivers registered under one name
+        raise exceptions.DriverLoadFailure(name, str(exc)) from None
+    driver_cls = manager.driver
+    if not (isinstance(driver_cls, type) and issubclass(driver_cls, Store)):
+        raise exceptions.DriverLoadFailure(
+            name, f"{driver_cls!r} is not a subclass of fsstore.Store"
+        )
+    return driver_cls
+
+
+class StoreRegistry:
+    """The configured stores of one ``ConfigOpts``, and operations on them."""
+
+    def __init__(self, conf: cfg.ConfigOpts) -> None:
+        self.conf = conf
+        register_opts(conf)
+        self.stores: dict[str, Store] = {}
+        self.multi_store = bool(self._opt(None, "enabled_backends"))
+        if self.multi_store:
+            self._load_backends()
+        else:
+            self._load_single_store()
+
+    def _opt(self, group: str | None, name: str) -> Any:
+        try:
+            return getattr(self.conf[group] if group else self.conf, name)
+        except (cfg.Error, ValueError) as exc:
+            where = f"{group}.{name}" if group else name
+            raise exceptions.BadStoreConfiguration(
+                group or "DEFAULT", f"option {where}: {exc}"
+            ) from None
+
+    def _load_single_store(self) -> None:
+        names = [n.strip() for n in self._opt(opts.STORE_GROUP, "stores") if n.strip()]
+        if not names:
+            raise exceptions.BadStoreConfiguration(
+                opts.STORE_GROUP, "option stores names no store"
+            )
+        loaded: set[type[Store]] = set()
+        for name in names:
+            driver_cls = load_driver(name)
+            if driver_cls in loaded:
+                continue  # an alias of a driver already loaded
+            loaded.add(driver_cls)
+            self.conf.register_opts(driver_cls.OPTIONS, group=opts.STORE_GROUP)
+            self._add_store(name, driver_cls(self.conf))
+        default = self._opt(opts.STORE_GROUP, "default_store")
+        self.default_name = self._find_name(default)
+        if self.default_name is None:
+            raise exceptions.BadStoreConfiguration(
+                opts.STORE_GROUP,
+                f"default_store {default!r} is not one of the configured stores "
+                f"({', '.join(names)})",
+            )
+
+    def _load_backends(self) -> None:
+        backends: dict[str, str] = self._opt(None, "enabled_backends")
+        for name, type_name in backends.items():
+            name, type_name = name.strip(), (type_name or "").strip()
+            if not type_name:
+                raise exceptions.BadStoreConfiguration(
+                    name, "enabled_backends must give it a type, as name:type"
+                )
+            if name == opts.STORE_GROUP or name.upper() == "DEFAULT":
+                raise exceptions.BadStoreConfiguration(
+                    name, "this name is reserved and cannot name a backend"
+                )
+            driver_cls = load_driver(type_name)
+            self.conf.register_opts(driver_cls.OPTIONS, group=name)
+            self.conf.register_opts(opts.BACKEND_OPTS, group=name)
+            self._add_store(name, driver_cls(self.conf, backend_group=name))
+        default = self._opt(opts.STORE_GROUP, "default_backend")
+        if not default:
+            raise exceptions.BadStoreConfiguration(
+                opts.STORE_GROUP,
+                "default_backend must be set when enabled_backends is",
+            )
+        if default not in self.stores:
+            raise exceptions.BadStoreConfiguration(
+                opts.STORE_GROUP,
+                f"default_backend {default!r} is not one of enabled_backends "
+                f"({', '.join(self.stores)})",
+            )
+        self.default_name = default
+
+    def _add_store(self, name: str, store: Store) -> None:
+        store.configure()
+        self.stores[name] = store
+
+    def _find_name(self, name_or_scheme: str) -> str | None:
+        if name_or_scheme in self.stores:
+            return name_or_scheme
+        for name, store in self.stores.items():
+            if name_or_scheme in store.get_schemes():
+                return name
+        return None
+
+    # -- lookups ---------------------------------------------------------
+
+    def get_store(self, name: str | None = None) -> Store:
+        """A store by backend name (multi-store), driver name or scheme."""
+        if name is None:
+            return self.stores[self.default_name]
+        found = self._find_name(name)
+        if found is None:
+            if self.multi_store:
+                raise exceptions.UnknownScheme(
+                    f"no backend or scheme named {name!r} is configured "
+                    f"(backends: {', '.join(self.stores)})"
+                )
+            raise exceptions.UnknownScheme(f"no store handles scheme {name!r}")
+        return self.stores[found]
+
+    def store_for(self, uri: str) -> tuple[Store, Location]:
+        """The store that owns ``uri``, and the location parsed by it."""
+        scheme, _ = split_scheme(uri)
+        candidates = [s for s in self.stores.values() if scheme in s.get_schemes()]
+        if not candidates:
+            raise exceptions.UnknownScheme(
+                f"no configured store handles scheme {scheme!r} of {uri!r}"
+            )
+        location = candidates[0].parse_location(uri)
+        if len(candidates) == 1:
+            return candidates[0], location
+        for store in candidates:
+            if store.owns(location):
+                return store, location
+        raise exceptions.Forbidden(
+            f"location {uri} belongs to none of the configured stores"
+        )
+
+    # -- operations ------------------------------------------------------
+
+    def add(
+        self,
+        image_id: str,
+        data: Any,
+        size: int = 0,
+        backend: str | None = None,
+        hashing_algo: str = DEFAULT_HASHING_ALGO,
+        verifier: Verifier | None = None,
+    ) -> AddResult:
+        store = self.get_store(backend)
+        result = store.add(image_id, data, size, hashing_algo, verifier)
+        if self.multi_store:
+            result.metadata["store"] = store.name
+        return result
+
+    def get(
+        self, uri: str, offset: int = 0, chunk_size: int | None = None
+    ) -> tuple[Iterator[bytes], int]:
+        store, location = self.store_for(uri)
+        return store.get(location, offset, chunk_size)
+
+    def get_size(self, uri: str) -> int:
+        store, location = self.store_for(uri)
+        return store.get_size(location)
+
+    def delete(self, uri: str) -> None:
+        store, location = self.store_for(uri)
+        store.delete(location)
+
+    def close(self) -> None:
+        for store in self.stores.values():
+            close = getattr(store, "close", None)
+            if close is not None:
+                close()
+
+
+# -- module-level, glance_store-compatible API -------------------------------
+
+_default_registry: StoreRegistry | None = None
+_default_lock = threading.Lock()
+
+
+def create_stores(conf: cfg.ConfigOpts) -> StoreRegistry:
+    """Load and configure the stores of ``conf``; the new default registry."""
+    global _default_registry
+    registry = StoreRegistry(conf)
+    with _default_lock:
+        _default_registry = registry
+    return registry
+
+
+def _registry(conf: cfg.ConfigOpts | None = None) -> StoreRegistry:
+    registry = _default_registry
+    if registry is not None and (conf is None or registry.conf is conf):
+        return registry
+    if conf is None:
+        raise exceptions.BackendException(
+            "no stores are configured: call fsstore.create_stores(conf) first"
+        )
+    return create_stores(conf)
+
+
+def add_to_backend(
+    conf: cfg.ConfigOpts,
+    image_id: str,
+    data: Any,
+    size: int,
+    scheme: str | None = None,
+    context: Any = None,
+    verifier: Verifier | None = None,
+) -> tuple[str, int, str, dict[str, Any]]:
+    """glance_store's add: ``(location, size, checksum, metadata)``."""
+    result = _registry(conf).add(image_id, data, size, scheme, verifier=verifier)
+    return result.location, result.size, result.checksum, result.metadata
+
+
+def add_to_backend_with_multihash(
+    conf: cfg.ConfigOpts,
+    image_id: str,
+    data: Any,
+    size: int,
+    hashing_algo: str,
+    scheme: str | None = None,
+    context: Any = None,
+    verifier: Verifier | None = None,
+) -> AddResult:
+    return _registry(conf).add(image_id, data, size, scheme, hashing_algo, verifier)
+
+
+def get_from_backend(
+    uri: str, offset: int = 0, chunk_size: int | None = None, context: Any = None
+) -> tuple[Iterator[bytes], int]:
+    return _registry().get(uri, offset, chunk_size)
+
+
+def get_size_from_backend(uri: str, context: Any = None) -> int:
+    return _registry().get_size(uri)
+
+
+def delete_from_backend(uri: str, context: Any = None) -> None:
+    _registry().delete(uri)

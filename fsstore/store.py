@@ -1,0 +1,272 @@
+"""The Store base class, its capabilities, and the result of an add.
+
+A driver subclasses :class:`Store` and implements the protected hooks
+(``_add``, ``_get``, ``_get_size``, ``_delete``, and ``parse_location``). The
+public methods check capabilities and validate arguments before a call reaches
+the driver, so every driver refuses the same bad input in the same way.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable, Iterator
+from typing import Any, ClassVar, NamedTuple, Protocol
+
+from oslo_config import cfg
+
+from fsstore import exceptions
+from fsstore.hashing import DEFAULT_HASHING_ALGO, new_multihash
+from fsstore.location import Location
+
+# Image ids with this prefix are reserved for the stores' own files (staging
+# files, lock files), so that no image can ever collide with one of them.
+RESERVED_PREFIX = ".fsstore-"
+MAX_IMAGE_ID_BYTES = 255
+
+
+class Capability(enum.Flag):
+    NONE = 0
+    READ = enum.auto()
+    READ_RANDOM = enum.auto()
+    WRITE = enum.auto()
+    DELETE = enum.auto()
+    ALL = READ | READ_RANDOM | WRITE | DELETE
+
+
+class AddResult(NamedTuple):
+    location: str
+    size: int
+    checksum: str
+    multihash: str
+    metadata: dict[str, Any]
+
+
+class Verifier(Protocol):
+    def update(self, chunk: bytes) -> None: ...
+
+
+def validate_image_id(image_id: object) -> str:
+    """Return ``image_id`` if it is safe as a single file name, else raise.
+
+    Refused, before anything touches a disk: non-strings, the empty string,
+    more than 255 bytes of UTF-8, ``/`` or NUL, ``.`` and ``..``, and the
+    reserved prefix ``.fsstore-``.
+    """
+    if not isinstance(image_id, str):
+        raise exceptions.Invalid(
+            f"image id must be a string, not {type(image_id).__name__}"
+        )
+    if not image_id:
+        raise exceptions.Invalid("image id must not be empty")
+    try:
+        encoded = image_id.encode("utf-8")
+    except UnicodeEncodeError:
+        raise exceptions.Invalid(f"image id {image_id!r} is not valid UTF-8") from None
+    if len(encoded) > MAX_IMAGE_ID_BYTES:
+        raise exceptions.Invalid(
+            f"image id is {len(encoded)} bytes long; the limit is {MAX_IMAGE_ID_BYTES}"
+        )
+    if "/" in image_id or "\0" in image_id:
+        raise exceptions.Invalid(f"image id {image_id!r} contains '/' or a NUL byte")
+    if image_id in (".", ".."):
+        raise exceptions.Invalid(f"image id {image_id!r} is not allowed")
+    if image_id.startswith(RESERVED_PREFIX):
+        raise exceptions.Invalid(
+            f"image id {image_id!r} uses the reserved prefix {RESERVED_PREFIX!r}"
+        )
+    return image_id
+
+
+def validate_size(size: object) -> int:
+    if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+        raise exceptions.Invalid(f"image size must be an integer >= 0, not {size!r}")
+    return size
+
+
+def read_chunks(
+    data: Any, chunk_size: int, image_id: str, expected_size: int = 0
+) -> Iterator[bytes]:
+    """Chunks of ``data`` (a file-like object or an iterable of bytes).
+
+    With ``expected_size > 0`` the stream must hold exactly that many bytes:
+    an overrun raises :class:`Invalid` before the excess is yielded, an
+    underrun at the end.
+    """
+    read = getattr(data, "read", None)
+    source: Iterable[bytes]
+    if read is not None:
+        source = iter(lambda: read(chunk_size), b"")
+    else:
+        source = data
+    total = 0
+    for chunk in source:
+        if not chunk:
+            continue
+        if not isinstance(chunk, (bytes, bytearray, memoryview)):
+            raise exceptions.Invalid(
+                f"image {image_id}: data must be bytes, not {type(chunk).__name__}"
+            )
+        total += len(chunk)
+        if expected_size and total > expected_size:
+            raise exceptions.Invalid(
+                f"image {image_id}: data is larger than the declared size of "
+                f"{expected_size} bytes"
+            )
+        yield chunk
+    if expected_size and total != expected_size:
+        raise exceptions.Invalid(
+            f"image {image_id}: data is {total} bytes, not the declared "
+            f"{expected_size} bytes"
+        )
+
+
+class Store:
+    """Base class of every store driver.
+
+    ``conf`` is an oslo.config ``ConfigOpts``. In single-store mode a store
+    reads its options from ``[glance_store]``; in multi-store mode from the
+    group named after its backend (``backend_group``).
+    """
+
+    #: oslo.config options this driver reads, registered in its group.
+    OPTIONS: ClassVar[list[cfg.Opt]] = []
+    #: URI schemes whose locations this driver owns.
+    SCHEMES: ClassVar[tuple[str, ...]] = ()
+    CAPABILITIES: ClassVar[Capability] = Capability.ALL
+    #: Used in messages when no backend name is given.
+    DRIVER_NAME: ClassVar[str] = "store"
+
+    def __init__(self, conf: cfg.ConfigOpts, backend_group: str | None = None) -> None:
+        self.conf = conf
+        self.backend_group = backend_group
+        self.name = backend_group or self.DRIVER_NAME
+        self.capabilities = self.CAPABILITIES
+
+    @property
+    def group(self) -> str:
+        return self.backend_group or "glance_store"
+
+    def option(self, name: str) -> Any:
+        """The value of one of this store's options, or BadStoreConfiguration."""
+        try:
+            return getattr(self.conf[self.group], name)
+        except (cfg.Error, ValueError) as exc:
+            raise exceptions.BadStoreConfiguration(
+                self.name, f"option {self.group}.{name}: {exc}"
+            ) from None
+
+    # -- configuration ---------------------------------------------------
+
+    def configure(self) -> None:
+        """Read and check the configuration; raise BadStoreConfiguration."""
+
+    def get_schemes(self) -> tuple[str, ...]:
+        return self.SCHEMES
+
+    def describe(self) -> dict[str, Any]:
+        """What ``fsstore stores`` shows about this store."""
+        return {
+            "name": self.name,
+            "driver": self.DRIVER_NAME,
+            "schemes": list(self.get_schemes()),
+            "capabilities": [
+                c.name.lower() for c in Capability if c in self.capabilities and c.name
+            ],
+        }
+
+    # -- locations -------------------------------------------------------
+
+    def parse_location(self, uri: str) -> Location:
+        raise NotImplementedError
+
+    def owns(self, location: Location) -> bool:
+        """Whether ``location`` (of one of our schemes) is this store's.
+
+        Several stores can share a scheme (two filesystem backends); the
+        registry asks each in turn.
+        """
+        return True
+
+    def _location(self, location: Location | str) -> Location:
+        if isinstance(location, Location):
+            return location
+        return self.parse_location(location)
+
+    def _require(
+        self, capability: Capability, error: type[exceptions.StoreCapabilityError]
+    ) -> None:
+        if capability not in self.capabilities:
+            raise error(self.name)
+
+    # -- operations ------------------------------------------------------
+
+    def add(
+        self,
+        image_id: str,
+        data: Any,
+        size: int = 0,
+        hashing_algo: str = DEFAULT_HASHING_ALGO,
+        verifier: Verifier | None = None,
+    ) -> AddResult:
+        """Store ``data`` as ``image_id``; ``size`` 0 means unknown."""
+        self._require(Capability.WRITE, exceptions.StoreAddDisabled)
+        validate_image_id(image_id)
+        validate_size(size)
+        new_multihash(hashing_algo)
+        return self._add(image_id, data, size, hashing_algo, verifier)
+
+    def get(
+        self,
+        location: Location | str,
+        offset: int = 0,
+        chunk_size: int | None = None,
+    ) -> tuple[Iterator[bytes], int]:
+        """``(iterator of bytes, length)`` of the image, or of a range of it.
+
+        ``chunk_size`` is the length of the range, as in glance_store.
+        """
+        self._require(Capability.READ, exceptions.StoreGetNotSupported)
+        if offset or chunk_size is not None:
+            self._require(Capability.READ_RANDOM, exceptions.StoreRandomGetNotSupported)
+        if isinstance(offset, bool) or not isinstance(offset, int) or offset < 0:
+            raise exceptions.Invalid(f"offset must be an integer >= 0, not {offset!r}")
+        if chunk_size is not None and (
+            isinstance(chunk_size, bool)
+            or not isinstance(chunk_size, int)
+            or chunk_size <= 0
+        ):
+            raise exceptions.Invalid(
+                f"chunk_size must be a positive integer, not {chunk_size!r}"
+            )
+        return self._get(self._location(location), offset, chunk_size)
+
+    def get_size(self, location: Location | str) -> int:
+        self._require(Capability.READ, exceptions.StoreGetNotSupported)
+        return self._get_size(self._location(location))
+
+    def delete(self, location: Location | str) -> None:
+        self._require(Capability.DELETE, exceptions.StoreDeleteNotSupported)
+        self._delete(self._location(location))
+
+    # -- driver hooks ------------------------------------------------------
+
+    def _add(
+        self,
+        image_id: str,
+        data: Any,
+        size: int,
+        hashing_algo: str,
+        verifier: Verifier | None,
+    ) -> AddResult:
+        raise NotImplementedError
+
+    def _get(
+        self, location: Location, offset: int, chunk_size: int | None
+    ) -> tuple[Iterator[bytes], int]:
+        raise NotImplementedError
+
+    def _get_size(self, location: Location) -> int:
+        raise NotImplementedError
+
+    def _delete(self, location: Location) -> None:
+        raise NotImplementedError
