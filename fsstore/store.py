@@ -94,10 +94,7 @@ def read_chunks(
     """
     read = getattr(data, "read", None)
     source: Iterable[bytes]
-    if read is not None:
-        source = iter(lambda: read(chunk_size), b"")
-    else:
-        source = data
+    source = iter(lambda: read(chunk_size), b"") if read is not None else data
     total = 0
     for chunk in source:
         if not chunk:

@@ -31,6 +31,7 @@ symlink planted in a data directory reaches outside it.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import errno
 import fcntl
@@ -288,10 +289,8 @@ class _Staging:
         self._open_named()
 
     def _open_named(self) -> None:
-        try:
+        with contextlib.suppress(FileExistsError):
             os.mkdir(STAGING_DIR, 0o700, dir_fd=self.datadir.fd)
-        except FileExistsError:
-            pass
         self.staging_fd = os.open(
             STAGING_DIR,
             os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW,
@@ -340,10 +339,8 @@ class _Staging:
 
     def close(self) -> None:
         if self.name is not None:
-            try:
+            with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.name, dir_fd=self.staging_fd)
-            except FileNotFoundError:
-                pass
             self.name = None
         for attr in ("fd", "staging_fd"):
             fd = getattr(self, attr)
