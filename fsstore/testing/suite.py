@@ -1,0 +1,313 @@
+"""Behavioural tests shared by every store driver (see :mod:`fsstore.testing`)."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import hashlib
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from fsstore import exceptions
+from fsstore.store import Capability, Store
+
+HOSTILE_IDS = [
+    "",
+    ".",
+    "..",
+    "../escape",
+    "a/b",
+    "/etc/passwd",
+    "nul\0byte",
+    "x" * 256,
+    "é" * 128,  # 256 bytes of UTF-8
+    ".fsstore-staging",
+    "\udcff",  # a lone surrogate: not encodable
+]
+
+
+def payload(size: int, seed: int = 0) -> bytes:
+    """``size`` deterministic, non-UTF-8 bytes."""
+    block = hashlib.sha512(f"fsstore-{seed}".encode()).digest() + bytes(range(128, 256))
+    return (block * (size // len(block) + 1))[:size]
+
+
+def read_all(store: Store, location: str, **kwargs: Any) -> bytes:
+    chunks, length = store.get(location, **kwargs)
+    try:
+        data = b"".join(chunks)
+    finally:
+        close = getattr(chunks, "close", None)
+        if close is not None:
+            close()
+    assert len(data) == length, f"get() said {length} bytes but gave {len(data)}"
+    return data
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+class FailingStream:
+    """A file-like object that raises after ``fail_after`` bytes."""
+
+    class Boom(Exception):
+        pass
+
+    def __init__(self, data: bytes, fail_after: int) -> None:
+        self.data = data
+        self.pos = 0
+        self.fail_after = fail_after
+
+    def read(self, n: int = -1) -> bytes:
+        if self.pos >= self.fail_after:
+            raise self.Boom("the caller's stream failed")
+        n = len(self.data) if n < 0 else n
+        chunk = self.data[self.pos : min(self.pos + n, self.fail_after)]
+        self.pos += len(chunk)
+        return chunk
+
+
+class StoreConformanceTests:
+    """Subclass this and provide a ``store`` fixture."""
+
+    #: The store's I/O chunk size, for the chunk-boundary round trips.
+    chunk_size = 64 * 1024
+
+    @pytest.fixture
+    def store(self) -> Store:  # pragma: no cover - provided by subclasses
+        raise NotImplementedError("provide a 'store' fixture")
+
+    def leftovers(self, store: Store) -> Any:
+        """What the store holds besides published images (None: not checked)."""
+        return None
+
+    # -- helpers -------------------------------------------------------
+
+    def assert_nothing_left(self, store: Store, image_id: str, before: Any) -> None:
+        if before is not None:
+            assert self.leftovers(store) == before
+        # Nothing was published under the id: adding it now works.
+        result = store.add(image_id, iter([b"ok"]), 2)
+        assert read_all(store, result.location) == b"ok"
+        store.delete(result.location)
+
+    # -- round trips -----------------------------------------------------
+
+    @pytest.mark.parametrize(
+        "size_name", ["empty", "one", "chunk-1", "chunk", "chunk+1", "several-mib"]
+    )
+    def test_round_trip(self, store: Store, size_name: str) -> None:
+        size = {
+            "empty": 0,
+            "one": 1,
+            "chunk-1": self.chunk_size - 1,
+            "chunk": self.chunk_size,
+            "chunk+1": self.chunk_size + 1,
+            "several-mib": 5 * 1024 * 1024 + 7,
+        }[size_name]
+        data = payload(size, seed=size)
+        image_id = new_id()
+        result = store.add(image_id, iter([data]), size)
+        assert result.size == size
+        assert result.checksum == hashlib.md5(data).hexdigest()
+        assert result.multihash == hashlib.sha512(data).hexdigest()
+        assert isinstance(result.metadata, dict)
+        assert store.get_size(result.location) == size
+        assert read_all(store, result.location) == data
+        store.delete(result.location)
+        with pytest.raises(exceptions.NotFound):
+            store.get_size(result.location)
+
+    def test_file_like_data_and_unknown_size(self, store: Store) -> None:
+        import io
+
+        data = payload(3 * self.chunk_size + 5, seed=3)
+        result = store.add(new_id(), io.BytesIO(data), 0)
+        assert result.size == len(data)
+        assert result.checksum == hashlib.md5(data).hexdigest()
+        assert read_all(store, result.location) == data
+
+    @pytest.mark.parametrize("algo", ["sha256", "sha384", "md5", "sha3_256"])
+    def test_multihash_algorithms(self, store: Store, algo: str) -> None:
+        data = payload(100_000, seed=4)
+        result = store.add(new_id(), iter([data]), len(data), hashing_algo=algo)
+        assert result.multihash == hashlib.new(algo, data).hexdigest()
+        assert result.checksum == hashlib.md5(data).hexdigest()
+
+    def test_unknown_hashing_algo(self, store: Store) -> None:
+        image_id = new_id()
+        with pytest.raises(exceptions.UnknownHashingAlgo, match="nosuchhash"):
+            store.add(image_id, iter([b"x"]), 1, hashing_algo="nosuchhash")
+        self.assert_nothing_left(store, image_id, None)
+
+    def test_verifier_sees_every_chunk(self, store: Store) -> None:
+        data = payload(2 * self.chunk_size + 3, seed=5)
+
+        class Verifier:
+            def __init__(self) -> None:
+                self.digest = hashlib.sha256()
+
+            def update(self, chunk: bytes) -> None:
+                self.digest.update(chunk)
+
+        verifier = Verifier()
+        store.add(new_id(), iter([data]), len(data), verifier=verifier)
+        assert verifier.digest.digest() == hashlib.sha256(data).digest()
+
+    # -- failures leave nothing behind -------------------------------------
+
+    @pytest.mark.parametrize("declared", [11, 999, 1001, 70_000])
+    def test_size_mismatch_is_invalid(self, store: Store, declared: int) -> None:
+        data = payload(1000)
+        image_id = new_id()
+        before = self.leftovers(store)
+        with pytest.raises(exceptions.Invalid, match="declared"):
+            store.add(image_id, iter([data[:500], data[500:]]), declared)
+        self.assert_nothing_left(store, image_id, before)
+
+    def test_stream_exception_is_reraised(self, store: Store) -> None:
+        data = payload(4 * self.chunk_size)
+        image_id = new_id()
+        before = self.leftovers(store)
+        with pytest.raises(FailingStream.Boom):
+            store.add(image_id, FailingStream(data, 2 * self.chunk_size + 1), 0)
+        self.assert_nothing_left(store, image_id, before)
+
+    def test_duplicate(self, store: Store) -> None:
+        image_id = new_id()
+        first = store.add(image_id, iter([b"first"]), 5)
+        with pytest.raises(exceptions.Duplicate):
+            store.add(image_id, iter([b"second!"]), 7)
+        assert read_all(store, first.location) == b"first"
+
+    # -- missing images ------------------------------------------------------
+
+    def _missing_location(self, store: Store) -> str:
+        result = store.add(new_id(), iter([b"gone"]), 4)
+        store.delete(result.location)
+        return result.location
+
+    def test_missing_image(self, store: Store) -> None:
+        location = self._missing_location(store)
+        with pytest.raises(exceptions.NotFound):
+            store.get(location)
+        with pytest.raises(exceptions.NotFound):
+            store.get_size(location)
+        with pytest.raises(exceptions.NotFound):
+            store.delete(location)
+
+    # -- ranged reads --------------------------------------------------------
+
+    @pytest.fixture
+    def ranged(self, store: Store) -> Iterator[tuple[Store, str, bytes]]:
+        data = payload(3 * self.chunk_size + 11, seed=7)
+        result = store.add(new_id(), iter([data]), len(data))
+        yield store, result.location, data
+
+    def test_range_from_start(self, ranged: tuple[Store, str, bytes]) -> None:
+        store, location, data = ranged
+        assert read_all(store, location, offset=0, chunk_size=100) == data[:100]
+
+    def test_range_middle(self, ranged: tuple[Store, str, bytes]) -> None:
+        store, location, data = ranged
+        off = self.chunk_size - 10
+        got = read_all(store, location, offset=off, chunk_size=self.chunk_size + 20)
+        assert got == data[off : off + self.chunk_size + 20]
+
+    def test_range_offset_only(self, ranged: tuple[Store, str, bytes]) -> None:
+        store, location, data = ranged
+        chunks, length = store.get(location, offset=1000)
+        assert length == len(data) - 1000
+        assert b"".join(chunks) == data[1000:]
+
+    def test_range_last_byte(self, ranged: tuple[Store, str, bytes]) -> None:
+        store, location, data = ranged
+        got = read_all(store, location, offset=len(data) - 1, chunk_size=1)
+        assert got == data[-1:]
+
+    def test_range_longer_than_rest(self, ranged: tuple[Store, str, bytes]) -> None:
+        store, location, data = ranged
+        got = read_all(store, location, offset=len(data) - 5, chunk_size=1000)
+        assert got == data[-5:]
+
+    @pytest.mark.parametrize("past", [0, 1, 10_000])
+    def test_range_past_end(self, ranged: tuple[Store, str, bytes], past: int) -> None:
+        store, location, data = ranged
+        with pytest.raises(exceptions.Invalid, match="past the end"):
+            store.get(location, offset=len(data) + past, chunk_size=1)
+
+    @pytest.mark.parametrize("bad", [{"offset": -1}, {"chunk_size": 0}])
+    def test_range_bad_arguments(
+        self, ranged: tuple[Store, str, bytes], bad: dict[str, int]
+    ) -> None:
+        store, location, _ = ranged
+        with pytest.raises(exceptions.Invalid):
+            store.get(location, **bad)
+
+    # -- isolation -----------------------------------------------------------
+
+    def test_delete_does_not_touch_shared_prefix(self, store: Store) -> None:
+        base = new_id()
+        a = store.add(base, iter([b"a"]), 1)
+        ab = store.add(base + "b", iter([b"ab"]), 2)
+        store.delete(a.location)
+        assert read_all(store, ab.location) == b"ab"
+        with pytest.raises(exceptions.NotFound):
+            store.get_size(a.location)
+
+    @pytest.mark.parametrize("image_id", HOSTILE_IDS, ids=range(len(HOSTILE_IDS)))
+    def test_hostile_ids_refused(self, store: Store, image_id: str) -> None:
+        before = self.leftovers(store)
+        with pytest.raises(exceptions.Invalid):
+            store.add(image_id, iter([b"evil"]), 4)
+        if before is not None:
+            assert self.leftovers(store) == before
+
+    # -- concurrency ---------------------------------------------------------
+
+    def test_concurrent_adds_of_different_ids(self, store: Store) -> None:
+        items = {new_id(): payload(200_000 + i, seed=i) for i in range(8)}
+
+        def add(image_id: str) -> tuple[str, str]:
+            data = items[image_id]
+            return image_id, store.add(image_id, iter([data]), len(data)).location
+
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            locations = dict(pool.map(add, items))
+        for image_id, location in locations.items():
+            assert read_all(store, location) == items[image_id]
+
+    def test_concurrent_readers(self, store: Store) -> None:
+        data = payload(1_000_000, seed=9)
+        location = store.add(new_id(), iter([data]), len(data)).location
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            results = list(pool.map(lambda _: read_all(store, location), range(16)))
+        assert all(r == data for r in results)
+
+    # -- capabilities --------------------------------------------------------
+
+    def test_capability_checks(self, store: Store) -> None:
+        location = store.add(new_id(), iter([b"abc"]), 3).location
+        full = store.capabilities
+        try:
+            store.capabilities = full & ~Capability.READ_RANDOM
+            assert read_all(store, location) == b"abc"
+            with pytest.raises(exceptions.StoreRandomGetNotSupported):
+                store.get(location, offset=1)
+            with pytest.raises(exceptions.StoreRandomGetNotSupported):
+                store.get(location, chunk_size=1)
+            store.capabilities = full & ~Capability.WRITE
+            with pytest.raises(exceptions.StoreAddDisabled):
+                store.add(new_id(), iter([b"x"]), 1)
+            store.capabilities = full & ~Capability.DELETE
+            with pytest.raises(exceptions.StoreDeleteNotSupported):
+                store.delete(location)
+            store.capabilities = Capability.NONE
+            with pytest.raises(exceptions.StoreGetNotSupported):
+                store.get(location)
+        finally:
+            store.capabilities = full
+        assert store.get_size(location) == 3

@@ -1,0 +1,425 @@
+"""Filesystem-store behaviour beyond the shared conformance suite."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import stat
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fsstore import exceptions
+from fsstore.backends.filesystem import STAGING_DIR
+from fsstore.testing.suite import payload, read_all
+from tests.helpers import is_root, tree
+
+MiB = 1024 * 1024
+
+
+def add(store: Any, image_id: str, data: bytes, size: int | None = None) -> Any:
+    return store.add(image_id, iter([data]), len(data) if size is None else size)
+
+
+# -- data directories, priorities, free space ----------------------------------
+
+
+def test_highest_priority_with_room_then_most_free_space(mount_tmpfs, make_fs_store):
+    small_high = mount_tmpfs("small_high", "4m")
+    low_a = mount_tmpfs("low_a", "8m")
+    low_b = mount_tmpfs("low_b", "16m")
+    store = make_fs_store(
+        filesystem_store_datadirs=[f"{small_high}:200", f"{low_a}:100", f"{low_b}:100"]
+    )
+    # Fits the highest priority: goes there, known size or not.
+    assert add(store, "small", payload(MiB)).location == f"file://{small_high}/small"
+    unknown = store.add("unknown", iter([b"x"]), 0)
+    assert unknown.location == f"file://{small_high}/unknown"
+    # Too big for the 4 MiB directory: the lower priority, most free space.
+    big = add(store, "big", payload(6 * MiB))
+    assert big.location == f"file://{low_b}/big"
+    # Too big for anything: StorageFull before a byte is written.
+    with pytest.raises(exceptions.StorageFull, match="no data directory"):
+        store.add("huge", iter([b"x"]), 64 * MiB)
+    assert "huge" not in os.listdir(small_high) + os.listdir(low_a) + os.listdir(low_b)
+
+
+def test_duplicate_id_across_data_directories(make_fs_store, tmp_path):
+    store = make_fs_store(
+        filesystem_store_datadirs=[f"{tmp_path / 'a'}:1", f"{tmp_path / 'b'}:2"]
+    )
+    add(store, "img", b"one")
+    # Move it to the other directory, as an operator rebalancing would.
+    os.rename(tmp_path / "b" / "img", tmp_path / "a" / "img")
+    with pytest.raises(exceptions.Duplicate):
+        add(store, "img", b"two")
+    assert (tmp_path / "a" / "img").read_bytes() == b"one"
+    assert not (tmp_path / "b" / "img").exists()
+
+
+def test_enospc_is_storage_full_and_leaves_nothing(mount_tmpfs, make_fs_store):
+    small = mount_tmpfs("small", "2m")
+    store = make_fs_store(filesystem_store_datadir=str(small))
+    keep = add(store, "keep", payload(512 * 1024, seed=1))
+    before = tree(small)
+    free_before = os.statvfs(small).f_bfree
+    with pytest.raises(exceptions.StorageFull, match=str(small)):
+        store.add("too-big", iter([payload(3 * MiB)]), 0)  # size unknown
+    assert tree(small) == before
+    assert os.statvfs(small).f_bfree == free_before
+    assert read_all(store, keep.location) == payload(512 * 1024, seed=1)
+
+
+@pytest.mark.skipif(not is_root(), reason="remounting read-only needs root")
+def test_read_only_file_system_is_write_denied(mount_tmpfs, make_fs_store):
+    path = mount_tmpfs("ro", "1m")
+    store = make_fs_store(filesystem_store_datadir=str(path))
+    subprocess.run(["mount", "-o", "remount,ro", str(path)], check=True)
+    with pytest.raises(exceptions.StorageWriteDenied, match=str(path)):
+        add(store, "img", b"data")
+
+
+@pytest.mark.skipif(is_root(), reason="root is never denied by permissions")
+def test_unwritable_directory_is_write_denied(make_fs_store, tmp_path):
+    store = make_fs_store()
+    os.chmod(tmp_path / "images", 0o555)
+    try:
+        with pytest.raises(exceptions.StorageWriteDenied):
+            add(store, "img", b"data")
+    finally:
+        os.chmod(tmp_path / "images", 0o755)
+
+
+# -- configuration errors --------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("datadirs", "message"),
+    [
+        (["{d}/a:1", "{d}/a:2"], "listed twice"),
+        (["{d}/a:1", "{d}/./a:1"], "listed twice"),
+        ([":100"], "empty path"),
+        (["{d}/a:high"], "not an integer"),
+        (["{d}/a:1.5"], "not an integer"),
+    ],
+)
+def test_bad_datadirs(make_fs_store, tmp_path, datadirs, message):
+    specs = [s.format(d=tmp_path) for s in datadirs]
+    with pytest.raises(exceptions.BadStoreConfiguration, match=message):
+        make_fs_store(filesystem_store_datadirs=specs)
+
+
+def test_datadir_listed_twice_through_a_symlink(make_fs_store, tmp_path):
+    (tmp_path / "real").mkdir()
+    (tmp_path / "alias").symlink_to(tmp_path / "real")
+    with pytest.raises(exceptions.BadStoreConfiguration, match="listed twice"):
+        make_fs_store(
+            filesystem_store_datadirs=[f"{tmp_path}/real:1", f"{tmp_path}/alias:2"]
+        )
+
+
+def test_datadir_and_datadirs_are_exclusive(make_fs_store, tmp_path):
+    with pytest.raises(exceptions.BadStoreConfiguration, match="either"):
+        make_fs_store(
+            filesystem_store_datadir=str(tmp_path / "one"),
+            filesystem_store_datadirs=[f"{tmp_path}/two:1"],
+        )
+
+
+def test_no_datadir_at_all(make_fs_store):
+    with pytest.raises(exceptions.BadStoreConfiguration, match="set filesystem_store"):
+        make_fs_store(filesystem_store_datadir="")
+
+
+def test_datadir_that_is_a_file(make_fs_store, tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(exceptions.BadStoreConfiguration, match="file"):
+        make_fs_store(filesystem_store_datadir=str(tmp_path / "file"))
+
+
+def test_missing_datadir_is_created(make_fs_store, tmp_path):
+    target = tmp_path / "deep" / "er" / "images"
+    store = make_fs_store(filesystem_store_datadir=str(target))
+    assert target.is_dir()
+    assert add(store, "x", b"1").location == f"file://{target}/x"
+
+
+@pytest.mark.skipif(not is_root(), reason="a read-only mount needs root")
+def test_unwritable_datadir_is_a_configuration_error(mount_tmpfs, make_fs_store):
+    path = mount_tmpfs("ro", "1m")
+    subprocess.run(["mount", "-o", "remount,ro", str(path)], check=True)
+    with pytest.raises(exceptions.BadStoreConfiguration, match="writable"):
+        make_fs_store(filesystem_store_datadir=str(path))
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"filesystem_store_chunk_size": "0"}, "filesystem_store_chunk_size"),
+        ({"filesystem_store_chunk_size": "big"}, "filesystem_store_chunk_size"),
+        ({"filesystem_store_file_perm": "689"}, "not an octal mode"),
+        ({"filesystem_store_file_perm": "200"}, "owner read"),
+        ({"filesystem_store_file_perm": "7777"}, "not a permission mode"),
+        ({"filesystem_thin_provisioning": "maybe"}, "filesystem_thin_provisioning"),
+    ],
+)
+def test_bad_option_values(make_fs_store, options, message):
+    with pytest.raises(exceptions.BadStoreConfiguration, match=message):
+        make_fs_store(**options)
+
+
+# -- metadata file ---------------------------------------------------------------
+
+
+def test_metadata_file_dict(make_fs_store, tmp_path):
+    meta = tmp_path / "meta.json"
+    meta.write_text(json.dumps({"id": "fs1", "mountpoint": "/", "extra": 1}))
+    store = make_fs_store(filesystem_store_metadata_file=str(meta))
+    assert add(store, "x", b"1").metadata == {
+        "id": "fs1",
+        "mountpoint": "/",
+        "extra": 1,
+    }
+
+
+def test_metadata_file_list_matches_on_directory_boundaries(make_fs_store, tmp_path):
+    images = tmp_path / "images"
+    meta = tmp_path / "meta.json"
+    meta.write_text(
+        json.dumps(
+            [
+                # A string prefix of the data directory, but not a parent of it.
+                {"id": "prefix", "mountpoint": str(tmp_path / "imag")},
+                {"id": "parent", "mountpoint": str(tmp_path)},
+                {"id": "exact", "mountpoint": str(images) + "/"},
+                {"id": "elsewhere", "mountpoint": "/nonexistent"},
+            ]
+        )
+    )
+    store = make_fs_store(filesystem_store_metadata_file=str(meta))
+    assert add(store, "x", b"1").metadata["id"] == "exact"
+    meta.write_text(json.dumps([{"id": "prefix", "mountpoint": str(tmp_path / "im")}]))
+    store = make_fs_store(
+        filesystem_store_metadata_file=str(meta), conf_name="second.conf"
+    )
+    assert add(store, "y", b"1").metadata == {}
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("{not json", "not JSON"),
+        ("[]", "non-empty list"),
+        ('"text"', "must hold an object"),
+        ('[{"id": "a"}]', "entry 0"),
+        ('[{"id": 1, "mountpoint": "/"}]', "entry 0"),
+        ('[{"id": "a", "mountpoint": "/"}, 3]', "entry 1"),
+    ],
+)
+def test_bad_metadata_file(make_fs_store, tmp_path, content, message):
+    meta = tmp_path / "meta.json"
+    meta.write_text(content)
+    with pytest.raises(exceptions.BadStoreConfiguration, match=message):
+        make_fs_store(filesystem_store_metadata_file=str(meta))
+
+
+def test_missing_metadata_file(make_fs_store, tmp_path):
+    with pytest.raises(exceptions.BadStoreConfiguration, match="cannot be read"):
+        make_fs_store(filesystem_store_metadata_file=str(tmp_path / "nope.json"))
+
+
+# -- file permissions, chunk size, thin provisioning ------------------------------
+
+
+def test_file_perm(make_fs_store, tmp_path):
+    store = make_fs_store(filesystem_store_file_perm="640")
+    add(store, "x", b"data")
+    assert stat.S_IMODE(os.stat(tmp_path / "images" / "x").st_mode) == 0o640
+
+
+def test_chunk_size_drives_reads(make_fs_store):
+    store = make_fs_store(filesystem_store_chunk_size="1000")
+    data = payload(4500)
+    location = add(store, "x", data).location
+    chunks, length = store.get(location)
+    sizes = [len(c) for c in chunks]
+    assert length == 4500
+    assert sizes == [1000, 1000, 1000, 1000, 500]
+
+
+def test_thin_provisioning_makes_holes(make_fs_store, tmp_path):
+    store = make_fs_store(
+        filesystem_thin_provisioning="true", filesystem_store_chunk_size="65536"
+    )
+    chunk = 65536
+    # Zero chunks in the middle and at the end (the trailing hole has no write).
+    data = payload(chunk) + bytes(8 * chunk) + payload(chunk, seed=2) + bytes(8 * chunk)
+    result = store.add(
+        "sparse", iter([data[i : i + chunk] for i in range(0, len(data), chunk)]), 0
+    )
+    st = os.stat(tmp_path / "images" / "sparse")
+    assert st.st_size == len(data)
+    assert st.st_blocks * 512 < len(data) // 2
+    assert read_all(store, result.location) == data
+
+
+def test_no_thin_provisioning_by_default(make_fs_store, tmp_path):
+    store = make_fs_store()
+    store.add("dense", iter([bytes(1 << 20)]), 0)
+    st = os.stat(tmp_path / "images" / "dense")
+    assert st.st_blocks * 512 >= 1 << 20
+
+
+# -- reads -------------------------------------------------------------------
+
+
+def _open_fds() -> int:
+    return len(os.listdir("/proc/self/fd"))
+
+
+def test_get_iterator_closes_its_file(make_fs_store):
+    store = make_fs_store(filesystem_store_chunk_size="1024")
+    location = add(store, "x", payload(10_000)).location
+    base = _open_fds()
+    chunks, _ = store.get(location)
+    assert _open_fds() == base + 1
+    b"".join(chunks)
+    assert _open_fds() == base
+    chunks, _ = store.get(location)
+    next(chunks)
+    chunks.close()
+    assert _open_fds() == base
+    with store.get(location)[0] as chunks:
+        next(chunks)
+    assert _open_fds() == base
+
+
+def test_offset_without_length_reports_the_rest(make_fs_store):
+    store = make_fs_store()
+    location = add(store, "x", payload(1000)).location
+    chunks, length = store.get(location, offset=900)
+    assert length == 100
+    assert b"".join(chunks) == payload(1000)[900:]
+
+
+def test_empty_image_reads_at_offset_zero(make_fs_store):
+    store = make_fs_store()
+    location = add(store, "empty", b"").location
+    assert read_all(store, location, offset=0) == b""
+    with pytest.raises(exceptions.Invalid, match="past the end"):
+        store.get(location, offset=1)
+
+
+# -- containment ---------------------------------------------------------------
+
+
+@pytest.fixture
+def outside(tmp_path: Path) -> Path:
+    target = tmp_path / "outside" / "secret"
+    target.parent.mkdir()
+    target.write_bytes(b"do not touch")
+    return target
+
+
+def _assert_forbidden_everywhere(store: Any, location: str) -> None:
+    with pytest.raises(exceptions.Forbidden):
+        store.get(location)
+    with pytest.raises(exceptions.Forbidden):
+        store.get_size(location)
+    with pytest.raises(exceptions.Forbidden):
+        store.delete(location)
+
+
+@pytest.mark.parametrize(
+    "template",
+    [
+        "file:///etc/passwd",
+        "file://{outside}",
+        "file://{images}/../outside/secret",
+        "file://{images}/./../outside/secret",
+        "file://{images}//..//outside/secret",
+        "file://{images}/",
+        "file://{images}",
+        "file://{images}/.fsstore-publish.lock",
+        "file://{images}/sub/x",
+    ],
+)
+def test_locations_outside_the_datadirs_are_forbidden(
+    make_fs_store, tmp_path, outside, template
+):
+    store = make_fs_store()
+    images = tmp_path / "images"
+    (images / "sub").mkdir()
+    (images / "sub" / "x").write_bytes(b"not an image")
+    before = outside.read_bytes(), Path("/etc/passwd").read_bytes()
+    _assert_forbidden_everywhere(store, template.format(outside=outside, images=images))
+    assert (outside.read_bytes(), Path("/etc/passwd").read_bytes()) == before
+    assert (images / "sub" / "x").exists()
+
+
+def test_symlink_planted_in_datadir_is_forbidden(make_fs_store, tmp_path, outside):
+    store = make_fs_store()
+    link = tmp_path / "images" / "evil"
+    link.symlink_to(outside)
+    _assert_forbidden_everywhere(store, f"file://{link}")
+    assert link.is_symlink()
+    assert outside.read_bytes() == b"do not touch"
+
+
+def test_fifo_in_datadir_is_refused_without_blocking(make_fs_store, tmp_path):
+    store = make_fs_store()
+    fifo = tmp_path / "images" / "fifo"
+    os.mkfifo(fifo)
+    _assert_forbidden_everywhere(store, f"file://{fifo}")
+
+
+def test_location_through_a_symlinked_datadir_path(make_fs_store, tmp_path):
+    (tmp_path / "real").mkdir()
+    (tmp_path / "alias").symlink_to(tmp_path / "real")
+    store = make_fs_store(filesystem_store_datadir=str(tmp_path / "alias"))
+    location = add(store, "x", b"abc").location
+    assert location == f"file://{tmp_path}/alias/x"
+    assert store.get_size(f"file://{tmp_path}/real/x") == 3
+
+
+@pytest.mark.parametrize(
+    "uri", ["file://host/etc/passwd", "file:relative", "images/x", "file:///x?y=1"]
+)
+def test_malformed_file_uris(make_fs_store, uri):
+    store = make_fs_store()
+    with pytest.raises(exceptions.BadStoreUri):
+        store.get(uri)
+
+
+# -- staging files ---------------------------------------------------------------
+
+
+def test_stale_named_staging_files_are_removed_but_live_ones_kept(
+    make_fs_store, tmp_path
+):
+    store = make_fs_store(staging="named")
+    add(store, "x", b"1")  # creates the staging directory
+    staging = tmp_path / "images" / STAGING_DIR
+    (staging / "stale").write_bytes(b"left by a crash")
+    live = staging / "live"
+    live.write_bytes(b"being written")
+    with open(live, "rb") as held:
+        fcntl.flock(held, fcntl.LOCK_EX)
+        make_fs_store(staging="named")  # a second configure of the same dir
+        assert sorted(os.listdir(staging)) == ["live"]
+    assert (tmp_path / "images" / "x").read_bytes() == b"1"
+
+
+def test_tmpfile_staging_leaves_no_named_file(make_fs_store, tmp_path):
+    store = make_fs_store()
+    add(store, "x", b"1")
+    assert sorted(os.listdir(tmp_path / "images")) == ["x"]
+
+
+def test_fsync_can_be_turned_off(make_fs_store):
+    store = make_fs_store(filesystem_store_fsync="false")
+    assert store.fsync is False
+    assert read_all(store, add(store, "x", b"abc").location) == b"abc"
