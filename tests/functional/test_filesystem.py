@@ -423,3 +423,35 @@ def test_fsync_can_be_turned_off(make_fs_store):
     store = make_fs_store(filesystem_store_fsync="false")
     assert store.fsync is False
     assert read_all(store, add(store, "x", b"abc").location) == b"abc"
+
+
+@pytest.mark.parametrize("ndirs", [1, 2])
+@pytest.mark.parametrize("staging", ["tmpfile", "named"])
+def test_add_that_loses_the_publish_race_is_duplicate(
+    make_fs_store, tmp_path, staging, ndirs
+):
+    # The loser passed the early existence check; only publishing can tell.
+    store = make_fs_store(
+        staging=staging,
+        filesystem_store_datadirs=[f"{tmp_path / str(i)}:1" for i in range(ndirs)],
+    )
+
+    def loser_data():
+        yield b"loser "
+        store.add("contested", iter([b"winner"]), 6)
+        yield b"data"
+
+    with pytest.raises(exceptions.Duplicate, match="contested"):
+        store.add("contested", loser_data(), 0)
+    found = {
+        name: (tmp_path / str(i) / name).read_bytes()
+        for i in range(ndirs)
+        for name in os.listdir(tmp_path / str(i))
+        if not name.startswith(".fsstore-")
+    }
+    assert found == {"contested": b"winner"}
+    assert all(
+        not os.listdir(tmp_path / str(i) / STAGING_DIR)
+        for i in range(ndirs)
+        if (tmp_path / str(i) / STAGING_DIR).exists()
+    )
