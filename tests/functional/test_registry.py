@@ -1,0 +1,306 @@
+"""StoreRegistry and the module-level API, configured from Glance-style files."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+import fsstore
+from fsstore import exceptions
+from fsstore.registry import StoreRegistry, load_driver
+from fsstore.testing.suite import read_all
+from tests.helpers import load_conf, write_conf
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+
+
+def set_options(text: str, section: str, **options: str | list[str]) -> str:
+    """Set options in one section of a Glance sample, as an operator would:
+    uncomment the sample line where there is one, else add a line under the
+    section header."""
+    lines = text.splitlines()
+    start = lines.index(f"[{section}]")
+    end = next(
+        (i for i in range(start + 1, len(lines)) if lines[i].startswith("[")),
+        len(lines),
+    )
+    for name, value in options.items():
+        values = value if isinstance(value, list) else [value]
+        new = [f"{name} = {v}" for v in values]
+        pattern = re.compile(rf"^#{re.escape(name)} = ")
+        hit = next((i for i in range(start, end) if pattern.match(lines[i])), None)
+        if hit is None:
+            lines[start + 1 : start + 1] = new
+            end += len(new)
+        else:
+            lines[hit : hit + 1] = new
+            end += len(new) - 1
+    return "\n".join(lines) + "\n"
+
+
+@pytest.fixture
+def glance_sample() -> str:
+    return (FIXTURES / "glance-api.conf.sample").read_text()
+
+
+def test_unmodified_glance_sample_single_store(tmp_path, glance_sample):
+    text = set_options(
+        glance_sample,
+        "glance_store",
+        stores="file",
+        default_store="file",
+        filesystem_store_datadir=str(tmp_path / "images"),
+    )
+    conf_file = tmp_path / "glance-api.conf"
+    conf_file.write_text(text)
+    registry = StoreRegistry(load_conf(conf_file))
+    assert registry.multi_store is False
+    assert list(registry.stores) == ["file"]
+    result = registry.add("img", iter([b"glance"]), 6)
+    assert result.location == f"file://{tmp_path}/images/img"
+    assert result.metadata == {}
+    assert read_all(registry.get_store("file"), result.location) == b"glance"
+
+
+def test_unmodified_glance_sample_with_datadirs(tmp_path, glance_sample):
+    # An operator who sets datadirs empties filesystem_store_datadir.
+    text = set_options(
+        glance_sample,
+        "glance_store",
+        filesystem_store_datadir="",
+        filesystem_store_datadirs=[f"{tmp_path}/fast:200", f"{tmp_path}/slow:100"],
+    )
+    conf_file = tmp_path / "glance-api.conf"
+    conf_file.write_text(text)
+    registry = StoreRegistry(load_conf(conf_file))
+    result = registry.add("img", iter([b"x"]), 1)
+    assert result.location == f"file://{tmp_path}/fast/img"
+
+
+def test_unmodified_glance_sample_multi_store(tmp_path, glance_sample):
+    text = set_options(
+        glance_sample, "DEFAULT", enabled_backends="file:file, cheap:file"
+    )
+    text = set_options(text, "glance_store", default_backend="file")
+    text = set_options(text, "file", filesystem_store_datadir=str(tmp_path / "f"))
+    text += f"\n[cheap]\nfilesystem_store_datadir = {tmp_path / 'c'}\n"
+    text += "store_description = Spinning disks\n"
+    conf_file = tmp_path / "glance-api.conf"
+    conf_file.write_text(text)
+    registry = StoreRegistry(load_conf(conf_file))
+    assert registry.multi_store is True
+    assert sorted(registry.stores) == ["cheap", "file"]
+    default = registry.add("a", iter([b"on file"]), 7)
+    assert default.location == f"file://{tmp_path}/f/a"
+    assert default.metadata == {"store": "file"}
+    cheap = registry.add("b", iter([b"on cheap"]), 8, backend="cheap")
+    assert cheap.location == f"file://{tmp_path}/c/b"
+    assert cheap.metadata == {"store": "cheap"}
+    # Locations route to the backend that owns them, by path.
+    chunks, _ = registry.get(cheap.location)
+    assert b"".join(chunks) == b"on cheap"
+    assert registry.get_size(default.location) == 7
+    registry.delete(cheap.location)
+    with pytest.raises(exceptions.NotFound):
+        registry.get_size(cheap.location)
+    with pytest.raises(exceptions.Forbidden):
+        registry.get("file:///etc/passwd")
+    assert registry.conf.cheap.store_description == "Spinning disks"
+
+
+def single_conf(tmp_path: Path, **glance_store: object):
+    glance_store.setdefault("filesystem_store_datadir", str(tmp_path / "images"))
+    return load_conf(
+        write_conf(tmp_path / "fsstore.conf", {"glance_store": glance_store})
+    )
+
+
+@pytest.mark.parametrize(
+    ("options", "error", "message"),
+    [
+        ({"stores": "file,nosuch"}, exceptions.DriverLoadFailure, "'nosuch'"),
+        ({"stores": ""}, exceptions.BadStoreConfiguration, "names no store"),
+        ({"default_store": "s3"}, exceptions.BadStoreConfiguration, "default_store"),
+        (
+            {"filesystem_store_datadirs": "x:y", "filesystem_store_datadir": ""},
+            exceptions.BadStoreConfiguration,
+            "not an integer",
+        ),
+    ],
+)
+def test_bad_single_store_configuration(tmp_path, options, error, message):
+    with pytest.raises(error, match=message):
+        StoreRegistry(single_conf(tmp_path, **options))
+
+
+@pytest.mark.parametrize(
+    ("default", "glance_store", "message"),
+    [
+        ({"enabled_backends": "a:file"}, {}, "default_backend must be set"),
+        ({"enabled_backends": "a:file"}, {"default_backend": "b"}, "not one of"),
+        ({"enabled_backends": "a:nosuch"}, {"default_backend": "a"}, "'nosuch'"),
+        ({"enabled_backends": "a:"}, {"default_backend": "a"}, "name:type"),
+    ],
+)
+def test_bad_multi_store_configuration(tmp_path, default, glance_store, message):
+    conf = load_conf(
+        write_conf(
+            tmp_path / "c.conf",
+            {
+                "DEFAULT": default,
+                "glance_store": glance_store,
+                "a": {"filesystem_store_datadir": str(tmp_path / "a")},
+            },
+        )
+    )
+    with pytest.raises(exceptions.BadStoreConfiguration, match=message):
+        StoreRegistry(conf)
+
+
+def test_bad_option_in_backend_group_names_the_backend(tmp_path):
+    conf = load_conf(
+        write_conf(
+            tmp_path / "c.conf",
+            {
+                "DEFAULT": {"enabled_backends": "fast:file"},
+                "glance_store": {"default_backend": "fast"},
+                "fast": {
+                    "filesystem_store_datadir": str(tmp_path / "a"),
+                    "filesystem_store_chunk_size": "lots",
+                },
+            },
+        )
+    )
+    with pytest.raises(exceptions.BadStoreConfiguration, match="'fast'.*chunk_size"):
+        StoreRegistry(conf)
+
+
+def test_lookups(tmp_path):
+    registry = StoreRegistry(single_conf(tmp_path))
+    assert registry.get_store() is registry.get_store("file")
+    with pytest.raises(exceptions.UnknownScheme, match="'swift'"):
+        registry.get_store("swift")
+    with pytest.raises(exceptions.UnknownScheme, match="'swift'"):
+        registry.get("swift://container/obj")
+    with pytest.raises(exceptions.BadStoreUri):
+        registry.get("no scheme at all")
+    with pytest.raises(exceptions.BadStoreUri):
+        registry.get("1nvalid://x")
+
+
+def test_filesystem_alias_loads_the_same_driver(tmp_path):
+    registry = StoreRegistry(single_conf(tmp_path, stores="file, filesystem"))
+    assert list(registry.stores) == ["file"]
+    assert load_driver("filesystem") is load_driver("file")
+
+
+def test_module_level_api(tmp_path):
+    conf = single_conf(tmp_path)
+    registry = fsstore.create_stores(conf)
+    assert isinstance(registry, StoreRegistry)
+    data = b"module level" * 1000
+    location, size, checksum, metadata = fsstore.add_to_backend(
+        conf, "one", iter([data]), len(data)
+    )
+    assert (size, checksum, metadata) == (len(data), hashlib.md5(data).hexdigest(), {})
+    result = fsstore.add_to_backend_with_multihash(
+        conf, "two", iter([data]), 0, "sha256", scheme="file"
+    )
+    assert isinstance(result, fsstore.AddResult)
+    assert result.multihash == hashlib.sha256(data).hexdigest()
+    assert result.size == len(data)
+    chunks, length = fsstore.get_from_backend(location, offset=2, chunk_size=5)
+    assert (b"".join(chunks), length) == (data[2:7], 5)
+    assert fsstore.get_size_from_backend(result.location) == len(data)
+    fsstore.delete_from_backend(location)
+    with pytest.raises(exceptions.NotFound):
+        fsstore.get_size_from_backend(location)
+    with pytest.raises(exceptions.UnknownHashingAlgo):
+        fsstore.add_to_backend_with_multihash(conf, "three", iter([b"x"]), 1, "md6")
+    with pytest.raises(exceptions.UnknownScheme):
+        fsstore.add_to_backend(conf, "four", iter([b"x"]), 1, scheme="rbd")
+
+
+def test_register_opts_covers_the_cache_and_is_idempotent():
+    from oslo_config import cfg
+
+    conf = cfg.ConfigOpts()
+    fsstore.register_opts(conf)
+    fsstore.register_opts(conf)
+    conf([], default_config_files=[])
+    assert conf.image_cache_driver == "sqlite"
+    assert conf.image_cache_max_size == 10 * 1024**3
+    assert conf.glance_store.filesystem_store_chunk_size == 65536
+    assert conf.glance_store.stores == ["file"]
+
+
+# -- drivers from real entry points ------------------------------------------------
+
+
+@pytest.fixture
+def plugin_path(tmp_path: Path) -> Path:
+    """A directory with an importable distribution whose entry points are broken."""
+    site = tmp_path / "site"
+    dist = site / "brokenplugin-1.0.dist-info"
+    dist.mkdir(parents=True)
+    (dist / "METADATA").write_text(
+        "Metadata-Version: 2.1\nName: brokenplugin\nVersion: 1.0\n"
+    )
+    (dist / "entry_points.txt").write_text(
+        textwrap.dedent(
+            """
+            [fsstore.backends]
+            importfails = brokenplugin.missing:Store
+            notastore = brokenplugin:NotAStore
+            """
+        )
+    )
+    (site / "brokenplugin.py").write_text("class NotAStore:\n    pass\n")
+    return site
+
+
+@pytest.mark.parametrize(
+    ("driver", "message"),
+    [
+        (
+            "importfails",
+            "driver 'importfails' could not be loaded: entry point "
+            "'brokenplugin.missing:Store' failed to import",
+        ),
+        (
+            "notastore",
+            "driver 'notastore' could not be loaded: .*NotAStore.* is not "
+            "a subclass of fsstore.Store",
+        ),
+    ],
+)
+def test_broken_driver_is_a_clear_error(tmp_path, plugin_path, driver, message):
+    conf = write_conf(
+        tmp_path / "c.conf",
+        {
+            "glance_store": {
+                "stores": f"file,{driver}",
+                "filesystem_store_datadir": str(tmp_path / "i"),
+            }
+        },
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "fsstore.cli", "--config-file", str(conf), "stores"],
+        env={
+            "PYTHONPATH": str(plugin_path),
+            "PATH": "/usr/bin:/bin",
+            "HOME": str(tmp_path),
+        },
+        capture_output=True,
+        text=True,
+    )
+    assert proc.returncode == 2
+    assert proc.stdout == ""
+    assert len(proc.stderr.splitlines()) == 1, proc.stderr
+    assert re.search(message, proc.stderr), proc.stderr

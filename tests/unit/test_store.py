@@ -1,0 +1,107 @@
+"""The Store base class, image-id validation, chunking and hashing."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+
+import pytest
+
+from fsstore import exceptions
+from fsstore.hashing import THREADED_THRESHOLD, ImageHasher
+from fsstore.location import FileLocation, split_scheme
+from fsstore.store import Store, read_chunks, validate_image_id
+from fsstore.testing.suite import HOSTILE_IDS
+
+
+@pytest.mark.parametrize("image_id", HOSTILE_IDS, ids=range(len(HOSTILE_IDS)))
+def test_hostile_ids(image_id):
+    with pytest.raises(exceptions.Invalid):
+        validate_image_id(image_id)
+
+
+@pytest.mark.parametrize(
+    "image_id", ["a", "x" * 255, "é" * 127, "6f1e3c2a-uuid", "..a", "a..", ".hidden"]
+)
+def test_good_ids(image_id):
+    assert validate_image_id(image_id) == image_id
+
+
+def test_non_string_id():
+    with pytest.raises(exceptions.Invalid, match="bytes"):
+        validate_image_id(b"abc")
+
+
+def test_read_chunks_from_file_and_iterable():
+    data = bytes(range(256)) * 10
+    assert b"".join(read_chunks(io.BytesIO(data), 100, "x")) == data
+    assert [len(c) for c in read_chunks(io.BytesIO(data), 1000, "x")] == [1000] * 2 + [
+        560
+    ]
+    assert b"".join(read_chunks(iter([data, b"", data]), 7, "x", 2 * len(data))) == (
+        data * 2
+    )
+
+
+def test_read_chunks_refuses_text():
+    with pytest.raises(exceptions.Invalid, match="str"):
+        list(read_chunks(iter(["text"]), 10, "x"))
+
+
+@pytest.mark.parametrize("size", [0, 1, 4096, THREADED_THRESHOLD + 1, 5 * 2**20 + 3])
+@pytest.mark.parametrize("algo", ["sha512", "sha256", "blake2b"])
+def test_hasher_matches_hashlib(size, algo):
+    data = (bytes(range(251)) * (size // 251 + 1))[:size]
+    hasher = ImageHasher(algo)
+    for pos in range(0, size, 65536):
+        hasher.update(data[pos : pos + 65536])
+    assert hasher.hexdigests() == (
+        hashlib.md5(data).hexdigest(),
+        hashlib.new(algo, data).hexdigest(),
+    )
+
+
+@pytest.mark.parametrize("algo", ["nosuch", "shake_128", ""])
+def test_hasher_refuses_unusable_algorithms(algo):
+    with pytest.raises(exceptions.UnknownHashingAlgo):
+        ImageHasher(algo)
+
+
+def test_hasher_close_stops_threads():
+    import threading
+
+    before = threading.active_count()
+    hasher = ImageHasher()
+    for _ in range(40):
+        hasher.update(bytes(65536))
+    assert threading.active_count() == before + 2
+    hasher.close()
+    assert threading.active_count() == before
+
+
+@pytest.mark.parametrize(
+    "uri",
+    ["", "noscheme", "://x", "1x://y", "fi le://x", "file:///a\0b", 42],
+)
+def test_split_scheme_refuses_malformed(uri):
+    with pytest.raises(exceptions.BadStoreUri):
+        split_scheme(uri)
+
+
+def test_split_scheme_lowercases():
+    assert split_scheme("S3+HTTPS://host/b/k") == ("s3+https", "host/b/k")
+
+
+def test_file_location_round_trip():
+    loc = FileLocation.from_uri("file:///var/lib/glance/images/abc")
+    assert loc.path == "/var/lib/glance/images/abc"
+    assert loc.uri == "file:///var/lib/glance/images/abc"
+    assert str(loc) == loc.uri
+
+
+def test_base_store_is_abstract():
+    store = Store(conf=None)  # type: ignore[arg-type]
+    with pytest.raises(NotImplementedError):
+        store.add("x", iter([b""]), 0)
+    with pytest.raises(NotImplementedError):
+        store.get("file:///x")
