@@ -82,7 +82,7 @@ def _print(args: argparse.Namespace, record: dict[str, Any], text: str) -> None:
 
 
 def cmd_add(args: argparse.Namespace, registry: StoreRegistry) -> int:
-    image_id = args.id or str(uuid.uuid4())
+    image_id = str(uuid.uuid4()) if args.id is None else args.id
     if args.file == "-":
         source: BinaryIO = sys.stdin.buffer
         close = False

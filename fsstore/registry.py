@@ -84,6 +84,10 @@ class StoreRegistry:
             self._load_backends()
         else:
             self._load_single_store()
+        # Every driver loads before any store configures, so that a missing
+        # driver is reported as such whatever else is wrong.
+        for store in self.stores.values():
+            store.configure()
 
     def _opt(self, group: str | None, name: str) -> Any:
         try:
@@ -107,7 +111,7 @@ class StoreRegistry:
                 continue  # an alias of a driver already loaded
             loaded.add(driver_cls)
             self.conf.register_opts(driver_cls.OPTIONS, group=opts.STORE_GROUP)
-            self._add_store(name, driver_cls(self.conf))
+            self.stores[name] = driver_cls(self.conf)
         default = self._opt(opts.STORE_GROUP, "default_store")
         self.default_name = self._find_name(default)
         if self.default_name is None:
@@ -132,7 +136,7 @@ class StoreRegistry:
             driver_cls = load_driver(type_name)
             self.conf.register_opts(driver_cls.OPTIONS, group=name)
             self.conf.register_opts(opts.BACKEND_OPTS, group=name)
-            self._add_store(name, driver_cls(self.conf, backend_group=name))
+            self.stores[name] = driver_cls(self.conf, backend_group=name)
         default = self._opt(opts.STORE_GROUP, "default_backend")
         if not default:
             raise exceptions.BadStoreConfiguration(
@@ -146,10 +150,6 @@ class StoreRegistry:
                 f"({', '.join(self.stores)})",
             )
         self.default_name = default
-
-    def _add_store(self, name: str, store: Store) -> None:
-        store.configure()
-        self.stores[name] = store
 
     def _find_name(self, name_or_scheme: str) -> str | None:
         if name_or_scheme in self.stores:

@@ -1,0 +1,269 @@
+"""The installed ``fsstore`` command, run as a user runs it."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import pytest
+
+from fsstore.testing.suite import payload
+from tests.helpers import write_conf
+
+FSSTORE = str(Path(sys.executable).with_name("fsstore"))
+
+
+def run(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [FSSTORE, *args], input=stdin, capture_output=True, timeout=120
+    )
+
+
+def ok(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess:
+    proc = run(*args, stdin=stdin)
+    assert proc.returncode == 0, proc.stderr.decode()
+    return proc
+
+
+def fails(code: int, *args: str, match: str, stdin: bytes | None = None) -> str:
+    proc = run(*args, stdin=stdin)
+    err = proc.stderr.decode()
+    assert proc.returncode == code, (proc.returncode, err)
+    assert "Traceback" not in err
+    assert len(err.splitlines()) == 1, err
+    assert match in err, err
+    return err
+
+
+@pytest.fixture
+def conf(tmp_path: Path) -> list[str]:
+    path = write_conf(
+        tmp_path / "glance-api.conf",
+        {
+            "glance_store": {
+                "filesystem_store_datadir": "",
+                "filesystem_store_datadirs": [
+                    f"{tmp_path}/hi:200",
+                    f"{tmp_path}/lo:100",
+                ],
+            }
+        },
+    )
+    return ["--config-file", str(path)]
+
+
+@pytest.fixture
+def image(tmp_path: Path) -> Path:
+    path = tmp_path / "image.raw"
+    path.write_bytes(payload(300_000, seed=1))
+    return path
+
+
+def add_json(conf: list[str], *args: str, stdin: bytes | None = None) -> dict:
+    return json.loads(ok(*conf, "--format", "json", "add", *args, stdin=stdin).stdout)
+
+
+def test_add_get_size_verify_delete(conf, image, tmp_path):
+    data = image.read_bytes()
+    text = ok(*conf, "add", "--id", "img-1", str(image)).stdout.decode()
+    location = f"file://{tmp_path}/hi/img-1"
+    assert f"location:  {location}\n" in text
+    assert f"checksum:  {hashlib.md5(data).hexdigest()} (md5)" in text
+    assert f"multihash: {hashlib.sha512(data).hexdigest()} (sha512)" in text
+    assert ok(*conf, "get", location).stdout == data
+    out = tmp_path / "out.raw"
+    ok(*conf, "get", location, "-o", str(out))
+    assert out.read_bytes() == data
+    assert (
+        ok(*conf, "get", location, "--offset", "10", "--length", "5").stdout
+        == (data[10:15])
+    )
+    assert ok(*conf, "size", location).stdout == b"300000\n"
+    ok(*conf, "verify", location, "--checksum", hashlib.md5(data).hexdigest())
+    ok(
+        *conf,
+        "verify",
+        location,
+        "--hashing-algo",
+        "sha256",
+        "--multihash",
+        hashlib.sha256(data).hexdigest(),
+    )
+    assert ok(*conf, "delete", location).stdout.decode() == f"deleted {location}\n"
+    fails(1, *conf, "size", location, match="not found")
+
+
+def test_json_output(conf, image):
+    record = add_json(conf, str(image), "--hashing-algo", "sha256")
+    uuid.UUID(record["id"])  # a fresh UUID when no --id is given
+    assert record["size"] == 300_000
+    assert record["hashing_algo"] == "sha256"
+    assert record["multihash"] == hashlib.sha256(image.read_bytes()).hexdigest()
+    location = record["location"]
+    size = json.loads(ok(*conf, "size", location, "--format", "json").stdout)
+    assert size == {"location": location, "size": 300_000}
+    verify = json.loads(
+        ok(
+            *conf,
+            "--format",
+            "json",
+            "verify",
+            location,
+            "--checksum",
+            record["checksum"],
+        ).stdout
+    )
+    assert verify["ok"] is True
+    deleted = json.loads(ok(*conf, "delete", location, "--format", "json").stdout)
+    assert deleted == {"location": location, "deleted": True}
+
+
+def test_add_from_stdin(conf):
+    data = payload(100_000, seed=2)
+    record = add_json(conf, "--id", "piped", "-", stdin=data)
+    assert record["size"] == len(data)
+    assert record["checksum"] == hashlib.md5(data).hexdigest()
+    fails(
+        1,
+        *conf,
+        "add",
+        "--id",
+        "short",
+        "--size",
+        "5",
+        "-",
+        stdin=b"123",
+        match="not the declared 5 bytes",
+    )
+
+
+def test_stores(conf, tmp_path):
+    text = ok(*conf, "stores").stdout.decode()
+    assert "file (default): driver file, schemes file" in text
+    assert f"{tmp_path}/hi  priority 200  free " in text
+    records = json.loads(ok(*conf, "stores", "--format", "json").stdout)
+    assert [r["name"] for r in records] == ["file"]
+    dirs = records[0]["datadirs"]
+    assert [(d["path"], d["priority"]) for d in dirs] == [
+        (f"{tmp_path}/hi", 200),
+        (f"{tmp_path}/lo", 100),
+    ]
+    assert all(d["free_bytes"] > 0 for d in dirs)
+
+
+def test_multi_store_backend_choice(tmp_path, image):
+    path = write_conf(
+        tmp_path / "multi.conf",
+        {
+            "DEFAULT": {"enabled_backends": "fast:file,slow:file"},
+            "glance_store": {"default_backend": "fast"},
+            "fast": {"filesystem_store_datadir": str(tmp_path / "fast")},
+            "slow": {"filesystem_store_datadir": str(tmp_path / "slow")},
+        },
+    )
+    conf = ["--config-file", str(path)]
+    record = add_json(conf, "--backend", "slow", str(image))
+    assert record["location"].startswith(f"file://{tmp_path}/slow/")
+    assert record["metadata"] == {"store": "slow"}
+    fails(1, *conf, "add", "--backend", "nosuch", str(image), match="'nosuch'")
+
+
+def test_config_dir(tmp_path, image):
+    confd = tmp_path / "conf.d"
+    confd.mkdir()
+    write_conf(
+        confd / "10-store.conf",
+        {"glance_store": {"filesystem_store_datadir": str(tmp_path / "d")}},
+    )
+    record = add_json(["--config-dir", str(confd)], str(image))
+    assert record["location"].startswith(f"file://{tmp_path}/d/")
+
+
+def test_verify_mismatch(conf, image):
+    location = add_json(conf, str(image))["location"]
+    err = fails(
+        1, *conf, "verify", location, "--checksum", "0" * 32, match="checksum mismatch"
+    )
+    assert hashlib.md5(image.read_bytes()).hexdigest() in err
+
+
+def test_failed_get_keeps_existing_output_file(conf, tmp_path):
+    out = tmp_path / "precious"
+    out.write_bytes(b"keep me")
+    fails(
+        1,
+        *conf,
+        "get",
+        f"file://{tmp_path}/hi/missing",
+        "-o",
+        str(out),
+        match="not found",
+    )
+    assert out.read_bytes() == b"keep me"
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+
+
+def test_progress_bar(conf, image):
+    shown = run(*conf, "add", "--progress", str(image))
+    assert b"B/s" in shown.stderr or b"100%" in shown.stderr
+    hidden = run(*conf, "add", "--no-progress", str(image))
+    assert hidden.stderr == b""
+    # Not a terminal, no flag: no bar.
+    assert run(*conf, "add", str(image)).stderr == b""
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "match"),
+    [
+        (["--config-file", "/nonexistent.conf", "stores"], 2, "nonexistent.conf"),
+        (["nosuchcommand"], 2, "invalid choice"),
+        (["get"], 2, "required"),
+        (["get", "file:///x", "--offset", "-3"], 2, "negative"),
+        (["get", "file:///x", "--length", "0"], 2, "greater than 0"),
+        (["add", "--hashing-algo", "md6", "-"], 2, "md6"),
+        (["add", "/nonexistent/image"], 2, "cannot read /nonexistent/image"),
+        (["add", "--id", "../escape", "{image}"], 1, "'../escape'"),
+        (["add", "--id", "", "{image}"], 1, "must not be empty"),
+        (["get", "file:///etc/passwd"], 1, "outside the data directories"),
+        (["delete", "file:///etc/passwd"], 1, "outside the data directories"),
+        (["size", "file://{tmp}/hi/../../../etc/passwd"], 1, "outside"),
+        (["get", "swift://c/o"], 1, "scheme 'swift'"),
+        (["get", "not a uri"], 1, "not a URI"),
+        (["verify", "file:///x"], 2, "required"),
+    ],
+)
+def test_errors_are_one_line(conf, image, tmp_path, args, code, match):
+    args = [a.format(image=image, tmp=tmp_path) for a in args]
+    passwd = Path("/etc/passwd").read_bytes()
+    fails(code, *conf, *args, match=match, stdin=b"")
+    assert Path("/etc/passwd").read_bytes() == passwd
+
+
+def test_duplicate_keeps_the_stored_image(conf, image, tmp_path):
+    first = add_json(conf, "--id", "dup", str(image))
+    other = tmp_path / "other.raw"
+    other.write_bytes(b"different")
+    fails(1, *conf, "add", "--id", "dup", str(other), match="already exists")
+    assert ok(*conf, "get", first["location"]).stdout == image.read_bytes()
+
+
+@pytest.mark.parametrize(
+    ("options", "match"),
+    [
+        ({"filesystem_store_datadirs": ["/tmp/x:1", "/tmp/x:2"]}, "listed twice"),
+        ({"filesystem_store_datadirs": ["/tmp/x:first"]}, "not an integer"),
+        ({"stores": "file,nosuch"}, "driver 'nosuch'"),
+        ({"filesystem_store_chunk_size": "-1"}, "filesystem_store_chunk_size"),
+    ],
+)
+def test_bad_configuration_is_one_line(tmp_path, options, match):
+    if "filesystem_store_datadirs" in options:
+        options["filesystem_store_datadir"] = ""
+    else:
+        options["filesystem_store_datadir"] = str(tmp_path / "images")
+    path = write_conf(tmp_path / "bad.conf", {"glance_store": options})
+    fails(2, "--config-file", str(path), "stores", match=match)
