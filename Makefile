@@ -23,12 +23,12 @@ test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest tests
 
 lint: $(VENV)/.installed-test
-	$(BIN)/ruff check fsstore tests bench
-	$(BIN)/ruff format --check fsstore tests bench
+	$(BIN)/ruff check fsstore tests
+	$(BIN)/ruff format --check fsstore tests
 
 format: $(VENV)/.installed-test
-	$(BIN)/ruff format fsstore tests bench
-	$(BIN)/ruff check --fix fsstore tests bench
+	$(BIN)/ruff format fsstore tests
+	$(BIN)/ruff check --fix fsstore tests
 
 genconfig: $(VENV)/.installed
 	$(BIN)/oslo-config-generator --config-file etc/oslo-config-generator/fsstore.conf
