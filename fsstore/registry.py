@@ -43,8 +43,14 @@ def register_opts(conf: cfg.ConfigOpts) -> None:
     conf.register_opts(opts.builtin_store_opts(), group=opts.STORE_GROUP)
 
 
-def load_driver(name: str, namespace: str = BACKENDS_NAMESPACE) -> type[Store]:
-    """The store class registered as ``name``; DriverLoadFailure otherwise."""
+def load_driver(
+    name: str, namespace: str = BACKENDS_NAMESPACE, base: type = Store
+) -> Any:
+    """The class registered as ``name`` in ``namespace``, a subclass of ``base``.
+
+    Anything else (no such entry point, an import error, a class of the wrong
+    kind) is a DriverLoadFailure that names the driver.
+    """
 
     def failed(_manager: Any, entrypoint: Any, exc: BaseException) -> None:
         raise exceptions.DriverLoadFailure(
@@ -65,9 +71,10 @@ def load_driver(name: str, namespace: str = BACKENDS_NAMESPACE) -> type[Store]:
     except RuntimeError as exc:  # several drivers registered under one name
         raise exceptions.DriverLoadFailure(name, str(exc)) from None
     driver_cls = manager.driver
-    if not (isinstance(driver_cls, type) and issubclass(driver_cls, Store)):
+    if not (isinstance(driver_cls, type) and issubclass(driver_cls, base)):
         raise exceptions.DriverLoadFailure(
-            name, f"{driver_cls!r} is not a subclass of fsstore.Store"
+            name,
+            f"{driver_cls!r} is not a subclass of {base.__module__}.{base.__qualname__}",
         )
     return driver_cls
 

@@ -9,6 +9,7 @@ the driver, so every driver refuses the same bad input in the same way.
 from __future__ import annotations
 
 import enum
+import os
 from collections.abc import Iterable, Iterator
 from typing import Any, ClassVar, NamedTuple, Protocol
 
@@ -115,6 +116,46 @@ def read_chunks(
             f"image {image_id}: data is {total} bytes, not the declared "
             f"{expected_size} bytes"
         )
+
+
+class FileChunkIterator:
+    """Chunks of one open image file; closes the file when done or closed."""
+
+    def __init__(self, fd: int, offset: int, length: int, chunk_size: int) -> None:
+        self._fd = fd
+        self._pos = offset
+        self._left = length
+        self._chunk_size = chunk_size
+
+    def __iter__(self) -> FileChunkIterator:
+        return self
+
+    def __next__(self) -> bytes:
+        if self._left <= 0 or self._fd < 0:
+            self.close()
+            raise StopIteration
+        chunk = os.pread(self._fd, min(self._chunk_size, self._left), self._pos)
+        if not chunk:
+            # Truncated under us (only possible by hand): stop, do not spin.
+            self.close()
+            raise StopIteration
+        self._pos += len(chunk)
+        self._left -= len(chunk)
+        return chunk
+
+    def close(self) -> None:
+        fd, self._fd = self._fd, -1
+        if fd >= 0:
+            os.close(fd)
+
+    def __enter__(self) -> FileChunkIterator:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        self.close()
 
 
 class Store:

@@ -52,6 +52,7 @@ from fsstore.location import FileLocation, Location
 from fsstore.store import (
     RESERVED_PREFIX,
     AddResult,
+    FileChunkIterator,
     Store,
     Verifier,
     read_chunks,
@@ -221,46 +222,6 @@ def load_metadata(store_name: str, path: str) -> dict[str, Any] | list[dict[str,
 def _under(path: str, mountpoint: str) -> bool:
     mountpoint = mountpoint.rstrip("/") or "/"
     return path == mountpoint or path.startswith(mountpoint.rstrip("/") + "/")
-
-
-class FileChunkIterator:
-    """Chunks of one open image file; closes the file when done or closed."""
-
-    def __init__(self, fd: int, offset: int, length: int, chunk_size: int) -> None:
-        self._fd = fd
-        self._pos = offset
-        self._left = length
-        self._chunk_size = chunk_size
-
-    def __iter__(self) -> FileChunkIterator:
-        return self
-
-    def __next__(self) -> bytes:
-        if self._left <= 0 or self._fd < 0:
-            self.close()
-            raise StopIteration
-        chunk = os.pread(self._fd, min(self._chunk_size, self._left), self._pos)
-        if not chunk:
-            # Truncated under us (only possible by hand): stop, do not spin.
-            self.close()
-            raise StopIteration
-        self._pos += len(chunk)
-        self._left -= len(chunk)
-        return chunk
-
-    def close(self) -> None:
-        fd, self._fd = self._fd, -1
-        if fd >= 0:
-            os.close(fd)
-
-    def __enter__(self) -> FileChunkIterator:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        self.close()
 
 
 class _Staging:

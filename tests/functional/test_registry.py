@@ -276,7 +276,7 @@ def plugin_path(tmp_path: Path) -> Path:
         (
             "notastore",
             "driver 'notastore' could not be loaded: .*NotAStore.* is not "
-            "a subclass of fsstore.Store",
+            "a subclass of fsstore.store.Store",
         ),
     ],
 )

@@ -1,0 +1,624 @@
+"""The image cache's on-disk layout, locking protocol and driver base class.
+
+Layout (Glance's, so that a cache directory Glance wrote is adopted as is)::
+
+    <image_cache_dir>/
+        <image_id>              a published entry: complete and verified
+        incomplete/<image_id>   being written; its writer holds a flock on it
+        invalid/<image_id>      a write that failed (stream error, bad checksum)
+        queue/<image_id>        queued for prefetching; mtime is queue order,
+                                content optionally JSON {"location", ...}
+        .fsstore-cache.lock     serializes commits, evictions and deletes
+        cache.db                the sqlite driver's records (and -wal, -shm)
+        image_cache_db_init     Glance's sqlite lock file, if Glance ran here
+
+Only a regular file directly in the directory whose name is a valid image id
+and not one of the names above is an entry; nothing else is ever listed,
+counted, pruned or deleted as an image.
+
+Locking protocol:
+
+* One writer per image. A writer opens ``incomplete/<id>`` with ``O_CREAT``
+  and never ``O_TRUNC``, then takes ``flock(LOCK_EX | LOCK_NB)``. Failing to
+  get the lock means another writer is live: this reader streams without
+  caching. Having it, the writer checks that the name still refers to the file
+  it locked (a finished writer or ``clean()`` may have removed it in between)
+  and only then truncates and writes.
+* Publish. The writer hashes what it writes, compares with the expected
+  checksum or multihash, fsyncs, and then, holding ``.fsstore-cache.lock``:
+  evicts least-recently-used entries until the new one fits under
+  ``image_cache_max_size``, records the entry, and links it into place with
+  ``link(2)`` (never replacing anything). A failed or mismatching write moves to
+  ``invalid/``. Because every change to the set of entries happens under the
+  lock, and space is freed before it is used, the total size of published
+  entries never exceeds the limit, as seen by any process at any moment.
+* Crashed writers. A writer's flock dies with it, so ``clean()`` removes every
+  ``incomplete/`` file whose lock it can take, however young, and never one a
+  live writer holds.
+* Readers open an entry and keep reading it even if it is evicted meanwhile:
+  eviction unlinks, and an open file lives on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fcntl
+import json
+import logging
+import os
+import stat
+import time
+from collections.abc import Iterator
+from typing import Any, BinaryIO
+
+from oslo_config import cfg
+
+from fsstore import exceptions
+from fsstore.hashing import DEFAULT_HASHING_ALGO, ImageHasher
+from fsstore.store import validate_image_id
+
+LOG = logging.getLogger(__name__)
+
+INCOMPLETE = "incomplete"
+INVALID = "invalid"
+QUEUE = "queue"
+CACHE_LOCK = ".fsstore-cache.lock"
+GLANCE_DB_LOCK = "image_cache_db_init"
+SUBDIRS = (INCOMPLETE, INVALID, QUEUE)
+
+
+@dataclasses.dataclass(frozen=True)
+class CachedImage:
+    image_id: str
+    size: int
+    hits: int
+    last_accessed: float
+    last_modified: float
+    checksum: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class Problem:
+    """One disagreement between a driver's records and the files."""
+
+    kind: str  # missing-file | unrecorded-file | wrong-size | bad-hits | over-limit
+    image_id: str | None
+    detail: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+class CacheWriter:
+    """Receives one image's bytes for the cache; see CacheDriver.open_for_write."""
+
+    def __init__(
+        self,
+        driver: CacheDriver,
+        image_id: str,
+        fd: int,
+        checksum: str | None,
+        multihash: str | None,
+        hashing_algo: str,
+    ) -> None:
+        self.driver = driver
+        self.image_id = image_id
+        self.fd = fd
+        self.expected_checksum = checksum.lower() if checksum else None
+        self.expected_multihash = multihash.lower() if multihash else None
+        self.hasher = ImageHasher(hashing_algo)
+        self.size = 0
+        self.abandoned: str | None = None  # why caching was given up, if it was
+        self.checksum = ""
+        self.published = False
+
+    def write(self, chunk: bytes) -> None:
+        """Add ``chunk``; never raises for a cache problem (caching stops instead)."""
+        if self.abandoned:
+            return
+        self.size += len(chunk)
+        if self.size > self.driver.max_size:
+            self.abandoned = "larger than image_cache_max_size"
+            return
+        self.hasher.update(chunk)
+        try:
+            view = memoryview(chunk)
+            while view:
+                view = view[os.write(self.fd, view) :]
+        except OSError as exc:
+            self.abandoned = f"write failed: {exc.strerror}"
+
+    def verify(self) -> str | None:
+        """Why the data may not be published, or None when it may."""
+        checksum, multihash = self.hasher.hexdigests()
+        if self.expected_checksum and checksum != self.expected_checksum:
+            return f"checksum {checksum} does not match {self.expected_checksum}"
+        if self.expected_multihash and multihash != self.expected_multihash:
+            return f"multihash {multihash} does not match {self.expected_multihash}"
+        self.checksum = checksum
+        return None
+
+
+class CacheDriver:
+    """Base class of cache drivers: the layout and protocol above.
+
+    A driver keeps the entries' records (size, hits, access times) its own way
+    by implementing the ``_record_*`` hooks, ``_entries``, ``_total_size``,
+    ``_count_hit``, ``get_hit_count`` and ``_check_records``.
+    """
+
+    NAME = "base"
+
+    def __init__(self, conf: cfg.ConfigOpts) -> None:
+        self.conf = conf
+        try:
+            self.base_dir: str | None = conf.image_cache_dir
+            self.max_size: int = conf.image_cache_max_size
+            self.stall_time: int = conf.image_cache_stall_time
+        except (cfg.Error, ValueError) as exc:
+            raise exceptions.BadDriverConfiguration(self.NAME, str(exc)) from None
+
+    # -- configuration ---------------------------------------------------
+
+    def configure(self) -> None:
+        if not self.base_dir:
+            raise exceptions.BadDriverConfiguration(
+                self.NAME, "image_cache_dir is not set"
+            )
+        self.base_dir = os.path.abspath(self.base_dir)
+        try:
+            for sub in ("", *SUBDIRS):
+                os.makedirs(os.path.join(self.base_dir, sub), exist_ok=True)
+        except OSError as exc:
+            raise exceptions.BadDriverConfiguration(
+                self.NAME, f"cannot create {self.base_dir}: {exc.strerror}"
+            ) from None
+        for sub in ("", *SUBDIRS):
+            path = os.path.join(self.base_dir, sub)
+            if not os.access(path, os.R_OK | os.W_OK | os.X_OK):
+                raise exceptions.BadDriverConfiguration(
+                    self.NAME, f"{path} is not readable and writable"
+                )
+
+    def reserved_names(self) -> set[str]:
+        """Names in the cache directory that are never images."""
+        return {*SUBDIRS, CACHE_LOCK, GLANCE_DB_LOCK}
+
+    def is_entry_name(self, name: str) -> bool:
+        try:
+            validate_image_id(name)
+        except exceptions.Invalid:
+            return False
+        return name not in self.reserved_names()
+
+    def path(self, image_id: str, sub: str = "") -> str:
+        assert self.base_dir is not None
+        return os.path.join(self.base_dir, sub, image_id)
+
+    def _checked(self, image_id: str) -> str:
+        validate_image_id(image_id)
+        return image_id
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """The cache-wide lock around every change to the set of entries."""
+        fd = os.open(
+            self.path(CACHE_LOCK), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600
+        )
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    # -- queries -----------------------------------------------------------
+
+    def is_cached(self, image_id: str) -> bool:
+        if not self.is_entry_name(self._checked(image_id)):
+            return False
+        try:
+            return stat.S_ISREG(os.lstat(self.path(image_id)).st_mode)
+        except FileNotFoundError:
+            return False
+
+    def is_queued(self, image_id: str) -> bool:
+        return os.path.lexists(self.path(self._checked(image_id), QUEUE))
+
+    def is_being_cached(self, image_id: str) -> bool:
+        try:
+            fd = os.open(
+                self.path(self._checked(image_id), INCOMPLETE),
+                os.O_RDONLY | os.O_NOFOLLOW,
+            )
+        except OSError:
+            return False
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)
+        return False
+
+    def is_cacheable(self, image_id: str) -> bool:
+        return (
+            self.is_entry_name(self._checked(image_id))
+            and not self.is_cached(image_id)
+            and not self.is_being_cached(image_id)
+        )
+
+    def get_cache_size(self) -> int:
+        return self._total_size()
+
+    def get_cached_images(self) -> list[CachedImage]:
+        return sorted(self._entries(), key=lambda e: e.image_id)
+
+    def get_queued_images(self) -> list[str]:
+        queue_dir = self.path("", QUEUE)
+        found = []
+        for name in os.listdir(queue_dir):
+            if not self.is_entry_name(name):
+                continue
+            try:
+                found.append(
+                    (os.lstat(os.path.join(queue_dir, name)).st_mtime_ns, name)
+                )
+            except FileNotFoundError:
+                continue
+        return [name for _, name in sorted(found)]
+
+    def queued_image_info(self, image_id: str) -> dict[str, Any]:
+        """What ``queue_image`` recorded about a queued image ({} if nothing)."""
+        try:
+            with open(self.path(self._checked(image_id), QUEUE), "rb") as f:
+                text = f.read()
+        except FileNotFoundError:
+            raise exceptions.NotFound(f"image {image_id} is not queued") from None
+        if not text.strip():
+            return {}  # Glance's queue files are empty
+        try:
+            info = json.loads(text)
+        except ValueError:
+            return {}
+        return info if isinstance(info, dict) else {}
+
+    # -- queue -------------------------------------------------------------
+
+    def queue_image(self, image_id: str, **info: Any) -> bool:
+        """Queue for prefetching; False if cached, being cached or queued."""
+        if not self.is_entry_name(self._checked(image_id)):
+            return False
+        if self.is_cached(image_id) or self.is_being_cached(image_id):
+            return False
+        body = json.dumps({k: v for k, v in info.items() if v is not None}).encode()
+        try:
+            fd = os.open(
+                self.path(image_id, QUEUE),
+                os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW,
+                0o644,
+            )
+        except FileExistsError:
+            return False
+        try:
+            os.write(fd, body)
+        finally:
+            os.close(fd)
+        return True
+
+    def delete_queued_image(self, image_id: str) -> bool:
+        try:
+            os.unlink(self.path(self._checked(image_id), QUEUE))
+        except FileNotFoundError:
+            return False
+        return True
+
+    def delete_all_queued_images(self) -> int:
+        return sum(self.delete_queued_image(i) for i in self.get_queued_images())
+
+    # -- reading -------------------------------------------------------------
+
+    def open_entry(self, image_id: str) -> int:
+        """A file descriptor of the cached image; counts a hit."""
+        if not self.is_entry_name(self._checked(image_id)):
+            raise exceptions.NotFound(f"image {image_id} is not cached")
+        try:
+            fd = os.open(self.path(image_id), os.O_RDONLY | os.O_NOFOLLOW)
+        except FileNotFoundError:
+            raise exceptions.NotFound(f"image {image_id} is not cached") from None
+        try:
+            self._count_hit(image_id, fd)
+        except BaseException:
+            os.close(fd)
+            raise
+        return fd
+
+    @contextlib.contextmanager
+    def open_for_read(self, image_id: str) -> Iterator[BinaryIO]:
+        """The cached image, open for reading; counts a hit."""
+        with os.fdopen(self.open_entry(image_id), "rb") as f:
+            yield f
+
+    # -- writing -------------------------------------------------------------
+
+    def _open_incomplete(self, image_id: str) -> int | None:
+        """Our locked ``incomplete/`` file, or None if another writer is live."""
+        path = self.path(image_id, INCOMPLETE)
+        for _ in range(8):
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                return None  # one writer per image: someone else has it
+            # Race: between our open and our flock, the previous holder may
+            # have published (linked and unlinked) the file, or clean() may
+            # have reaped it. Write only to a file the name still refers to.
+            try:
+                same = os.stat(path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                os.ftruncate(fd, 0)  # a crashed writer's leftovers
+                return fd
+            os.close(fd)
+        return None
+
+    @contextlib.contextmanager
+    def open_for_write(
+        self,
+        image_id: str,
+        checksum: str | None = None,
+        multihash: str | None = None,
+        hashing_algo: str = DEFAULT_HASHING_ALGO,
+        size: int = 0,
+    ) -> Iterator[CacheWriter | None]:
+        """A writer for ``image_id``, or None when it must not be cached now.
+
+        None when: the image is cached, another writer has it, its name is
+        reserved, or ``size`` exceeds the cache. The entry is published on a
+        clean exit if the data matched ``checksum`` / ``multihash``; an
+        exception moves it to ``invalid/``; ``GeneratorExit`` (a consumer that
+        stopped reading) discards it.
+        """
+        self._checked(image_id)
+        if (
+            not self.is_entry_name(image_id)
+            or self.is_cached(image_id)
+            or size > self.max_size
+        ):
+            yield None
+            return
+        try:
+            fd = self._open_incomplete(image_id)
+        except OSError as exc:
+            LOG.warning("not caching %s: %s", image_id, exc)
+            fd = None
+        if fd is None:
+            yield None
+            return
+        try:
+            if self.is_cached(image_id):  # published while we took the lock
+                self._discard(image_id)
+                yield None
+                return
+            writer = CacheWriter(self, image_id, fd, checksum, multihash, hashing_algo)
+            try:
+                yield writer
+            except GeneratorExit:
+                writer.hasher.close()
+                self._discard(image_id)
+                raise
+            except BaseException as exc:
+                writer.hasher.close()
+                self._invalidate(image_id, f"stream failed: {exc!r}")
+                raise
+            if writer.abandoned:
+                writer.hasher.close()
+                LOG.info("not caching %s: %s", image_id, writer.abandoned)
+                self._discard(image_id)
+                return
+            reason = writer.verify()
+            if reason is not None:
+                LOG.warning("not caching %s: %s", image_id, reason)
+                self._invalidate(image_id, reason)
+                return
+            try:
+                writer.published = self._commit(writer)
+            except OSError as exc:
+                LOG.warning("not caching %s: %s", image_id, exc)
+                self._invalidate(image_id, f"commit failed: {exc.strerror}")
+        finally:
+            os.close(fd)
+
+    def _discard(self, image_id: str) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path(image_id, INCOMPLETE))
+
+    def _invalidate(self, image_id: str, reason: str) -> None:
+        try:
+            os.replace(self.path(image_id, INCOMPLETE), self.path(image_id, INVALID))
+        except FileNotFoundError:
+            with open(self.path(image_id, INVALID), "wb"):
+                pass
+        self._note_error(self.path(image_id, INVALID), reason)
+
+    def _note_error(self, path: str, reason: str) -> None:
+        """Record why an entry is invalid, where the file system allows it."""
+        with contextlib.suppress(OSError):
+            os.setxattr(path, "user.error", reason.encode()[:1024])
+
+    def mark_invalid(self, image_id: str, reason: str) -> None:
+        """Put a failed image (e.g. of the prefetcher) in ``invalid/``."""
+        self._invalidate(self._checked(image_id), reason)
+
+    def _commit(self, writer: CacheWriter) -> bool:
+        image_id = writer.image_id
+        os.fsync(writer.fd)
+        with self.lock():
+            if self.is_cached(image_id):
+                self._discard(image_id)
+                return False
+            self._evict_until(self.max_size - writer.size)
+            self._record_commit(image_id, writer.size, writer.checksum, writer.fd)
+            try:
+                os.link(self.path(image_id, INCOMPLETE), self.path(image_id))
+            except FileExistsError:
+                # An unrecorded file under this name (left by hand, or by a
+                # crash of Glance): keep it, drop ours; check() reconciles.
+                self._record_delete(image_id)
+                self._discard(image_id)
+                return False
+            self._discard(image_id)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path(image_id, QUEUE))
+        return True
+
+    # -- removal -------------------------------------------------------------
+
+    def _remove_entry(self, image_id: str) -> bool:
+        """Unlink, then forget: records overstate the files, never understate."""
+        try:
+            os.unlink(self.path(image_id))
+            removed = True
+        except FileNotFoundError:
+            removed = False
+        self._record_delete(image_id)
+        return removed
+
+    def _evict_until(self, budget: int) -> tuple[int, int]:
+        """Evict least-recently-used entries until the total is <= ``budget``.
+
+        Caller holds the lock. One pass over a snapshot: always terminates.
+        """
+        total = self._total_size()
+        files = freed = 0
+        if total <= budget:
+            return 0, 0
+        for entry in sorted(
+            self._entries(), key=lambda e: (e.last_accessed, e.image_id)
+        ):
+            if total <= budget:
+                break
+            self._remove_entry(entry.image_id)
+            total -= entry.size
+            files += 1
+            freed += entry.size
+            LOG.debug("evicted %s (%d bytes)", entry.image_id, entry.size)
+        return files, freed
+
+    def delete_cached_image(self, image_id: str) -> bool:
+        if not self.is_entry_name(self._checked(image_id)):
+            return False
+        with self.lock():
+            return self._remove_entry(image_id)
+
+    def delete_all_cached_images(self) -> int:
+        with self.lock():
+            return sum(self._remove_entry(e.image_id) for e in self._entries())
+
+    def prune(self) -> tuple[int, int]:
+        """Evict LRU entries until the cache fits its limit: (files, bytes)."""
+        with self.lock():
+            return self._evict_until(self.max_size)
+
+    def clean(self, stall_time: int | None = None) -> tuple[int, int]:
+        """Reap ``invalid/`` and crashed writers' ``incomplete/`` files.
+
+        Returns (invalid files, incomplete files) removed. A file whose writer
+        is alive (holds its flock) is never removed; one older than
+        ``stall_time`` (default ``image_cache_stall_time``) is logged.
+        """
+        stall_time = self.stall_time if stall_time is None else stall_time
+        invalid = 0
+        invalid_dir = self.path("", INVALID)
+        for name in os.listdir(invalid_dir):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(invalid_dir, name))
+                invalid += 1
+        incomplete = 0
+        incomplete_dir = self.path("", INCOMPLETE)
+        now = time.time()
+        for name in os.listdir(incomplete_dir):
+            path = os.path.join(incomplete_dir, name)
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+            except OSError:
+                continue
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                age = now - os.fstat(fd).st_mtime
+                if age > stall_time:
+                    LOG.warning("%s: live writer stalled for %d s", path, age)
+                os.close(fd)
+                continue
+            try:
+                # Holding the lock: only our inode goes (see _open_incomplete).
+                if os.stat(path).st_ino == os.fstat(fd).st_ino:
+                    os.unlink(path)
+                    incomplete += 1
+            except FileNotFoundError:
+                pass
+            finally:
+                os.close(fd)
+        return invalid, incomplete
+
+    # -- repair ----------------------------------------------------------------
+
+    def entry_files(self) -> dict[str, os.stat_result]:
+        """The entry files in the directory, by image id."""
+        found = {}
+        for name in os.listdir(self.base_dir):
+            if not self.is_entry_name(name):
+                continue
+            try:
+                st = os.lstat(self.path(name))
+            except FileNotFoundError:
+                continue
+            if stat.S_ISREG(st.st_mode):
+                found[name] = st
+        return found
+
+    def check(self, fix: bool = False) -> list[Problem]:
+        """Reconcile records with files; with ``fix``, repair what differs."""
+        with self.lock():
+            problems = self._check_records(fix)
+            total = self._total_size()
+            if total > self.max_size:
+                problems.append(
+                    Problem(
+                        "over-limit",
+                        None,
+                        f"{total} bytes cached, limit {self.max_size}",
+                    )
+                )
+                if fix:
+                    self._evict_until(self.max_size)
+        return problems
+
+    # -- driver hooks ------------------------------------------------------------
+
+    def _record_commit(self, image_id: str, size: int, checksum: str, fd: int) -> None:
+        raise NotImplementedError
+
+    def _record_delete(self, image_id: str) -> None:
+        raise NotImplementedError
+
+    def _entries(self) -> list[CachedImage]:
+        raise NotImplementedError
+
+    def _total_size(self) -> int:
+        raise NotImplementedError
+
+    def _count_hit(self, image_id: str, fd: int) -> None:
+        raise NotImplementedError
+
+    def get_hit_count(self, image_id: str) -> int:
+        raise NotImplementedError
+
+    def _check_records(self, fix: bool) -> list[Problem]:
+        raise NotImplementedError

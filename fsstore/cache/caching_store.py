@@ -1,0 +1,71 @@
+"""Read-through caching in front of a StoreRegistry."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+from fsstore import exceptions
+from fsstore.cache.image_cache import READ_CHUNK, ImageCache
+from fsstore.hashing import DEFAULT_HASHING_ALGO
+from fsstore.registry import StoreRegistry
+from fsstore.store import FileChunkIterator, validate_image_id
+
+
+class CachingStore:
+    """Reads images through the cache.
+
+    A cached image is served from the cache and counts a hit. A miss streams
+    from the store and, for a whole-image read with a known ``checksum`` or
+    ``multihash``, tees into the cache at the same time; without either there
+    is nothing to verify the copy against, so it is not cached. Ranged reads
+    of uncached images go to the store and are not cached.
+    """
+
+    def __init__(self, registry: StoreRegistry, cache: ImageCache) -> None:
+        self.registry = registry
+        self.cache = cache
+
+    def get(
+        self,
+        image_id: str,
+        location: str,
+        checksum: str | None = None,
+        multihash: str | None = None,
+        hashing_algo: str = DEFAULT_HASHING_ALGO,
+        offset: int = 0,
+        chunk_size: int | None = None,
+    ) -> tuple[Iterator[bytes], int]:
+        validate_image_id(image_id)
+        if self.cache.is_cached(image_id):
+            try:
+                return self._from_cache(image_id, offset, chunk_size)
+            except exceptions.NotFound:
+                pass  # evicted between the check and the open: read through
+        chunks, length = self.registry.get(location, offset, chunk_size)
+        if offset or chunk_size is not None or not (checksum or multihash):
+            return chunks, length
+        return (
+            self.cache.get_caching_iter(
+                image_id, checksum, chunks, multihash, hashing_algo, size=length
+            ),
+            length,
+        )
+
+    def _from_cache(
+        self, image_id: str, offset: int, chunk_size: int | None
+    ) -> tuple[Iterator[bytes], int]:
+        fd = self.cache.driver.open_entry(image_id)
+        try:
+            size = os.fstat(fd).st_size
+            if offset and offset >= size:
+                raise exceptions.Invalid(
+                    f"offset {offset} is past the end of image {image_id} ({size} bytes)"
+                )
+            length = size - offset
+            if chunk_size is not None:
+                length = min(length, chunk_size)
+        except BaseException:
+            os.close(fd)
+            raise
+        return FileChunkIterator(fd, offset, length, READ_CHUNK), length

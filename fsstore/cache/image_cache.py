@@ -1,0 +1,199 @@
+"""``ImageCache``: the cache facade, with Glance's operation names.
+
+It loads the driver named by ``image_cache_driver`` from the
+``fsstore.cache_drivers`` entry points (``sqlite`` by default, ``xattr``, or a
+third-party driver) and never falls back to another one: a driver that cannot
+work raises BadDriverConfiguration with the reason.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable, Iterator
+from typing import Any, BinaryIO
+
+from oslo_config import cfg
+
+from fsstore import exceptions
+from fsstore.cache.base import CachedImage, CacheDriver, Problem
+from fsstore.hashing import DEFAULT_HASHING_ALGO
+from fsstore.registry import load_driver, register_opts
+from fsstore.store import read_chunks, validate_image_id
+
+CACHE_DRIVERS_NAMESPACE = "fsstore.cache_drivers"
+READ_CHUNK = 64 * 1024
+
+
+def load_cache_driver(conf: cfg.ConfigOpts) -> CacheDriver:
+    try:
+        name = conf.image_cache_driver
+    except (cfg.Error, ValueError) as exc:
+        raise exceptions.BadDriverConfiguration("?", str(exc)) from None
+    try:
+        driver_cls = load_driver(name, CACHE_DRIVERS_NAMESPACE, CacheDriver)
+    except exceptions.DriverLoadFailure as exc:
+        raise exceptions.BadDriverConfiguration(name, exc.reason) from None
+    driver = driver_cls(conf)
+    driver.configure()
+    return driver
+
+
+class ImageCache:
+    """The image cache of ``conf`` (``[DEFAULT] image_cache_*`` options)."""
+
+    def __init__(self, conf: cfg.ConfigOpts) -> None:
+        register_opts(conf)
+        self.conf = conf
+        self.driver = load_cache_driver(conf)
+
+    # -- queries -------------------------------------------------------------
+
+    def is_cached(self, image_id: str) -> bool:
+        return self.driver.is_cached(image_id)
+
+    def is_queued(self, image_id: str) -> bool:
+        return self.driver.is_queued(image_id)
+
+    def is_being_cached(self, image_id: str) -> bool:
+        return self.driver.is_being_cached(image_id)
+
+    def is_cacheable(self, image_id: str) -> bool:
+        return self.driver.is_cacheable(image_id)
+
+    def get_cache_size(self) -> int:
+        return self.driver.get_cache_size()
+
+    def get_hit_count(self, image_id: str) -> int:
+        validate_image_id(image_id)
+        return self.driver.get_hit_count(image_id)
+
+    def get_cached_images(self) -> list[CachedImage]:
+        return self.driver.get_cached_images()
+
+    def get_queued_images(self) -> list[str]:
+        return self.driver.get_queued_images()
+
+    # -- queue ---------------------------------------------------------------
+
+    def queue_image(
+        self,
+        image_id: str,
+        location: str | None = None,
+        checksum: str | None = None,
+        multihash: str | None = None,
+        hashing_algo: str | None = None,
+    ) -> bool:
+        """Queue for prefetching; where to fetch it from may be recorded."""
+        return self.driver.queue_image(
+            image_id,
+            location=location,
+            checksum=checksum,
+            multihash=multihash,
+            hashing_algo=hashing_algo,
+        )
+
+    def queued_image_info(self, image_id: str) -> dict[str, Any]:
+        return self.driver.queued_image_info(image_id)
+
+    def delete_queued_image(self, image_id: str) -> bool:
+        return self.driver.delete_queued_image(image_id)
+
+    def delete_all_queued_images(self) -> int:
+        return self.driver.delete_all_queued_images()
+
+    # -- entries -------------------------------------------------------------
+
+    def delete_cached_image(self, image_id: str) -> bool:
+        return self.driver.delete_cached_image(image_id)
+
+    def delete_all_cached_images(self) -> int:
+        return self.driver.delete_all_cached_images()
+
+    def prune(self) -> tuple[int, int]:
+        return self.driver.prune()
+
+    def clean(self, stall_time: int | None = None) -> tuple[int, int]:
+        return self.driver.clean(stall_time)
+
+    def check(self, fix: bool = False) -> list[Problem]:
+        return self.driver.check(fix)
+
+    # -- data ----------------------------------------------------------------
+
+    def open_for_read(
+        self, image_id: str
+    ) -> contextlib.AbstractContextManager[BinaryIO]:
+        return self.driver.open_for_read(image_id)
+
+    def open_for_write(
+        self,
+        image_id: str,
+        checksum: str | None = None,
+        multihash: str | None = None,
+        hashing_algo: str = DEFAULT_HASHING_ALGO,
+        size: int = 0,
+    ) -> Any:
+        return self.driver.open_for_write(
+            image_id, checksum, multihash, hashing_algo, size
+        )
+
+    def get_caching_iter(
+        self,
+        image_id: str,
+        checksum: str | None,
+        iterator: Iterable[bytes],
+        multihash: str | None = None,
+        hashing_algo: str = DEFAULT_HASHING_ALGO,
+        size: int = 0,
+    ) -> Iterator[bytes]:
+        """Yield ``iterator``'s chunks, caching them on the way when possible.
+
+        The entry is published only if the stream completed and matched
+        ``checksum`` (MD5) and ``multihash`` where given. An exception from
+        ``iterator`` reaches the caller; caching problems never do.
+        """
+        validate_image_id(image_id)
+        with self.open_for_write(
+            image_id, checksum, multihash, hashing_algo, size
+        ) as w:
+            if w is None:
+                yield from iterator
+                return
+            for chunk in iterator:
+                w.write(chunk)
+                yield chunk
+
+    def cache_image_iter(
+        self,
+        image_id: str,
+        iterator: Iterable[bytes],
+        checksum: str | None = None,
+        multihash: str | None = None,
+        hashing_algo: str = DEFAULT_HASHING_ALGO,
+        size: int = 0,
+    ) -> bool:
+        """Cache everything ``iterator`` yields; True if it was published."""
+        with self.open_for_write(
+            image_id, checksum, multihash, hashing_algo, size
+        ) as w:
+            if w is None:
+                return False
+            for chunk in iterator:
+                w.write(chunk)
+        return w.published
+
+    def cache_image_file(
+        self,
+        image_id: str,
+        image_file: BinaryIO,
+        checksum: str | None = None,
+        multihash: str | None = None,
+        hashing_algo: str = DEFAULT_HASHING_ALGO,
+    ) -> bool:
+        return self.cache_image_iter(
+            image_id,
+            read_chunks(image_file, READ_CHUNK, image_id),
+            checksum,
+            multihash,
+            hashing_algo,
+        )

@@ -1,0 +1,106 @@
+"""The prefetcher: caches every queued image, several at a time."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from fsstore import exceptions
+from fsstore.cache.image_cache import ImageCache
+from fsstore.hashing import DEFAULT_HASHING_ALGO
+from fsstore.registry import StoreRegistry
+
+LOG = logging.getLogger(__name__)
+
+#: Given an image id, what queue_image() would have recorded: a dict with
+#: "location" and optionally "checksum", "multihash", "hashing_algo".
+Resolver = Callable[[str], dict[str, Any]]
+
+
+@dataclasses.dataclass
+class PrefetchReport:
+    cached: list[str] = dataclasses.field(default_factory=list)
+    skipped: list[str] = dataclasses.field(default_factory=list)
+    failed: dict[str, str] = dataclasses.field(default_factory=dict)
+
+
+class Prefetcher:
+    """Fetch queued images from the stores into the cache.
+
+    Where to fetch an image from comes from its queue entry (``fsstore cache
+    queue ID --location URI``) or, for Glance's empty queue files, from
+    ``resolve``. A failed image is logged, put in ``invalid/`` and dequeued;
+    the others go on.
+    """
+
+    def __init__(
+        self,
+        cache: ImageCache,
+        registry: StoreRegistry,
+        workers: int = 4,
+        resolve: Resolver | None = None,
+    ) -> None:
+        self.cache = cache
+        self.registry = registry
+        self.workers = max(1, workers)
+        self.resolve = resolve
+
+    def fetch(self, image_id: str) -> bool:
+        """Cache one queued image: True if cached, False if left to another."""
+        info = self.cache.queued_image_info(image_id)
+        if not info.get("location") and self.resolve is not None:
+            info = {**self.resolve(image_id), **{k: v for k, v in info.items() if v}}
+        location = info.get("location")
+        if not location:
+            raise exceptions.NotFound(f"no location known for queued image {image_id}")
+        chunks, length = self.registry.get(location)
+        try:
+            published = self.cache.cache_image_iter(
+                image_id,
+                chunks,
+                info.get("checksum"),
+                info.get("multihash"),
+                info.get("hashing_algo") or DEFAULT_HASHING_ALGO,
+                size=length,
+            )
+        finally:
+            close = getattr(chunks, "close", None)
+            if close is not None:
+                close()
+        if published or self.cache.is_cached(image_id):
+            self.cache.delete_queued_image(image_id)
+            return True
+        if self.cache.is_being_cached(image_id):
+            return False  # another writer has it; its commit dequeues it
+        raise exceptions.Invalid(
+            f"image {image_id} could not be cached (mismatching data, or larger "
+            "than image_cache_max_size)"
+        )
+
+    def run(self, on_done: Callable[[str, bool], None] | None = None) -> PrefetchReport:
+        report = PrefetchReport()
+        queued = self.cache.get_queued_images()
+        with concurrent.futures.ThreadPoolExecutor(self.workers) as pool:
+            futures = {
+                pool.submit(self.fetch, image_id): image_id for image_id in queued
+            }
+            for future in concurrent.futures.as_completed(futures):
+                image_id = futures[future]
+                try:
+                    cached = future.result()
+                except Exception as exc:  # one bad image must not stop the rest
+                    LOG.error("prefetch of %s failed: %s", image_id, exc)
+                    report.failed[image_id] = str(exc)
+                    if not self.cache.driver.is_cached(image_id):
+                        self.cache.driver.mark_invalid(image_id, str(exc))
+                    self.cache.delete_queued_image(image_id)
+                    ok = False
+                else:
+                    (report.cached if cached else report.skipped).append(image_id)
+                    ok = cached
+                if on_done is not None:
+                    on_done(image_id, ok)
+        return report
