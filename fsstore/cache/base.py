@@ -155,16 +155,19 @@ class CacheDriver:
 
     def __init__(self, conf: cfg.ConfigOpts) -> None:
         self.conf = conf
+        self._reserved: frozenset[str] = frozenset()
         try:
             self.base_dir: str | None = conf.image_cache_dir
             self.max_size: int = conf.image_cache_max_size
             self.stall_time: int = conf.image_cache_stall_time
+            self.db_name: str = conf.image_cache_sqlite_db
         except (cfg.Error, ValueError) as exc:
             raise exceptions.BadDriverConfiguration(self.NAME, str(exc)) from None
 
     # -- configuration ---------------------------------------------------
 
     def configure(self) -> None:
+        self._reserved = frozenset(self.reserved_names())
         if not self.base_dir:
             raise exceptions.BadDriverConfiguration(
                 self.NAME, "image_cache_dir is not set"
@@ -185,15 +188,22 @@ class CacheDriver:
                 )
 
     def reserved_names(self) -> set[str]:
-        """Names in the cache directory that are never images."""
-        return {*SUBDIRS, CACHE_LOCK, GLANCE_DB_LOCK}
+        """Names in the cache directory that are never images.
+
+        The sqlite database's files are reserved for every driver: a cache
+        directory may have been run with the other one before.
+        """
+        names = {*SUBDIRS, CACHE_LOCK, GLANCE_DB_LOCK}
+        if os.path.dirname(self.db_name) == "":
+            names |= {self.db_name + s for s in ("", "-wal", "-shm", "-journal")}
+        return names
 
     def is_entry_name(self, name: str) -> bool:
         try:
             validate_image_id(name)
         except exceptions.Invalid:
             return False
-        return name not in self.reserved_names()
+        return name not in self._reserved
 
     def path(self, image_id: str, sub: str = "") -> str:
         assert self.base_dir is not None
@@ -305,6 +315,9 @@ class CacheDriver:
             return False
         try:
             os.write(fd, body)
+            # The mtime is the queue order; the kernel's timestamp granularity
+            # (a clock tick) would tie images queued in quick succession.
+            os.utime(fd, ns=(time.time_ns(), time.time_ns()))
         finally:
             os.close(fd)
         return True

@@ -9,7 +9,7 @@ work raises BadDriverConfiguration with the reason.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from typing import Any, BinaryIO
 
 from oslo_config import cfg
@@ -36,6 +36,64 @@ def load_cache_driver(conf: cfg.ConfigOpts) -> CacheDriver:
     driver = driver_cls(conf)
     driver.configure()
     return driver
+
+
+class CachingIterator:
+    """Chunks of a source iterator, tee'd into a cache writer.
+
+    ``caching`` tells whether this reader is the image's writer (False: the
+    image is cached or being cached by someone else, or may not be cached).
+    """
+
+    def __init__(self, writer_cm: Any, source: Iterable[bytes]) -> None:
+        self._cm = writer_cm
+        self._writer = writer_cm.__enter__()
+        self._source = iter(source)
+        self._done = False
+        self.caching = self._writer is not None
+
+    def __iter__(self) -> CachingIterator:
+        return self
+
+    def __next__(self) -> bytes:
+        if self._done:
+            raise StopIteration
+        try:
+            chunk = next(self._source)
+        except StopIteration:
+            self._finish(None)
+            raise
+        except BaseException as exc:
+            self._finish(exc)
+            raise
+        if self._writer is not None:
+            self._writer.write(chunk)
+        return chunk
+
+    def _finish(self, exc: BaseException | None) -> None:
+        if self._done:
+            return
+        self._done = True
+        close = getattr(self._source, "close", None)
+        if close is not None:
+            close()
+        if exc is None:
+            self._cm.__exit__(None, None, None)
+        else:
+            # Suppresses nothing: the caller re-raises.
+            self._cm.__exit__(type(exc), exc, exc.__traceback__)
+
+    @property
+    def published(self) -> bool:
+        return self._writer is not None and self._writer.published
+
+    def close(self) -> None:
+        """Stop early: the partial entry is discarded, not published."""
+        if not self._done:
+            self._finish(GeneratorExit())
+
+    def __del__(self) -> None:
+        self.close()
 
 
 class ImageCache:
@@ -145,7 +203,7 @@ class ImageCache:
         multihash: str | None = None,
         hashing_algo: str = DEFAULT_HASHING_ALGO,
         size: int = 0,
-    ) -> Iterator[bytes]:
+    ) -> CachingIterator:
         """Yield ``iterator``'s chunks, caching them on the way when possible.
 
         The entry is published only if the stream completed and matched
@@ -153,15 +211,10 @@ class ImageCache:
         ``iterator`` reaches the caller; caching problems never do.
         """
         validate_image_id(image_id)
-        with self.open_for_write(
-            image_id, checksum, multihash, hashing_algo, size
-        ) as w:
-            if w is None:
-                yield from iterator
-                return
-            for chunk in iterator:
-                w.write(chunk)
-                yield chunk
+        return CachingIterator(
+            self.open_for_write(image_id, checksum, multihash, hashing_algo, size),
+            iterator,
+        )
 
     def cache_image_iter(
         self,

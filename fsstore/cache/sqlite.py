@@ -37,7 +37,6 @@ class SqliteDriver(CacheDriver):
 
     def __init__(self, conf: cfg.ConfigOpts) -> None:
         super().__init__(conf)
-        self.db_name: str = conf.image_cache_sqlite_db
         self.db_path = ""
         self._local = threading.local()
 
@@ -51,12 +50,6 @@ class SqliteDriver(CacheDriver):
             raise exceptions.BadDriverConfiguration(
                 self.NAME, f"database {self.db_path} is unusable: {exc}"
             ) from None
-
-    def reserved_names(self) -> set[str]:
-        names = super().reserved_names()
-        if os.path.dirname(self.db_name) == "":
-            names |= {self.db_name + s for s in ("", "-wal", "-shm", "-journal")}
-        return names
 
     def _db(self) -> sqlite3.Connection:
         # One connection per thread, and a new one after fork(): a sqlite

@@ -1,0 +1,331 @@
+"""Behavioural tests shared by every cache driver.
+
+Subclass :class:`CacheDriverConformanceTests` and name the driver::
+
+    class TestMyCacheDriver(CacheDriverConformanceTests):
+        driver = "mydriver"   # its name in the fsstore.cache_drivers namespace
+
+Override the ``cache_dir`` fixture to put the cache on a particular file
+system (the default is pytest's ``tmp_path``).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from oslo_config import cfg
+
+from fsstore import exceptions
+from fsstore.cache import ImageCache
+from fsstore.registry import register_opts
+from fsstore.testing.suite import HOSTILE_IDS, payload
+
+KiB = 1024
+
+
+def make_cache_conf(cache_dir: Path, driver: str, **options: Any) -> cfg.ConfigOpts:
+    conf = cfg.ConfigOpts()
+    register_opts(conf)
+    conf([], default_config_files=[])
+    conf.set_override("image_cache_dir", str(cache_dir))
+    conf.set_override("image_cache_driver", driver)
+    for name, value in options.items():
+        conf.set_override(name, value)
+    return conf
+
+
+def md5(data: bytes) -> str:
+    return hashlib.md5(data).hexdigest()
+
+
+class CacheDriverConformanceTests:
+    driver = "sqlite"
+
+    @pytest.fixture
+    def cache_dir(self, tmp_path: Path) -> Path:
+        return tmp_path / "cache"
+
+    @pytest.fixture
+    def make_cache(self, cache_dir: Path) -> Callable[..., ImageCache]:
+        def make(**options: Any) -> ImageCache:
+            return ImageCache(make_cache_conf(cache_dir, self.driver, **options))
+
+        return make
+
+    @pytest.fixture
+    def cache(self, make_cache: Callable[..., ImageCache]) -> ImageCache:
+        return make_cache()
+
+    # -- helpers -------------------------------------------------------------
+
+    def put(self, cache: ImageCache, image_id: str, data: bytes) -> bool:
+        return cache.cache_image_iter(image_id, iter([data]), md5(data))
+
+    def read(self, cache: ImageCache, image_id: str) -> bytes:
+        with cache.open_for_read(image_id) as f:
+            return f.read()
+
+    def names(self, cache: ImageCache, sub: str) -> list[str]:
+        return sorted(os.listdir(os.path.join(cache.driver.base_dir, sub)))
+
+    # -- basics --------------------------------------------------------------
+
+    def test_empty(self, cache: ImageCache) -> None:
+        assert cache.get_cache_size() == 0
+        assert cache.get_cached_images() == []
+        assert cache.get_queued_images() == []
+        assert not cache.is_cached("a")
+        assert cache.is_cacheable("a")
+
+    def test_cache_read_and_count_hits(self, cache: ImageCache) -> None:
+        data = payload(300 * KiB)
+        assert self.put(cache, "img", data)
+        assert cache.is_cached("img")
+        assert not cache.is_cacheable("img")
+        assert cache.get_cache_size() == len(data)
+        for _ in range(3):
+            assert self.read(cache, "img") == data
+        assert cache.get_hit_count("img") == 3
+        [row] = cache.get_cached_images()
+        assert (row.image_id, row.size, row.hits) == ("img", len(data), 3)
+        assert row.last_accessed >= row.last_modified > 0
+        assert self.names(cache, "incomplete") == []
+
+    def test_listing_sorted_by_id(self, cache: ImageCache) -> None:
+        for image_id in ["c", "a", "b"]:
+            self.put(cache, image_id, image_id.encode())
+        assert [r.image_id for r in cache.get_cached_images()] == ["a", "b", "c"]
+
+    def test_cached_twice_is_refused(self, cache: ImageCache) -> None:
+        assert self.put(cache, "img", b"first")
+        assert not self.put(cache, "img", b"second")
+        assert self.read(cache, "img") == b"first"
+
+    def test_read_of_uncached_is_not_found(self, cache: ImageCache) -> None:
+        with pytest.raises(exceptions.NotFound):
+            cache.open_for_read("nope").__enter__()
+
+    def test_cache_image_file(self, cache: ImageCache, tmp_path: Path) -> None:
+        import io
+
+        data = payload(200 * KiB, seed=3)
+        assert cache.cache_image_file("f", io.BytesIO(data), md5(data))
+        assert self.read(cache, "f") == data
+
+    # -- verification ----------------------------------------------------------
+
+    def test_checksum_mismatch_goes_to_invalid(self, cache: ImageCache) -> None:
+        data = payload(100 * KiB)
+        assert not cache.cache_image_iter("bad", iter([data]), md5(b"other"))
+        assert not cache.is_cached("bad")
+        assert self.names(cache, "invalid") == ["bad"]
+        assert cache.clean() == (1, 0)
+        assert self.names(cache, "invalid") == []
+
+    def test_multihash_is_verified(self, cache: ImageCache) -> None:
+        data = payload(100 * KiB)
+        good = hashlib.sha256(data).hexdigest()
+        assert not cache.cache_image_iter(
+            "x", iter([data]), multihash="0" * 64, hashing_algo="sha256"
+        )
+        assert cache.cache_image_iter(
+            "y", iter([data]), md5(data), multihash=good, hashing_algo="sha256"
+        )
+
+    def test_caching_iter_publishes_only_a_verified_whole(
+        self, cache: ImageCache
+    ) -> None:
+        data = payload(500 * KiB, seed=2)
+        chunks = [data[i : i + 64 * KiB] for i in range(0, len(data), 64 * KiB)]
+        it = cache.get_caching_iter("img", md5(data), iter(chunks))
+        assert it.caching
+        assert b"".join(it) == data
+        assert it.published
+        assert self.read(cache, "img") == data
+
+    def test_caching_iter_stream_error_reaches_caller(self, cache: ImageCache) -> None:
+        def broken():
+            yield b"some"
+            raise OSError("the store went away")
+
+        it = cache.get_caching_iter("img", None, broken())
+        with pytest.raises(OSError, match="went away"):
+            list(it)
+        assert not cache.is_cached("img")
+        assert self.names(cache, "invalid") == ["img"]
+        assert self.names(cache, "incomplete") == []
+
+    def test_caching_iter_closed_early_is_discarded(self, cache: ImageCache) -> None:
+        it = cache.get_caching_iter("img", None, iter([b"a", b"b", b"c"]))
+        assert next(it) == b"a"
+        it.close()
+        assert not cache.is_cached("img")
+        assert self.names(cache, "incomplete") == []
+        assert self.names(cache, "invalid") == []
+
+    def test_second_writer_streams_without_caching(self, cache: ImageCache) -> None:
+        data = payload(64 * KiB)
+        first = cache.get_caching_iter("img", md5(data), iter([data]))
+        assert first.caching
+        assert cache.is_being_cached("img")
+        assert not cache.is_cacheable("img")
+        second = cache.get_caching_iter("img", md5(data), iter([data]))
+        assert not second.caching
+        assert b"".join(second) == data
+        assert b"".join(first) == data
+        assert self.read(cache, "img") == data
+
+    # -- size limit ------------------------------------------------------------
+
+    def test_commit_evicts_least_recently_used(
+        self, make_cache: Callable[..., ImageCache]
+    ) -> None:
+        cache = make_cache(image_cache_max_size=300 * KiB)
+        for image_id in ["a", "b", "c"]:
+            assert self.put(cache, image_id, payload(100 * KiB))
+        self.read(cache, "a")  # now b is the least recently used
+        assert self.put(cache, "d", payload(100 * KiB))
+        assert {r.image_id for r in cache.get_cached_images()} == {"a", "c", "d"}
+        assert cache.get_cache_size() == 300 * KiB
+
+    def test_image_larger_than_the_cache_streams_uncached(
+        self, make_cache: Callable[..., ImageCache]
+    ) -> None:
+        cache = make_cache(image_cache_max_size=100 * KiB)
+        self.put(cache, "small", payload(50 * KiB))
+        data = payload(150 * KiB)
+        it = cache.get_caching_iter(
+            "big", md5(data), iter([data[: 80 * KiB], data[80 * KiB :]])
+        )
+        assert b"".join(it) == data
+        assert not cache.is_cached("big")
+        assert cache.is_cached("small")  # nothing evicted for a hopeless entry
+        assert self.names(cache, "incomplete") == []
+        declared = cache.get_caching_iter(
+            "big2", md5(data), iter([data]), size=len(data)
+        )
+        assert not declared.caching
+        assert b"".join(declared) == data
+
+    def test_prune_after_the_limit_shrinks(
+        self, make_cache: Callable[..., ImageCache]
+    ) -> None:
+        cache = make_cache()
+        for image_id in ["a", "b", "c", "d"]:
+            self.put(cache, image_id, payload(100 * KiB))
+        self.read(cache, "a")
+        smaller = make_cache(image_cache_max_size=250 * KiB)
+        assert smaller.prune() == (2, 200 * KiB)
+        assert {r.image_id for r in smaller.get_cached_images()} == {"a", "d"}
+        assert smaller.prune() == (0, 0)
+
+    # -- queue -----------------------------------------------------------------
+
+    def test_queue(self, cache: ImageCache) -> None:
+        assert cache.queue_image("b", location="file:///x/b", checksum="00")
+        assert cache.queue_image("a")
+        assert not cache.queue_image("a")
+        assert cache.is_queued("a")
+        assert cache.get_queued_images() == ["b", "a"]
+        assert cache.queued_image_info("b") == {
+            "location": "file:///x/b",
+            "checksum": "00",
+        }
+        assert cache.queued_image_info("a") == {}
+        assert cache.delete_queued_image("b")
+        assert not cache.delete_queued_image("b")
+        assert cache.delete_all_queued_images() == 1
+        assert cache.get_queued_images() == []
+
+    def test_cached_image_is_not_queued_and_commit_dequeues(
+        self, cache: ImageCache
+    ) -> None:
+        assert cache.queue_image("img")
+        self.put(cache, "img", b"data")
+        assert not cache.is_queued("img")
+        assert not cache.queue_image("img")
+
+    # -- deletion ----------------------------------------------------------------
+
+    def test_delete(self, cache: ImageCache) -> None:
+        for image_id in ["a", "b", "c"]:
+            self.put(cache, image_id, b"x" * 10)
+        assert cache.delete_cached_image("a")
+        assert not cache.delete_cached_image("a")
+        assert cache.get_cache_size() == 20
+        assert cache.delete_all_cached_images() == 2
+        assert cache.get_cached_images() == []
+        assert cache.get_cache_size() == 0
+
+    # -- only images count ---------------------------------------------------------
+
+    def test_only_images_count(self, cache: ImageCache) -> None:
+        base = Path(cache.driver.base_dir)
+        junk = [
+            "image_cache_db_init",
+            "cache.db-journal",
+            ".fsstore-cache.lock",
+            ".fsstore-other",
+        ]
+        for name in junk:
+            (base / name).write_bytes(b"not an image" * 100)
+        (base / "a-directory").mkdir()
+        self.put(cache, "real", b"image")
+        assert [r.image_id for r in cache.get_cached_images()] == ["real"]
+        assert cache.get_cache_size() == 5
+        for name in junk:
+            if name.startswith(".fsstore-"):
+                with pytest.raises(exceptions.Invalid):
+                    cache.is_cached(name)
+            else:
+                assert not cache.is_cached(name)
+        assert not cache.is_cached("a-directory")
+        assert not cache.is_cached("queue")
+        cache.delete_all_cached_images()
+        cache.prune()
+        for name in junk:
+            assert (base / name).exists()
+
+    @pytest.mark.parametrize("image_id", HOSTILE_IDS, ids=range(len(HOSTILE_IDS)))
+    def test_hostile_ids(self, cache: ImageCache, image_id: str) -> None:
+        for op in (
+            cache.is_cached,
+            cache.is_queued,
+            cache.queue_image,
+            cache.delete_cached_image,
+            cache.delete_queued_image,
+            cache.get_hit_count,
+            lambda i: cache.cache_image_iter(i, iter([b"x"])),
+            lambda i: cache.get_caching_iter(i, None, iter([b"x"])),
+            lambda i: cache.open_for_read(i).__enter__(),
+        ):
+            with pytest.raises(exceptions.Invalid):
+                op(image_id)
+
+    # -- clean and check ---------------------------------------------------------------
+
+    def test_clean_reaps_crashed_but_never_live_writers(
+        self, cache: ImageCache
+    ) -> None:
+        base = Path(cache.driver.base_dir)
+        (base / "incomplete" / "crashed").write_bytes(b"partial")
+        live = base / "incomplete" / "live"
+        live.write_bytes(b"being written")
+        with open(live, "rb") as held:
+            fcntl.flock(held, fcntl.LOCK_EX)
+            # A stall time of 0 would reap everything old; the lock decides.
+            assert cache.clean(stall_time=0) == (0, 1)
+            assert self.names(cache, "incomplete") == ["live"]
+        assert cache.clean(stall_time=10**9) == (0, 1)
+        assert self.names(cache, "incomplete") == []
+
+    def test_check_of_a_consistent_cache(self, cache: ImageCache) -> None:
+        self.put(cache, "a", b"x")
+        assert cache.check() == []
+        assert cache.check(fix=True) == []
