@@ -1,0 +1,310 @@
+"""Cache drivers' own behaviour, read-through, and the prefetcher."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sqlite3
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from fsstore import exceptions
+from fsstore.cache import CachingStore, ImageCache, Prefetcher
+from fsstore.registry import StoreRegistry
+from fsstore.testing.cache_suite import make_cache_conf, md5
+from fsstore.testing.suite import payload
+from tests.helpers import is_root, load_conf, write_conf
+
+GLANCE_SCHEMA = """
+CREATE TABLE cached_images (
+  image_id TEXT PRIMARY KEY,
+  last_accessed REAL DEFAULT 0.0,
+  last_modified REAL DEFAULT 0.0,
+  size INTEGER DEFAULT 0,
+  hits INTEGER DEFAULT 0,
+  checksum TEXT
+);
+"""
+
+
+def make(cache_dir: Path, driver: str = "sqlite", **options) -> ImageCache:
+    return ImageCache(make_cache_conf(cache_dir, driver, **options))
+
+
+# -- configuration ---------------------------------------------------------------
+
+
+def test_no_cache_dir(tmp_path):
+    conf = make_cache_conf(tmp_path, "sqlite")
+    conf.clear_override("image_cache_dir")
+    with pytest.raises(exceptions.BadDriverConfiguration, match="image_cache_dir"):
+        ImageCache(conf)
+
+
+def test_unknown_driver_does_not_fall_back(tmp_path):
+    with pytest.raises(exceptions.BadDriverConfiguration, match="'centralized_db'"):
+        make(tmp_path / "c", "centralized_db")
+    assert not (tmp_path / "c" / "cache.db").exists()
+
+
+@pytest.mark.skipif(not is_root(), reason="mounting ramfs needs root")
+def test_xattr_without_user_xattrs(tmp_path):
+    mnt = tmp_path / "ramfs"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "ramfs", "ramfs", str(mnt)], check=True)
+    try:
+        with pytest.raises(exceptions.BadDriverConfiguration, match="extended attr"):
+            make(mnt, "xattr")
+        assert os.listdir(mnt / "incomplete") == []  # no probe file left behind
+        assert make(mnt, "sqlite").get_cache_size() == 0  # sqlite works there
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+@pytest.mark.skipif(not is_root(), reason="a read-only mount needs root")
+@pytest.mark.parametrize("driver", ["sqlite", "xattr"])
+def test_unwritable_cache_dir(mount_tmpfs, driver):
+    path = mount_tmpfs("ro", "1m")
+    subprocess.run(["mount", "-o", "remount,ro", str(path)], check=True)
+    with pytest.raises(exceptions.BadDriverConfiguration):
+        make(path, driver)
+
+
+def test_corrupt_sqlite_database(tmp_path):
+    (tmp_path / "cache.db").write_bytes(b"this is not a database" * 100)
+    with pytest.raises(exceptions.BadDriverConfiguration, match="cache.db"):
+        make(tmp_path)
+
+
+# -- sqlite ------------------------------------------------------------------------
+
+
+def test_sqlite_adopts_a_glance_cache(tmp_path):
+    db = sqlite3.connect(tmp_path / "cache.db")
+    db.executescript(GLANCE_SCHEMA)
+    now = time.time()
+    for image_id, data, hits in [("g1", b"one", 4), ("g2", b"second", 0)]:
+        (tmp_path / image_id).write_bytes(data)
+        db.execute(
+            "INSERT INTO cached_images VALUES (?, ?, ?, ?, ?, ?)",
+            (image_id, now, now, len(data), hits, md5(data)),
+        )
+    db.commit()
+    db.close()
+    (tmp_path / "image_cache_db_init").write_bytes(b"")  # Glance's lock file
+    cache = make(tmp_path)
+    assert [(r.image_id, r.size, r.hits) for r in cache.get_cached_images()] == [
+        ("g1", 3, 4),
+        ("g2", 6, 0),
+    ]
+    with cache.open_for_read("g1") as f:
+        assert f.read() == b"one"
+    assert cache.get_hit_count("g1") == 5
+    assert cache.check() == []
+
+
+def test_sqlite_cache_size_does_not_walk(tmp_path, monkeypatch):
+    cache = make(tmp_path)
+    cache.cache_image_iter("a", iter([b"12345"]))
+
+    def no_walking(*args, **kwargs):
+        raise AssertionError("get_cache_size walked the directory")
+
+    monkeypatch.setattr(os, "listdir", no_walking)
+    monkeypatch.setattr(os, "scandir", no_walking)
+    assert cache.get_cache_size() == 5
+
+
+def test_sqlite_check_and_fix(tmp_path):
+    cache = make(tmp_path)
+    for image_id in ["keep", "lost", "resized"]:
+        cache.cache_image_iter(image_id, iter([b"x" * 10]))
+    os.unlink(tmp_path / "lost")
+    (tmp_path / "resized").write_bytes(b"y" * 25)
+    (tmp_path / "stray").write_bytes(b"z" * 7)
+    problems = {(p.kind, p.image_id) for p in cache.check()}
+    assert problems == {
+        ("missing-file", "lost"),
+        ("unrecorded-file", "stray"),
+        ("wrong-size", "resized"),
+    }
+    assert len(cache.check(fix=True)) == 3
+    assert cache.check() == []
+    assert {r.image_id: r.size for r in cache.get_cached_images()} == {
+        "keep": 10,
+        "resized": 25,
+        "stray": 7,
+    }
+    assert cache.get_cache_size() == 42
+
+
+def test_check_fix_enforces_the_limit(tmp_path):
+    cache = make(tmp_path)
+    for image_id in "abc":
+        cache.cache_image_iter(image_id, iter([b"x" * 100]))
+    smaller = make(tmp_path, image_cache_max_size=150)
+    assert [p.kind for p in smaller.check(fix=True)] == ["over-limit"]
+    assert smaller.get_cache_size() <= 150
+
+
+def test_sqlite_uses_wal(tmp_path):
+    make(tmp_path)
+    db = sqlite3.connect(tmp_path / "cache.db")
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+# -- xattr ---------------------------------------------------------------------------
+
+
+def test_xattr_adopts_a_glance_cache_and_checks_hits(tmp_path):
+    make(tmp_path, "xattr")
+    (tmp_path / "g1").write_bytes(b"glance")
+    os.setxattr(tmp_path / "g1", "user.hits", b"7")
+    (tmp_path / "g2").write_bytes(b"no hits attribute")
+    cache = make(tmp_path, "xattr")
+    rows = {r.image_id: r.hits for r in cache.get_cached_images()}
+    assert rows == {"g1": 7, "g2": 0}
+    assert [(p.kind, p.image_id) for p in cache.check()] == [("bad-hits", "g2")]
+    cache.check(fix=True)
+    assert cache.check() == []
+    assert os.getxattr(tmp_path / "g2", "user.hits") == b"0"
+
+
+def test_xattr_hit_sets_access_time(tmp_path):
+    cache = make(tmp_path, "xattr")
+    cache.cache_image_iter("a", iter([b"data"]))
+    os.utime(tmp_path / "a", (1000, 1000))  # as if read long ago (relatime)
+    with cache.open_for_read("a") as f:
+        f.read()
+    assert os.stat(tmp_path / "a").st_atime > time.time() - 60
+    assert os.stat(tmp_path / "a").st_mtime == 1000
+
+
+def test_invalid_entry_records_its_error(tmp_path):
+    cache = make(tmp_path, "xattr")
+    cache.cache_image_iter("bad", iter([b"data"]), checksum="0" * 32)
+    error = os.getxattr(tmp_path / "invalid" / "bad", "user.error").decode()
+    assert "does not match" in error
+
+
+# -- read-through --------------------------------------------------------------------
+
+
+@pytest.fixture
+def registry(tmp_path) -> StoreRegistry:
+    conf = load_conf(
+        write_conf(
+            tmp_path / "glance-api.conf",
+            {"glance_store": {"filesystem_store_datadir": str(tmp_path / "images")}},
+        )
+    )
+    return StoreRegistry(conf)
+
+
+@pytest.mark.parametrize("driver", ["sqlite", "xattr"])
+def test_read_through(tmp_path, registry, driver):
+    cache = make(tmp_path / "cache", driver)
+    caching = CachingStore(registry, cache)
+    data = payload(700_000, seed=1)
+    result = registry.add("img", iter([data]), len(data))
+    chunks, length = caching.get("img", result.location, checksum=result.checksum)
+    assert (length, b"".join(chunks)) == (len(data), data)
+    assert cache.is_cached("img") and cache.get_hit_count("img") == 0
+    # Now from the cache, even with the store's copy gone.
+    registry.delete(result.location)
+    chunks, length = caching.get("img", result.location, checksum=result.checksum)
+    assert b"".join(chunks) == data
+    chunks, length = caching.get("img", result.location, offset=10, chunk_size=5)
+    assert (length, b"".join(chunks)) == (5, data[10:15])
+    assert cache.get_hit_count("img") == 2
+    with pytest.raises(exceptions.Invalid, match="past the end"):
+        caching.get("img", result.location, offset=len(data))
+
+
+def test_read_through_verifies_before_publishing(tmp_path, registry):
+    cache = make(tmp_path / "cache")
+    caching = CachingStore(registry, cache)
+    data = payload(200_000)
+    result = registry.add("img", iter([data]), len(data))
+    # The store's copy is corrupt: the caller still gets what the store has
+    # (the image service's own verification decides), but it is not cached.
+    path = result.location[len("file://") :]
+    with open(path, "r+b") as f:
+        f.write(b"CORRUPT")
+    chunks, _ = caching.get("img", result.location, checksum=result.checksum)
+    assert b"".join(chunks)[:7] == b"CORRUPT"
+    assert not cache.is_cached("img")
+    assert os.listdir(tmp_path / "cache" / "invalid") == ["img"]
+
+
+def test_read_through_without_checksum_or_ranged_does_not_cache(tmp_path, registry):
+    cache = make(tmp_path / "cache")
+    caching = CachingStore(registry, cache)
+    result = registry.add("img", iter([b"0123456789"]), 10)
+    assert b"".join(caching.get("img", result.location)[0]) == b"0123456789"
+    chunks, length = caching.get(
+        "img", result.location, checksum=result.checksum, offset=2, chunk_size=3
+    )
+    assert (b"".join(chunks), length) == (b"234", 3)
+    assert not cache.is_cached("img")
+    with pytest.raises(exceptions.Invalid):
+        caching.get("../img", result.location, checksum=result.checksum)
+
+
+def test_read_through_with_multihash(tmp_path, registry):
+    cache = make(tmp_path / "cache")
+    caching = CachingStore(registry, cache)
+    result = registry.add("img", iter([b"abc"]), 3, hashing_algo="sha256")
+    chunks, _ = caching.get(
+        "img", result.location, multihash=result.multihash, hashing_algo="sha256"
+    )
+    assert b"".join(chunks) == b"abc"
+    assert cache.is_cached("img")
+
+
+# -- prefetcher -----------------------------------------------------------------------
+
+
+def test_prefetcher_survives_failures(tmp_path, registry):
+    cache = make(tmp_path / "cache")
+    good = {}
+    for i in range(5):
+        data = payload(100_000 + i, seed=i)
+        result = registry.add(f"good{i}", iter([data]), len(data))
+        cache.queue_image(
+            f"good{i}", location=result.location, checksum=result.checksum
+        )
+        good[f"good{i}"] = data
+    cache.queue_image("missing", location=f"file://{tmp_path}/images/missing")
+    bad = registry.add("corrupt", iter([b"data"]), 4)
+    cache.queue_image("corrupt", location=bad.location, checksum="0" * 32)
+    cache.queue_image("nowhere")  # a Glance-style queue entry, no resolver
+    done = []
+    report = Prefetcher(cache, registry, workers=3).run(
+        on_done=lambda i, ok: done.append((i, ok))
+    )
+    assert sorted(report.cached) == sorted(good)
+    assert sorted(report.failed) == ["corrupt", "missing", "nowhere"]
+    assert len(done) == 8
+    assert cache.get_queued_images() == []
+    for image_id, data in good.items():
+        with cache.open_for_read(image_id) as f:
+            assert f.read() == data
+    assert sorted(os.listdir(tmp_path / "cache" / "invalid")) == [
+        "corrupt",
+        "missing",
+        "nowhere",
+    ]
+
+
+def test_prefetcher_resolves_glance_queue_entries(tmp_path, registry):
+    cache = make(tmp_path / "cache")
+    result = registry.add("img", iter([b"resolved"]), 8)
+    cache.queue_image("img")
+    resolve = {"img": {"location": result.location, "checksum": result.checksum}}
+    report = Prefetcher(cache, registry, resolve=resolve.__getitem__).run()
+    assert report.cached == ["img"]
+    assert hashlib.md5(b"resolved").hexdigest() == cache.get_cached_images()[0].checksum
