@@ -15,6 +15,7 @@ import json
 import os
 import sys
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any, BinaryIO
@@ -22,6 +23,7 @@ from typing import Any, BinaryIO
 from oslo_config import cfg
 
 from fsstore import exceptions
+from fsstore.cache import ImageCache, Prefetcher
 from fsstore.hashing import DEFAULT_HASHING_ALGO, ImageHasher
 from fsstore.registry import StoreRegistry, register_opts
 
@@ -78,10 +80,36 @@ def _print(args: argparse.Namespace, record: dict[str, Any], text: str) -> None:
         print(text)
 
 
+class Context:
+    """What a subcommand works on, built on first use."""
+
+    def __init__(self, conf: cfg.ConfigOpts) -> None:
+        self.conf = conf
+        self._registry: StoreRegistry | None = None
+        self._cache: ImageCache | None = None
+
+    @property
+    def registry(self) -> StoreRegistry:
+        if self._registry is None:
+            self._registry = StoreRegistry(self.conf)
+        return self._registry
+
+    @property
+    def cache(self) -> ImageCache:
+        if self._cache is None:
+            self._cache = ImageCache(self.conf)
+        return self._cache
+
+    def close(self) -> None:
+        if self._registry is not None:
+            self._registry.close()
+
+
 # -- subcommands --------------------------------------------------------------
 
 
-def cmd_add(args: argparse.Namespace, registry: StoreRegistry) -> int:
+def cmd_add(args: argparse.Namespace, ctx: Context) -> int:
+    registry = ctx.registry
     image_id = str(uuid.uuid4()) if args.id is None else args.id
     if args.file == "-":
         source: BinaryIO = sys.stdin.buffer
@@ -151,7 +179,8 @@ def _output(path: str | None) -> Iterator[BinaryIO]:
         raise
 
 
-def cmd_get(args: argparse.Namespace, registry: StoreRegistry) -> int:
+def cmd_get(args: argparse.Namespace, ctx: Context) -> int:
+    registry = ctx.registry
     chunks, length = registry.get(args.uri, args.offset, args.length)
     with (
         contextlib.closing(chunks),
@@ -164,19 +193,22 @@ def cmd_get(args: argparse.Namespace, registry: StoreRegistry) -> int:
     return 0
 
 
-def cmd_size(args: argparse.Namespace, registry: StoreRegistry) -> int:
+def cmd_size(args: argparse.Namespace, ctx: Context) -> int:
+    registry = ctx.registry
     size = registry.get_size(args.uri)
     _print(args, {"location": args.uri, "size": size}, str(size))
     return 0
 
 
-def cmd_delete(args: argparse.Namespace, registry: StoreRegistry) -> int:
+def cmd_delete(args: argparse.Namespace, ctx: Context) -> int:
+    registry = ctx.registry
     registry.delete(args.uri)
     _print(args, {"location": args.uri, "deleted": True}, f"deleted {args.uri}")
     return 0
 
 
-def cmd_verify(args: argparse.Namespace, registry: StoreRegistry) -> int:
+def cmd_verify(args: argparse.Namespace, ctx: Context) -> int:
+    registry = ctx.registry
     chunks, length = registry.get(args.uri)
     hasher = ImageHasher(args.hashing_algo)
     with contextlib.closing(chunks), _progress(args, length, "verify") as bar:
@@ -210,7 +242,8 @@ def cmd_verify(args: argparse.Namespace, registry: StoreRegistry) -> int:
     return 0
 
 
-def cmd_stores(args: argparse.Namespace, registry: StoreRegistry) -> int:
+def cmd_stores(args: argparse.Namespace, ctx: Context) -> int:
+    registry = ctx.registry
     records = []
     for name, store in registry.stores.items():
         info = store.describe()
@@ -238,6 +271,225 @@ def cmd_stores(args: argparse.Namespace, registry: StoreRegistry) -> int:
         ):
             print(f"    {key}: {info[key]}")
     return 0
+
+
+# -- fsstore cache ... ---------------------------------------------------------
+
+
+def _when(epoch: float) -> str:
+    if not epoch:
+        return "never"
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(epoch))
+
+
+def cmd_cache_list(args: argparse.Namespace, ctx: Context) -> int:
+    rows = ctx.cache.get_cached_images()
+    if args.format == "json":
+        print(json.dumps([r.as_dict() for r in rows], sort_keys=True))
+        return 0
+    table = [("ID", "SIZE", "HITS", "LAST ACCESSED")]
+    table += [
+        (r.image_id, human_size(r.size), str(r.hits), _when(r.last_accessed))
+        for r in rows
+    ]
+    widths = [max(len(row[i]) for row in table) for i in range(4)]
+    for row in table:
+        print(
+            f"{row[0]:<{widths[0]}}  {row[1]:>{widths[1]}}  "
+            f"{row[2]:>{widths[2]}}  {row[3]}"
+        )
+    return 0
+
+
+def cmd_cache_queued(args: argparse.Namespace, ctx: Context) -> int:
+    queued = ctx.cache.get_queued_images()
+    if args.format == "json":
+        print(json.dumps(queued))
+    else:
+        for image_id in queued:
+            print(image_id)
+    return 0
+
+
+def _done(args: argparse.Namespace, record: dict[str, Any], text: str) -> int:
+    _print(args, record, text)
+    return 0
+
+
+def cmd_cache_queue(args: argparse.Namespace, ctx: Context) -> int:
+    queued = ctx.cache.queue_image(
+        args.image_id,
+        location=args.location,
+        checksum=args.checksum,
+        multihash=args.multihash,
+        hashing_algo=args.hashing_algo,
+    )
+    if not queued:
+        state = (
+            "cached"
+            if ctx.cache.is_cached(args.image_id)
+            else "being cached"
+            if ctx.cache.is_being_cached(args.image_id)
+            else "queued already"
+            if ctx.cache.is_queued(args.image_id)
+            else "not cacheable"
+        )
+        raise exceptions.Invalid(f"image {args.image_id} was not queued: it is {state}")
+    return _done(
+        args, {"image_id": args.image_id, "queued": True}, f"queued {args.image_id}"
+    )
+
+
+def cmd_cache_delete(args: argparse.Namespace, ctx: Context) -> int:
+    if not ctx.cache.delete_cached_image(args.image_id):
+        raise exceptions.NotFound(f"image {args.image_id} is not cached")
+    return _done(
+        args,
+        {"image_id": args.image_id, "deleted": True},
+        f"deleted {args.image_id} from the cache",
+    )
+
+
+def cmd_cache_delete_all(args: argparse.Namespace, ctx: Context) -> int:
+    count = ctx.cache.delete_all_cached_images()
+    return _done(args, {"deleted": count}, f"deleted {count} cached images")
+
+
+def cmd_cache_delete_queued(args: argparse.Namespace, ctx: Context) -> int:
+    if not ctx.cache.delete_queued_image(args.image_id):
+        raise exceptions.NotFound(f"image {args.image_id} is not queued")
+    return _done(
+        args,
+        {"image_id": args.image_id, "dequeued": True},
+        f"removed {args.image_id} from the queue",
+    )
+
+
+def cmd_cache_delete_all_queued(args: argparse.Namespace, ctx: Context) -> int:
+    count = ctx.cache.delete_all_queued_images()
+    return _done(args, {"dequeued": count}, f"removed {count} images from the queue")
+
+
+def cmd_cache_prune(args: argparse.Namespace, ctx: Context) -> int:
+    files, freed = ctx.cache.prune()
+    return _done(
+        args,
+        {"files": files, "bytes": freed},
+        f"pruned {files} images, {human_size(freed)}",
+    )
+
+
+def cmd_cache_clean(args: argparse.Namespace, ctx: Context) -> int:
+    invalid, incomplete = ctx.cache.clean(args.stall_time)
+    return _done(
+        args,
+        {"invalid": invalid, "incomplete": incomplete},
+        f"removed {invalid} invalid and {incomplete} incomplete files",
+    )
+
+
+def cmd_cache_size(args: argparse.Namespace, ctx: Context) -> int:
+    size = ctx.cache.get_cache_size()
+    limit = ctx.cache.driver.max_size
+    return _done(
+        args,
+        {"size": size, "max_size": limit},
+        f"{size} bytes ({human_size(size)} of {human_size(limit)})",
+    )
+
+
+def cmd_cache_check(args: argparse.Namespace, ctx: Context) -> int:
+    problems = ctx.cache.check(fix=args.fix)
+    if args.format == "json":
+        print(
+            json.dumps(
+                {
+                    "problems": [p.as_dict() for p in problems],
+                    "fixed": bool(args.fix and problems),
+                },
+                sort_keys=True,
+            )
+        )
+    else:
+        for p in problems:
+            print(f"{p.kind}: {p.image_id or '-'}: {p.detail}")
+        verdict = "fixed" if args.fix else "found"
+        print(f"{len(problems)} problems {verdict}" if problems else "no problems")
+    return EXIT_FAILED if problems and not args.fix else 0
+
+
+def cmd_cache_prefetch(args: argparse.Namespace, ctx: Context) -> int:
+    prefetcher = Prefetcher(ctx.cache, ctx.registry, workers=args.workers)
+    total = len(ctx.cache.get_queued_images())
+    from tqdm import tqdm
+
+    enabled = args.progress if args.progress is not None else sys.stderr.isatty()
+    with tqdm(
+        total=total,
+        desc="prefetch",
+        unit="image",
+        file=sys.stderr,
+        disable=not enabled,
+        leave=False,
+    ) as bar:
+        report = prefetcher.run(on_done=lambda _i, _ok: bar.update(1))
+    record = {
+        "cached": sorted(report.cached),
+        "skipped": sorted(report.skipped),
+        "failed": report.failed,
+    }
+    if args.format == "json":
+        print(json.dumps(record, sort_keys=True))
+    else:
+        for image_id in sorted(report.cached):
+            print(f"cached {image_id}")
+        for image_id, reason in sorted(report.failed.items()):
+            print(f"failed {image_id}: {reason}")
+    return EXIT_FAILED if report.failed else 0
+
+
+def add_cache_parser(sub: Any, common: argparse.ArgumentParser) -> None:
+    cache = sub.add_parser("cache", parents=[common], help="manage the image cache")
+    csub = cache.add_subparsers(
+        dest="cache_command", required=True, parser_class=_Parser
+    )
+    simple = [
+        ("list", cmd_cache_list, "list cached images"),
+        ("queued", cmd_cache_queued, "list queued images, in queue order"),
+        ("delete-all", cmd_cache_delete_all, "delete every cached image"),
+        ("delete-all-queued", cmd_cache_delete_all_queued, "empty the queue"),
+        ("prune", cmd_cache_prune, "evict LRU images down to image_cache_max_size"),
+        ("size", cmd_cache_size, "print the cache's total size"),
+    ]
+    for name, func, help_text in simple:
+        csub.add_parser(name, parents=[common], help=help_text).set_defaults(func=func)
+    for name, func, help_text in [
+        ("delete", cmd_cache_delete, "delete one cached image"),
+        ("delete-queued", cmd_cache_delete_queued, "remove one image from the queue"),
+    ]:
+        p = csub.add_parser(name, parents=[common], help=help_text)
+        p.add_argument("image_id", metavar="ID")
+        p.set_defaults(func=func)
+    p = csub.add_parser("queue", parents=[common], help="queue an image for prefetch")
+    p.add_argument("image_id", metavar="ID")
+    p.add_argument("--location", help="the image's store location URI")
+    p.add_argument("--checksum", metavar="MD5")
+    p.add_argument("--multihash", metavar="HEX")
+    p.add_argument("--hashing-algo", type=_hashing_algo)
+    p.set_defaults(func=cmd_cache_queue)
+    p = csub.add_parser(
+        "clean", parents=[common], help="remove invalid and crashed incomplete files"
+    )
+    p.add_argument("--stall-time", type=_nonnegative, default=None)
+    p.set_defaults(func=cmd_cache_clean)
+    p = csub.add_parser(
+        "check", parents=[common], help="reconcile the driver's records with the files"
+    )
+    p.add_argument("--fix", action="store_true", help="repair what differs")
+    p.set_defaults(func=cmd_cache_check)
+    p = csub.add_parser("prefetch", parents=[common], help="cache every queued image")
+    p.add_argument("--workers", type=_positive, default=4)
+    p.set_defaults(func=cmd_cache_prefetch)
 
 
 # -- argument parsing ---------------------------------------------------------
@@ -342,6 +594,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("stores", parents=[common], help="list the configured stores")
     p.set_defaults(func=cmd_stores)
+    add_cache_parser(sub, common)
     return parser
 
 
@@ -381,19 +634,21 @@ def load_conf(args: argparse.Namespace) -> cfg.ConfigOpts:
 def main(argv: list[str] | None = None) -> int:
     try:
         args = parse_args(argv)
-        conf = load_conf(args)
-        registry = StoreRegistry(conf)
+        ctx = Context(load_conf(args))
         try:
-            return args.func(args, registry)
+            return args.func(args, ctx)
         finally:
-            registry.close()
+            ctx.close()
     except UsageError as exc:
         print(
             f"fsstore: {exc}" if not str(exc).startswith("fsstore") else exc,
             file=sys.stderr,
         )
         return EXIT_USAGE
-    except exceptions.BadStoreConfiguration as exc:
+    except (
+        exceptions.BadStoreConfiguration,
+        exceptions.BadDriverConfiguration,
+    ) as exc:
         print(f"fsstore: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except exceptions.FsstoreError as exc:

@@ -308,3 +308,22 @@ def test_prefetcher_resolves_glance_queue_entries(tmp_path, registry):
     report = Prefetcher(cache, registry, resolve=resolve.__getitem__).run()
     assert report.cached == ["img"]
     assert hashlib.md5(b"resolved").hexdigest() == cache.get_cached_images()[0].checksum
+
+
+@pytest.mark.parametrize("driver", [None, "xattr"])
+def test_cache_from_an_unmodified_glance_sample(tmp_path, driver):
+    from tests.functional.test_registry import FIXTURES, set_options
+
+    options = {"image_cache_dir": str(tmp_path / "cache")}
+    if driver:
+        options["image_cache_driver"] = driver
+    text = set_options(
+        (FIXTURES / "glance-api.conf.sample").read_text(), "DEFAULT", **options
+    )
+    conf_file = tmp_path / "glance-api.conf"
+    conf_file.write_text(text)
+    cache = ImageCache(load_conf(conf_file))
+    assert cache.driver.NAME == (driver or "sqlite")
+    assert cache.driver.max_size == 10737418240
+    assert cache.cache_image_iter("img", iter([b"data"]), md5(b"data"))
+    assert (tmp_path / "cache" / "img").read_bytes() == b"data"

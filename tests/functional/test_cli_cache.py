@@ -1,0 +1,162 @@
+"""``fsstore cache ...``: glance-cache-manage, -pruner, -cleaner, -prefetcher."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from tests.functional.test_cli import fails, ok, run
+from tests.helpers import write_conf
+
+
+@pytest.fixture(params=["sqlite", "xattr"])
+def driver(request) -> str:
+    return request.param
+
+
+@pytest.fixture
+def conf(driver: str, tmp_path: Path) -> list[str]:
+    path = write_conf(
+        tmp_path / "glance-api.conf",
+        {
+            "DEFAULT": {
+                "image_cache_dir": str(tmp_path / "cache"),
+                "image_cache_driver": driver,
+                "image_cache_max_size": "1000000",
+            },
+            "glance_store": {"filesystem_store_datadir": str(tmp_path / "images")},
+        },
+    )
+    return ["--config-file", str(path)]
+
+
+def add(conf: list[str], tmp_path: Path, image_id: str, data: bytes) -> dict:
+    src = tmp_path / f"{image_id}.src"
+    src.write_bytes(data)
+    return json.loads(
+        ok(*conf, "--format", "json", "add", "--id", image_id, str(src)).stdout
+    )
+
+
+def js(conf: list[str], *args: str):
+    return json.loads(ok(*conf, "cache", *args, "--format", "json").stdout)
+
+
+def test_queue_prefetch_list_delete(conf, tmp_path):
+    images = {f"img{i}": os.urandom(100_000 + i) for i in range(3)}
+    for image_id, data in images.items():
+        record = add(conf, tmp_path, image_id, data)
+        ok(
+            *conf,
+            "cache",
+            "queue",
+            image_id,
+            "--location",
+            record["location"],
+            "--checksum",
+            record["checksum"],
+        )
+    assert js(conf, "queued") == ["img0", "img1", "img2"]
+    assert ok(*conf, "cache", "queued").stdout.decode().split() == list(images)
+    fails(1, *conf, "cache", "queue", "img0", match="queued already")
+    report = js(conf, "prefetch")
+    assert report == {"cached": sorted(images), "failed": {}, "skipped": []}
+    assert js(conf, "queued") == []
+    rows = js(conf, "list")
+    assert [(r["image_id"], r["size"], r["hits"]) for r in rows] == [
+        (i, len(d), 0) for i, d in images.items()
+    ]
+    text = ok(*conf, "cache", "list").stdout.decode().splitlines()
+    assert text[0].split() == ["ID", "SIZE", "HITS", "LAST", "ACCESSED"]
+    assert text[1].split()[:3] == ["img0", "97.7", "KiB"]
+    assert js(conf, "size") == {
+        "size": sum(map(len, images.values())),
+        "max_size": 1000000,
+    }
+    fails(1, *conf, "cache", "queue", "img0", match="it is cached")
+    assert js(conf, "delete", "img0") == {"image_id": "img0", "deleted": True}
+    fails(1, *conf, "cache", "delete", "img0", match="not cached")
+    assert js(conf, "delete-all") == {"deleted": 2}
+    assert js(conf, "list") == []
+
+
+def test_prefetch_reports_failures_and_goes_on(conf, tmp_path):
+    record = add(conf, tmp_path, "good", b"good data")
+    ok(*conf, "cache", "queue", "good", "--location", record["location"])
+    ok(*conf, "cache", "queue", "gone", "--location", f"file://{tmp_path}/images/gone")
+    proc = run(*conf, "cache", "prefetch", "--no-progress")
+    assert proc.returncode == 1
+    assert proc.stdout.decode().splitlines() == [
+        "cached good",
+        f"failed gone: image file://{tmp_path}/images/gone not found",
+    ]
+    assert [r["image_id"] for r in js(conf, "list")] == ["good"]
+    assert js(conf, "clean") == {"invalid": 1, "incomplete": 0}
+
+
+def test_queue_management(conf):
+    for image_id in ["a", "b", "c"]:
+        ok(*conf, "cache", "queue", image_id)
+    assert js(conf, "delete-queued", "b") == {"image_id": "b", "dequeued": True}
+    fails(1, *conf, "cache", "delete-queued", "b", match="not queued")
+    assert js(conf, "delete-all-queued") == {"dequeued": 2}
+
+
+def test_prune_and_check(conf, driver, tmp_path):
+    cache_dir = tmp_path / "cache"
+    for i in range(3):
+        record = add(conf, tmp_path, f"i{i}", os.urandom(400_000))
+        ok(*conf, "cache", "queue", f"i{i}", "--location", record["location"])
+        js(conf, "prefetch")
+    # The limit held at every commit: one image was evicted for the third.
+    assert len(js(conf, "list")) == 2
+    assert js(conf, "prune") == {"files": 0, "bytes": 0}
+    assert js(conf, "check") == {"problems": [], "fixed": False}
+    assert ok(*conf, "cache", "check").stdout == b"no problems\n"
+    survivors = [r["image_id"] for r in js(conf, "list")]
+    os.unlink(cache_dir / survivors[0])
+    (cache_dir / "stray").write_bytes(b"x")
+    (cache_dir / "image_cache_db_init").write_bytes(b"never an image")
+    found = run(*conf, "cache", "check", "--format", "json")
+    assert found.returncode == 1
+    problems = sorted(
+        (p["kind"], p["image_id"]) for p in json.loads(found.stdout)["problems"]
+    )
+    if driver == "sqlite":
+        assert problems == [
+            ("missing-file", survivors[0]),
+            ("unrecorded-file", "stray"),
+        ]
+    else:  # the files are the records: only the stray file's hits are missing
+        assert problems == [("bad-hits", "stray")]
+    fixed = json.loads(ok(*conf, "cache", "check", "--fix", "--format", "json").stdout)
+    assert fixed["fixed"] is True
+    assert js(conf, "check") == {"problems": [], "fixed": False}
+    assert (cache_dir / "image_cache_db_init").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "match"),
+    [
+        (["cache", "delete", "../x"], "'../x'"),
+        (["cache", "queue", "a/b"], "'a/b'"),
+        (["cache", "nosuch"], "invalid choice"),
+        (["cache", "clean", "--stall-time", "-1"], "negative"),
+    ],
+)
+def test_cache_errors_are_one_line(conf, args, match):
+    code = 2 if "invalid choice" in match or "negative" in match else 1
+    fails(code, *conf, *args, match=match)
+
+
+def test_misconfigured_cache(tmp_path):
+    path = write_conf(
+        tmp_path / "c.conf",
+        {"DEFAULT": {"image_cache_driver": "nosuch", "image_cache_dir": str(tmp_path)}},
+    )
+    fails(2, "--config-file", str(path), "cache", "list", match="'nosuch'")
+    path = write_conf(tmp_path / "d.conf", {"DEFAULT": {}})
+    fails(2, "--config-file", str(path), "cache", "size", match="image_cache_dir")
