@@ -15,8 +15,14 @@ $(VENV)/.installed: $(BIN)/python setup.cfg setup.py pyproject.toml
 	$(BIN)/python -m pip install --quiet -e .
 	touch $@
 
-$(VENV)/.installed-test: $(BIN)/python setup.cfg setup.py pyproject.toml
+PLUGINS := tests/plugins/example tests/plugins/broken
+PLUGIN_FILES := $(shell find $(PLUGINS) -name '*.py' -o -name pyproject.toml)
+
+# The example plugins are installed for real (not on sys.path by hand), so the
+# tests load them through their entry points exactly as users' drivers load.
+$(VENV)/.installed-test: $(BIN)/python setup.cfg setup.py pyproject.toml $(PLUGIN_FILES)
 	$(BIN)/python -m pip install --quiet -e '.[test,s3]'
+	$(BIN)/python -m pip install --quiet --force-reinstall --no-deps $(PLUGINS)
 	touch $@ $(VENV)/.installed
 
 test: $(VENV)/.installed-test

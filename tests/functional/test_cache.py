@@ -323,7 +323,7 @@ def test_cache_from_an_unmodified_glance_sample(tmp_path, driver):
     conf_file = tmp_path / "glance-api.conf"
     conf_file.write_text(text)
     cache = ImageCache(load_conf(conf_file))
-    assert cache.driver.NAME == (driver or "sqlite")
+    assert (driver or "sqlite") == cache.driver.NAME
     assert cache.driver.max_size == 10737418240
     assert cache.cache_image_iter("img", iter([b"data"]), md5(b"data"))
     assert (tmp_path / "cache" / "img").read_bytes() == b"data"

@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -238,69 +235,3 @@ def test_register_opts_covers_the_cache_and_is_idempotent():
     assert conf.image_cache_max_size == 10 * 1024**3
     assert conf.glance_store.filesystem_store_chunk_size == 65536
     assert conf.glance_store.stores == ["file"]
-
-
-# -- drivers from real entry points ------------------------------------------------
-
-
-@pytest.fixture
-def plugin_path(tmp_path: Path) -> Path:
-    """A directory with an importable distribution whose entry points are broken."""
-    site = tmp_path / "site"
-    dist = site / "brokenplugin-1.0.dist-info"
-    dist.mkdir(parents=True)
-    (dist / "METADATA").write_text(
-        "Metadata-Version: 2.1\nName: brokenplugin\nVersion: 1.0\n"
-    )
-    (dist / "entry_points.txt").write_text(
-        textwrap.dedent(
-            """
-            [fsstore.backends]
-            importfails = brokenplugin.missing:Store
-            notastore = brokenplugin:NotAStore
-            """
-        )
-    )
-    (site / "brokenplugin.py").write_text("class NotAStore:\n    pass\n")
-    return site
-
-
-@pytest.mark.parametrize(
-    ("driver", "message"),
-    [
-        (
-            "importfails",
-            "driver 'importfails' could not be loaded: entry point "
-            "'brokenplugin.missing:Store' failed to import",
-        ),
-        (
-            "notastore",
-            "driver 'notastore' could not be loaded: .*NotAStore.* is not "
-            "a subclass of fsstore.store.Store",
-        ),
-    ],
-)
-def test_broken_driver_is_a_clear_error(tmp_path, plugin_path, driver, message):
-    conf = write_conf(
-        tmp_path / "c.conf",
-        {
-            "glance_store": {
-                "stores": f"file,{driver}",
-                "filesystem_store_datadir": str(tmp_path / "i"),
-            }
-        },
-    )
-    proc = subprocess.run(
-        [sys.executable, "-m", "fsstore.cli", "--config-file", str(conf), "stores"],
-        env={
-            "PYTHONPATH": str(plugin_path),
-            "PATH": "/usr/bin:/bin",
-            "HOME": str(tmp_path),
-        },
-        capture_output=True,
-        text=True,
-    )
-    assert proc.returncode == 2
-    assert proc.stdout == ""
-    assert len(proc.stderr.splitlines()) == 1, proc.stderr
-    assert re.search(message, proc.stderr), proc.stderr

@@ -1,0 +1,5 @@
+"""Entry points that point at things that are not fsstore drivers."""
+
+
+class NotAStore:
+    """Registered as a store and as a cache driver; is neither."""

@@ -1,0 +1,1 @@
+"""An example fsstore plugin: a memory store and a JSON-records cache driver."""
