@@ -9,6 +9,7 @@ rules live in one place.
 from __future__ import annotations
 
 import dataclasses
+import urllib.parse
 
 from fsstore.exceptions import BadStoreUri
 
@@ -17,14 +18,15 @@ def split_scheme(uri: str) -> tuple[str, str]:
     """``(scheme, rest)`` of ``uri``; :class:`BadStoreUri` when it has none."""
     if not isinstance(uri, str):
         raise BadStoreUri(f"location must be a string, not {type(uri).__name__}")
+    shown = redact(uri)
     if "\0" in uri:
-        raise BadStoreUri(f"location {uri!r} contains a NUL byte")
+        raise BadStoreUri(f"location {shown!r} contains a NUL byte")
     scheme, sep, rest = uri.partition("://")
     if not sep or not scheme:
-        raise BadStoreUri(f"location {uri!r} is not a URI of the form scheme://...")
+        raise BadStoreUri(f"location {shown!r} is not a URI of the form scheme://...")
     scheme = scheme.lower()
     if not all(c.isalnum() or c in "+-." for c in scheme) or not scheme[0].isalpha():
-        raise BadStoreUri(f"location {uri!r} has an invalid scheme {scheme!r}")
+        raise BadStoreUri(f"location {shown!r} has an invalid scheme {scheme!r}")
     return scheme, rest
 
 
@@ -74,3 +76,47 @@ class FileLocation(Location):
     @property
     def uri(self) -> str:
         return f"file://{self.path}"
+
+
+def redact(uri: str) -> str:
+    """``uri`` without any ``user:password@`` part, fit for messages and logs."""
+    scheme, sep, rest = uri.partition("://")
+    if not sep:
+        return uri
+    authority, slash, path = rest.partition("/")
+    if "@" in authority:
+        authority = "***@" + authority.rpartition("@")[2]
+    return f"{scheme}{sep}{authority}{slash}{path}"
+
+
+@dataclasses.dataclass(frozen=True)
+class S3Location(Location):
+    """``s3[+http|+https]://host[:port]/bucket/key``: never any credentials.
+
+    Locations written by glance_store may carry ``access:secret@`` before the
+    host; they are accepted and the credentials dropped, never echoed.
+    """
+
+    host: str
+    bucket: str
+    key: str
+
+    @classmethod
+    def from_uri(cls, uri: str) -> S3Location:
+        scheme, rest = split_scheme(uri)
+        shown = redact(uri)
+        if scheme not in ("s3", "s3+http", "s3+https"):
+            raise BadStoreUri(f"location {shown!r} is not an s3:// URI")
+        authority, _, path = rest.partition("/")
+        host = authority.rpartition("@")[2]
+        bucket, _, key = path.partition("/")
+        if not host or not bucket or not key:
+            raise BadStoreUri(f"location {shown!r} must be {scheme}://host/bucket/key")
+        return cls(
+            scheme=scheme, host=host, bucket=bucket, key=urllib.parse.unquote(key)
+        )
+
+    @property
+    def uri(self) -> str:
+        key = urllib.parse.quote(self.key, safe="")
+        return f"{self.scheme}://{self.host}/{self.bucket}/{key}"

@@ -75,9 +75,9 @@ CACHE_OPTS = [
 
 def builtin_store_opts() -> list[cfg.Opt]:
     """Options of the store drivers shipped with fsstore."""
-    from fsstore.backends import filesystem
+    from fsstore.backends import filesystem, s3
 
-    return list(filesystem.OPTIONS)
+    return [*filesystem.OPTIONS, *s3.OPTIONS]
 
 
 def list_opts() -> list[tuple[str | None, list[cfg.Opt]]]:

@@ -29,7 +29,7 @@ from stevedore.exception import NoMatches
 
 from fsstore import exceptions, opts
 from fsstore.hashing import DEFAULT_HASHING_ALGO
-from fsstore.location import Location, split_scheme
+from fsstore.location import Location, redact, split_scheme
 from fsstore.store import AddResult, Store, Verifier
 
 BACKENDS_NAMESPACE = "fsstore.backends"
@@ -188,7 +188,7 @@ class StoreRegistry:
         candidates = [s for s in self.stores.values() if scheme in s.get_schemes()]
         if not candidates:
             raise exceptions.UnknownScheme(
-                f"no configured store handles scheme {scheme!r} of {uri!r}"
+                f"no configured store handles scheme {scheme!r} of {redact(uri)!r}"
             )
         location = candidates[0].parse_location(uri)
         if len(candidates) == 1:
@@ -197,7 +197,7 @@ class StoreRegistry:
             if store.owns(location):
                 return store, location
         raise exceptions.Forbidden(
-            f"location {uri} belongs to none of the configured stores"
+            f"location {location.uri} belongs to none of the configured stores"
         )
 
     # -- operations ------------------------------------------------------

@@ -1,5 +1,9 @@
 from __future__ import annotations
 
+import socket
+import subprocess
+import sys
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -56,3 +60,36 @@ def mount_tmpfs(tmp_path: Path) -> Iterator[Callable[[str, str], Path]]:
     yield mount
     for cm in reversed(stack):
         cm.__exit__(None, None, None)  # type: ignore[attr-defined]
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """A real S3 endpoint over HTTP: moto's server in a process of its own."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen(
+        [
+            str(Path(sys.executable).with_name("moto_server")),
+            "-H",
+            "127.0.0.1",
+            "-p",
+            str(port),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    # Ready when werkzeug says it is listening; EOF means it died.
+    seen = []
+    for line in server.stderr:
+        seen.append(line)
+        if "Running on" in line:
+            break
+    else:
+        raise RuntimeError("moto_server did not start: " + "".join(seen))
+    # Keep draining its request log so that it never blocks on a full pipe.
+    threading.Thread(target=server.stderr.read, daemon=True).start()
+    yield f"http://127.0.0.1:{port}"
+    server.terminate()
+    server.wait(timeout=30)

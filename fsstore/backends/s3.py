@@ -1,0 +1,509 @@
+"""The S3 store: images as objects in one bucket of an S3-compatible service.
+
+Options keep glance_store's ``s3_store_*`` names. What it does differently:
+
+* Streaming with bounded memory. An image of unknown size, or of a known size
+  at or past ``s3_store_large_object_size``, goes up as a multipart upload:
+  parts of ``s3_store_large_object_chunk_size`` are filled one at a time into
+  a buffer of their own and handed to at most ``s3_store_thread_pools``
+  upload threads; the reader blocks while that many are in flight. Memory
+  stays below about ``(thread_pools + 2) x chunk size`` whatever the size.
+* One pass. MD5 and the multihash are computed while reading, as in the
+  filesystem store.
+* Nothing orphaned. Any failure after a multipart upload started (a part
+  error, the caller's stream raising, a size mismatch, losing a race) aborts
+  the upload.
+* Exactly one winner. Objects are written with ``If-None-Match: *``, so of two
+  concurrent adds of one id one gets ``Duplicate``.
+* One client per store, made at configure time and shared by all threads.
+* Locations (``s3://``, ``s3+http://``, ``s3+https://`` host/bucket/key) carry
+  no credentials, and credentials never appear in messages or logs. A location
+  outside the configured host and bucket is ``Forbidden``.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+from oslo_config import cfg
+
+from fsstore import exceptions
+from fsstore.hashing import ImageHasher
+from fsstore.location import Location, S3Location
+from fsstore.store import AddResult, Store, Verifier, read_chunks, validate_image_id
+
+LOG = logging.getLogger(__name__)
+
+MiB = 1024 * 1024
+MAX_PARTS = 10000
+MIN_PART = 5 * MiB
+READ_CHUNK = 64 * 1024
+
+OPTIONS = [
+    cfg.StrOpt(
+        "s3_store_host",
+        help="The S3 endpoint, e.g. https://s3.example.com:8080. An http:// or "
+        "https:// prefix sets the location scheme s3+http or s3+https; without "
+        "one, https is used and the scheme is s3.",
+    ),
+    cfg.StrOpt("s3_store_access_key", secret=True, help="The S3 access key."),
+    cfg.StrOpt("s3_store_secret_key", secret=True, help="The S3 secret key."),
+    cfg.StrOpt("s3_store_bucket", help="The bucket images are stored in."),
+    cfg.StrOpt("s3_store_region_name", default="", help="The S3 region name."),
+    cfg.BoolOpt(
+        "s3_store_create_bucket_on_put",
+        default=False,
+        help="Create the bucket on the first add if it does not exist.",
+    ),
+    cfg.StrOpt(
+        "s3_store_bucket_url_format",
+        default="auto",
+        choices=("auto", "virtual", "path"),
+        help="Addressing style: virtual (bucket.host/key), path (host/bucket/key) "
+        "or auto.",
+    ),
+    cfg.IntOpt(
+        "s3_store_large_object_size",
+        default=100,
+        min=1,
+        help="Size, in MB, from which an image goes up as a multipart upload.",
+    ),
+    cfg.IntOpt(
+        "s3_store_large_object_chunk_size",
+        default=10,
+        min=5,
+        help="Part size, in MB, of multipart uploads.",
+    ),
+    cfg.IntOpt(
+        "s3_store_thread_pools",
+        default=10,
+        min=1,
+        help="Parts uploaded in parallel.",
+    ),
+    cfg.StrOpt(
+        "s3_store_cacert",
+        default="",
+        help="CA bundle to verify the endpoint's certificate with; empty: the "
+        "system's.",
+    ),
+]
+
+
+class S3ChunkIterator:
+    """Chunks of a streaming response body; closes it when done or closed."""
+
+    def __init__(self, body: Any, chunk_size: int) -> None:
+        self._body = body
+        self._chunks = body.iter_chunks(chunk_size)
+
+    def __iter__(self) -> S3ChunkIterator:
+        return self
+
+    def __next__(self) -> bytes:
+        try:
+            return next(self._chunks)
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        if self._body is not None:
+            self._body.close()
+            self._body = None
+
+
+class S3Store(Store):
+    __doc__ = __doc__
+    OPTIONS = OPTIONS
+    SCHEMES = ("s3", "s3+http", "s3+https")
+    DRIVER_NAME = "s3"
+
+    def __init__(self, conf: cfg.ConfigOpts, backend_group: str | None = None) -> None:
+        super().__init__(conf, backend_group)
+        self.client: Any = None
+        self._bucket_ready = False
+        self._bucket_lock = threading.Lock()
+
+    # -- configuration ---------------------------------------------------
+
+    def configure(self) -> None:
+        host = self.option("s3_store_host")
+        self.bucket = self.option("s3_store_bucket")
+        access_key = self.option("s3_store_access_key")
+        secret_key = self.option("s3_store_secret_key")
+        for name, value in [
+            ("s3_store_host", host),
+            ("s3_store_bucket", self.bucket),
+            ("s3_store_access_key", access_key),
+            ("s3_store_secret_key", secret_key),
+        ]:
+            if not value:
+                raise exceptions.BadStoreConfiguration(self.name, f"{name} is not set")
+        if host.startswith("https://"):
+            self.scheme, self.endpoint = "s3+https", host
+        elif host.startswith("http://"):
+            self.scheme, self.endpoint = "s3+http", host
+        elif "://" in host:
+            raise exceptions.BadStoreConfiguration(
+                self.name, f"s3_store_host {host!r} must be http:// or https://"
+            )
+        else:
+            self.scheme, self.endpoint = "s3", "https://" + host
+        self.host = self.endpoint.split("://", 1)[1].rstrip("/")
+        if not self.host or "/" in self.host:
+            raise exceptions.BadStoreConfiguration(
+                self.name, f"s3_store_host {host!r} must be a host[:port] URL"
+            )
+        self.large_object_size = self.option("s3_store_large_object_size") * MiB
+        self.part_size = self.option("s3_store_large_object_chunk_size") * MiB
+        self.thread_pools = self.option("s3_store_thread_pools")
+        self.create_bucket_on_put = self.option("s3_store_create_bucket_on_put")
+        self.addressing_style = self.option("s3_store_bucket_url_format")
+        region = self.option("s3_store_region_name") or None
+        cacert = self.option("s3_store_cacert") or None
+        try:
+            import boto3
+            from botocore.config import Config
+        except ImportError:
+            raise exceptions.BadStoreConfiguration(
+                self.name, "boto3 is not installed (pip install 'fsstore[s3]')"
+            ) from None
+        session = boto3.session.Session(
+            aws_access_key_id=access_key,
+            aws_secret_access_key=secret_key,
+            region_name=region,
+        )
+        self.client = session.client(
+            "s3",
+            endpoint_url=self.endpoint,
+            verify=cacert,
+            config=Config(
+                s3={"addressing_style": self.addressing_style},
+                max_pool_connections=self.thread_pools + 2,
+                retries={"max_attempts": 3, "mode": "standard"},
+                request_checksum_calculation="when_required",
+                response_checksum_validation="when_required",
+            ),
+        )
+        self._bucket_ready = False
+
+    def describe(self) -> dict[str, Any]:
+        info = super().describe()
+        info.update(
+            schemes=[self.scheme],
+            endpoint=self.endpoint,
+            bucket=self.bucket,
+            addressing=self.addressing_style,
+        )
+        return info
+
+    def get_schemes(self) -> tuple[str, ...]:
+        return (self.scheme,) if self.client is not None else self.SCHEMES
+
+    # -- errors ----------------------------------------------------------
+
+    def _error(self, exc: Exception, what: str) -> exceptions.FsstoreError:
+        """An fsstore error for a botocore one; messages never carry secrets."""
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        if isinstance(exc, ClientError):
+            error = exc.response.get("Error", {})
+            code = str(error.get("Code", ""))
+            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+            if code in ("NoSuchKey", "NotFound", "404") or status == 404:
+                if code == "NoSuchBucket":
+                    return exceptions.BadStoreConfiguration(
+                        self.name, f"bucket {self.bucket!r} does not exist"
+                    )
+                return exceptions.NotFound(f"{what}: not found")
+            if code in ("AccessDenied", "403", "Forbidden") or status == 403:
+                return exceptions.Forbidden(f"{what}: access denied by {self.host}")
+            if code in ("EntityTooLarge", "QuotaExceeded"):
+                return exceptions.StorageFull(f"{what}: {code}")
+            return exceptions.BackendException(f"{what}: S3 error {code or status}")
+        if isinstance(exc, BotoCoreError):
+            return exceptions.BackendException(f"{what}: {type(exc).__name__}")
+        return exceptions.BackendException(f"{what}: {exc}")
+
+    @staticmethod
+    def _code(exc: Exception) -> str:
+        response = getattr(exc, "response", None) or {}
+        return str(response.get("Error", {}).get("Code", ""))
+
+    # -- locations -------------------------------------------------------
+
+    def parse_location(self, uri: str) -> S3Location:
+        return S3Location.from_uri(uri)
+
+    def owns(self, location: Location) -> bool:
+        return (
+            isinstance(location, S3Location)
+            and location.host == self.host
+            and location.bucket == self.bucket
+        )
+
+    def _key(self, location: Location) -> str:
+        if not self.owns(location):
+            raise exceptions.Forbidden(
+                f"location {location.uri} is outside bucket {self.bucket!r} on "
+                f"{self.host} of store {self.name!r}"
+            )
+        assert isinstance(location, S3Location)
+        try:
+            return validate_image_id(location.key)
+        except exceptions.Invalid:
+            raise exceptions.Forbidden(
+                f"location {location.uri} does not name an image"
+            ) from None
+
+    # -- operations ------------------------------------------------------
+
+    def _get(
+        self, location: Location, offset: int, chunk_size: int | None
+    ) -> tuple[Iterator[bytes], int]:
+        key = self._key(location)
+        kwargs: dict[str, Any] = {}
+        if offset or chunk_size is not None:
+            end = "" if chunk_size is None else str(offset + chunk_size - 1)
+            kwargs["Range"] = f"bytes={offset}-{end}"
+        try:
+            response = self.client.get_object(Bucket=self.bucket, Key=key, **kwargs)
+        except Exception as exc:
+            if self._code(exc) == "InvalidRange":
+                if offset == 0:  # a range of an empty object
+                    return iter(()), 0
+                raise exceptions.Invalid(
+                    f"offset {offset} is past the end of {location.uri}"
+                ) from None
+            raise self._error(exc, f"image {location.uri}") from None
+        length = int(response["ContentLength"])
+        return S3ChunkIterator(response["Body"], READ_CHUNK), length
+
+    def _head(self, key: str, what: str) -> int:
+        try:
+            return int(
+                self.client.head_object(Bucket=self.bucket, Key=key)["ContentLength"]
+            )
+        except Exception as exc:
+            raise self._error(exc, what) from None
+
+    def _get_size(self, location: Location) -> int:
+        return self._head(self._key(location), f"image {location.uri}")
+
+    def _delete(self, location: Location) -> None:
+        key = self._key(location)
+        what = f"image {location.uri}"
+        self._head(key, what)  # S3 deletes missing keys silently
+        try:
+            self.client.delete_object(Bucket=self.bucket, Key=key)
+        except Exception as exc:
+            raise self._error(exc, what) from None
+
+    def _ensure_bucket(self) -> None:
+        if self._bucket_ready:
+            return
+        with self._bucket_lock:
+            if self._bucket_ready:
+                return
+            try:
+                self.client.head_bucket(Bucket=self.bucket)
+            except Exception as exc:
+                status = getattr(exc, "response", {}).get("ResponseMetadata", {})
+                if status.get("HTTPStatusCode") != 404:
+                    raise self._error(exc, f"bucket {self.bucket!r}") from None
+                if not self.create_bucket_on_put:
+                    raise exceptions.BadStoreConfiguration(
+                        self.name,
+                        f"bucket {self.bucket!r} does not exist on {self.host} "
+                        "(create it, or set s3_store_create_bucket_on_put)",
+                    ) from None
+                self._create_bucket()
+            self._bucket_ready = True
+
+    def _create_bucket(self) -> None:
+        kwargs: dict[str, Any] = {"Bucket": self.bucket}
+        region = self.client.meta.region_name
+        if region and region != "us-east-1":
+            kwargs["CreateBucketConfiguration"] = {"LocationConstraint": region}
+        try:
+            self.client.create_bucket(**kwargs)
+        except Exception as exc:
+            if self._code(exc) not in ("BucketAlreadyOwnedByYou",):
+                raise self._error(exc, f"creating bucket {self.bucket!r}") from None
+        LOG.info("created bucket %s on %s", self.bucket, self.host)
+
+    def _add(
+        self,
+        image_id: str,
+        data: Any,
+        size: int,
+        hashing_algo: str,
+        verifier: Verifier | None,
+    ) -> AddResult:
+        self._ensure_bucket()
+        location = S3Location(self.scheme, self.host, self.bucket, image_id)
+        try:
+            self.client.head_object(Bucket=self.bucket, Key=image_id)
+        except Exception as exc:
+            if not isinstance(self._error(exc, ""), exceptions.NotFound):
+                raise self._error(exc, f"image {location.uri}") from None
+        else:
+            raise exceptions.Duplicate(f"image {location.uri} already exists")
+        hasher = ImageHasher(hashing_algo)
+        chunks = read_chunks(data, READ_CHUNK, image_id, size)
+        try:
+            if 0 < size < self.large_object_size:
+                written = self._put_whole(location, chunks, hasher, verifier)
+            else:
+                written = self._put_multipart(location, chunks, size, hasher, verifier)
+            checksum, multihash = hasher.hexdigests()
+        finally:
+            hasher.close()
+        return AddResult(location.uri, written, checksum, multihash, {})
+
+    def _conditional_write_error(
+        self, exc: Exception, location: S3Location
+    ) -> Exception:
+        if self._code(exc) in ("PreconditionFailed", "ConditionalRequestConflict"):
+            return exceptions.Duplicate(f"image {location.uri} already exists")
+        return self._error(exc, f"writing image {location.uri}")
+
+    def _put_whole(
+        self,
+        location: S3Location,
+        chunks: Iterator[bytes],
+        hasher: ImageHasher,
+        verifier: Verifier | None,
+    ) -> int:
+        body = bytearray()
+        for chunk in chunks:
+            hasher.update(chunk)
+            if verifier is not None:
+                verifier.update(chunk)
+            body += chunk
+        try:
+            self.client.put_object(
+                Bucket=self.bucket, Key=location.key, Body=body, IfNoneMatch="*"
+            )
+        except Exception as exc:
+            raise self._conditional_write_error(exc, location) from None
+        return len(body)
+
+    def _part_size_for(self, size: int) -> int:
+        part = self.part_size
+        if size and size > part * MAX_PARTS:
+            part = -(-size // MAX_PARTS)  # the fewest bytes that fit in 10000 parts
+        return max(part, MIN_PART)
+
+    def _put_multipart(
+        self,
+        location: S3Location,
+        chunks: Iterator[bytes],
+        size: int,
+        hasher: ImageHasher,
+        verifier: Verifier | None,
+    ) -> int:
+        key = location.key
+        what = f"writing image {location.uri}"
+        part_size = self._part_size_for(size)
+        try:
+            upload_id = self.client.create_multipart_upload(
+                Bucket=self.bucket, Key=key
+            )["UploadId"]
+        except Exception as exc:
+            raise self._error(exc, what) from None
+        slots = threading.BoundedSemaphore(self.thread_pools)
+        pool = concurrent.futures.ThreadPoolExecutor(
+            self.thread_pools, thread_name_prefix="fsstore-s3-part"
+        )
+        futures: list[concurrent.futures.Future[dict[str, Any]]] = []
+
+        def upload(number: int, body: bytearray) -> dict[str, Any]:
+            try:
+                response = self.client.upload_part(
+                    Bucket=self.bucket,
+                    Key=key,
+                    UploadId=upload_id,
+                    PartNumber=number,
+                    Body=body,
+                )
+            except Exception as exc:
+                raise self._error(exc, f"{what}: part {number}") from exc
+            finally:
+                slots.release()
+            return {"PartNumber": number, "ETag": response["ETag"]}
+
+        def submit(body: bytearray) -> None:
+            for done in futures:
+                if done.done() and done.exception() is not None:
+                    raise done.exception()  # type: ignore[misc]
+            if len(futures) >= MAX_PARTS:
+                raise exceptions.Invalid(
+                    f"image {location.uri} needs more than {MAX_PARTS} parts of "
+                    f"{part_size} bytes; raise s3_store_large_object_chunk_size"
+                )
+            # Blocks while thread_pools parts are in flight: the bound on memory.
+            slots.acquire()
+            futures.append(pool.submit(upload, len(futures) + 1, body))
+
+        written = 0
+        try:
+            buf = bytearray()
+            for chunk in chunks:
+                hasher.update(chunk)
+                if verifier is not None:
+                    verifier.update(chunk)
+                written += len(chunk)
+                view = memoryview(chunk)
+                while view:
+                    room = part_size - len(buf)
+                    buf += view[:room]
+                    view = view[room:]
+                    if len(buf) == part_size:
+                        submit(buf)
+                        buf = bytearray()
+            if buf or not futures:
+                submit(buf)  # the last part may be short, or the only one empty
+            parts = [f.result() for f in futures]
+            try:
+                self.client.complete_multipart_upload(
+                    Bucket=self.bucket,
+                    Key=key,
+                    UploadId=upload_id,
+                    MultipartUpload={"Parts": parts},
+                    IfNoneMatch="*",
+                )
+            except Exception as exc:
+                raise self._conditional_write_error(exc, location) from None
+        except BaseException as exc:
+            pool.shutdown(wait=True, cancel_futures=True)
+            self._abort(key, upload_id)
+            if isinstance(exc, exceptions.FsstoreError) or not _is_boto_error(exc):
+                raise
+            raise self._error(exc, what) from None
+        finally:
+            pool.shutdown(wait=True)
+        return written
+
+    def _abort(self, key: str, upload_id: str) -> None:
+        try:
+            self.client.abort_multipart_upload(
+                Bucket=self.bucket, Key=key, UploadId=upload_id
+            )
+        except Exception as exc:
+            LOG.error(
+                "could not abort multipart upload of %s in bucket %s: %s",
+                key,
+                self.bucket,
+                type(exc).__name__,
+            )
+
+
+def _is_boto_error(exc: BaseException) -> bool:
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    return isinstance(exc, (BotoCoreError, ClientError))

@@ -1,0 +1,463 @@
+"""The S3 store against a real S3 endpoint (moto's server) over HTTP."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import socket
+import threading
+import tracemalloc
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fsstore import exceptions
+from fsstore.backends.s3 import MiB, S3Store
+from fsstore.registry import StoreRegistry
+from fsstore.testing import StoreConformanceTests
+from fsstore.testing.suite import FailingStream, payload, read_all
+from tests.functional.test_cli import fails, ok
+from tests.helpers import load_conf, write_conf
+
+ACCESS_KEY = "AKIAFSSTORETESTKEY01"
+SECRET_KEY = "fsstore-test-secret-never-shown-0123456789"
+
+
+def s3_options(endpoint: str, bucket: str, **extra: str) -> dict[str, str]:
+    return {
+        "s3_store_host": endpoint,
+        "s3_store_access_key": ACCESS_KEY,
+        "s3_store_secret_key": SECRET_KEY,
+        "s3_store_bucket": bucket,
+        "s3_store_create_bucket_on_put": "true",
+        "s3_store_bucket_url_format": "path",
+        **extra,
+    }
+
+
+def make_store(tmp_path: Path, endpoint: str, **extra: str) -> S3Store:
+    bucket = extra.pop("bucket", f"b-{uuid.uuid4().hex[:12]}")
+    conf = write_conf(
+        tmp_path / f"{bucket}.conf",
+        {
+            "glance_store": {
+                "stores": "s3",
+                "default_store": "s3",
+                **s3_options(endpoint, bucket, **extra),
+            }
+        },
+    )
+    store = StoreRegistry(load_conf(conf)).get_store("s3")
+    assert isinstance(store, S3Store)
+    return store
+
+
+def uploads(store: S3Store) -> list[str]:
+    listed = store.client.list_multipart_uploads(Bucket=store.bucket)
+    return [u["Key"] for u in listed.get("Uploads", [])]
+
+
+def objects(store: S3Store) -> list[str]:
+    listed = store.client.list_objects_v2(Bucket=store.bucket)
+    return sorted(o["Key"] for o in listed.get("Contents", []))
+
+
+class S3Conformance(StoreConformanceTests):
+    extra: dict[str, str] = {}
+
+    @pytest.fixture
+    def store(self, tmp_path, s3_endpoint):
+        store = make_store(tmp_path, s3_endpoint, **self.extra)
+        store.add("bucket-made", iter([b"x"]), 1)  # create the bucket up front
+        return store
+
+    def leftovers(self, store: S3Store) -> Any:
+        return objects(store), uploads(store)
+
+
+class TestS3Conformance(S3Conformance):
+    pass
+
+
+class TestS3MultipartConformance(S3Conformance):
+    """Every image of a known size past 1 MB, and every unknown size, in parts."""
+
+    extra = {
+        "s3_store_large_object_size": "1",
+        "s3_store_large_object_chunk_size": "5",
+        "s3_store_thread_pools": "3",
+    }
+
+
+# -- streaming, memory, parallelism ------------------------------------------------
+
+
+def generated(total: int, piece: int = 256 * 1024):
+    block = payload(piece, seed=42)
+    sent = 0
+    while sent < total:
+        n = min(piece, total - sent)
+        yield block[:n]
+        sent += n
+
+
+def test_memory_stays_bounded_for_a_large_unknown_size_stream(tmp_path, s3_endpoint):
+    store = make_store(
+        tmp_path,
+        s3_endpoint,
+        s3_store_large_object_chunk_size="5",
+        s3_store_thread_pools="2",
+    )
+    store.add("warm-up", iter([b"x"]), 1)  # bucket and connections exist first
+    total = 200 * MiB
+    expected = hashlib.md5()
+    for piece in generated(total):
+        expected.update(piece)
+    tracemalloc.start()
+    try:
+        result = store.add("big", generated(total), 0)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert result.size == total
+    assert result.checksum == expected.hexdigest()
+    bound = (2 + 2) * 5 * MiB
+    assert peak < bound, f"peak {peak / MiB:.1f} MiB >= {bound / MiB} MiB"
+    assert store.get_size(result.location) == total
+    assert uploads(store) == []
+
+
+def test_parts_upload_in_parallel_up_to_thread_pools(tmp_path, s3_endpoint):
+    store = make_store(tmp_path, s3_endpoint, s3_store_thread_pools="3")
+    in_flight = 0
+    most = 0
+    lock = threading.Lock()
+
+    def before(**kwargs):
+        nonlocal in_flight, most
+        with lock:
+            in_flight += 1
+            most = max(most, in_flight)
+
+    def after(**kwargs):
+        nonlocal in_flight
+        with lock:
+            in_flight -= 1
+
+    store.client.meta.events.register("before-call.s3.UploadPart", before)
+    store.client.meta.events.register("after-call.s3.UploadPart", after)
+    data = payload(60 * MiB + 3, seed=1)
+    result = store.add("parallel", iter([data]), 0)
+    assert 1 < most <= 3
+    assert read_all(store, result.location) == data
+
+
+def test_known_size_past_the_threshold_goes_multipart(tmp_path, s3_endpoint):
+    store = make_store(
+        tmp_path,
+        s3_endpoint,
+        s3_store_large_object_size="6",
+        s3_store_large_object_chunk_size="5",
+    )
+    calls = []
+    store.client.meta.events.register(
+        "before-call.s3.*", lambda event_name, **kw: calls.append(event_name)
+    )
+    small = payload(5 * MiB)
+    store.add("small", iter([small]), len(small))
+    assert "before-call.s3.PutObject" in calls
+    assert "before-call.s3.UploadPart" not in calls
+    calls.clear()
+    large = payload(6 * MiB)
+    result = store.add("large", iter([large]), len(large))
+    assert calls.count("before-call.s3.UploadPart") == 2
+    assert read_all(store, result.location) == large
+
+
+# -- nothing orphaned ---------------------------------------------------------------
+
+
+def big_store(tmp_path, endpoint) -> S3Store:
+    store = make_store(
+        tmp_path,
+        endpoint,
+        s3_store_large_object_chunk_size="5",
+        s3_store_thread_pools="2",
+    )
+    store.add("bucket-made", iter([b"x"]), 1)
+    return store
+
+
+def test_part_error_aborts_the_upload(tmp_path, s3_endpoint):
+    store = big_store(tmp_path, s3_endpoint)
+
+    from botocore.exceptions import ConnectionClosedError
+
+    def fail_third(params, **kwargs):
+        if params["PartNumber"] == 3:
+            raise ConnectionClosedError(endpoint_url=s3_endpoint)
+
+    store.client.meta.events.register(
+        "before-parameter-build.s3.UploadPart", fail_third
+    )
+    with pytest.raises(exceptions.BackendException, match="part 3"):
+        store.add("img", generated(40 * MiB), 0)
+    assert uploads(store) == []
+    assert objects(store) == ["bucket-made"]
+
+
+def test_stream_exception_aborts_the_upload(tmp_path, s3_endpoint):
+    store = big_store(tmp_path, s3_endpoint)
+    with pytest.raises(FailingStream.Boom):
+        store.add("img", FailingStream(payload(30 * MiB), 12 * MiB), 0)
+    assert uploads(store) == []
+    assert objects(store) == ["bucket-made"]
+
+
+def test_size_mismatch_aborts_the_upload(tmp_path, s3_endpoint):
+    store = big_store(tmp_path, s3_endpoint)
+    with pytest.raises(exceptions.Invalid, match="declared"):
+        store.add("img", generated(12 * MiB), 200 * MiB)
+    assert uploads(store) == []
+    assert objects(store) == ["bucket-made"]
+
+
+@pytest.mark.parametrize("size_known", [True, False], ids=["put", "multipart"])
+def test_add_that_loses_the_race_is_duplicate_and_aborted(
+    tmp_path, s3_endpoint, size_known
+):
+    # The loser passed the existence check; the conditional write
+    # (If-None-Match: *) is what refuses it. The interleaving is forced so
+    # that it does not depend on the endpoint's timing.
+    store = big_store(tmp_path, s3_endpoint)
+    loser = payload(7 * MiB, seed=1)
+    winner = payload(6 * MiB, seed=2)
+
+    def loser_data():
+        yield loser[: 6 * MiB]
+        store.add("contested", iter([winner]), len(winner) if size_known else 0)
+        yield loser[6 * MiB :]
+
+    with pytest.raises(exceptions.Duplicate, match="contested"):
+        store.add("contested", loser_data(), len(loser) if size_known else 0)
+    location = f"s3+http://{store.host}/{store.bucket}/contested"
+    assert read_all(store, location) == winner
+    assert uploads(store) == []
+
+
+# -- buckets, addressing, locations ----------------------------------------------------
+
+
+def test_missing_bucket_is_a_configuration_error(tmp_path, s3_endpoint):
+    store = make_store(tmp_path, s3_endpoint, s3_store_create_bucket_on_put="false")
+    with pytest.raises(exceptions.BadStoreConfiguration, match="does not exist"):
+        store.add("img", iter([b"x"]), 1)
+
+
+def test_bucket_created_on_put(tmp_path, s3_endpoint):
+    from botocore.exceptions import ClientError
+
+    store = make_store(tmp_path, s3_endpoint)
+    with pytest.raises(ClientError):
+        store.client.head_bucket(Bucket=store.bucket)
+    store.add("img", iter([b"x"]), 1)
+    store.client.head_bucket(Bucket=store.bucket)
+    assert objects(store) == ["img"]
+
+
+def test_virtual_host_addressing(tmp_path, s3_endpoint, monkeypatch):
+    # Virtual-host addressing puts the bucket in the host name. Resolve
+    # *.localhost to the loopback address, as DNS would for a real endpoint.
+    real = socket.getaddrinfo
+
+    def resolve(host, *args, **kwargs):
+        if isinstance(host, str) and host.endswith(".localhost"):
+            host = "127.0.0.1"
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolve)
+    endpoint = s3_endpoint.replace("127.0.0.1", "localhost")
+    store = make_store(tmp_path, endpoint, s3_store_bucket_url_format="virtual")
+    urls = []
+    store.client.meta.events.register(
+        "before-send.s3", lambda request, **kw: urls.append(request.url)
+    )
+    result = store.add("img", iter([b"virtual"]), 7)
+    assert all(url.startswith(f"http://{store.bucket}.localhost:") for url in urls), (
+        urls
+    )
+    assert read_all(store, result.location) == b"virtual"
+
+
+def test_locations(tmp_path, s3_endpoint):
+    store = make_store(tmp_path, s3_endpoint)
+    result = store.add("img", iter([b"data"]), 4)
+    host = s3_endpoint.split("://")[1]
+    assert result.location == f"s3+http://{host}/{store.bucket}/img"
+    # glance_store wrote credentials into locations: accepted, never kept.
+    legacy = f"s3+http://{ACCESS_KEY}:{SECRET_KEY}@{host}/{store.bucket}/img"
+    assert store.get_size(legacy) == 4
+    for uri in [
+        f"s3+http://{host}/other-bucket/img",
+        f"s3+http://elsewhere:9000/{store.bucket}/img",
+        f"s3+http://{host}/{store.bucket}/a%2Fb",
+    ]:
+        with pytest.raises(exceptions.Forbidden):
+            store.get(uri)
+        with pytest.raises(exceptions.Forbidden):
+            store.delete(uri)
+    for uri in [f"s3+http://{host}/{store.bucket}", "s3+http:///b/k", "s3+ftp://h/b/k"]:
+        with pytest.raises(exceptions.BadStoreUri):
+            store.get(uri)
+
+
+@pytest.mark.parametrize(
+    ("missing", "option"),
+    [
+        ("s3_store_host", "s3_store_host"),
+        ("s3_store_bucket", "s3_store_bucket"),
+        ("s3_store_access_key", "s3_store_access_key"),
+        ("s3_store_secret_key", "s3_store_secret_key"),
+    ],
+)
+def test_required_options(tmp_path, missing, option):
+    options = s3_options("http://127.0.0.1:1", "b")
+    del options[missing]
+    conf = write_conf(
+        tmp_path / "c.conf",
+        {"glance_store": {"stores": "s3", "default_store": "s3", **options}},
+    )
+    with pytest.raises(exceptions.BadStoreConfiguration, match=option):
+        StoreRegistry(load_conf(conf))
+
+
+def test_bad_url_format_and_chunk_size(tmp_path):
+    for extra, option in [
+        ({"s3_store_bucket_url_format": "sideways"}, "url_format"),
+        ({"s3_store_large_object_chunk_size": "4"}, "chunk_size"),
+        ({"s3_store_host": "ftp://h"}, "s3_store_host"),
+    ]:
+        conf = write_conf(
+            tmp_path / "c.conf",
+            {
+                "glance_store": {
+                    "stores": "s3",
+                    "default_store": "s3",
+                    **s3_options("http://127.0.0.1:1", "b"),
+                    **extra,
+                }
+            },
+        )
+        with pytest.raises(exceptions.BadStoreConfiguration, match=option):
+            StoreRegistry(load_conf(conf))
+
+
+def test_unreachable_endpoint_is_a_clear_error(tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # nothing listens here once closed
+    store = make_store(tmp_path, f"http://127.0.0.1:{port}")
+    with pytest.raises(exceptions.BackendException, match="bucket") as caught:
+        store.add("img", iter([b"x"]), 1)
+    assert SECRET_KEY not in str(caught.value)
+
+
+def test_credentials_never_shown(tmp_path, s3_endpoint, caplog):
+    caplog.set_level(logging.DEBUG, logger="fsstore")
+    store = make_store(tmp_path, s3_endpoint)
+    messages = []
+    result = store.add("img", iter([b"data"]), 4)
+    messages.append(result.location)
+    host = s3_endpoint.split("://")[1]
+    for call in [
+        lambda: store.add("img", iter([b"data"]), 4),
+        lambda: store.get(f"s3+http://{ACCESS_KEY}:{SECRET_KEY}@{host}/other/img"),
+        lambda: store.get(f"s3+http://{ACCESS_KEY}:{SECRET_KEY}@{host}/"),
+        lambda: store.get(
+            f"s3+http://{ACCESS_KEY}:{SECRET_KEY}@{host}/{store.bucket}/nope"
+        ),
+        lambda: store.add("big", FailingStream(payload(8 * MiB), 6 * MiB), 0),
+    ]:
+        with pytest.raises(Exception) as caught:
+            call()
+        messages.append(str(caught.value))
+    messages.append(json.dumps(store.describe()))
+    text = "\n".join(messages) + caplog.text
+    assert SECRET_KEY not in text
+    assert ACCESS_KEY not in text
+
+
+# -- the command, single- and multi-store ----------------------------------------------
+
+
+def test_cli_single_store(tmp_path, s3_endpoint):
+    conf = write_conf(
+        tmp_path / "glance-api.conf",
+        {
+            "glance_store": {
+                "stores": "s3",
+                "default_store": "s3",
+                **s3_options(s3_endpoint, f"cli-{uuid.uuid4().hex[:8]}"),
+            }
+        },
+    )
+    args = ["--config-file", str(conf)]
+    src = tmp_path / "image.raw"
+    data = payload(3 * MiB + 5, seed=8)
+    src.write_bytes(data)
+    record = json.loads(
+        ok(*args, "--format", "json", "add", "--id", "img", str(src)).stdout
+    )
+    assert record["checksum"] == hashlib.md5(data).hexdigest()
+    location = record["location"]
+    assert ok(*args, "get", location).stdout == data
+    assert (
+        ok(*args, "get", location, "--offset", "5", "--length", "10").stdout
+        == data[5:15]
+    )
+    assert ok(*args, "size", location).stdout == f"{len(data)}\n".encode()
+    stores = ok(*args, "stores").stdout.decode()
+    assert "s3 (default): driver s3" in stores and SECRET_KEY not in stores
+    ok(*args, "delete", location)
+    fails(1, *args, "size", location, match="not found")
+
+
+def test_cli_multi_store_file_and_s3(tmp_path, s3_endpoint):
+    conf = write_conf(
+        tmp_path / "glance-api.conf",
+        {
+            "DEFAULT": {"enabled_backends": "local:file, cloud:s3"},
+            "glance_store": {"default_backend": "local"},
+            "local": {"filesystem_store_datadir": str(tmp_path / "images")},
+            "cloud": s3_options(s3_endpoint, f"multi-{uuid.uuid4().hex[:8]}"),
+        },
+    )
+    args = ["--config-file", str(conf)]
+    src = tmp_path / "image.raw"
+    src.write_bytes(b"side by side")
+    local = json.loads(
+        ok(*args, "--format", "json", "add", "--id", "a", str(src)).stdout
+    )
+    cloud = json.loads(
+        ok(
+            *args,
+            "--format",
+            "json",
+            "add",
+            "--id",
+            "a",
+            "--backend",
+            "cloud",
+            str(src),
+        ).stdout
+    )
+    assert local["location"].startswith("file://")
+    assert cloud["location"].startswith("s3+http://")
+    assert cloud["metadata"] == {"store": "cloud"}
+    for location in (local["location"], cloud["location"]):
+        assert ok(*args, "get", location).stdout == b"side by side"
+        assert ok(*args, "size", location).stdout == b"12\n"
+        ok(*args, "delete", location)
