@@ -1,0 +1,232 @@
+"""fsstore's stores as glance_store drivers, for an unchanged Glance.
+
+Glance loads its stores from glance_store's ``glance_store.drivers`` entry
+points. fsstore registers two there:
+
+* ``fsstore_file``: fsstore's filesystem store (atomic publish, containment,
+  one winner per id), configured with glance_store's own filesystem options
+  plus ``filesystem_store_fsync``;
+* ``fsstore_s3``: fsstore's S3 store (bounded memory, aborted uploads, no
+  credentials in locations), configured with glance_store's ``s3_store_*``
+  options.
+
+Each adapter presents glance_store's driver interface (its ``Store`` base
+class, capabilities, ``StoreLocation``, options registered in the backend's
+group, the multihash add and the back-compatible 4-tuple add, ranged get,
+get_size, delete), delegates the work to the fsstore store, and translates
+fsstore's exceptions into glance_store's. It reuses glance_store's option
+objects, so a deployment may enable glance_store's own drivers beside these.
+
+Unlike glance_store's drivers, a misconfigured adapter does not quietly
+disable writes: ``configure()`` raises ``BadStoreConfiguration`` so that Glance
+refuses to start with a clear reason.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+try:
+    import glance_store.driver
+    import glance_store.location
+    from glance_store import capabilities
+    from glance_store import exceptions as gs_exceptions
+    from glance_store._drivers import filesystem as gs_filesystem
+    from glance_store._drivers import s3 as gs_s3
+except ImportError as exc:  # pragma: no cover - exercised without the extra
+    raise ImportError(
+        "fsstore's Glance adapters need glance_store: pip install 'fsstore[glance]'"
+        f" ({exc})"
+    ) from exc
+
+from fsstore import exceptions
+from fsstore.backends import filesystem, s3
+from fsstore.location import FileLocation, S3Location
+from fsstore.store import Store as FsstoreStore
+
+T = TypeVar("T")
+
+
+def to_glance(exc: exceptions.FsstoreError) -> Exception:
+    """The glance_store exception for an fsstore one, message kept."""
+    message = str(exc)
+    table: list[tuple[type, Callable[[], Exception]]] = [
+        (exceptions.NotFound, lambda: gs_exceptions.NotFound(message)),
+        (exceptions.Duplicate, lambda: gs_exceptions.Duplicate(message)),
+        (exceptions.StorageFull, lambda: gs_exceptions.StorageFull(message)),
+        (
+            exceptions.StorageWriteDenied,
+            lambda: gs_exceptions.StorageWriteDenied(message),
+        ),
+        (exceptions.Forbidden, lambda: gs_exceptions.Forbidden(message)),
+        (
+            exceptions.UnknownHashingAlgo,
+            lambda: gs_exceptions.UnknownHashingAlgo(algo=exc.algo),
+        ),  # type: ignore[attr-defined]
+        (exceptions.Invalid, lambda: gs_exceptions.Invalid(message)),
+        (exceptions.BadStoreUri, lambda: gs_exceptions.BadStoreUri(message)),
+        (exceptions.UnknownScheme, lambda: gs_exceptions.UnknownScheme(message)),
+        (
+            exceptions.BadStoreConfiguration,
+            lambda: gs_exceptions.BadStoreConfiguration(
+                store_name=exc.store_name, reason=exc.reason
+            ),
+        ),  # type: ignore[attr-defined]
+        (
+            exceptions.StoreRandomGetNotSupported,
+            lambda: gs_exceptions.StoreRandomGetNotSupported(
+                message, offset=0, chunk_size=None
+            ),
+        ),
+        (
+            exceptions.StoreGetNotSupported,
+            lambda: gs_exceptions.StoreGetNotSupported(message),
+        ),
+        (exceptions.StoreAddDisabled, lambda: gs_exceptions.StoreAddDisabled(message)),
+        (
+            exceptions.StoreDeleteNotSupported,
+            lambda: gs_exceptions.StoreDeleteNotSupported(message),
+        ),
+    ]
+    for cls, make in table:
+        if isinstance(exc, cls):
+            return make()
+    return gs_exceptions.BackendException(message)
+
+
+def translated(fn: Callable[..., T]) -> Callable[..., T]:
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> T:
+        try:
+            return fn(*args, **kwargs)
+        except exceptions.FsstoreError as exc:
+            raise to_glance(exc) from exc
+
+    return wrapper
+
+
+class _StoreLocation(glance_store.location.StoreLocation):
+    """A location parsed by fsstore's rules for its scheme."""
+
+    parse: Callable[[str], Any] = staticmethod(FileLocation.from_uri)
+
+    def process_specs(self) -> None:
+        self.uri = self.specs.get("uri")
+
+    @translated
+    def parse_uri(self, uri: str) -> None:
+        self.parsed = self.parse(uri)
+        self.uri = self.parsed.uri
+
+    def get_uri(self) -> str:
+        return self.uri
+
+
+class FileStoreLocation(_StoreLocation):
+    parse = staticmethod(FileLocation.from_uri)
+
+
+class S3StoreLocation(_StoreLocation):
+    parse = staticmethod(S3Location.from_uri)
+
+
+class _Adapter(glance_store.driver.Store):
+    """A glance_store driver that delegates to an fsstore store."""
+
+    _CAPABILITIES = (
+        capabilities.BitMasks.READ_RANDOM
+        | capabilities.BitMasks.WRITE_ACCESS
+        | capabilities.BitMasks.DRIVER_REUSABLE
+    )
+    FSSTORE_CLASS: type[FsstoreStore]
+    LOCATION_CLASS: type[_StoreLocation]
+    ENTRY_NAME: str
+
+    def __init__(self, conf: Any, backend: str | None = None) -> None:
+        super().__init__(conf, backend=backend)
+        self.store = self.FSSTORE_CLASS(conf, backend_group=backend)
+
+    def get_store_location_class(self) -> type[_StoreLocation]:
+        return self.LOCATION_CLASS
+
+    def configure(self, re_raise_bsc: bool = False) -> None:
+        # Always re-raise: a store that cannot work must say so, not quietly
+        # lose its write capability.
+        super().configure(re_raise_bsc=True)
+
+    @translated
+    def configure_add(self) -> None:
+        self.store.configure()
+
+    def get_schemes(self) -> tuple[str, ...]:
+        # glance_store's multi-store API finds a backend's store by looking up
+        # its *type* (the entry-point name) as a scheme, so the type must be
+        # one of the schemes. No location ever uses it.
+        return (*self.store.get_schemes(), self.ENTRY_NAME)
+
+    @staticmethod
+    def _uri(location: Any) -> str:
+        return location.store_location.get_uri()
+
+    @capabilities.check
+    @translated
+    def get(
+        self,
+        location: Any,
+        offset: int = 0,
+        chunk_size: int | None = None,
+        context: Any = None,
+    ) -> tuple[Iterator[bytes], int]:
+        return self.store.get(self._uri(location), offset, chunk_size)
+
+    @translated
+    def get_size(self, location: Any, context: Any = None) -> int:
+        return self.store.get_size(self._uri(location))
+
+    @glance_store.driver.back_compat_add
+    @capabilities.check
+    @translated
+    def add(
+        self,
+        image_id: str,
+        image_file: Any,
+        image_size: int,
+        hashing_algo: str,
+        context: Any = None,
+        verifier: Any = None,
+    ) -> tuple[str, int, str, str, dict[str, Any]]:
+        result = self.store.add(
+            image_id, image_file, image_size or 0, hashing_algo, verifier
+        )
+        metadata = dict(result.metadata)
+        if self.backend_group:
+            metadata["store"] = self.backend_group
+        return result.location, result.size, result.checksum, result.multihash, metadata
+
+    @capabilities.check
+    @translated
+    def delete(self, location: Any, context: Any = None) -> None:
+        self.store.delete(self._uri(location))
+
+
+class FileStore(_Adapter):
+    """``fsstore_file``: fsstore's filesystem store under glance_store."""
+
+    OPTIONS = [
+        *gs_filesystem._FILESYSTEM_CONFIGS,
+        *[o for o in filesystem.OPTIONS if o.name == "filesystem_store_fsync"],
+    ]
+    FSSTORE_CLASS = filesystem.FilesystemStore
+    LOCATION_CLASS = FileStoreLocation
+    ENTRY_NAME = "fsstore_file"
+
+
+class S3Store(_Adapter):
+    """``fsstore_s3``: fsstore's S3 store under glance_store."""
+
+    OPTIONS = list(gs_s3._S3_OPTS)
+    FSSTORE_CLASS = s3.S3Store
+    LOCATION_CLASS = S3StoreLocation
+    ENTRY_NAME = "fsstore_s3"
