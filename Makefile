@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 DEMO_CONF := etc/fsstore-demo.conf
 FSSTORE := $(BIN)/fsstore --config-file $(DEMO_CONF)
 
-.PHONY: demo test lint format genconfig clean
+.PHONY: demo test stress lint format genconfig clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,10 @@ $(VENV)/.installed-test: $(BIN)/python setup.cfg setup.py pyproject.toml $(PLUGI
 
 test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest tests
+
+# Faults and hostile input, bounded (well under 10 minutes on 2 cores).
+stress: $(VENV)/.installed-test
+	$(BIN)/python -m tests.stress
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check fsstore tests

@@ -24,7 +24,11 @@ def write_conf(path: Path, sections: Sections) -> Path:
             values = list(value) if isinstance(value, (list, tuple)) else [value]
             lines += [f"{name} = {v}" for v in values]
         lines.append("")
-    path.write_text("\n".join(lines))
+    # Atomically: processes that write the same file concurrently must never
+    # let a reader see half of it.
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    tmp.write_text("\n".join(lines))
+    os.replace(tmp, path)
     return path
 
 

@@ -47,6 +47,7 @@ import fcntl
 import json
 import logging
 import os
+import secrets
 import stat
 import time
 from collections.abc import Iterator
@@ -115,6 +116,7 @@ class CacheWriter:
         self.abandoned: str | None = None  # why caching was given up, if it was
         self.checksum = ""
         self.published = False
+        self.rejected: str | None = None  # why verification refused the data
 
     def write(self, chunk: bytes) -> None:
         """Add ``chunk``; never raises for a cache problem (caching stops instead)."""
@@ -305,21 +307,25 @@ class CacheDriver:
         if self.is_cached(image_id) or self.is_being_cached(image_id):
             return False
         body = json.dumps({k: v for k, v in info.items() if v is not None}).encode()
+        # Race: a prefetcher may read the entry the moment it appears, so it
+        # appears whole: written under a temporary name, then linked into
+        # place (link(2) also refuses an id that is queued already).
+        tmp = self.path(f".fsstore-queue-{secrets.token_hex(8)}", QUEUE)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
         try:
-            fd = os.open(
-                self.path(image_id, QUEUE),
-                os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW,
-                0o644,
-            )
+            try:
+                os.write(fd, body)
+                # The mtime is the queue order; the kernel's timestamp
+                # granularity (a clock tick) would tie quick successions.
+                now = time.time_ns()
+                os.utime(fd, ns=(now, now))
+            finally:
+                os.close(fd)
+            os.link(tmp, self.path(image_id, QUEUE))
         except FileExistsError:
             return False
-        try:
-            os.write(fd, body)
-            # The mtime is the queue order; the kernel's timestamp granularity
-            # (a clock tick) would tie images queued in quick succession.
-            os.utime(fd, ns=(time.time_ns(), time.time_ns()))
         finally:
-            os.close(fd)
+            os.unlink(tmp)
         return True
 
     def delete_queued_image(self, image_id: str) -> bool:
@@ -436,6 +442,7 @@ class CacheDriver:
                 return
             reason = writer.verify()
             if reason is not None:
+                writer.rejected = reason
                 LOG.warning("not caching %s: %s", image_id, reason)
                 self._invalidate(image_id, reason)
                 return
@@ -552,9 +559,18 @@ class CacheDriver:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(os.path.join(invalid_dir, name))
                 invalid += 1
+        now = time.time()
+        # A queue entry's temporary file lives for microseconds; one that is
+        # older than the stall time was left by a crash inside queue_image().
+        queue_dir = self.path("", QUEUE)
+        for name in os.listdir(queue_dir):
+            if name.startswith(".fsstore-queue-"):
+                with contextlib.suppress(FileNotFoundError):
+                    path = os.path.join(queue_dir, name)
+                    if now - os.lstat(path).st_mtime > stall_time:
+                        os.unlink(path)
         incomplete = 0
         incomplete_dir = self.path("", INCOMPLETE)
-        now = time.time()
         for name in os.listdir(incomplete_dir):
             path = os.path.join(incomplete_dir, name)
             try:

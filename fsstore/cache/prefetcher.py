@@ -50,7 +50,10 @@ class Prefetcher:
 
     def fetch(self, image_id: str) -> bool:
         """Cache one queued image: True if cached, False if left to another."""
-        info = self.cache.queued_image_info(image_id)
+        try:
+            info = self.cache.queued_image_info(image_id)
+        except exceptions.NotFound:
+            return False  # another prefetcher cached or dequeued it meanwhile
         if not info.get("location") and self.resolve is not None:
             info = {**self.resolve(image_id), **{k: v for k, v in info.items() if v}}
         location = info.get("location")
@@ -58,26 +61,32 @@ class Prefetcher:
             raise exceptions.NotFound(f"no location known for queued image {image_id}")
         chunks, length = self.registry.get(location)
         try:
-            published = self.cache.cache_image_iter(
+            with self.cache.open_for_write(
                 image_id,
-                chunks,
                 info.get("checksum"),
                 info.get("multihash"),
                 info.get("hashing_algo") or DEFAULT_HASHING_ALGO,
                 size=length,
-            )
+            ) as writer:
+                if writer is None:
+                    # Cached, or being cached by another writer (whose commit
+                    # dequeues it), or larger than the whole cache.
+                    if length > self.cache.driver.max_size:
+                        raise exceptions.Invalid(
+                            f"image {image_id} ({length} bytes) is larger than "
+                            "image_cache_max_size"
+                        )
+                    return False
+                for chunk in chunks:
+                    writer.write(chunk)
         finally:
             close = getattr(chunks, "close", None)
             if close is not None:
                 close()
-        if published or self.cache.is_cached(image_id):
-            self.cache.delete_queued_image(image_id)
+        if writer.published:
             return True
-        if self.cache.is_being_cached(image_id):
-            return False  # another writer has it; its commit dequeues it
         raise exceptions.Invalid(
-            f"image {image_id} could not be cached (mismatching data, or larger "
-            "than image_cache_max_size)"
+            f"image {image_id} was not cached: {writer.rejected or writer.abandoned}"
         )
 
     def run(self, on_done: Callable[[str, bool], None] | None = None) -> PrefetchReport:

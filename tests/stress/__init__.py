@@ -1,0 +1,1 @@
+"""The torture suite: faults and hostile input, with figures (``make stress``)."""

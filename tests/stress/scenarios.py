@@ -1,0 +1,796 @@
+"""The six stress scenarios. Each returns a Result; every loop is bounded."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from fsstore import exceptions
+from fsstore.cache import CachingStore, ImageCache, Prefetcher
+from fsstore.registry import StoreRegistry
+from fsstore.testing.cache_suite import make_cache_conf
+from tests.helpers import is_root, load_conf, tmpfs, tree, write_conf
+from tests.stress.common import (
+    KiB,
+    MiB,
+    Result,
+    fs_store,
+    images_in,
+    is_sealed,
+    sealed,
+    staging_files,
+)
+
+FSSTORE = str(Path(sys.executable).with_name("fsstore"))
+
+# -- 1. SIGKILL of a writer at random points ---------------------------------------
+
+KILL_POINTS = [
+    "bytes",
+    "fsync-before",
+    "fsync-after",
+    "link-before",
+    "link-after",
+    "unlink-after",
+]
+
+
+def _die() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _killing_child(
+    workdir: Path,
+    dirs: list[Path],
+    image_id: str,
+    data: bytes,
+    known_size: bool,
+    staging: str,
+    point: str,
+    at: int,
+) -> None:
+    store = fs_store(workdir, dirs, staging)
+    if point != "bytes":
+        name, when = point.split("-")
+        real = getattr(os, name)
+
+        def patched(*args, **kwargs):
+            if when == "before":
+                _die()
+            result = real(*args, **kwargs)
+            _die()
+            return result
+
+        setattr(os, name, patched)
+
+    def chunks():
+        for pos in range(0, len(data), 65536):
+            if point == "bytes" and pos >= at:
+                _die()
+            yield data[pos : pos + 65536]
+        if point == "bytes" and at >= len(data):
+            _die()
+
+    store.add(image_id, chunks(), len(data) if known_size else 0)
+
+
+def kill_writer(workdir: Path, kills: int = 200, seed: int = 1) -> Result:
+    result = Result("SIGKILL of a writer at random points")
+    rng = random.Random(seed)
+    dirs = [workdir / "d0", workdir / "d1"]
+    fs_store(workdir, dirs)
+    expected: dict[str, str] = {}
+    killed = 0
+    for i in range(kills):
+        image_id = f"k{i}"
+        size = rng.choice([0, 1, 4096, 65536, 65537, rng.randrange(2, 3 * MiB)])
+        data = sealed(rng.randrange(1 << 30), size) if size >= 16 else b"s" * size
+        expected[image_id] = hashlib.md5(data).hexdigest()
+        point = rng.choice(KILL_POINTS)
+        at = rng.randrange(0, size + 1)
+        staging = rng.choice(["tmpfile", "named"])
+        pid = os.fork()
+        if pid == 0:  # the writer
+            try:
+                _killing_child(
+                    workdir,
+                    dirs,
+                    image_id,
+                    data,
+                    rng.random() < 0.5,
+                    staging,
+                    point,
+                    at,
+                )
+            finally:
+                os._exit(0)
+        _, status = os.waitpid(pid, 0)
+        killed += os.WIFSIGNALED(status)
+        result.operations += 1
+        for name, path in images_in(dirs).items():
+            if hashlib.md5(path.read_bytes()).hexdigest() != expected.get(name):
+                result.fail(f"{name}: a partial or foreign image is visible")
+    fs_store(workdir, dirs)  # the next configure cleans up
+    left = staging_files(dirs)
+    if left:
+        result.fail(f"staging files survived configure: {left[:3]}")
+    result.figures = {
+        "writers killed": killed,
+        "images complete": len(images_in(dirs)),
+        "staging files left": len(left),
+    }
+    return result
+
+
+# -- 2. ENOSPC on a small tmpfs --------------------------------------------------------
+
+
+def enospc(workdir: Path, seed: int = 2, size: str = "16m") -> Result:
+    result = Result("ENOSPC on a small tmpfs")
+    if not is_root():
+        result.skipped = "needs root to mount a tmpfs"
+        return result
+    rng = random.Random(seed)
+    with tmpfs(workdir / "small", size) as mnt:
+        store = fs_store(workdir, [mnt], rng.choice(["tmpfile", "named"]))
+        stored: dict[str, tuple[str, str]] = {}
+        full = 0
+        for i in range(400):
+            if full >= 10:
+                break
+            data = sealed(i, rng.randrange(16, 2 * MiB))
+            known = rng.random() < 0.5
+            result.operations += 1
+            try:
+                added = store.add(f"i{i}", iter([data]), len(data) if known else 0)
+            except exceptions.StorageFull:
+                full += 1
+                continue
+            except Exception as exc:
+                result.fail(f"i{i}: {type(exc).__name__}: {exc}")
+                continue
+            stored[f"i{i}"] = (added.location, added.checksum)
+        on_disk = set(images_in([mnt]))
+        if on_disk != set(stored):
+            result.fail(f"partial images left: {sorted(on_disk - set(stored))[:3]}")
+        for image_id, (location, checksum) in stored.items():
+            chunks, _ = store.get(location)
+            if hashlib.md5(b"".join(chunks)).hexdigest() != checksum:
+                result.fail(f"{image_id} damaged")
+        left = staging_files([mnt])
+        if left:
+            result.fail(f"staging files left: {left[:3]}")
+        result.figures = {"images stored": len(stored), "StorageFull": full}
+        store.close()
+    return result
+
+
+# -- 3. concurrent processes on one store ----------------------------------------------
+
+
+def _store_worker(
+    workdir: Path, dirs: list[Path], seed: int, ops: int, ids: int, out: int
+) -> None:
+    rng = random.Random(seed)
+    store = fs_store(workdir, dirs)
+    counts = {"ops": 0, "corrupt": 0, "unexpected": 0, "errors": []}
+    for n in range(ops):
+        image_id = f"i{rng.randrange(ids)}"
+        location = next(
+            (f"file://{d}/{image_id}" for d in dirs if (d / image_id).exists()),
+            f"file://{dirs[0]}/{image_id}",
+        )
+        op = rng.choice(["add", "add", "get", "ranged", "size", "delete"])
+        counts["ops"] += 1
+        try:
+            if op == "add":
+                data = sealed(seed * 100000 + n, rng.randrange(16, 300 * KiB))
+                store.add(image_id, iter([data]), rng.choice([0, len(data)]))
+            elif op == "get":
+                chunks, length = store.get(location)
+                data = b"".join(chunks)
+                counts["corrupt"] += not is_sealed(data) or len(data) != length
+            elif op == "ranged":
+                size = store.get_size(location)
+                off = rng.randrange(size) if size else 0
+                chunks, length = store.get(location, offset=off, chunk_size=1000)
+                counts["corrupt"] += len(b"".join(chunks)) != length
+            elif op == "size":
+                store.get_size(location)
+            else:
+                store.delete(location)
+        except (exceptions.Duplicate, exceptions.NotFound):
+            pass  # the id was taken, or removed, by another process
+        except exceptions.Invalid as exc:
+            if "past the end" not in str(exc):  # re-added smaller in between
+                counts["unexpected"] += 1
+                counts["errors"].append(str(exc))
+        except Exception as exc:
+            counts["unexpected"] += 1
+            counts["errors"].append(f"{type(exc).__name__}: {exc}")
+    os.write(out, (json.dumps(counts) + "\n").encode())
+
+
+def concurrency(
+    workdir: Path, processes: int = 8, ops: int = 500, ids: int = 200, seed: int = 3
+) -> Result:
+    result = Result(f"{processes} processes x {ops} store operations")
+    dirs = [workdir / f"d{i}" for i in range(3)]
+    fs_store(workdir, dirs)
+    read, write = os.pipe()
+    pids = []
+    for p in range(processes):
+        pid = os.fork()
+        if pid == 0:
+            os.close(read)
+            try:
+                _store_worker(workdir, dirs, seed * 1000 + p, ops, ids, write)
+            finally:
+                os._exit(0)
+        pids.append(pid)
+    os.close(write)
+    with os.fdopen(read) as f:
+        reports = [json.loads(line) for line in f]
+    for pid in pids:
+        os.waitpid(pid, 0)
+    if len(reports) != processes:
+        result.fail(f"{processes - len(reports)} workers died")
+    for r in reports:
+        result.operations += r["ops"]
+        for _ in range(r["corrupt"]):
+            result.fail("a read did not match the checksum sealed in the data")
+        for err in r["errors"]:
+            result.fail(err)
+    for name, path in images_in(dirs).items():
+        if not is_sealed(path.read_bytes()):
+            result.fail(f"{name}: stored image is damaged")
+    result.figures = {
+        "corrupt reads": sum(r["corrupt"] for r in reports),
+        "unexpected errors": sum(r["unexpected"] for r in reports),
+    }
+    return result
+
+
+# -- 4. the cache under load --------------------------------------------------------------
+
+
+def _entry_total(cache_dir: Path) -> int:
+    total = 0
+    for name in os.listdir(cache_dir):
+        if (
+            name.startswith(".")
+            or name.startswith("cache.db")
+            or name in ("incomplete", "invalid", "queue")
+        ):
+            continue
+        try:
+            total += os.lstat(cache_dir / name).st_size
+        except FileNotFoundError:
+            continue
+    return total
+
+
+def _cache_worker(
+    conf_path: Path,
+    cache_dir: Path,
+    driver: str,
+    limit: int,
+    images: dict[str, tuple[str, str]],
+    seed: int,
+    ops: int,
+    out: int,
+) -> None:
+    rng = random.Random(seed)
+    registry = StoreRegistry(load_conf(conf_path))
+    cache = ImageCache(make_cache_conf(cache_dir, driver, image_cache_max_size=limit))
+    caching = CachingStore(registry, cache)
+    counts = {"ops": 0, "corrupt": 0, "unexpected": 0, "errors": []}
+    ids = sorted(images)
+    for _ in range(ops):
+        image_id = rng.choice(ids)
+        location, checksum = images[image_id]
+        op = rng.choice(
+            ["read", "read", "read", "queue", "prefetch", "prune", "clean", "delete"]
+        )
+        counts["ops"] += 1
+        try:
+            if op == "read":
+                chunks, length = caching.get(image_id, location, checksum=checksum)
+                data = b"".join(chunks)
+                counts["corrupt"] += hashlib.md5(data).hexdigest() != checksum
+            elif op == "queue":
+                cache.queue_image(image_id, location=location, checksum=checksum)
+            elif op == "prefetch":
+                Prefetcher(cache, registry, workers=2).run()
+            elif op == "prune":
+                cache.prune()
+            elif op == "clean":
+                cache.clean()
+            else:
+                cache.delete_cached_image(image_id)
+        except Exception as exc:
+            counts["unexpected"] += 1
+            counts["errors"].append(f"{op}: {type(exc).__name__}: {exc}")
+    os.write(out, (json.dumps(counts) + "\n").encode())
+
+
+def _hits_worker(cache_dir: Path, driver: str, reads: int, prune: bool) -> None:
+    cache = ImageCache(make_cache_conf(cache_dir, driver))
+    for _ in range(reads):
+        with cache.open_for_read("hot") as f:
+            f.read(1)
+        if prune:
+            cache.prune()
+            cache.clean()
+
+
+def cache_load(
+    workdir: Path,
+    driver: str,
+    processes: int = 8,
+    ops: int = 500,
+    images: int = 40,
+    seed: int = 4,
+) -> Result:
+    result = Result(f"cache ({driver}) under load, {processes} processes x {ops}")
+    rng = random.Random(seed)
+    conf_path = write_conf(
+        workdir / "glance-api.conf",
+        {"glance_store": {"filesystem_store_datadir": str(workdir / "images")}},
+    )
+    registry = StoreRegistry(load_conf(conf_path))
+    stored = {}
+    for i in range(images):
+        data = sealed(i, rng.randrange(10 * KiB, 200 * KiB))
+        added = registry.add(f"c{i}", iter([data]), len(data))
+        stored[f"c{i}"] = (added.location, added.checksum)
+    cache_dir = workdir / f"cache-{driver}"
+    limit = 1 * MiB
+    ImageCache(make_cache_conf(cache_dir, driver, image_cache_max_size=limit))
+    read, write = os.pipe()
+    pids = []
+    for p in range(processes):
+        pid = os.fork()
+        if pid == 0:
+            os.close(read)
+            try:
+                _cache_worker(
+                    conf_path,
+                    cache_dir,
+                    driver,
+                    limit,
+                    stored,
+                    seed * 1000 + p,
+                    ops,
+                    write,
+                )
+            finally:
+                os._exit(0)
+        pids.append(pid)
+    os.close(write)
+    samples = []
+    running = set(pids)
+    while running:  # sample, without any lock, until every worker is done
+        samples.append(_entry_total(cache_dir))
+        running = {pid for pid in running if os.waitpid(pid, os.WNOHANG) == (0, 0)}
+    with os.fdopen(read) as f:
+        reports = [json.loads(line) for line in f]
+    for r in reports:
+        result.operations += r["ops"]
+        for _ in range(r["corrupt"]):
+            result.fail("a read through the cache returned damaged bytes")
+        for err in r["errors"]:
+            result.fail(err)
+    if len(reports) != processes:
+        result.fail(f"{processes - len(reports)} workers died")
+    if samples and max(samples) > limit:
+        result.fail(f"cache held {max(samples)} bytes, limit {limit}")
+    # Exact hits while others prune and clean.
+    cache = ImageCache(make_cache_conf(cache_dir, driver))
+    cache.delete_all_cached_images()
+    cache.cache_image_iter("hot", iter([b"h" * 1000]))
+    reads = 50
+    pids = []
+    for p in range(processes):
+        pid = os.fork()
+        if pid == 0:
+            try:
+                _hits_worker(cache_dir, driver, reads, prune=p % 2 == 0)
+            finally:
+                os._exit(0)
+        pids.append(pid)
+    for pid in pids:
+        os.waitpid(pid, 0)
+    hits = cache.get_hit_count("hot")
+    if hits != processes * reads:
+        result.fail(f"hit count {hits}, expected {processes * reads}")
+    check = subprocess.run(
+        [
+            FSSTORE,
+            "--config-file",
+            str(
+                write_conf(
+                    workdir / f"{driver}.conf",
+                    {
+                        "DEFAULT": {
+                            "image_cache_dir": str(cache_dir),
+                            "image_cache_driver": driver,
+                            "image_cache_max_size": str(limit),
+                        }
+                    },
+                )
+            ),
+            "cache",
+            "check",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    if check.returncode != 0 or check.stdout.strip() != "no problems":
+        result.fail(
+            f"fsstore cache check: {check.stdout.strip()} {check.stderr.strip()}"
+        )
+    result.figures = {
+        "size samples": len(samples),
+        "max sampled bytes": max(samples, default=0),
+        "limit": limit,
+        "hits": hits,
+    }
+    return result
+
+
+# -- 5. hostile input --------------------------------------------------------------------
+
+HOSTILE_IDS = [
+    "",
+    ".",
+    "..",
+    "../x",
+    "../../etc/passwd",
+    "a/b",
+    "/etc/passwd",
+    "/",
+    "//",
+    "x/..",
+    "./x",
+    "\0",
+    "a\0b",
+    "x" * 256,
+    "é" * 128,
+    "\udcff",
+    ".fsstore-staging",
+    ".fsstore-publish.lock",
+    ".fsstore-x",
+    "..\0",
+    "%2e%2e/x",
+    "a/../b",
+    "x/",
+    "..//",
+    ".fsstore-cache.lock",
+    "y" * 1000,
+    "\U0001f642" * 64,
+    "/",
+]
+
+
+def hostile_locations(data: Path, outside: Path) -> list[str]:
+    return [
+        "file:///etc/passwd",
+        "file:///etc/shadow",
+        "file:///",
+        "file://",
+        f"file://{outside}",
+        f"file://{data}/../outside/secret",
+        f"file://{data}/./../outside/secret",
+        f"file://{data}//../outside/secret",
+        f"file://{data}/link-out",
+        f"file://{data}/link-in",
+        f"file://{data}/sub/x",
+        f"file://{data}",
+        f"file://{data}/",
+        f"file://{data}/.fsstore-publish.lock",
+        f"file://{data}/fifo",
+        f"file://localhost{outside}",
+        f"file:{outside}",
+        "file:///proc/self/environ",
+        f"file://{data}/%2e%2e/outside/secret",
+        "swift://container/object",
+        "rbd://pool/image",
+        "http://example/x",
+        "no-scheme",
+        "://x",
+        "1abc://x",
+        f"file://{data}/a\0b",
+        "file:///etc/../etc/passwd",
+        f"file://{data}/../../..{outside}",
+        "FILE:///etc/passwd",
+        "file:///dev/zero",
+        "s3://bucket/key",
+    ]
+
+
+def _snapshot(root: Path) -> dict[str, tuple[int, int]]:
+    snap = {}
+    for dirpath, dirs, files in os.walk(root):
+        for name in files + dirs:
+            p = os.path.join(dirpath, name)
+            st = os.lstat(p)
+            snap[p] = (st.st_size, st.st_mtime_ns)
+    return snap
+
+
+def hostile(workdir: Path, with_cli: bool = True) -> Result:
+    result = Result("hostile ids and locations")
+    data = workdir / "data"
+    store = fs_store(workdir, [data])
+    outside = workdir / "outside" / "secret"
+    outside.parent.mkdir()
+    outside.write_bytes(b"secret")
+    (data / "link-out").symlink_to(outside)
+    store.add("real", iter([b"real"]), 4)
+    (data / "link-in").symlink_to(data / "real")
+    (data / "sub").mkdir()
+    (data / "sub" / "x").write_bytes(b"x")
+    os.mkfifo(data / "fifo")
+    cache = ImageCache(make_cache_conf(workdir / "cache", "sqlite"))
+    registry_conf = write_conf(
+        workdir / "hostile.conf",
+        {"glance_store": {"filesystem_store_datadir": str(data)}},
+    )
+    passwd = hashlib.md5(Path("/etc/passwd").read_bytes()).hexdigest()
+    before = _snapshot(workdir)
+    locations = hostile_locations(data, outside)
+    refused = (
+        exceptions.Invalid,
+        exceptions.Forbidden,
+        exceptions.BadStoreUri,
+        exceptions.UnknownScheme,
+        exceptions.NotFound,
+    )
+    for image_id in HOSTILE_IDS:
+        for name, call in [
+            ("store add", lambda i=image_id: store.add(i, iter([b"x"]), 1)),
+            ("cache queue", lambda i=image_id: cache.queue_image(i)),
+            ("cache write", lambda i=image_id: cache.cache_image_iter(i, iter([b"x"]))),
+            ("cache delete", lambda i=image_id: cache.delete_cached_image(i)),
+        ]:
+            result.operations += 1
+            try:
+                call()
+                result.fail(f"{name} accepted id {image_id!r}")
+            except exceptions.Invalid:
+                pass
+    registry = StoreRegistry(load_conf(registry_conf))
+    for uri in locations:
+        for name, call in [
+            ("get", registry.get),
+            ("size", registry.get_size),
+            ("delete", registry.delete),
+        ]:
+            result.operations += 1
+            try:
+                call(uri)
+                result.fail(f"{name} accepted {uri!r}")
+            except refused as exc:
+                if isinstance(exc, exceptions.NotFound) and "%2e" not in uri:
+                    result.fail(f"{name} {uri!r}: NotFound, expected a refusal")
+    if with_cli:
+        for uri in locations[:12]:
+            for cmd in (["get", uri], ["size", uri], ["delete", uri]):
+                result.operations += 1
+                proc = subprocess.run(
+                    [FSSTORE, "--config-file", str(registry_conf), *cmd],
+                    capture_output=True,
+                    text=True,
+                )
+                if (
+                    proc.returncode == 0
+                    or "Traceback" in proc.stderr
+                    or len(proc.stderr.splitlines()) != 1
+                ):
+                    result.fail(f"fsstore {' '.join(cmd)}: {proc.stderr!r}")
+        for image_id in HOSTILE_IDS[:12]:
+            if "\0" in image_id or "\udcff" in image_id:
+                continue  # not expressible as a command-line argument
+            result.operations += 1
+            proc = subprocess.run(
+                [
+                    FSSTORE,
+                    "--config-file",
+                    str(registry_conf),
+                    "add",
+                    "--id",
+                    image_id,
+                    "-",
+                ],
+                input=b"x",
+                capture_output=True,
+            )
+            if proc.returncode != 1 or b"Traceback" in proc.stderr:
+                result.fail(f"fsstore add --id {image_id!r}: {proc.stderr!r}")
+    after = _snapshot(workdir)
+    changed = {
+        p
+        for p in set(before) | set(after)
+        if before.get(p) != after.get(p)
+        and not p.startswith(str(workdir / "cache"))
+        and not p.startswith(str(data / ".fsstore-"))
+    }
+    if changed:
+        result.fail(f"files changed: {sorted(changed)[:5]}")
+    if hashlib.md5(Path("/etc/passwd").read_bytes()).hexdigest() != passwd:
+        result.fail("/etc/passwd changed")
+    result.figures = {
+        "hostile ids": len(HOSTILE_IDS),
+        "hostile locations": len(locations),
+        "files changed outside": len(changed),
+    }
+    return result
+
+
+# -- 6. bad configuration --------------------------------------------------------------
+
+
+def bad_configuration(workdir: Path, with_cli: bool = True) -> Result:
+    result = Result("bad configuration")
+    (workdir / "afile").write_text("not a dir")
+    meta = workdir / "meta.json"
+    meta.write_text("[{not json")
+    fs = {"filesystem_store_datadir": ""}
+    cases = [
+        (
+            "missing datadir option",
+            {"glance_store": {"filesystem_store_datadir": ""}},
+            "filesystem_store_datadir",
+        ),
+        (
+            "datadir is a file",
+            {"glance_store": {"filesystem_store_datadir": str(workdir / "afile")}},
+            "afile",
+        ),
+        (
+            "directory listed twice",
+            {
+                "glance_store": {
+                    **fs,
+                    "filesystem_store_datadirs": [f"{workdir}/a:1", f"{workdir}/a:2"],
+                }
+            },
+            "listed twice",
+        ),
+        (
+            "bad priority",
+            {"glance_store": {**fs, "filesystem_store_datadirs": f"{workdir}/a:top"}},
+            "not an integer",
+        ),
+        (
+            "empty path",
+            {"glance_store": {**fs, "filesystem_store_datadirs": ":3"}},
+            "empty path",
+        ),
+        (
+            "malformed metadata file",
+            {
+                "glance_store": {
+                    "filesystem_store_datadir": str(workdir / "a"),
+                    "filesystem_store_metadata_file": str(meta),
+                }
+            },
+            "meta.json",
+        ),
+        (
+            "unknown store driver",
+            {
+                "glance_store": {
+                    "stores": "file,nosuch",
+                    "filesystem_store_datadir": str(workdir / "a"),
+                }
+            },
+            "nosuch",
+        ),
+        (
+            "broken store plugin",
+            {
+                "glance_store": {
+                    "stores": "file,broken_import",
+                    "filesystem_store_datadir": str(workdir / "a"),
+                }
+            },
+            "broken_import",
+        ),
+        (
+            "unknown cache driver",
+            {
+                "DEFAULT": {
+                    "image_cache_dir": str(workdir / "c"),
+                    "image_cache_driver": "nosuch",
+                }
+            },
+            "nosuch",
+        ),
+        (
+            "broken cache plugin",
+            {
+                "DEFAULT": {
+                    "image_cache_dir": str(workdir / "c"),
+                    "image_cache_driver": "broken_not_a_driver",
+                }
+            },
+            "broken_not_a_driver",
+        ),
+    ]
+    if is_root():
+        cases.append(
+            (
+                "unwritable datadir",
+                {"glance_store": {"filesystem_store_datadir": "/proc/fsstore-images"}},
+                "/proc/fsstore-images",
+            )
+        )
+    for name, sections, needle in cases:
+        conf_path = write_conf(workdir / "bad.conf", sections)
+        is_cache = "image_cache_driver" in sections.get("DEFAULT", {})
+        result.operations += 1
+        try:
+            conf = load_conf(conf_path)
+            ImageCache(conf) if is_cache else StoreRegistry(conf)
+            result.fail(f"{name}: accepted")
+        except (
+            exceptions.BadStoreConfiguration,
+            exceptions.BadDriverConfiguration,
+        ) as e:
+            if needle not in str(e):
+                result.fail(f"{name}: message does not name {needle!r}: {e}")
+        if with_cli:
+            result.operations += 1
+            proc = subprocess.run(
+                [
+                    FSSTORE,
+                    "--config-file",
+                    str(conf_path),
+                    *(["cache", "size"] if is_cache else ["stores"]),
+                ],
+                capture_output=True,
+                text=True,
+            )
+            if (
+                proc.returncode != 2
+                or needle not in proc.stderr
+                or len(proc.stderr.splitlines()) != 1
+            ):
+                result.fail(f"{name}: fsstore said {proc.stderr!r} ({proc.returncode})")
+    result.figures = {"configurations": len(cases)}
+    return result
+
+
+def run_all(workdir: Path, quick: bool = False) -> list[Result]:
+    scale = 0.1 if quick else 1.0
+    n = lambda x: max(2, int(x * scale))  # noqa: E731
+    steps = [
+        ("kill", lambda d: kill_writer(d, kills=n(200))),
+        ("enospc", lambda d: enospc(d)),
+        ("concurrency", lambda d: concurrency(d, processes=8, ops=n(500))),
+        ("cache-sqlite", lambda d: cache_load(d, "sqlite", processes=8, ops=n(500))),
+        ("cache-xattr", lambda d: cache_load(d, "xattr", processes=8, ops=n(500))),
+        ("hostile", lambda d: hostile(d, with_cli=True)),
+        ("config", lambda d: bad_configuration(d, with_cli=True)),
+    ]
+    results = []
+    for name, step in steps:
+        d = workdir / name
+        d.mkdir()
+        started = time.monotonic()
+        r = step(d)
+        r.figures["seconds"] = round(time.monotonic() - started, 1)
+        results.append(r)
+    return results
+
+
+__all__ = ["run_all", "tree"]
