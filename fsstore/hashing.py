@@ -90,6 +90,11 @@ class ImageHasher:
         self._md5.update(chunk)
         self._multihash.update(chunk)
 
+    def digests(self) -> list[Any]:
+        """The two hash objects, for a caller that feeds them itself."""
+        self.close()
+        return [self._md5, self._multihash]
+
     def close(self) -> None:
         threads, self._threads = self._threads, []
         for thread in threads:

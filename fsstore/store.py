@@ -84,6 +84,33 @@ def validate_size(size: object) -> int:
     return size
 
 
+class SizeCheck:
+    """Counts a stream's bytes against a declared size (0: unknown)."""
+
+    def __init__(self, image_id: str, expected_size: int) -> None:
+        self.image_id = image_id
+        self.expected = expected_size
+        self.total = 0
+
+    def add(self, n: int) -> None:
+        """Count ``n`` more bytes; Invalid as soon as they overrun."""
+        self.total += n
+        if self.expected and self.total > self.expected:
+            raise exceptions.Invalid(
+                f"image {self.image_id}: data is larger than the declared size of "
+                f"{self.expected} bytes"
+            )
+
+    def finish(self) -> int:
+        """The total; Invalid if it falls short of the declared size."""
+        if self.expected and self.total != self.expected:
+            raise exceptions.Invalid(
+                f"image {self.image_id}: data is {self.total} bytes, not the "
+                f"declared {self.expected} bytes"
+            )
+        return self.total
+
+
 def read_chunks(
     data: Any, chunk_size: int, image_id: str, expected_size: int = 0
 ) -> Iterator[bytes]:
@@ -96,7 +123,7 @@ def read_chunks(
     read = getattr(data, "read", None)
     source: Iterable[bytes]
     source = iter(lambda: read(chunk_size), b"") if read is not None else data
-    total = 0
+    check = SizeCheck(image_id, expected_size)
     for chunk in source:
         if not chunk:
             continue
@@ -104,18 +131,9 @@ def read_chunks(
             raise exceptions.Invalid(
                 f"image {image_id}: data must be bytes, not {type(chunk).__name__}"
             )
-        total += len(chunk)
-        if expected_size and total > expected_size:
-            raise exceptions.Invalid(
-                f"image {image_id}: data is larger than the declared size of "
-                f"{expected_size} bytes"
-            )
+        check.add(len(chunk))
         yield chunk
-    if expected_size and total != expected_size:
-        raise exceptions.Invalid(
-            f"image {image_id}: data is {total} bytes, not the declared "
-            f"{expected_size} bytes"
-        )
+    check.finish()
 
 
 class FileChunkIterator:

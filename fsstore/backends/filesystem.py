@@ -49,13 +49,14 @@ from oslo_config import cfg
 from fsstore import exceptions
 from fsstore.hashing import ImageHasher
 from fsstore.location import FileLocation, Location
+from fsstore.pipeline import WriteFailed, WritePipeline
 from fsstore.store import (
     RESERVED_PREFIX,
     AddResult,
     FileChunkIterator,
+    SizeCheck,
     Store,
     Verifier,
-    read_chunks,
     validate_image_id,
 )
 
@@ -63,6 +64,8 @@ LOG = logging.getLogger(__name__)
 
 STAGING_DIR = RESERVED_PREFIX + "staging"
 PUBLISH_LOCK = RESERVED_PREFIX + "publish.lock"
+# Images past this size go through the parallel WritePipeline.
+PIPELINE_THRESHOLD = 4 * 1024 * 1024
 
 _STORAGE_FULL = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
 _WRITE_DENIED = {errno.EACCES, errno.EPERM, errno.EROFS}
@@ -571,13 +574,9 @@ class FilesystemStore(Store):
         hasher = ImageHasher(hashing_algo)
         try:
             self._os_call(staging.open, datadir, image_id)
-            written = 0
-            for chunk in read_chunks(data, self.chunk_size, image_id, size):
-                hasher.update(chunk)
-                if verifier is not None:
-                    verifier.update(chunk)
-                self._os_call(self._write, datadir, image_id, staging.fd, chunk)
-                written += len(chunk)
+            written = self._write_stream(
+                datadir, image_id, staging.fd, data, size, hasher, verifier
+            )
             checksum, multihash = hasher.hexdigests()
             self._os_call(self._finish, datadir, image_id, staging.fd, written)
             self._publish(staging, image_id)
@@ -592,6 +591,60 @@ class FilesystemStore(Store):
             multihash,
             self._metadata_for(path),
         )
+
+    def _write_stream(
+        self,
+        datadir: DataDir,
+        image_id: str,
+        fd: int,
+        data: Any,
+        size: int,
+        hasher: ImageHasher,
+        verifier: Verifier | None,
+    ) -> int:
+        """Write, hash and size-check the stream; the bytes written.
+
+        Small images (up to PIPELINE_THRESHOLD) are written inline. Larger
+        ones, known by their declared size or found by reading that far, go
+        through the WritePipeline. Thin provisioning writes inline.
+        """
+        readinto = getattr(data, "readinto", None)
+        read = getattr(data, "read", None)
+        source = iter(lambda: read(self.chunk_size), b"") if read else iter(data)
+        check = SizeCheck(image_id, size)
+        head: list[bytes] = []
+        head_size = 0
+        use_pipeline = not self.thin and (size == 0 or size > PIPELINE_THRESHOLD)
+        for chunk in source:
+            if not chunk:
+                continue
+            if not isinstance(chunk, (bytes, bytearray, memoryview)):
+                raise exceptions.Invalid(
+                    f"image {image_id}: data must be bytes, not {type(chunk).__name__}"
+                )
+            check.add(len(chunk))
+            if verifier is not None:
+                verifier.update(chunk)
+            if not use_pipeline:
+                hasher.update(chunk)
+                self._os_call(self._write, datadir, image_id, fd, chunk)
+                continue
+            head.append(chunk)
+            head_size += len(chunk)
+            if head_size >= PIPELINE_THRESHOLD:
+                pipeline = WritePipeline(fd, hasher.digests(), direct=True)
+                try:
+                    return pipeline.run(head, readinto, source, check, verifier)
+                except WriteFailed as exc:
+                    cause = exc.__cause__
+                    assert isinstance(cause, OSError)
+                    raise self._write_error(cause, datadir, image_id) from None
+                finally:
+                    pipeline.close()
+        for chunk in head:  # a stream that ended below the threshold
+            hasher.update(chunk)
+            self._os_call(self._write, datadir, image_id, fd, chunk)
+        return check.finish()
 
     def _check_absent(self, image_id: str) -> None:
         for d in self.datadirs:

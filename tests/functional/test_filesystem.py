@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
 import stat
@@ -14,7 +15,7 @@ import pytest
 
 from fsstore import exceptions
 from fsstore.backends.filesystem import STAGING_DIR
-from fsstore.testing.suite import payload, read_all
+from fsstore.testing.suite import FailingStream, payload, read_all
 from tests.helpers import is_root, tree
 
 MiB = 1024 * 1024
@@ -455,3 +456,70 @@ def test_add_that_loses_the_publish_race_is_duplicate(
         for i in range(ndirs)
         if (tmp_path / str(i) / STAGING_DIR).exists()
     )
+
+
+# -- the write pipeline for large images ------------------------------------------
+
+BIG = 13 * MiB + 123
+
+
+def _sources(data: bytes, tmp_path: Path):
+    path = tmp_path / "source.raw"
+    path.write_bytes(data)
+    odd = [data[i : i + 100_003] for i in range(0, len(data), 100_003)]
+    return {
+        "file": lambda: open(path, "rb"),  # noqa: SIM115 - closed by the store's reader
+        "bytesio": lambda: __import__("io").BytesIO(data),
+        "odd-chunks": lambda: iter(odd),
+        "one-chunk": lambda: iter([data]),
+    }
+
+
+@pytest.mark.parametrize("source", ["file", "bytesio", "odd-chunks", "one-chunk"])
+@pytest.mark.parametrize("known", [True, False], ids=["known-size", "unknown-size"])
+def test_large_images_through_the_pipeline(make_fs_store, tmp_path, source, known):
+    store = make_fs_store()
+    data = payload(BIG, seed=5)
+    result = store.add("big", _sources(data, tmp_path)[source](), BIG if known else 0)
+    assert result.size == BIG
+    assert result.checksum == hashlib.md5(data).hexdigest()
+    assert result.multihash == hashlib.sha512(data).hexdigest()
+    assert (tmp_path / "images" / "big").read_bytes() == data
+
+
+@pytest.mark.parametrize("declared", [BIG - 1, BIG + 1])
+def test_pipeline_size_mismatch(make_fs_store, tmp_path, declared):
+    store = make_fs_store()
+    data = payload(BIG)
+    with pytest.raises(exceptions.Invalid, match="declared"):
+        store.add("big", _sources(data, tmp_path)["file"](), declared)
+    assert os.listdir(tmp_path / "images") == []
+
+
+def test_pipeline_stream_failure(make_fs_store, tmp_path):
+    store = make_fs_store()
+    with pytest.raises(FailingStream.Boom):
+        store.add("big", FailingStream(payload(BIG), 9 * MiB), 0)
+    assert os.listdir(tmp_path / "images") == []
+
+
+def test_pipeline_enospc(mount_tmpfs, make_fs_store):
+    small = mount_tmpfs("small", "6m")
+    store = make_fs_store(filesystem_store_datadir=str(small))
+    with pytest.raises(exceptions.StorageFull):
+        store.add("big", iter([payload(BIG)]), 0)
+    assert tree(small) == {}
+    assert os.statvfs(small).f_bfree == os.statvfs(small).f_blocks
+
+
+def test_pipeline_verifier_sees_every_byte(make_fs_store, tmp_path):
+    store = make_fs_store()
+    data = payload(BIG, seed=9)
+    seen = hashlib.sha256()
+
+    class Verifier:
+        def update(self, chunk):
+            seen.update(chunk)
+
+    store.add("big", _sources(data, tmp_path)["file"](), BIG, verifier=Verifier())
+    assert seen.digest() == hashlib.sha256(data).digest()

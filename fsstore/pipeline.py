@@ -1,0 +1,209 @@
+"""The write pipeline for large images: read, two digests and a writer at once.
+
+::
+
+    caller's thread        pool of 4 page-aligned 4 MiB buffers
+    ---------------        ------------------------------------
+    readinto(buffer)  -->  md5 thread        (hashlib releases the GIL)
+                      -->  multihash thread
+                      -->  writer thread     pwrite(), O_DIRECT where allowed
+
+A buffer goes back to the pool when all three are done with it, so memory is
+bounded by the pool. Writing with O_DIRECT from aligned buffers skips the page
+cache's copy and the writeback that an fsync would otherwise wait for; the
+unaligned tail, and file systems that refuse O_DIRECT (tmpfs), fall back to
+buffered writes. The caller fsyncs and publishes as for any image.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import mmap
+import os
+import queue
+import threading
+from typing import Any
+
+from fsstore.store import SizeCheck
+
+BUFFER_SIZE = 4 * 1024 * 1024
+BUFFERS = 4
+ALIGN = 4096
+
+
+def enable_direct_io(fd: int) -> bool:
+    """Turn on O_DIRECT for ``fd``; False where the file system refuses it."""
+    flags = fcntl.fcntl(fd, fcntl.F_GETFL)
+    try:
+        fcntl.fcntl(fd, fcntl.F_SETFL, flags | os.O_DIRECT)
+    except OSError:
+        return False
+    return True
+
+
+class WriteFailed(Exception):
+    """Writing to the file failed; ``__cause__`` is the OSError."""
+
+
+def _disable_direct_io(fd: int) -> None:
+    fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_DIRECT)
+
+
+class WritePipeline:
+    """Stream ``data`` into ``fd`` while updating ``digests``; see module doc."""
+
+    def __init__(self, fd: int, digests: list[Any], direct: bool) -> None:
+        self.fd = fd
+        self.direct = direct and enable_direct_io(fd)
+        self.buffers = [mmap.mmap(-1, BUFFER_SIZE) for _ in range(BUFFERS)]
+        self.views = [memoryview(b) for b in self.buffers]
+        self.free: queue.SimpleQueue[int] = queue.SimpleQueue()
+        for i in range(BUFFERS):
+            self.free.put(i)
+        self.users = [0] * BUFFERS
+        self.lock = threading.Lock()
+        self.error: BaseException | None = None
+        self.offset = 0
+        self.queues: list[queue.SimpleQueue[tuple[int, int, int] | None]] = []
+        self.threads = []
+        for work in [*[self._digest_worker(d) for d in digests], self._write]:
+            q: queue.SimpleQueue[tuple[int, int, int] | None] = queue.SimpleQueue()
+            t = threading.Thread(target=self._run, args=(q, work), daemon=True)
+            self.queues.append(q)
+            self.threads.append(t)
+            t.start()
+
+    # -- workers -------------------------------------------------------------
+
+    def _digest_worker(self, digest: Any) -> Any:
+        def work(i: int, n: int, offset: int) -> None:
+            digest.update(self.views[i][:n])
+
+        return work
+
+    def _write(self, i: int, n: int, offset: int) -> None:
+        view = self.views[i][:n]
+        if self.direct:
+            aligned = n - n % ALIGN
+            done = 0
+            while done < aligned:
+                written = os.pwrite(self.fd, view[done:aligned], offset + done)
+                if written % ALIGN:  # a short, unaligned write: go buffered
+                    done += written
+                    break
+                done += written
+            if done < n:
+                _disable_direct_io(self.fd)
+                self.direct = False
+            view, offset = view[done:], offset + done
+        while view:
+            written = os.pwrite(self.fd, view, offset)
+            view, offset = view[written:], offset + written
+
+    def _run(self, q: Any, work: Any) -> None:
+        while (item := q.get()) is not None:
+            i, n, offset = item
+            try:
+                if self.error is None:
+                    work(i, n, offset)
+            except BaseException as exc:
+                # Its traceback's frames hold views of our buffers; drop them
+                # so that the buffers can be unmapped.
+                self.error = exc.with_traceback(None)
+            finally:
+                with self.lock:
+                    self.users[i] -= 1
+                    if self.users[i] == 0:
+                        self.free.put(i)
+
+    # -- the caller's side -----------------------------------------------------
+
+    def _dispatch(self, i: int, n: int) -> None:
+        self.users[i] = len(self.queues)
+        for q in self.queues:
+            q.put((i, n, self.offset))
+        self.offset += n
+
+    def _raise_worker_error(self) -> None:
+        if self.error is not None:
+            if isinstance(self.error, OSError):
+                raise WriteFailed(str(self.error)) from self.error
+            raise self.error
+
+    def _take(self) -> int:
+        i = self.free.get()
+        self._raise_worker_error()
+        return i
+
+    def run(
+        self,
+        head: list[bytes],
+        readinto: Any,
+        source: Any,
+        check: SizeCheck,
+        verifier: Any,
+    ) -> int:
+        """Write ``head`` (bytes already read and counted), then the rest.
+
+        The rest comes from ``readinto`` (a file's method) when there is one,
+        else from the iterator ``source``. Errors of the caller's stream
+        propagate as they are; a failed write raises WriteFailed.
+        """
+        i, filled = self._take(), 0
+        pending = list(head)
+        while True:
+            if pending:
+                chunk = memoryview(pending.pop(0))
+                take = min(len(chunk), BUFFER_SIZE - filled)
+                self.views[i][filled : filled + take] = chunk[:take]
+                if take < len(chunk):
+                    pending.insert(0, bytes(chunk[take:]))
+                n = take
+                counted = True  # head bytes were counted when read
+            elif readinto is not None:
+                n = readinto(self.views[i][filled:]) or 0
+                counted = False
+                if n == 0:
+                    break
+            else:
+                try:
+                    chunk_bytes = next(source)
+                except StopIteration:
+                    break
+                if not chunk_bytes:
+                    continue
+                check.add(len(chunk_bytes))
+                if verifier is not None:
+                    verifier.update(chunk_bytes)
+                pending.append(chunk_bytes)
+                continue
+            if not counted:
+                check.add(n)
+                if verifier is not None:
+                    verifier.update(bytes(self.views[i][filled : filled + n]))
+            filled += n
+            if filled == BUFFER_SIZE:
+                self._dispatch(i, filled)
+                i, filled = self._take(), 0
+        if filled:
+            self._dispatch(i, filled)
+        else:
+            self.free.put(i)
+        self.close()
+        self._raise_worker_error()
+        return check.finish()
+
+    def close(self) -> None:
+        """Stop the workers (after the queued buffers) and free the buffers."""
+        for q in self.queues:
+            q.put(None)
+        for t in self.threads:
+            t.join()
+        self.queues = []
+        for v in self.views:
+            v.release()
+        for b in self.buffers:
+            with contextlib.suppress(BufferError):  # still viewed: the GC unmaps
+                b.close()
+        self.views, self.buffers = [], []
