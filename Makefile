@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 DEMO_CONF := etc/fsstore-demo.conf
 FSSTORE := $(BIN)/fsstore --config-file $(DEMO_CONF)
 
-.PHONY: demo test stress lint format genconfig clean
+.PHONY: demo test stress bench bench-quick lint format genconfig clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,13 +32,25 @@ test: $(VENV)/.installed-test
 stress: $(VENV)/.installed-test
 	$(BIN)/python -m tests.stress
 
+# Side by side with glance_store 5.7.0 (its own venv under bench/) and the
+# machine's limits; writes bench/results/latest.md and chart.png.
+$(VENV)/.installed-bench: $(VENV)/.installed-test
+	$(BIN)/python -m pip install --quiet -e '.[test,s3,bench]'
+	touch $@
+
+bench: $(VENV)/.installed-bench
+	$(BIN)/python bench/run.py
+
+bench-quick: $(VENV)/.installed-bench
+	$(BIN)/python bench/run.py --quick
+
 lint: $(VENV)/.installed-test
-	$(BIN)/ruff check fsstore tests
-	$(BIN)/ruff format --check fsstore tests
+	$(BIN)/ruff check fsstore tests bench
+	$(BIN)/ruff format --check fsstore tests bench
 
 format: $(VENV)/.installed-test
-	$(BIN)/ruff format fsstore tests
-	$(BIN)/ruff check --fix fsstore tests
+	$(BIN)/ruff format fsstore tests bench
+	$(BIN)/ruff check --fix fsstore tests bench
 
 genconfig: $(VENV)/.installed
 	$(BIN)/oslo-config-generator --config-file etc/oslo-config-generator/fsstore.conf

@@ -1,0 +1,567 @@
+"""fsstore's benchmarks, side by side with glance_store and the machine's limits.
+
+    python bench/run.py [--quick]
+
+Everything is measured in one run, on the same data and machine: glance_store
+5.7.0 runs from its own venv (bench/.venv-glance, made here on first use,
+never a dependency of fsstore), each side in a fresh process per run, the
+two sides alternating. Every figure is the median of several runs; every
+comparison is a ratio of medians from this run. Writes bench/results/latest.md
+and bench/results/chart.png. Not a test: nothing here asserts timings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+WORK = BENCH / "work"
+RESULTS = BENCH / "results"
+GLANCE_VENV = BENCH / ".venv-glance"
+FSSTORE_PY = sys.executable
+MiB = 1024 * 1024
+
+
+@dataclasses.dataclass
+class Row:
+    case: str
+    fsstore: str
+    reference: str
+    ratio: float | None
+    target: str
+    met: bool | None
+
+    def markdown(self) -> str:
+        ratio = "" if self.ratio is None else f"{self.ratio:.2f}"
+        met = {True: "yes", False: "**no**", None: "-"}[self.met]
+        return (
+            f"| {self.case} | {self.fsstore} | {self.reference} | {ratio} | "
+            f"{self.target} | {met} |"
+        )
+
+
+def glance_python() -> str:
+    py = GLANCE_VENV / "bin" / "python"
+    if not (GLANCE_VENV / ".installed").exists():
+        subprocess.run([sys.executable, "-m", "venv", str(GLANCE_VENV)], check=True)
+        subprocess.run(
+            [str(py), "-m", "pip", "install", "--quiet", "glance_store==5.7.0"],
+            check=True,
+        )
+        (GLANCE_VENV / ".installed").touch()
+    return str(py)
+
+
+def side(python: str, case: str, *args: object) -> dict:
+    proc = subprocess.run(
+        [python, str(BENCH / "sides.py"), case, *map(str, args)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"{case} failed: {proc.stderr[-2000:]}")
+    return json.loads(proc.stdout.splitlines()[-1])
+
+
+def fresh(name: str) -> Path:
+    path = Path(tempfile.mkdtemp(prefix=f"{name}-", dir=WORK))
+    (path / "images").mkdir()
+    return path
+
+
+def mib_s(size: int, seconds: float) -> float:
+    return size / MiB / seconds
+
+
+def make_source(size: int) -> Path:
+    src = WORK / f"source-{size // MiB}m.bin"
+    if not src.exists() or src.stat().st_size != size:
+        with open(src, "wb") as f:
+            for _ in range(size // (4 * MiB)):
+                f.write(os.urandom(4 * MiB))
+    subprocess.run(["cat", str(src)], stdout=subprocess.DEVNULL, check=True)  # warm
+    return src
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values)
+
+
+# -- cases ------------------------------------------------------------------------------
+
+
+def adds(gpy: str, src: Path, runs: int, algo: str) -> tuple[float, float, float]:
+    """Median add throughput (MiB/s): fsstore (fsync on), glance_store, limit."""
+    size = src.stat().st_size
+    fs, gl, lim = [], [], []
+    for r in range(runs):
+        order = (
+            ["glance", "fsstore", "limit"]
+            if r % 2 == 0
+            else ["limit", "fsstore", "glance"]
+        )
+        for who in order:
+            d = fresh(who)
+            if who == "glance":
+                gl.append(
+                    mib_s(
+                        size,
+                        side(gpy, "glance-add", src, d / "images", algo)["seconds"],
+                    )
+                )
+            elif who == "fsstore":
+                fs.append(
+                    mib_s(
+                        size,
+                        side(FSSTORE_PY, "fsstore-add", src, d / "images", algo)[
+                            "seconds"
+                        ],
+                    )
+                )
+            else:
+                lim.append(
+                    mib_s(size, side(FSSTORE_PY, "limit", src, d / "out")["seconds"])
+                )
+            shutil.rmtree(d)
+    return median(fs), median(gl), median(lim)
+
+
+def gets(gpy: str, src: Path, runs: int) -> tuple[float, float, float]:
+    size = src.stat().st_size
+    d = fresh("get")
+    location = side(FSSTORE_PY, "fsstore-add", src, d / "images", "sha512")["location"]
+    path = location[len("file://") :]
+    subprocess.run(["cat", path], stdout=subprocess.DEVNULL, check=True)
+    fs, gl, cat = [], [], []
+    for r in range(runs):
+        order = (
+            ["glance", "fsstore", "cat"] if r % 2 == 0 else ["cat", "fsstore", "glance"]
+        )
+        for who in order:
+            if who == "glance":
+                gl.append(
+                    mib_s(
+                        size, side(gpy, "glance-get", d / "images", location)["seconds"]
+                    )
+                )
+            elif who == "fsstore":
+                fs.append(
+                    mib_s(
+                        size,
+                        side(FSSTORE_PY, "fsstore-get", d / "images", location)[
+                            "seconds"
+                        ],
+                    )
+                )
+            else:
+                start = time.perf_counter()
+                subprocess.run(["cat", path], stdout=subprocess.DEVNULL, check=True)
+                cat.append(mib_s(size, time.perf_counter() - start))
+    shutil.rmtree(d)
+    return median(fs), median(gl), median(cat)
+
+
+def small_adds(gpy: str, count: int, runs: int) -> dict[str, float]:
+    """Median per-add latency (us) of 4 KiB adds. No deletes between runs."""
+    lat: dict[str, list[float]] = {
+        k: [] for k in ("fsstore", "glance", "plain", "fsync", "four")
+    }
+    made = []
+    for r in range(runs):
+        order = list(lat) if r % 2 == 0 else list(reversed(lat))
+        for who in order:
+            d = fresh(f"small-{who}")
+            made.append(d)
+            if who == "glance":
+                out = side(gpy, "glance-small", d / "images", count, 4096)
+            elif who == "plain":
+                out = side(FSSTORE_PY, "plain-small", d / "images", count, 4096)
+            elif who == "four":
+                dirs = [d / f"dir{i}" for i in range(4)]
+                for x in dirs:
+                    x.mkdir()
+                out = side(
+                    FSSTORE_PY,
+                    "fsstore-small",
+                    ",".join(map(str, dirs)),
+                    count,
+                    4096,
+                    "false",
+                )
+            else:
+                out = side(
+                    FSSTORE_PY,
+                    "fsstore-small",
+                    d / "images",
+                    count,
+                    4096,
+                    "true" if who == "fsync" else "false",
+                )
+            lat[who].append(median(out["latencies"]) * 1e6)
+    for d in made:  # only now: deletes slow every later create on this ext4
+        shutil.rmtree(d)
+    return {k: median(v) for k, v in lat.items()}
+
+
+def cache_cases(driver: str, entries: int, reps: int) -> dict[str, float]:
+    sys.path.insert(0, str(ROOT))
+    from fsstore.cache import ImageCache
+    from fsstore.cache.sqlite import SqliteDriver
+    from fsstore.testing.cache_suite import make_cache_conf
+
+    d = fresh(f"cache-{driver}")
+    cache = ImageCache(make_cache_conf(d / "cache", driver))
+    data = os.urandom(MiB)
+    cache.cache_image_iter("hit", iter([data]))
+    path = d / "cache" / "hit"
+    out: dict[str, float] = {}
+    hit, plain = [], []
+    for r in range(reps):
+        for who in ("cache", "plain") if r % 2 == 0 else ("plain", "cache"):
+            start = time.perf_counter()
+            if who == "cache":
+                with cache.open_for_read("hit") as f:
+                    f.read()
+                hit.append(time.perf_counter() - start)
+            else:
+                with open(path, "rb") as f:
+                    f.read()
+                plain.append(time.perf_counter() - start)
+    out["hit_us"], out["plain_us"] = median(hit) * 1e6, median(plain) * 1e6
+    times = []
+    for _ in range(reps * 5):
+        start = time.perf_counter()
+        cache.is_cached("hit")
+        times.append(time.perf_counter() - start)
+    out["is_cached_us"] = median(times) * 1e6
+    # Populate entries as a cache written by Glance would look: files + records.
+    now = time.time()
+    rows = []
+    for i in range(entries):
+        name = f"e{i:06d}"
+        with open(d / "cache" / name, "wb") as f:
+            f.write(b"x" * 100)
+        if driver == "xattr":
+            os.setxattr(d / "cache" / name, "user.hits", b"0")
+        rows.append((name, now - i, now, 100, 0, None))
+    if isinstance(cache.driver, SqliteDriver):
+        db = cache.driver._db()
+        db.execute("BEGIN")
+        db.executemany("INSERT INTO cached_images VALUES (?, ?, ?, ?, ?, ?)", rows)
+        db.execute("COMMIT")
+    times = []
+    for _ in range(5):
+        start = time.perf_counter()
+        listed = cache.get_cached_images()
+        times.append(time.perf_counter() - start)
+    assert len(listed) == entries + 1
+    out["list_ms"] = median(times) * 1e3
+    small = ImageCache(make_cache_conf(d / "cache", driver, image_cache_max_size=0))
+    start = time.perf_counter()
+    pruned, _ = small.prune()
+    out["prune_s"] = time.perf_counter() - start
+    out["pruned"] = pruned
+    shutil.rmtree(d)
+    return out
+
+
+def fill_throughput(src: Path, runs: int) -> float:
+    """Read-through fill: a miss that streams from the store into the cache."""
+    sys.path.insert(0, str(ROOT))
+    from fsstore.cache import CachingStore, ImageCache
+    from fsstore.registry import StoreRegistry
+    from fsstore.testing.cache_suite import make_cache_conf
+
+    size = src.stat().st_size
+    speeds = []
+    for _ in range(runs):
+        d = fresh("fill")
+        conf = make_cache_conf(d / "cache", "sqlite")
+        conf.set_override(
+            "filesystem_store_datadir", str(d / "images"), group="glance_store"
+        )
+        registry = StoreRegistry(conf)
+        with open(src, "rb") as f:
+            result = registry.add("img", f, size)
+        caching = CachingStore(registry, ImageCache(conf))
+        start = time.perf_counter()
+        chunks, _ = caching.get("img", result.location, checksum=result.checksum)
+        for _chunk in chunks:
+            pass
+        speeds.append(mib_s(size, time.perf_counter() - start))
+        assert caching.cache.is_cached("img")
+        shutil.rmtree(d)
+    return median(speeds)
+
+
+def memory(src: Path) -> tuple[float, float]:
+    d = fresh("rss")
+    out = side(FSSTORE_PY, "fsstore-rss", src, d / "images")
+    fs = (out["peak_kib"] - out["baseline_kib"]) / 1024
+    shutil.rmtree(d)
+    server = subprocess.Popen(
+        [str(Path(FSSTORE_PY).with_name("moto_server")), "-H", "127.0.0.1", "-p", "0"],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    endpoint = None
+    for line in server.stderr:  # "Running on http://127.0.0.1:PORT"
+        if "Running on" in line:
+            endpoint = line.split("Running on ")[1].split()[0].rstrip("/")
+            break
+    try:
+        import threading
+
+        threading.Thread(target=server.stderr.read, daemon=True).start()
+        out = side(FSSTORE_PY, "s3-rss", src, endpoint, "bench")
+        s3 = (out["peak_kib"] - out["baseline_kib"]) / 1024
+    finally:
+        server.terminate()
+        server.wait()
+    return fs, s3
+
+
+# -- report -------------------------------------------------------------------------------
+
+
+def chart(rows: list[Row], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    shown = [r for r in rows if r.ratio is not None]
+    fig, ax = plt.subplots(figsize=(10, 0.45 * len(shown) + 1.5))
+    colors = ["tab:green" if r.met else "tab:red" for r in shown]
+    ax.barh([r.case for r in shown], [r.ratio for r in shown], color=colors)
+    for i, r in enumerate(shown):
+        ax.text(
+            r.ratio, i, f" {r.ratio:.2f} (target {r.target})", va="center", fontsize=8
+        )
+    ax.axvline(1.0, color="grey", linewidth=0.8)
+    ax.invert_yaxis()
+    ax.set_xlabel("ratio (green: target met)")
+    ax.set_title("fsstore vs glance_store 5.7.0 and the machine's limits")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="bench/run.py")
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="256 MiB instead of 1 GiB, fewer runs (< 2 minutes)",
+    )
+    args = parser.parse_args()
+    started = time.monotonic()
+    WORK.mkdir(exist_ok=True)
+    RESULTS.mkdir(exist_ok=True)
+    size = 256 * MiB if args.quick else 1024 * MiB
+    runs = 3 if args.quick else 5
+    gpy = glance_python()
+    src = make_source(size)
+    rows: list[Row] = []
+
+    fs, gl, lim = adds(gpy, src, runs, "sha512")
+    rows.append(
+        Row(
+            f"1. add {size // MiB} MiB md5+sha512 (fsync on) vs glance_store",
+            f"{fs:.0f} MiB/s",
+            f"{gl:.0f} MiB/s",
+            fs / gl,
+            ">= 2.0",
+            fs / gl >= 2.0,
+        )
+    )
+    rows.append(
+        Row(
+            "2. same add vs best buffered pass, no fsync (the limit)",
+            f"{fs:.0f} MiB/s",
+            f"{lim:.0f} MiB/s",
+            fs / lim,
+            ">= 0.9",
+            fs / lim >= 0.9,
+        )
+    )
+    fs256, gl256, _ = adds(gpy, src, runs, "sha256")
+    rows.append(
+        Row(
+            "3. add md5+sha256 (fsync on) vs glance_store",
+            f"{fs256:.0f} MiB/s",
+            f"{gl256:.0f} MiB/s",
+            fs256 / gl256,
+            "report",
+            None,
+        )
+    )
+    gfs, ggl, gcat = gets(gpy, src, runs)
+    rows.append(
+        Row(
+            f"4. get {size // MiB} MiB vs glance_store",
+            f"{gfs:.0f} MiB/s",
+            f"{ggl:.0f} MiB/s",
+            gfs / ggl,
+            ">= 1.0",
+            gfs / ggl >= 1.0,
+        )
+    )
+    rows.append(
+        Row(
+            "4. get vs cat file > /dev/null",
+            f"{gfs:.0f} MiB/s",
+            f"{gcat:.0f} MiB/s",
+            gfs / gcat,
+            ">= 1.0",
+            gfs / gcat >= 1.0,
+        )
+    )
+    count = 300 if args.quick else 1000
+    lat = small_adds(gpy, count, runs)
+    rows.append(
+        Row(
+            f"5. {count} adds of 4 KiB (fsync off) vs glance_store",
+            f"{lat['fsstore']:.0f} us",
+            f"{lat['glance']:.0f} us",
+            lat["fsstore"] / lat["glance"],
+            "<= 0.8",
+            lat["fsstore"] / lat["glance"] <= 0.8,
+        )
+    )
+    rows.append(
+        Row(
+            "5. same vs open('xb')+write+close with both hashes",
+            f"{lat['fsstore']:.0f} us",
+            f"{lat['plain']:.0f} us",
+            lat["fsstore"] / lat["plain"],
+            "<= 1.05",
+            lat["fsstore"] / lat["plain"] <= 1.05,
+        )
+    )
+    rows.append(
+        Row(
+            "5. 4 KiB adds with fsync on",
+            f"{lat['fsync']:.0f} us",
+            "",
+            None,
+            "report",
+            None,
+        )
+    )
+    rows.append(
+        Row(
+            "6. 4 KiB adds, four prioritized directories vs one",
+            f"{lat['four']:.0f} us",
+            f"{lat['fsstore']:.0f} us",
+            lat["four"] / lat["fsstore"],
+            "<= 1.05",
+            lat["four"] / lat["fsstore"] <= 1.05,
+        )
+    )
+    entries = 10000
+    for driver in ("sqlite", "xattr"):
+        c = cache_cases(driver, entries, 200 if args.quick else 1000)
+        rows.append(
+            Row(
+                f"7. {driver}: hit read of 1 MiB vs plain read",
+                f"{c['hit_us']:.0f} us",
+                f"{c['plain_us']:.0f} us",
+                c["hit_us"] / c["plain_us"],
+                "<= 1.5",
+                c["hit_us"] / c["plain_us"] <= 1.5,
+            )
+        )
+        rows.append(
+            Row(
+                f"7. {driver}: is_cached",
+                f"{c['is_cached_us']:.1f} us",
+                "",
+                None,
+                "<= 15 us",
+                c["is_cached_us"] <= 15,
+            )
+        )
+        rows.append(
+            Row(
+                f"7. {driver}: get_cached_images, {entries} entries",
+                f"{c['list_ms']:.1f} ms",
+                "",
+                None,
+                "<= 50 ms",
+                c["list_ms"] <= 50,
+            )
+        )
+        rows.append(
+            Row(
+                f"7. {driver}: prune of {c['pruned']} entries",
+                f"{c['prune_s']:.2f} s",
+                "",
+                None,
+                "<= 2 s",
+                c["prune_s"] <= 2,
+            )
+        )
+    fill = fill_throughput(src, 1 if args.quick else 3)
+    rows.append(
+        Row(
+            "7. read-through fill vs case 1 add",
+            f"{fill:.0f} MiB/s",
+            f"{fs:.0f} MiB/s",
+            fill / fs,
+            ">= 0.8",
+            fill / fs >= 0.8,
+        )
+    )
+    rss_fs, rss_s3 = memory(src)
+    rows.append(
+        Row(
+            f"8. peak RSS above baseline, add {size // MiB} MiB, filesystem",
+            f"{rss_fs:.0f} MiB",
+            "",
+            None,
+            "<= 64 MiB",
+            rss_fs <= 64,
+        )
+    )
+    rows.append(
+        Row(
+            f"8. peak RSS above baseline, add {size // MiB} MiB, S3 (moto)",
+            f"{rss_s3:.0f} MiB",
+            "",
+            None,
+            "<= 64 MiB",
+            rss_s3 <= 64,
+        )
+    )
+
+    took = time.monotonic() - started
+    header = (
+        f"fsstore benchmarks, {time.strftime('%Y-%m-%d %H:%M')}, "
+        f"{'quick' if args.quick else 'full'} run in {took:.0f} s: "
+        f"{os.cpu_count()} CPUs, Linux {platform.release()}, Python "
+        f"{platform.python_version()}; medians of {runs} runs, sides alternating.\n\n"
+        "| case | fsstore | reference | ratio | target | met |\n"
+        "|---|---:|---:|---:|---|---|\n"
+    )
+    table = header + "\n".join(r.markdown() for r in rows) + "\n"
+    (RESULTS / "latest.md").write_text(table)
+    chart(rows, RESULTS / "chart.png")
+    print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

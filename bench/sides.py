@@ -1,0 +1,267 @@
+"""One measurement, in a process of its own; prints a JSON result.
+
+    python bench/sides.py CASE ARGS...
+
+Run by bench/run.py with fsstore's venv for the fsstore side and the machine's
+limits, and with bench/.venv-glance (glance_store 5.7.0, nothing of fsstore)
+for the glance_store side. Only the operation itself is timed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import queue
+import resource
+import sys
+import threading
+import time
+
+
+def rss_kib() -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise RuntimeError("no VmRSS")
+
+
+def write_conf(path: str, sections: dict) -> str:
+    with open(path, "w") as f:
+        for name, options in sections.items():
+            f.write(f"[{name}]\n")
+            for key, value in options.items():
+                for v in value if isinstance(value, list) else [value]:
+                    f.write(f"{key} = {v}\n")
+    return path
+
+
+# -- glance_store --------------------------------------------------------------
+
+
+def glance_store_backend(datadir: str):
+    import glance_store.backend as backend
+    from oslo_config import cfg
+
+    conf = cfg.ConfigOpts()
+    backend.register_opts(conf)
+    path = write_conf(
+        os.path.join(datadir, "..", "glance.conf"),
+        {
+            "glance_store": {
+                "stores": "file",
+                "default_store": "file",
+                "filesystem_store_datadir": datadir,
+            }
+        },
+    )
+    conf(["--config-file", path], project="glance", default_config_files=[])
+    backend.create_stores(conf)
+    return conf, backend
+
+
+def glance_add(src: str, datadir: str, algo: str) -> dict:
+    conf, backend = glance_store_backend(datadir)
+    size = os.path.getsize(src)
+    with open(src, "rb") as f:
+        start = time.perf_counter()
+        location, *_ = backend.add_to_backend_with_multihash(conf, "img", f, size, algo)
+        seconds = time.perf_counter() - start
+    return {"seconds": seconds, "location": location}
+
+
+def glance_get(datadir: str, location: str) -> dict:
+    conf, backend = glance_store_backend(datadir)
+    start = time.perf_counter()
+    chunks, _ = backend.get_from_backend(location)
+    for _chunk in chunks:
+        pass
+    return {"seconds": time.perf_counter() - start}
+
+
+def glance_small(datadir: str, count: str, size: str) -> dict:
+    conf, backend = glance_store_backend(datadir)
+    data = os.urandom(int(size))
+    latencies = []
+    for i in range(int(count)):
+        start = time.perf_counter()
+        backend.add_to_backend_with_multihash(
+            conf, f"s{i}", io.BytesIO(data), len(data), "sha512"
+        )
+        latencies.append(time.perf_counter() - start)
+    return {"latencies": latencies}
+
+
+# -- fsstore ------------------------------------------------------------------------
+
+
+def fsstore_store(datadirs: list[str], fsync: str):
+    from oslo_config import cfg
+
+    from fsstore import register_opts
+    from fsstore.backends.filesystem import FilesystemStore
+
+    conf = cfg.ConfigOpts()
+    register_opts(conf)
+    path = write_conf(
+        os.path.join(datadirs[0], "..", "fsstore.conf"),
+        {
+            "glance_store": {
+                "filesystem_store_datadir": "",
+                "filesystem_store_datadirs": [
+                    f"{d}:{i}" for i, d in enumerate(datadirs)
+                ],
+                "filesystem_store_fsync": fsync,
+            }
+        },
+    )
+    conf(["--config-file", path], project="fsstore", default_config_files=[])
+    store = FilesystemStore(conf)
+    store.configure()
+    return store
+
+
+def fsstore_add(src: str, datadir: str, algo: str, fsync: str = "true") -> dict:
+    store = fsstore_store([datadir], fsync)
+    size = os.path.getsize(src)
+    with open(src, "rb") as f:
+        start = time.perf_counter()
+        result = store.add("img", f, size, hashing_algo=algo)
+        seconds = time.perf_counter() - start
+    return {"seconds": seconds, "location": result.location}
+
+
+def fsstore_get(datadir: str, location: str) -> dict:
+    store = fsstore_store([datadir], "true")
+    start = time.perf_counter()
+    chunks, _ = store.get(location)
+    for _chunk in chunks:
+        pass
+    return {"seconds": time.perf_counter() - start}
+
+
+def fsstore_small(dirs: str, count: str, size: str, fsync: str) -> dict:
+    store = fsstore_store(dirs.split(","), fsync)
+    data = os.urandom(int(size))
+    latencies = []
+    for i in range(int(count)):
+        start = time.perf_counter()
+        store.add(f"s{i}", io.BytesIO(data), len(data))
+        latencies.append(time.perf_counter() - start)
+    return {"latencies": latencies}
+
+
+def fsstore_rss(src: str, datadir: str) -> dict:
+    store = fsstore_store([datadir], "true")
+    baseline = rss_kib()
+    with open(src, "rb") as f:
+        store.add("img", f, os.path.getsize(src))
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return {"baseline_kib": baseline, "peak_kib": peak}
+
+
+def s3_rss(src: str, endpoint: str, bucket: str) -> dict:
+    from oslo_config import cfg
+
+    from fsstore import register_opts
+    from fsstore.backends.s3 import S3Store
+
+    conf = cfg.ConfigOpts()
+    register_opts(conf)
+    conf([], default_config_files=[])
+    for key, value in {
+        "s3_store_host": endpoint,
+        "s3_store_access_key": "bench",
+        "s3_store_secret_key": "bench",
+        "s3_store_bucket": bucket,
+        "s3_store_create_bucket_on_put": True,
+        "s3_store_bucket_url_format": "path",
+    }.items():
+        conf.set_override(key, value, group="glance_store")
+    store = S3Store(conf)
+    store.configure()
+    store.add("warm-up", iter([b"x"]), 1)
+    baseline = rss_kib()
+    with open(src, "rb") as f:
+        start = time.perf_counter()
+        store.add("img", f, 0)  # unknown size: streamed in parts
+        seconds = time.perf_counter() - start
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return {"baseline_kib": baseline, "peak_kib": peak, "seconds": seconds}
+
+
+# -- the machine's limits ---------------------------------------------------------------
+
+
+def limit_pass(src: str, out: str) -> dict:
+    """The best single pass read -> write -> MD5 + sha512: buffered, no fsync.
+
+    The two digests run in threads of their own while this thread reads and
+    writes, over 4 MiB chunks.
+    """
+    digests = [hashlib.md5(), hashlib.sha512()]
+    queues = [queue.SimpleQueue() for _ in digests]
+    done = [queue.SimpleQueue() for _ in digests]
+
+    def work(q, d, dq):
+        while (chunk := q.get()) is not None:
+            d.update(chunk)
+            dq.put(None)
+
+    threads = [
+        threading.Thread(target=work, args=(q, d, dq))
+        for q, d, dq in zip(queues, digests, done, strict=False)
+    ]
+    for t in threads:
+        t.start()
+    start = time.perf_counter()
+    in_flight = 0
+    with open(src, "rb", buffering=0) as f, open(out, "wb", buffering=0) as o:
+        while chunk := f.read(4 << 20):
+            for q in queues:
+                q.put(chunk)
+            o.write(chunk)
+            in_flight += 1
+            if in_flight > 3:  # bounded, as any real store must be
+                for dq in done:
+                    dq.get()
+                in_flight -= 1
+    for q in queues:
+        q.put(None)
+    for t in threads:
+        t.join()
+    seconds = time.perf_counter() - start
+    return {"seconds": seconds}
+
+
+def plain_small(directory: str, count: str, size: str) -> dict:
+    data = os.urandom(int(size))
+    latencies = []
+    for i in range(int(count)):
+        start = time.perf_counter()
+        md5, sha = hashlib.md5(data), hashlib.sha512(data)
+        with open(os.path.join(directory, f"p{i}"), "xb") as f:
+            f.write(data)
+        md5.hexdigest(), sha.hexdigest()
+        latencies.append(time.perf_counter() - start)
+    return {"latencies": latencies}
+
+
+CASES = {
+    "glance-add": glance_add,
+    "glance-get": glance_get,
+    "glance-small": glance_small,
+    "fsstore-add": fsstore_add,
+    "fsstore-get": fsstore_get,
+    "fsstore-small": fsstore_small,
+    "fsstore-rss": fsstore_rss,
+    "s3-rss": s3_rss,
+    "limit": limit_pass,
+    "plain-small": plain_small,
+}
+
+if __name__ == "__main__":
+    case, *args = sys.argv[1:]
+    print(json.dumps(CASES[case](*args)))
