@@ -567,7 +567,11 @@ class FilesystemStore(Store):
         hashing_algo: str,
         verifier: Verifier | None,
     ) -> AddResult:
-        self._check_absent(image_id)
+        if not 0 < size <= PIPELINE_THRESHOLD:
+            # Fail fast before streaming a large image; for a small one the
+            # publish step (link(2), and the check under the publish lock)
+            # finds a duplicate at no extra cost.
+            self._check_absent(image_id)
         datadir = self._choose_datadir(image_id, size)
         path = os.path.join(datadir.path, image_id)
         staging = _Staging(datadir)
@@ -656,10 +660,9 @@ class FilesystemStore(Store):
 
     def _choose_datadir(self, image_id: str, size: int) -> DataDir:
         for group in self._by_priority:
-            best = max(group, key=DataDir.free_bytes)
-            free = best.free_bytes()
+            free, i = max((d.free_bytes(), i) for i, d in enumerate(group))
             if free > 0 and free >= size:
-                return best
+                return group[i]
         raise exceptions.StorageFull(
             f"no data directory of store {self.name!r} has room for image "
             f"{image_id}" + (f" ({size} bytes)" if size else "")

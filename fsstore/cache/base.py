@@ -601,15 +601,17 @@ class CacheDriver:
     def entry_files(self) -> dict[str, os.stat_result]:
         """The entry files in the directory, by image id."""
         found = {}
-        for name in os.listdir(self.base_dir):
-            if not self.is_entry_name(name):
-                continue
-            try:
-                st = os.lstat(self.path(name))
-            except FileNotFoundError:
-                continue
-            if stat.S_ISREG(st.st_mode):
-                found[name] = st
+        is_entry_name = self.is_entry_name
+        with os.scandir(self.base_dir) as entries:
+            for entry in entries:
+                if not is_entry_name(entry.name):
+                    continue
+                try:
+                    st = entry.stat(follow_symlinks=False)
+                except FileNotFoundError:
+                    continue
+                if stat.S_ISREG(st.st_mode):
+                    found[entry.name] = st
         return found
 
     def check(self, fix: bool = False) -> list[Problem]:

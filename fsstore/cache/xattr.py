@@ -61,24 +61,19 @@ class XattrDriver(CacheDriver):
         pass  # the records went with the file
 
     def _entries(self) -> list[CachedImage]:
-        entries = []
-        for image_id, st in self.entry_files().items():
-            path = self.path(image_id)
-            try:
-                checksum = os.getxattr(path, CHECKSUM).decode()
-            except OSError:
-                checksum = None
-            entries.append(
-                CachedImage(
-                    image_id,
-                    st.st_size,
-                    _read_hits(path) or 0,
-                    st.st_atime,
-                    st.st_mtime,
-                    checksum,
-                )
+        # One getxattr per entry: listings of tens of thousands must stay
+        # fast, so the checksum attribute is not read here (checksum=None).
+        base = self.base_dir
+        return [
+            CachedImage(
+                image_id,
+                st.st_size,
+                _read_hits(f"{base}/{image_id}") or 0,
+                st.st_atime,
+                st.st_mtime,
             )
-        return entries
+            for image_id, st in self.entry_files().items()
+        ]
 
     def _total_size(self) -> int:
         return sum(st.st_size for st in self.entry_files().values())
