@@ -27,6 +27,8 @@ from typing import Any
 
 from fsstore.store import SizeCheck
 
+# Streams past this size are worth the threads and buffers.
+PIPELINE_THRESHOLD = 4 * 1024 * 1024
 BUFFER_SIZE = 4 * 1024 * 1024
 BUFFERS = 4
 ALIGN = 4096
@@ -65,6 +67,8 @@ class WritePipeline:
         self.lock = threading.Lock()
         self.error: BaseException | None = None
         self.offset = 0
+        self._current: int | None = None  # the buffer being filled
+        self._filled = 0
         self.queues: list[queue.SimpleQueue[tuple[int, int, int] | None]] = []
         self.threads = []
         for work in [*[self._digest_worker(d) for d in digests], self._write]:
@@ -136,6 +140,32 @@ class WritePipeline:
         self._raise_worker_error()
         return i
 
+    def feed(self, chunk: Any) -> None:
+        """Copy ``chunk`` into the buffers, handing on every full one."""
+        view = memoryview(chunk).cast("B")
+        while view:
+            if self._current is None:
+                self._current, self._filled = self._take(), 0
+            take = min(len(view), BUFFER_SIZE - self._filled)
+            start = self._filled
+            self.views[self._current][start : start + take] = view[:take]
+            self._filled += take
+            view = view[take:]
+            if self._filled == BUFFER_SIZE:
+                self._dispatch(self._current, self._filled)
+                self._current = None
+
+    def finish(self) -> None:
+        """Write out the last buffer, stop the workers, raise their error."""
+        if self._current is not None:
+            if self._filled:
+                self._dispatch(self._current, self._filled)
+            else:
+                self.free.put(self._current)
+            self._current = None
+        self.close()
+        self._raise_worker_error()
+
     def run(
         self,
         head: list[bytes],
@@ -150,48 +180,33 @@ class WritePipeline:
         else from the iterator ``source``. Errors of the caller's stream
         propagate as they are; a failed write raises WriteFailed.
         """
-        i, filled = self._take(), 0
-        pending = list(head)
-        while True:
-            if pending:
-                chunk = memoryview(pending.pop(0))
-                take = min(len(chunk), BUFFER_SIZE - filled)
-                self.views[i][filled : filled + take] = chunk[:take]
-                if take < len(chunk):
-                    pending.insert(0, bytes(chunk[take:]))
-                n = take
-                counted = True  # head bytes were counted when read
-            elif readinto is not None:
-                n = readinto(self.views[i][filled:]) or 0
-                counted = False
+        for chunk in head:
+            self.feed(chunk)
+        if readinto is None:
+            for chunk in source:
+                if not chunk:
+                    continue
+                check.add(len(chunk))
+                if verifier is not None:
+                    verifier.update(chunk)
+                self.feed(chunk)
+        else:
+            # Read straight into the buffers: no copy on the way.
+            while True:
+                if self._current is None:
+                    self._current, self._filled = self._take(), 0
+                start = self._filled
+                n = readinto(self.views[self._current][start:]) or 0
                 if n == 0:
                     break
-            else:
-                try:
-                    chunk_bytes = next(source)
-                except StopIteration:
-                    break
-                if not chunk_bytes:
-                    continue
-                check.add(len(chunk_bytes))
-                if verifier is not None:
-                    verifier.update(chunk_bytes)
-                pending.append(chunk_bytes)
-                continue
-            if not counted:
                 check.add(n)
                 if verifier is not None:
-                    verifier.update(bytes(self.views[i][filled : filled + n]))
-            filled += n
-            if filled == BUFFER_SIZE:
-                self._dispatch(i, filled)
-                i, filled = self._take(), 0
-        if filled:
-            self._dispatch(i, filled)
-        else:
-            self.free.put(i)
-        self.close()
-        self._raise_worker_error()
+                    verifier.update(bytes(self.views[self._current][start : start + n]))
+                self._filled += n
+                if self._filled == BUFFER_SIZE:
+                    self._dispatch(self._current, self._filled)
+                    self._current = None
+        self.finish()
         return check.finish()
 
     def close(self) -> None:
@@ -200,7 +215,7 @@ class WritePipeline:
             q.put(None)
         for t in self.threads:
             t.join()
-        self.queues = []
+        self.queues, self.threads = [], []
         for v in self.views:
             v.release()
         for b in self.buffers:

@@ -49,7 +49,7 @@ from oslo_config import cfg
 from fsstore import exceptions
 from fsstore.hashing import ImageHasher
 from fsstore.location import FileLocation, Location
-from fsstore.pipeline import WriteFailed, WritePipeline
+from fsstore.pipeline import PIPELINE_THRESHOLD, WriteFailed, WritePipeline
 from fsstore.store import (
     RESERVED_PREFIX,
     AddResult,
@@ -64,8 +64,6 @@ LOG = logging.getLogger(__name__)
 
 STAGING_DIR = RESERVED_PREFIX + "staging"
 PUBLISH_LOCK = RESERVED_PREFIX + "publish.lock"
-# Images past this size go through the parallel WritePipeline.
-PIPELINE_THRESHOLD = 4 * 1024 * 1024
 
 _STORAGE_FULL = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
 _WRITE_DENIED = {errno.EACCES, errno.EPERM, errno.EROFS}

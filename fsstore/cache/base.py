@@ -57,6 +57,7 @@ from oslo_config import cfg
 
 from fsstore import exceptions
 from fsstore.hashing import DEFAULT_HASHING_ALGO, ImageHasher
+from fsstore.pipeline import PIPELINE_THRESHOLD, WriteFailed, WritePipeline
 from fsstore.store import validate_image_id
 
 LOG = logging.getLogger(__name__)
@@ -117,22 +118,60 @@ class CacheWriter:
         self.checksum = ""
         self.published = False
         self.rejected: str | None = None  # why verification refused the data
+        self._head: list[bytes] = []
+        self._pipeline: WritePipeline | None = None
 
     def write(self, chunk: bytes) -> None:
-        """Add ``chunk``; never raises for a cache problem (caching stops instead)."""
+        """Add ``chunk``; never raises for a cache problem (caching stops instead).
+
+        The first PIPELINE_THRESHOLD bytes are held back; a larger image then
+        goes through the WritePipeline (digests and an O_DIRECT writer in
+        threads of their own), a smaller one is written at the end.
+        """
         if self.abandoned:
             return
         self.size += len(chunk)
         if self.size > self.driver.max_size:
-            self.abandoned = "larger than image_cache_max_size"
+            self.abandon("larger than image_cache_max_size")
             return
-        self.hasher.update(chunk)
         try:
-            view = memoryview(chunk)
-            while view:
-                view = view[os.write(self.fd, view) :]
-        except OSError as exc:
-            self.abandoned = f"write failed: {exc.strerror}"
+            if self._pipeline is not None:
+                self._pipeline.feed(chunk)
+                return
+            self._head.append(bytes(chunk))
+            if self.size > PIPELINE_THRESHOLD:
+                self._pipeline = WritePipeline(self.fd, self.hasher.digests(), True)
+                head, self._head = self._head, []
+                for piece in head:
+                    self._pipeline.feed(piece)
+        except WriteFailed as exc:
+            self.abandon(f"write failed: {exc}")
+
+    def finish(self) -> None:
+        """Write out whatever is held back; abandons on a write error."""
+        try:
+            if self._pipeline is not None:
+                self._pipeline.finish()
+                return
+            for piece in self._head:
+                self.hasher.update(piece)
+                view = memoryview(piece)
+                while view:
+                    view = view[os.write(self.fd, view) :]
+            self._head = []
+        except (WriteFailed, OSError) as exc:
+            self.abandon(f"write failed: {exc}")
+
+    def abandon(self, reason: str) -> None:
+        self.abandoned = reason
+        self.close()
+
+    def close(self) -> None:
+        """Stop any threads; the data written so far is left to the caller."""
+        if self._pipeline is not None:
+            self._pipeline.close()
+        self._head = []
+        self.hasher.close()
 
     def verify(self) -> str | None:
         """Why the data may not be published, or None when it may."""
@@ -428,15 +467,15 @@ class CacheDriver:
             try:
                 yield writer
             except GeneratorExit:
-                writer.hasher.close()
+                writer.close()
                 self._discard(image_id)
                 raise
             except BaseException as exc:
-                writer.hasher.close()
+                writer.close()
                 self._invalidate(image_id, f"stream failed: {exc!r}")
                 raise
+            writer.finish()
             if writer.abandoned:
-                writer.hasher.close()
                 LOG.info("not caching %s: %s", image_id, writer.abandoned)
                 self._discard(image_id)
                 return

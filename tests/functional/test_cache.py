@@ -327,3 +327,27 @@ def test_cache_from_an_unmodified_glance_sample(tmp_path, driver):
     assert cache.driver.max_size == 10737418240
     assert cache.cache_image_iter("img", iter([b"data"]), md5(b"data"))
     assert (tmp_path / "cache" / "img").read_bytes() == b"data"
+
+
+# -- large entries go through the write pipeline ----------------------------------------
+
+
+@pytest.mark.parametrize("driver", ["sqlite", "xattr"])
+def test_large_entries(tmp_path, driver):
+    cache = make(tmp_path / "cache", driver, image_cache_max_size=20 * 2**20)
+    data = payload(12 * 2**20 + 5, seed=3)
+    chunks = [data[i : i + 65536] for i in range(0, len(data), 65536)]
+    assert cache.cache_image_iter("big", iter(chunks), md5(data))
+    with cache.open_for_read("big") as f:
+        assert f.read() == data
+    assert not cache.cache_image_iter("bad", iter(chunks), md5(b"other"))
+    assert os.listdir(tmp_path / "cache" / "invalid") == ["bad"]
+    # Past the limit only once streaming: abandoned midway, nothing kept.
+    huge = payload(24 * 2**20, seed=4)
+    it = cache.get_caching_iter(
+        "huge", md5(huge), iter([huge[: 12 * 2**20], huge[12 * 2**20 :]])
+    )
+    assert b"".join(it) == huge
+    assert not cache.is_cached("huge")
+    assert os.listdir(tmp_path / "cache" / "incomplete") == []
+    assert [r.image_id for r in cache.get_cached_images()] == ["big"]
