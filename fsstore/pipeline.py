@@ -177,16 +177,14 @@ class WritePipeline:
         """Write ``head`` (bytes already read and counted), then the rest.
 
         The rest comes from ``readinto`` (a file's method) when there is one,
-        else from the iterator ``source``. Errors of the caller's stream
-        propagate as they are; a failed write raises WriteFailed.
+        counted against ``check`` here, else from ``source``, an iterator that
+        checks and counts as it goes (read_chunks). Errors of the caller's
+        stream propagate as they are; a failed write raises WriteFailed.
         """
         for chunk in head:
             self.feed(chunk)
         if readinto is None:
             for chunk in source:
-                if not chunk:
-                    continue
-                check.add(len(chunk))
                 if verifier is not None:
                     verifier.update(chunk)
                 self.feed(chunk)

@@ -112,18 +112,24 @@ class SizeCheck:
 
 
 def read_chunks(
-    data: Any, chunk_size: int, image_id: str, expected_size: int = 0
+    data: Any,
+    chunk_size: int,
+    image_id: str,
+    expected_size: int = 0,
+    check: SizeCheck | None = None,
 ) -> Iterator[bytes]:
     """Chunks of ``data`` (a file-like object or an iterable of bytes).
 
     With ``expected_size > 0`` the stream must hold exactly that many bytes:
     an overrun raises :class:`Invalid` before the excess is yielded, an
-    underrun at the end.
+    underrun at the end. Pass ``check`` to go on counting elsewhere after
+    leaving the loop early.
     """
     read = getattr(data, "read", None)
     source: Iterable[bytes]
     source = iter(lambda: read(chunk_size), b"") if read is not None else data
-    check = SizeCheck(image_id, expected_size)
+    if check is None:
+        check = SizeCheck(image_id, expected_size)
     for chunk in source:
         if not chunk:
             continue
@@ -134,6 +140,19 @@ def read_chunks(
         check.add(len(chunk))
         yield chunk
     check.finish()
+
+
+def range_length(size: int, offset: int, chunk_size: int | None, what: str) -> int:
+    """Length of the range ``offset``/``chunk_size`` of ``size`` bytes.
+
+    An offset at or past the end of a non-empty image is Invalid.
+    """
+    if offset and offset >= size:
+        raise exceptions.Invalid(
+            f"offset {offset} is past the end of {what} ({size} bytes)"
+        )
+    length = size - offset
+    return length if chunk_size is None else min(length, chunk_size)
 
 
 class FileChunkIterator:

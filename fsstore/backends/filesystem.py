@@ -57,6 +57,8 @@ from fsstore.store import (
     SizeCheck,
     Store,
     Verifier,
+    range_length,
+    read_chunks,
     validate_image_id,
 )
 
@@ -529,14 +531,7 @@ class FilesystemStore(Store):
                 raise exceptions.Forbidden(
                     f"location {location.uri} is not an image file"
                 )
-            size = st.st_size
-            if offset and offset >= size:
-                raise exceptions.Invalid(
-                    f"offset {offset} is past the end of {location.uri} ({size} bytes)"
-                )
-            length = size - offset
-            if chunk_size is not None:
-                length = min(length, chunk_size)
+            length = range_length(st.st_size, offset, chunk_size, location.uri)
             os.posix_fadvise(fd, offset, length, os.POSIX_FADV_SEQUENTIAL)
         except BaseException:
             os.close(fd)
@@ -611,20 +606,12 @@ class FilesystemStore(Store):
         through the WritePipeline. Thin provisioning writes inline.
         """
         readinto = getattr(data, "readinto", None)
-        read = getattr(data, "read", None)
-        source = iter(lambda: read(self.chunk_size), b"") if read else iter(data)
         check = SizeCheck(image_id, size)
+        chunks = read_chunks(data, self.chunk_size, image_id, size, check)
         head: list[bytes] = []
         head_size = 0
         use_pipeline = not self.thin and (size == 0 or size > PIPELINE_THRESHOLD)
-        for chunk in source:
-            if not chunk:
-                continue
-            if not isinstance(chunk, (bytes, bytearray, memoryview)):
-                raise exceptions.Invalid(
-                    f"image {image_id}: data must be bytes, not {type(chunk).__name__}"
-                )
-            check.add(len(chunk))
+        for chunk in chunks:
             if verifier is not None:
                 verifier.update(chunk)
             if not use_pipeline:
@@ -636,7 +623,11 @@ class FilesystemStore(Store):
             if head_size >= PIPELINE_THRESHOLD:
                 pipeline = WritePipeline(fd, hasher.digests(), direct=True)
                 try:
-                    return pipeline.run(head, readinto, source, check, verifier)
+                    # A file is read straight into the pipeline's buffers;
+                    # anything else goes on through the checking iterator.
+                    return pipeline.run(
+                        head, readinto, None if readinto else chunks, check, verifier
+                    )
                 except WriteFailed as exc:
                     cause = exc.__cause__
                     assert isinstance(cause, OSError)
@@ -650,9 +641,7 @@ class FilesystemStore(Store):
 
     def _check_absent(self, image_id: str) -> None:
         for d in self.datadirs:
-            try:
-                os.stat(image_id, dir_fd=d.fd, follow_symlinks=False)
-            except FileNotFoundError:
+            if not os.access(image_id, os.F_OK, dir_fd=d.fd, follow_symlinks=False):
                 continue
             raise exceptions.Duplicate(f"image {image_id} already exists in {d.path}")
 

@@ -51,7 +51,7 @@ import secrets
 import stat
 import time
 from collections.abc import Iterator
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, NamedTuple
 
 from oslo_config import cfg
 
@@ -70,8 +70,9 @@ GLANCE_DB_LOCK = "image_cache_db_init"
 SUBDIRS = (INCOMPLETE, INVALID, QUEUE)
 
 
-@dataclasses.dataclass(frozen=True)
-class CachedImage:
+class CachedImage(NamedTuple):
+    """One cached image, as get_cached_images() lists it."""
+
     image_id: str
     size: int
     hits: int
@@ -80,7 +81,7 @@ class CachedImage:
     checksum: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        return self._asdict()
 
 
 @dataclasses.dataclass(frozen=True)

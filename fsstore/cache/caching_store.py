@@ -9,7 +9,7 @@ from fsstore import exceptions
 from fsstore.cache.image_cache import READ_CHUNK, ImageCache
 from fsstore.hashing import DEFAULT_HASHING_ALGO
 from fsstore.registry import StoreRegistry
-from fsstore.store import FileChunkIterator, validate_image_id
+from fsstore.store import FileChunkIterator, range_length, validate_image_id
 
 
 class CachingStore:
@@ -58,13 +58,7 @@ class CachingStore:
         fd = self.cache.driver.open_entry(image_id)
         try:
             size = os.fstat(fd).st_size
-            if offset and offset >= size:
-                raise exceptions.Invalid(
-                    f"offset {offset} is past the end of image {image_id} ({size} bytes)"
-                )
-            length = size - offset
-            if chunk_size is not None:
-                length = min(length, chunk_size)
+            length = range_length(size, offset, chunk_size, f"image {image_id}")
         except BaseException:
             os.close(fd)
             raise
