@@ -120,3 +120,29 @@ class S3Location(Location):
     def uri(self) -> str:
         key = urllib.parse.quote(self.key, safe="")
         return f"{self.scheme}://{self.host}/{self.bucket}/{key}"
+
+
+@dataclasses.dataclass(frozen=True)
+class HttpLocation(Location):
+    """``http://`` or ``https://`` URL of an image served by a web server."""
+
+    url: str
+
+    @classmethod
+    def from_uri(cls, uri: str) -> HttpLocation:
+        scheme, rest = split_scheme(uri)
+        shown = redact(uri)
+        if scheme not in ("http", "https"):
+            raise BadStoreUri(f"location {shown!r} is not an http(s):// URL")
+        parsed = urllib.parse.urlsplit(uri)
+        if not parsed.hostname:
+            raise BadStoreUri(f"location {shown!r} has no host")
+        if parsed.username is not None or parsed.password is not None:
+            raise BadStoreUri(
+                f"location {shown!r} carries credentials, which are not supported"
+            )
+        return cls(scheme=scheme, url=uri)
+
+    @property
+    def uri(self) -> str:
+        return self.url

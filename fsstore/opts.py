@@ -13,7 +13,7 @@ STORE_GROUP = "glance_store"
 STORE_OPTS = [
     cfg.ListOpt(
         "stores",
-        default=["file"],
+        default=["file", "http"],
         help="Single-store mode: the store drivers to load, by their name in the "
         "fsstore.backends entry-point namespace.",
     ),
@@ -75,9 +75,9 @@ CACHE_OPTS = [
 
 def builtin_store_opts() -> list[cfg.Opt]:
     """Options of the store drivers shipped with fsstore."""
-    from fsstore.backends import filesystem, s3
+    from fsstore.backends import filesystem, http, s3
 
-    return [*filesystem.OPTIONS, *s3.OPTIONS]
+    return [*filesystem.OPTIONS, *s3.OPTIONS, *http.OPTIONS]
 
 
 def list_opts() -> list[tuple[str | None, list[cfg.Opt]]]:

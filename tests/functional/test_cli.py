@@ -146,7 +146,9 @@ def test_stores(conf, tmp_path):
     assert "file (default): driver file, schemes file" in text
     assert f"{tmp_path}/hi  priority 200  free " in text
     records = json.loads(ok(*conf, "stores", "--format", "json").stdout)
-    assert [r["name"] for r in records] == ["file"]
+    assert [r["name"] for r in records] == ["file", "http"]  # glance_store's default
+    assert records[1]["schemes"] == ["http", "https"]
+    assert records[1]["capabilities"] == ["read"]
     dirs = records[0]["datadirs"]
     assert [(d["path"], d["priority"]) for d in dirs] == [
         (f"{tmp_path}/hi", 200),

@@ -234,4 +234,4 @@ def test_register_opts_covers_the_cache_and_is_idempotent():
     assert conf.image_cache_driver == "sqlite"
     assert conf.image_cache_max_size == 10 * 1024**3
     assert conf.glance_store.filesystem_store_chunk_size == 65536
-    assert conf.glance_store.stores == ["file"]
+    assert conf.glance_store.stores == ["file", "http"]

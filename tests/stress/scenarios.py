@@ -503,7 +503,7 @@ def hostile_locations(data: Path, outside: Path) -> list[str]:
         f"file://{data}/%2e%2e/outside/secret",
         "swift://container/object",
         "rbd://pool/image",
-        "http://example/x",
+        "ftp://example/x",
         "no-scheme",
         "://x",
         "1abc://x",
