@@ -46,36 +46,41 @@ class Verifier(Protocol):
     def update(self, chunk: bytes) -> None: ...
 
 
-def validate_image_id(image_id: object) -> str:
-    """Return ``image_id`` if it is safe as a single file name, else raise.
+def image_id_problem(image_id: object) -> str | None:
+    """Why ``image_id`` is not safe as a single file name, or None if it is.
 
-    Refused, before anything touches a disk: non-strings, the empty string,
-    more than 255 bytes of UTF-8, ``/`` or NUL, ``.`` and ``..``, and the
-    reserved prefix ``.fsstore-``.
+    Refused: non-strings, the empty string, more than 255 bytes of UTF-8,
+    ``/`` or NUL, ``.`` and ``..``, and the reserved prefix ``.fsstore-``.
     """
     if not isinstance(image_id, str):
-        raise exceptions.Invalid(
-            f"image id must be a string, not {type(image_id).__name__}"
-        )
+        return f"image id must be a string, not {type(image_id).__name__}"
     if not image_id:
-        raise exceptions.Invalid("image id must not be empty")
-    try:
-        encoded = image_id.encode("utf-8")
-    except UnicodeEncodeError:
-        raise exceptions.Invalid(f"image id {image_id!r} is not valid UTF-8") from None
-    if len(encoded) > MAX_IMAGE_ID_BYTES:
-        raise exceptions.Invalid(
-            f"image id is {len(encoded)} bytes long; the limit is {MAX_IMAGE_ID_BYTES}"
-        )
+        return "image id must not be empty"
     if "/" in image_id or "\0" in image_id:
-        raise exceptions.Invalid(f"image id {image_id!r} contains '/' or a NUL byte")
+        return f"image id {image_id!r} contains '/' or a NUL byte"
     if image_id in (".", ".."):
-        raise exceptions.Invalid(f"image id {image_id!r} is not allowed")
+        return f"image id {image_id!r} is not allowed"
     if image_id.startswith(RESERVED_PREFIX):
-        raise exceptions.Invalid(
-            f"image id {image_id!r} uses the reserved prefix {RESERVED_PREFIX!r}"
-        )
-    return image_id
+        return f"image id {image_id!r} uses the reserved prefix {RESERVED_PREFIX!r}"
+    if image_id.isascii():
+        size = len(image_id)
+    else:
+        try:
+            size = len(image_id.encode("utf-8"))
+        except UnicodeEncodeError:
+            return f"image id {image_id!r} is not valid UTF-8"
+    if size > MAX_IMAGE_ID_BYTES:
+        return f"image id is {size} bytes long; the limit is {MAX_IMAGE_ID_BYTES}"
+    return None
+
+
+def validate_image_id(image_id: object) -> str:
+    """Return ``image_id`` if it is safe as a single file name, else raise
+    Invalid, before anything touches a disk (see image_id_problem)."""
+    problem = image_id_problem(image_id)
+    if problem is not None:
+        raise exceptions.Invalid(problem)
+    return image_id  # type: ignore[return-value]
 
 
 def validate_size(size: object) -> int:

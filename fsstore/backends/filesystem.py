@@ -57,9 +57,9 @@ from fsstore.store import (
     SizeCheck,
     Store,
     Verifier,
+    image_id_problem,
     range_length,
     read_chunks,
-    validate_image_id,
 )
 
 LOG = logging.getLogger(__name__)
@@ -464,9 +464,7 @@ class FilesystemStore(Store):
             return None
         path = os.path.normpath(location.path)
         parent, name = os.path.split(path)
-        try:
-            validate_image_id(name)
-        except exceptions.Invalid:
+        if image_id_problem(name) is not None:
             return None
         for d in self.datadirs:
             if parent == d.path:

@@ -58,7 +58,7 @@ from oslo_config import cfg
 from fsstore import exceptions
 from fsstore.hashing import DEFAULT_HASHING_ALGO, ImageHasher
 from fsstore.pipeline import PIPELINE_THRESHOLD, WriteFailed, WritePipeline
-from fsstore.store import validate_image_id
+from fsstore.store import image_id_problem, validate_image_id
 
 LOG = logging.getLogger(__name__)
 
@@ -241,11 +241,7 @@ class CacheDriver:
         return names
 
     def is_entry_name(self, name: str) -> bool:
-        try:
-            validate_image_id(name)
-        except exceptions.Invalid:
-            return False
-        return name not in self._reserved
+        return name not in self._reserved and image_id_problem(name) is None
 
     def path(self, image_id: str, sub: str = "") -> str:
         assert self.base_dir is not None
@@ -395,11 +391,10 @@ class CacheDriver:
             raise
         return fd
 
-    @contextlib.contextmanager
-    def open_for_read(self, image_id: str) -> Iterator[BinaryIO]:
-        """The cached image, open for reading; counts a hit."""
-        with os.fdopen(self.open_entry(image_id), "rb") as f:
-            yield f
+    def open_for_read(self, image_id: str) -> BinaryIO:
+        """The cached image as a file open for reading (a context manager);
+        counts a hit."""
+        return os.fdopen(self.open_entry(image_id), "rb")
 
     # -- writing -------------------------------------------------------------
 
