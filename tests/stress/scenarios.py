@@ -16,7 +16,7 @@ from fsstore import exceptions
 from fsstore.cache import CachingStore, ImageCache, Prefetcher
 from fsstore.registry import StoreRegistry
 from fsstore.testing.cache_suite import make_cache_conf
-from tests.helpers import is_root, load_conf, tmpfs, tree, write_conf
+from tests.helpers import is_root, load_conf, tmpfs, write_conf
 from tests.stress.common import (
     KiB,
     MiB,
@@ -791,6 +791,3 @@ def run_all(workdir: Path, quick: bool = False) -> list[Result]:
         r.figures["seconds"] = round(time.monotonic() - started, 1)
         results.append(r)
     return results
-
-
-__all__ = ["run_all", "tree"]
