@@ -345,7 +345,9 @@ def chart(rows: list[Row], path: Path) -> None:
 
     shown = [r for r in rows if r.ratio is not None]
     fig, ax = plt.subplots(figsize=(10, 0.45 * len(shown) + 1.5))
-    colors = ["tab:green" if r.met else "tab:red" for r in shown]
+    colors = [
+        {True: "tab:green", False: "tab:red", None: "tab:grey"}[r.met] for r in shown
+    ]
     ax.barh([r.case for r in shown], [r.ratio for r in shown], color=colors)
     for i, r in enumerate(shown):
         ax.text(
@@ -353,7 +355,7 @@ def chart(rows: list[Row], path: Path) -> None:
         )
     ax.axvline(1.0, color="grey", linewidth=0.8)
     ax.invert_yaxis()
-    ax.set_xlabel("ratio (green: target met)")
+    ax.set_xlabel("ratio (green: target met, red: missed, grey: reported)")
     ax.set_title("fsstore vs glance_store 5.7.0 and the machine's limits")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
