@@ -72,6 +72,12 @@ class _CountingReader:
         self._bar.update(len(chunk))
         return chunk
 
+    def readinto(self, buffer: Any) -> int:
+        # Lets the store read large images straight into its buffers.
+        n = self._f.readinto(buffer) or 0
+        self._bar.update(n)
+        return n
+
 
 def _print(args: argparse.Namespace, record: dict[str, Any], text: str) -> None:
     if args.format == "json":

@@ -269,3 +269,16 @@ def test_bad_configuration_is_one_line(tmp_path, options, match):
         options["filesystem_store_datadir"] = str(tmp_path / "images")
     path = write_conf(tmp_path / "bad.conf", {"glance_store": options})
     fails(2, "--config-file", str(path), "stores", match=match)
+
+
+def test_large_file_with_progress(conf, tmp_path):
+    # Past 4 MiB the store reads the file straight into its pipeline's
+    # buffers, through the progress bar's readinto.
+    data = payload(9 * 1024 * 1024 + 17, seed=6)
+    src = tmp_path / "large.raw"
+    src.write_bytes(data)
+    proc = ok(*conf, "--format", "json", "add", "--progress", str(src))
+    record = json.loads(proc.stdout)
+    assert record["checksum"] == hashlib.md5(data).hexdigest()
+    assert b"add" in proc.stderr  # the bar was shown
+    assert ok(*conf, "get", record["location"]).stdout == data

@@ -68,15 +68,13 @@ def test_hasher_refuses_unusable_algorithms(algo):
 
 
 def test_hasher_close_stops_threads():
-    import threading
-
-    before = threading.active_count()
     hasher = ImageHasher()
     for _ in range(40):
         hasher.update(bytes(65536))
-    assert threading.active_count() == before + 2
+    threads = [t._thread for t in hasher._threads]
+    assert len(threads) == 2 and all(t.is_alive() for t in threads)
     hasher.close()
-    assert threading.active_count() == before
+    assert not any(t.is_alive() for t in threads)
 
 
 @pytest.mark.parametrize(
