@@ -37,11 +37,12 @@ class CachingStore:
         chunk_size: int | None = None,
     ) -> tuple[Iterator[bytes], int]:
         validate_image_id(image_id)
-        if self.cache.is_cached(image_id):
-            try:
-                return self._from_cache(image_id, offset, chunk_size)
-            except exceptions.NotFound:
-                pass  # evicted between the check and the open: read through
+        try:
+            # Opening is the check: a separate is_cached() would cost a
+            # second lookup on every hit, and could be stale by the open.
+            return self._from_cache(image_id, offset, chunk_size)
+        except exceptions.NotFound:
+            pass  # not cached: read through
         chunks, length = self.registry.get(location, offset, chunk_size)
         if offset or chunk_size is not None or not (checksum or multihash):
             return chunks, length
