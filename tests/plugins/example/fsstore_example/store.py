@@ -17,7 +17,7 @@ from oslo_config import cfg
 from fsstore import exceptions
 from fsstore.hashing import ImageHasher
 from fsstore.location import Location, split_scheme
-from fsstore.store import AddResult, Store, Verifier, read_chunks
+from fsstore.store import AddResult, Store, Verifier, range_length, read_chunks
 
 OPTIONS = [
     cfg.IntOpt(
@@ -105,15 +105,10 @@ class MemoryStore(Store):
         self, location: Location, offset: int, chunk_size: int | None
     ) -> tuple[Iterator[bytes], int]:
         body = self._body(location)
-        if offset and offset >= len(body):
-            raise exceptions.Invalid(
-                f"offset {offset} is past the end of {location.uri}"
-            )
-        end = len(body) if chunk_size is None else min(len(body), offset + chunk_size)
-        view = body[offset:end]
-        return iter([view[i : i + 65536] for i in range(0, len(view), 65536)]), len(
-            view
-        )
+        length = range_length(len(body), offset, chunk_size, location.uri)
+        view = body[offset : offset + length]
+        chunks = [view[i : i + 65536] for i in range(0, len(view), 65536)]
+        return iter(chunks), length
 
     def _get_size(self, location: Location) -> int:
         return len(self._body(location))
