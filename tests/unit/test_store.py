@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import errno
+import gc
 import hashlib
 import io
+import os
 
 import pytest
 
 from fsstore import exceptions
 from fsstore.hashing import THREADED_THRESHOLD, ImageHasher
 from fsstore.location import FileLocation, split_scheme
-from fsstore.store import Store, read_chunks, validate_image_id
+from fsstore.store import FileChunkIterator, Store, read_chunks, validate_image_id
 from fsstore.testing.suite import HOSTILE_IDS
 
 
@@ -103,3 +106,42 @@ def test_base_store_is_abstract():
         store.add("x", iter([b""]), 0)
     with pytest.raises(NotImplementedError):
         store.get("file:///x")
+
+
+def _is_open(fd: int) -> bool:
+    try:
+        os.fstat(fd)
+    except OSError as exc:
+        assert exc.errno == errno.EBADF
+        return False
+    return True
+
+
+@pytest.fixture
+def image_fd(tmp_path):
+    path = tmp_path / "img"
+    path.write_bytes(bytes(range(256)) * 1000)
+    return os.open(path, os.O_RDONLY)
+
+
+def test_file_chunks_outlive_the_iterator_object(image_fd):
+    # The loop holds only what iter() returned: the file must stay open.
+    chunks = [c for c in FileChunkIterator(image_fd, 10, 256_000 - 20, 4096)]
+    assert b"".join(chunks) == (bytes(range(256)) * 1000)[10:-10]
+    assert [len(c) for c in chunks[:-1]] == [4096] * (len(chunks) - 1)
+    assert not _is_open(image_fd)
+
+
+def test_file_chunks_close_early_and_when_dropped(image_fd):
+    it = FileChunkIterator(image_fd, 0, 256_000, 4096)
+    assert next(it) == bytes(range(256)) * 16
+    it.close()
+    assert not _is_open(image_fd)
+    assert list(it) == []
+
+    fd = os.open(os.devnull, os.O_RDONLY)
+    unstarted = FileChunkIterator(fd, 0, 1, 1)
+    assert _is_open(fd)
+    del unstarted
+    gc.collect()
+    assert not _is_open(fd)
