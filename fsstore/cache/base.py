@@ -36,7 +36,8 @@ Locking protocol:
   ``incomplete/`` file whose lock it can take, however young, and never one a
   live writer holds.
 * Readers open an entry and keep reading it even if it is evicted meanwhile:
-  eviction unlinks, and an open file lives on.
+  eviction unlinks, and an open file lives on. A hit may be recorded after
+  its entry was evicted; drivers make that a no-op.
 """
 
 from __future__ import annotations
@@ -56,6 +57,7 @@ from typing import Any, BinaryIO, NamedTuple
 from oslo_config import cfg
 
 from fsstore import exceptions
+from fsstore.cache.hits import RECORDER, HitCountingReader
 from fsstore.hashing import DEFAULT_HASHING_ALGO, ImageHasher
 from fsstore.pipeline import PIPELINE_THRESHOLD, WriteFailed, WritePipeline
 from fsstore.store import image_id_problem, validate_image_id
@@ -376,14 +378,17 @@ class CacheDriver:
 
     # -- reading -------------------------------------------------------------
 
-    def open_entry(self, image_id: str) -> int:
-        """A file descriptor of the cached image; counts a hit."""
+    def _open_entry(self, image_id: str) -> int:
         if not self.is_entry_name(self._checked(image_id)):
             raise exceptions.NotFound(f"image {image_id} is not cached")
         try:
-            fd = os.open(self.path(image_id), os.O_RDONLY | os.O_NOFOLLOW)
+            return os.open(self.path(image_id), os.O_RDONLY | os.O_NOFOLLOW)
         except FileNotFoundError:
             raise exceptions.NotFound(f"image {image_id} is not cached") from None
+
+    def open_entry(self, image_id: str) -> int:
+        """A file descriptor of the cached image; counts a hit first."""
+        fd = self._open_entry(image_id)
         try:
             self._count_hit(image_id, fd)
         except BaseException:
@@ -392,9 +397,18 @@ class CacheDriver:
         return fd
 
     def open_for_read(self, image_id: str) -> BinaryIO:
-        """The cached image as a file open for reading (a context manager);
-        counts a hit."""
-        return os.fdopen(self.open_entry(image_id), "rb")
+        """The cached image as a file open for reading (a context manager).
+
+        The hit is recorded while the caller reads (see ``hits``); closing the
+        file waits for it and raises its error, if any.
+        """
+        fd = self._open_entry(image_id)
+        try:
+            pending = RECORDER.submit(self._count_hit, image_id, fd)
+        except BaseException:
+            os.close(fd)
+            raise
+        return HitCountingReader(fd, pending)
 
     # -- writing -------------------------------------------------------------
 

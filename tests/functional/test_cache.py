@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import os
+import signal
 import sqlite3
 import subprocess
+import threading
 import time
 from pathlib import Path
 
@@ -13,6 +15,7 @@ import pytest
 
 from fsstore import exceptions
 from fsstore.cache import CachingStore, ImageCache, Prefetcher
+from fsstore.cache.hits import RECORDER
 from fsstore.registry import StoreRegistry
 from fsstore.testing.cache_suite import make_cache_conf, md5
 from fsstore.testing.suite import payload
@@ -188,6 +191,67 @@ def test_invalid_entry_records_its_error(tmp_path):
     cache.cache_image_iter("bad", iter([b"data"]), checksum="0" * 32)
     error = os.getxattr(tmp_path / "invalid" / "bad", "user.error").decode()
     assert "does not match" in error
+
+
+# -- hits recorded while the reader reads ---------------------------------------------
+
+
+@pytest.mark.parametrize("driver", ["sqlite", "xattr"])
+def test_hits_from_many_threads_are_all_recorded_by_close(tmp_path, driver):
+    cache = make(tmp_path, driver)
+    cache.cache_image_iter("hot", iter([b"x" * 4096]))
+
+    def read_many() -> None:
+        for _ in range(50):
+            with cache.open_for_read("hot") as f:
+                assert f.read() == b"x" * 4096
+
+    threads = [threading.Thread(target=read_many) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert cache.get_hit_count("hot") == 8 * 50
+
+
+def test_a_failed_hit_is_raised_when_the_reader_closes(tmp_path):
+    cache = make(tmp_path, "sqlite")
+    cache.cache_image_iter("img", iter([b"data"]))
+    other = sqlite3.connect(tmp_path / "cache.db", isolation_level=None)
+    other.execute("DROP TABLE cached_images")
+    f = cache.open_for_read("img")
+    assert f.read() == b"data"
+    with pytest.raises(sqlite3.OperationalError, match="cached_images"):
+        f.close()
+    assert f.closed
+
+
+def test_a_forked_child_does_not_wait_for_its_parents_hit(tmp_path):
+    cache = make(tmp_path, "sqlite")
+    cache.cache_image_iter("img", iter([b"data"]))
+    # Hold the recording thread so that the hit is still pending at fork().
+    release, started = threading.Event(), threading.Event()
+
+    def hold(image_id: str, fd: int) -> None:
+        started.set()
+        release.wait()
+
+    held = RECORDER.submit(hold, "", -1)
+    started.wait()
+    f = cache.open_for_read("img")
+    pid = os.fork()
+    if pid == 0:  # child: closing must not wait for a thread it does not have
+        signal.alarm(10)  # a hang ends the child by SIGALRM, failing the test
+        try:
+            f.close()
+        finally:
+            os._exit(0)
+    _, status = os.waitpid(pid, 0)
+    release.set()
+    held.wait()
+    f.close()
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert cache.get_hit_count("img") == 1
 
 
 # -- read-through --------------------------------------------------------------------
