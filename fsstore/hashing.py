@@ -10,9 +10,11 @@ inline, where starting threads would cost more than it saves.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import queue
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from fsstore.exceptions import UnknownHashingAlgo
@@ -27,8 +29,16 @@ QUEUE_DEPTH = 8
 _STOP = None
 
 
+# Constructors of the algorithms seen so far: hashlib.new() looks a name up
+# each time, which costs as much as hashing a small image's first KiB.
+_CONSTRUCTORS: dict[str, Callable[[], Any]] = {}
+
+
 def new_multihash(hashing_algo: str) -> Any:
     """A fresh hash object for ``hashing_algo``, or :class:`UnknownHashingAlgo`."""
+    constructor = _CONSTRUCTORS.get(hashing_algo) if type(hashing_algo) is str else None
+    if constructor is not None:
+        return constructor()
     try:
         digest = hashlib.new(hashing_algo)
     except (ValueError, TypeError):
@@ -36,6 +46,11 @@ def new_multihash(hashing_algo: str) -> Any:
     if digest.digest_size == 0:
         # shake_* have no fixed length, so no hex digest without one.
         raise UnknownHashingAlgo(hashing_algo)
+    named = getattr(hashlib, hashing_algo, None)
+    if hashing_algo in hashlib.algorithms_guaranteed and callable(named):
+        _CONSTRUCTORS[hashing_algo] = named
+    else:
+        _CONSTRUCTORS[hashing_algo] = functools.partial(hashlib.new, hashing_algo)
     return digest
 
 
