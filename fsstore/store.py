@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import enum
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, ClassVar, NamedTuple, Protocol
 
 from oslo_config import cfg
@@ -139,12 +139,31 @@ def read_chunks(
         if not chunk:
             continue
         if not isinstance(chunk, (bytes, bytearray, memoryview)):
-            raise exceptions.Invalid(
-                f"image {image_id}: data must be bytes, not {type(chunk).__name__}"
-            )
+            raise _not_bytes(image_id, chunk)
         check.add(len(chunk))
         yield chunk
     check.finish()
+
+
+def read_exactly(read: Callable[[int], Any], image_id: str, size: int) -> bytes:
+    """All ``size`` (> 0) bytes from a ``read`` function, checked as
+    read_chunks checks them: Invalid on an overrun or an underrun."""
+    check = SizeCheck(image_id, size)
+    parts = []
+    # One byte past the declared size: an overrun shows without reading it all.
+    while chunk := read(size + 1 - check.total):
+        if not isinstance(chunk, (bytes, bytearray, memoryview)):
+            raise _not_bytes(image_id, chunk)
+        check.add(len(chunk))
+        parts.append(chunk)
+    check.finish()
+    return parts[0] if len(parts) == 1 else b"".join(parts)
+
+
+def _not_bytes(image_id: str, chunk: object) -> exceptions.Invalid:
+    return exceptions.Invalid(
+        f"image {image_id}: data must be bytes, not {type(chunk).__name__}"
+    )
 
 
 def range_length(size: int, offset: int, chunk_size: int | None, what: str) -> int:

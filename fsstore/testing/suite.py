@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import hashlib
+import io
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -96,10 +97,11 @@ class StoreConformanceTests:
 
     # -- round trips -----------------------------------------------------
 
+    @pytest.mark.parametrize("source", ["iterable", "file"])
     @pytest.mark.parametrize(
         "size_name", ["empty", "one", "chunk-1", "chunk", "chunk+1", "several-mib"]
     )
-    def test_round_trip(self, store: Store, size_name: str) -> None:
+    def test_round_trip(self, store: Store, size_name: str, source: str) -> None:
         size = {
             "empty": 0,
             "one": 1,
@@ -110,7 +112,8 @@ class StoreConformanceTests:
         }[size_name]
         data = payload(size, seed=size)
         image_id = new_id()
-        result = store.add(image_id, iter([data]), size)
+        stream = iter([data]) if source == "iterable" else io.BytesIO(data)
+        result = store.add(image_id, stream, size)
         assert result.size == size
         assert result.checksum == hashlib.md5(data).hexdigest()
         assert result.multihash == hashlib.sha512(data).hexdigest()
@@ -122,8 +125,6 @@ class StoreConformanceTests:
             store.get_size(result.location)
 
     def test_file_like_data_and_unknown_size(self, store: Store) -> None:
-        import io
-
         data = payload(3 * self.chunk_size + 5, seed=3)
         result = store.add(new_id(), io.BytesIO(data), 0)
         assert result.size == len(data)
@@ -143,8 +144,10 @@ class StoreConformanceTests:
             store.add(image_id, iter([b"x"]), 1, hashing_algo="nosuchhash")
         self.assert_nothing_left(store, image_id, None)
 
-    def test_verifier_sees_every_chunk(self, store: Store) -> None:
-        data = payload(2 * self.chunk_size + 3, seed=5)
+    @pytest.mark.parametrize("size_name", ["one-chunk", "several-chunks"])
+    def test_verifier_sees_every_chunk(self, store: Store, size_name: str) -> None:
+        size = 100 if size_name == "one-chunk" else 2 * self.chunk_size + 3
+        data = payload(size, seed=5)
 
         class Verifier:
             def __init__(self) -> None:
@@ -156,16 +159,23 @@ class StoreConformanceTests:
         verifier = Verifier()
         store.add(new_id(), iter([data]), len(data), verifier=verifier)
         assert verifier.digest.digest() == hashlib.sha256(data).digest()
+        verifier = Verifier()
+        store.add(new_id(), io.BytesIO(data), len(data), verifier=verifier)
+        assert verifier.digest.digest() == hashlib.sha256(data).digest()
 
     # -- failures leave nothing behind -------------------------------------
 
+    @pytest.mark.parametrize("source", ["iterable", "file"])
     @pytest.mark.parametrize("declared", [11, 999, 1001, 70_000])
-    def test_size_mismatch_is_invalid(self, store: Store, declared: int) -> None:
+    def test_size_mismatch_is_invalid(
+        self, store: Store, declared: int, source: str
+    ) -> None:
         data = payload(1000)
         image_id = new_id()
         before = self.leftovers(store)
+        stream = iter([data[:500], data[500:]]) if source == "iterable" else None
         with pytest.raises(exceptions.Invalid, match="declared"):
-            store.add(image_id, iter([data[:500], data[500:]]), declared)
+            store.add(image_id, stream or io.BytesIO(data), declared)
         self.assert_nothing_left(store, image_id, before)
 
     def test_stream_exception_is_reraised(self, store: Store) -> None:
