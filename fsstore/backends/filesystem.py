@@ -682,8 +682,10 @@ class FilesystemStore(Store):
             self._os_call(self._write, datadir, image_id, fd, chunk)
         return check.finish()
 
-    def _check_absent(self, image_id: str) -> None:
+    def _check_absent(self, image_id: str, skip: DataDir | None = None) -> None:
         for d in self.datadirs:
+            if d is skip:
+                continue
             if not os.access(image_id, os.F_OK, dir_fd=d.fd, follow_symlinks=False):
                 continue
             raise exceptions.Duplicate(f"image {image_id} already exists in {d.path}")
@@ -750,8 +752,9 @@ class FilesystemStore(Store):
         if len(self.datadirs) > 1:
             with self._publish_lock, self._flock_publish():
                 # Under the lock no other process can link this id in another
-                # directory between this check and our link.
-                self._check_absent(image_id)
+                # directory between this check and our link. Our own
+                # directory needs no check: link(2) refuses an existing name.
+                self._check_absent(image_id, skip=datadir)
                 self._link(staging, image_id)
         else:
             self._link(staging, image_id)
