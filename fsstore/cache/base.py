@@ -60,7 +60,7 @@ from fsstore import exceptions
 from fsstore.cache.hits import RECORDER, HitCountingReader
 from fsstore.hashing import DEFAULT_HASHING_ALGO, ImageHasher
 from fsstore.pipeline import PIPELINE_THRESHOLD, WriteFailed, WritePipeline
-from fsstore.store import image_id_problem, validate_image_id
+from fsstore.store import RESERVED_PREFIX, image_id_problem, validate_image_id
 
 LOG = logging.getLogger(__name__)
 
@@ -245,6 +245,14 @@ class CacheDriver:
     def is_entry_name(self, name: str) -> bool:
         return name not in self._reserved and image_id_problem(name) is None
 
+    def is_entry_file_name(self, name: str) -> bool:
+        """is_entry_name for a name read from the directory, cheaper: the
+        kernel already guarantees it non-empty, free of '/' and NUL, not '.'
+        or '..', and at most 255 bytes long."""
+        if name.startswith(RESERVED_PREFIX) or name in self._reserved:
+            return False
+        return name.isascii() or image_id_problem(name) is None
+
     def path(self, image_id: str, sub: str = "") -> str:
         assert self.base_dir is not None
         return os.path.join(self.base_dir, sub, image_id)
@@ -305,7 +313,7 @@ class CacheDriver:
         return self._total_size()
 
     def get_cached_images(self) -> list[CachedImage]:
-        return sorted(self._entries(), key=lambda e: e.image_id)
+        return sorted(self._entries())  # by image id: tuples, ids unique
 
     def get_queued_images(self) -> list[str]:
         queue_dir = self.path("", QUEUE)
@@ -650,7 +658,7 @@ class CacheDriver:
     def entry_files(self) -> dict[str, os.stat_result]:
         """The entry files in the directory, by image id."""
         found = {}
-        is_entry_name = self.is_entry_name
+        is_entry_name = self.is_entry_file_name
         with os.scandir(self.base_dir) as entries:
             for entry in entries:
                 if not is_entry_name(entry.name):

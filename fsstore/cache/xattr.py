@@ -16,9 +16,11 @@ import fcntl
 import os
 import secrets
 import time
+from stat import S_ISREG
 
 from fsstore import exceptions
 from fsstore.cache.base import INCOMPLETE, CachedImage, CacheDriver, Problem
+from fsstore.store import RESERVED_PREFIX, image_id_problem
 
 HITS = "user.hits"
 CHECKSUM = "user.checksum"
@@ -61,19 +63,38 @@ class XattrDriver(CacheDriver):
         pass  # the records went with the file
 
     def _entries(self) -> list[CachedImage]:
-        # One getxattr per entry: listings of tens of thousands must stay
-        # fast, so the checksum attribute is not read here (checksum=None).
-        base = self.base_dir
-        return [
-            CachedImage(
-                image_id,
-                st.st_size,
-                _read_hits(f"{base}/{image_id}") or 0,
-                st.st_atime,
-                st.st_mtime,
-            )
-            for image_id, st in self.entry_files().items()
-        ]
+        # One pass, one lstat and one getxattr per entry, and no Python call
+        # that can be avoided: listings of tens of thousands must stay fast.
+        # For the same reason the checksum attribute is not read here
+        # (checksum=None).
+        found = []
+        reserved = self._reserved
+        getxattr, new = os.getxattr, tuple.__new__
+        with os.scandir(self.base_dir) as entries:
+            for entry in entries:
+                name = entry.name
+                # is_entry_file_name, inline
+                if name.startswith(RESERVED_PREFIX) or name in reserved:
+                    continue
+                if not name.isascii() and image_id_problem(name) is not None:
+                    continue
+                try:
+                    st = entry.stat(follow_symlinks=False)
+                except FileNotFoundError:
+                    continue
+                if not S_ISREG(st.st_mode):
+                    continue
+                try:
+                    hits = int(getxattr(entry.path, HITS))
+                except (OSError, ValueError):
+                    hits = 0
+                found.append(
+                    new(
+                        CachedImage,
+                        (name, st.st_size, hits, st.st_atime, st.st_mtime, None),
+                    )
+                )
+        return found
 
     def _total_size(self) -> int:
         return sum(st.st_size for st in self.entry_files().values())
