@@ -659,16 +659,22 @@ class CacheDriver:
         """The entry files in the directory, by image id."""
         found = {}
         is_entry_name = self.is_entry_file_name
-        with os.scandir(self.base_dir) as entries:
-            for entry in entries:
-                if not is_entry_name(entry.name):
-                    continue
-                try:
-                    st = entry.stat(follow_symlinks=False)
-                except FileNotFoundError:
-                    continue
-                if stat.S_ISREG(st.st_mode):
-                    found[entry.name] = st
+        assert self.base_dir is not None
+        # By descriptor: each lstat is relative, no walk of the directory's path.
+        dir_fd = os.open(self.base_dir, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            with os.scandir(dir_fd) as entries:
+                for entry in entries:
+                    if not is_entry_name(entry.name):
+                        continue
+                    try:
+                        st = entry.stat(follow_symlinks=False)
+                    except FileNotFoundError:
+                        continue
+                    if stat.S_ISREG(st.st_mode):
+                        found[entry.name] = st
+        finally:
+            os.close(dir_fd)
         return found
 
     def check(self, fix: bool = False) -> list[Problem]:

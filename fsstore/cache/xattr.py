@@ -70,30 +70,33 @@ class XattrDriver(CacheDriver):
         found = []
         reserved = self._reserved
         getxattr, new = os.getxattr, tuple.__new__
-        with os.scandir(self.base_dir) as entries:
-            for entry in entries:
-                name = entry.name
-                # is_entry_file_name, inline
-                if name.startswith(RESERVED_PREFIX) or name in reserved:
-                    continue
-                if not name.isascii() and image_id_problem(name) is not None:
-                    continue
-                try:
-                    st = entry.stat(follow_symlinks=False)
-                except FileNotFoundError:
-                    continue
-                if not S_ISREG(st.st_mode):
-                    continue
-                try:
-                    hits = int(getxattr(entry.path, HITS))
-                except (OSError, ValueError):
-                    hits = 0
-                found.append(
-                    new(
-                        CachedImage,
-                        (name, st.st_size, hits, st.st_atime, st.st_mtime, None),
-                    )
-                )
+        base = self.base_dir
+        # Scanning by descriptor makes each lstat relative (no walk of the
+        # directory's path); getxattr has no *at() form, so it takes the path.
+        dir_fd = os.open(base, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            with os.scandir(dir_fd) as entries:
+                for entry in entries:
+                    name = entry.name
+                    # is_entry_file_name, inline
+                    if name.startswith(RESERVED_PREFIX) or name in reserved:
+                        continue
+                    if not name.isascii() and image_id_problem(name) is not None:
+                        continue
+                    try:
+                        st = entry.stat(follow_symlinks=False)
+                    except FileNotFoundError:
+                        continue
+                    if not S_ISREG(st.st_mode):
+                        continue
+                    try:
+                        hits = int(getxattr(f"{base}/{name}", HITS))
+                    except (OSError, ValueError):
+                        hits = 0
+                    row = (name, st.st_size, hits, st.st_atime, st.st_mtime, None)
+                    found.append(new(CachedImage, row))
+        finally:
+            os.close(dir_fd)
         return found
 
     def _total_size(self) -> int:
