@@ -101,19 +101,25 @@ class SizeCheck:
         """Count ``n`` more bytes; Invalid as soon as they overrun."""
         self.total += n
         if self.expected and self.total > self.expected:
-            raise exceptions.Invalid(
-                f"image {self.image_id}: data is larger than the declared size of "
-                f"{self.expected} bytes"
-            )
+            raise _overrun(self.image_id, self.expected)
 
     def finish(self) -> int:
         """The total; Invalid if it falls short of the declared size."""
         if self.expected and self.total != self.expected:
-            raise exceptions.Invalid(
-                f"image {self.image_id}: data is {self.total} bytes, not the "
-                f"declared {self.expected} bytes"
-            )
+            raise _underrun(self.image_id, self.total, self.expected)
         return self.total
+
+
+def _overrun(image_id: str, expected: int) -> exceptions.Invalid:
+    return exceptions.Invalid(
+        f"image {image_id}: data is larger than the declared size of {expected} bytes"
+    )
+
+
+def _underrun(image_id: str, total: int, expected: int) -> exceptions.Invalid:
+    return exceptions.Invalid(
+        f"image {image_id}: data is {total} bytes, not the declared {expected} bytes"
+    )
 
 
 def read_chunks(
@@ -148,15 +154,18 @@ def read_chunks(
 def read_exactly(read: Callable[[int], Any], image_id: str, size: int) -> bytes:
     """All ``size`` (> 0) bytes from a ``read`` function, checked as
     read_chunks checks them: Invalid on an overrun or an underrun."""
-    check = SizeCheck(image_id, size)
     parts = []
+    total = 0
     # One byte past the declared size: an overrun shows without reading it all.
-    while chunk := read(size + 1 - check.total):
+    while chunk := read(size + 1 - total):
         if not isinstance(chunk, (bytes, bytearray, memoryview)):
             raise _not_bytes(image_id, chunk)
-        check.add(len(chunk))
+        total += len(chunk)
+        if total > size:
+            raise _overrun(image_id, size)
         parts.append(chunk)
-    check.finish()
+    if total != size:
+        raise _underrun(image_id, total, size)
     return parts[0] if len(parts) == 1 else b"".join(parts)
 
 

@@ -607,12 +607,20 @@ class FilesystemStore(Store):
         md5 = hashlib.md5(chunk, usedforsecurity=False)
         multihash = new_multihash(hashing_algo)
         multihash.update(chunk)
-        datadir = self._choose_datadir(image_id, size)
+        if len(self.datadirs) == 1:
+            # No choice to make, and nothing large to stream before a full
+            # file system shows: a failed write is StorageFull all the same.
+            datadir = self.datadirs[0]
+        else:
+            datadir = self._choose_datadir(image_id, size)
         staging = _Staging(datadir)
         try:
-            self._os_call(staging.open, datadir, image_id)
-            self._os_call(self._write, datadir, image_id, staging.fd, chunk)
-            self._os_call(self._finish, datadir, image_id, staging.fd, size)
+            try:
+                staging.open()
+                self._write(staging.fd, chunk)
+                self._finish(staging.fd, size)
+            except OSError as exc:
+                raise self._write_error(exc, datadir, image_id) from None
             self._publish(staging, image_id)
         finally:
             staging.close()
