@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
+import io
 import json
 import os
 import stat
@@ -72,6 +74,22 @@ def test_enospc_is_storage_full_and_leaves_nothing(mount_tmpfs, make_fs_store):
     assert tree(small) == before
     assert os.statvfs(small).f_bfree == free_before
     assert read_all(store, keep.location) == payload(512 * 1024, seed=1)
+
+
+def test_full_file_system_small_file_add_is_storage_full(mount_tmpfs, make_fs_store):
+    small = mount_tmpfs("small", "1m")
+    store = make_fs_store(filesystem_store_datadir=str(small))
+    keep = store.add("keep", io.BytesIO(b"k" * 4096), 4096)
+    with pytest.raises(OSError) as full, open(small / "ballast", "wb") as ballast:
+        while True:  # fill what is left, outside the store
+            ballast.write(b"b" * 65536)
+            ballast.flush()
+    assert full.value.errno == errno.ENOSPC
+    before = tree(small)
+    with pytest.raises(exceptions.StorageFull, match=str(small)):
+        store.add("small", io.BytesIO(b"s" * 4096), 4096)
+    assert tree(small) == before
+    assert read_all(store, keep.location) == b"k" * 4096
 
 
 @pytest.mark.skipif(not is_root(), reason="remounting read-only needs root")
