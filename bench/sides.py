@@ -106,7 +106,9 @@ def fsstore_store(datadirs: list[str], fsync: str):
     conf = cfg.ConfigOpts()
     register_opts(conf)
     path = write_conf(
-        os.path.join(datadirs[0], "..", "fsstore.conf"),
+        os.path.join(
+            datadirs[0], "..", f"fsstore-{os.path.basename(datadirs[0])}.conf"
+        ),
         {
             "glance_store": {
                 "filesystem_store_datadir": "",
@@ -151,6 +153,23 @@ def fsstore_small(dirs: str, count: str, size: str, fsync: str) -> dict:
         store.add(f"s{i}", io.BytesIO(data), len(data))
         latencies.append(time.perf_counter() - start)
     return {"latencies": latencies}
+
+
+def fsstore_small_dirs(dirs: str, one: str, count: str, size: str) -> dict:
+    """Adds to a store of several directories and to one of a single
+    directory, alternating, fsync off; latencies of each."""
+    stores = {
+        "four": fsstore_store(dirs.split(","), "false"),
+        "one": fsstore_store([one], "false"),
+    }
+    data = os.urandom(int(size))
+    latencies: dict[str, list[float]] = {k: [] for k in stores}
+    for i in range(int(count)):
+        for name in stores if i % 2 == 0 else reversed(stores):
+            start = time.perf_counter()
+            stores[name].add(f"s{i}", io.BytesIO(data), len(data))
+            latencies[name].append(time.perf_counter() - start)
+    return latencies
 
 
 def fsstore_rss(src: str, datadir: str) -> dict:
@@ -256,6 +275,7 @@ CASES = {
     "fsstore-add": fsstore_add,
     "fsstore-get": fsstore_get,
     "fsstore-small": fsstore_small,
+    "fsstore-small-dirs": fsstore_small_dirs,
     "fsstore-rss": fsstore_rss,
     "s3-rss": s3_rss,
     "limit": limit_pass,
