@@ -48,7 +48,7 @@ from typing import Any
 from oslo_config import cfg
 
 from fsstore import exceptions
-from fsstore.hashing import ImageHasher, new_multihash
+from fsstore.hashing import THREADED_THRESHOLD, ImageHasher, new_multihash
 from fsstore.location import FileLocation, Location
 from fsstore.pipeline import PIPELINE_THRESHOLD, WriteFailed, WritePipeline
 from fsstore.store import (
@@ -334,6 +334,7 @@ class FilesystemStore(Store):
         self.file_mode = 0
         self.chunk_size = 64 * 1024
         self.thin = False
+        self._one_chunk_limit = 0
         self._zero_block = b""
         self.fsync = True
         self._publish_lock = threading.Lock()
@@ -368,6 +369,11 @@ class FilesystemStore(Store):
         self.metadata = load_metadata(self.name, metadata_file) if metadata_file else {}
         self.chunk_size = self.option("filesystem_store_chunk_size")
         self.thin = self.option("filesystem_thin_provisioning")
+        # Up to this size an image from a file is read whole and hashed
+        # inline (_add_one_chunk); past it digest threads pay for themselves.
+        self._one_chunk_limit = (
+            0 if self.thin else min(self.chunk_size, THREADED_THRESHOLD)
+        )
         self._zero_block = bytes(self.chunk_size) if self.thin else b""
         self.fsync = self.option("filesystem_store_fsync")
 
@@ -565,7 +571,7 @@ class FilesystemStore(Store):
         hashing_algo: str,
         verifier: Verifier | None,
     ) -> AddResult:
-        if 0 < size <= self.chunk_size and not self.thin:
+        if 0 < size <= self._one_chunk_limit:
             read = getattr(data, "read", None)
             if read is not None:
                 return self._add_one_chunk(image_id, read, size, hashing_algo, verifier)
