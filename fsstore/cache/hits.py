@@ -16,6 +16,7 @@ from __future__ import annotations
 import io
 import os
 import queue
+import sys
 import threading
 from collections.abc import Callable
 
@@ -43,7 +44,11 @@ class PendingHit:
         # wait for a thread it does not have.
         if self.pid != os.getpid():
             return
-        self._done.acquire()
+        # Race: at interpreter exit the (daemon) recording thread may already
+        # be stopped; a reader closed by the final collection must not hang
+        # the exit waiting for it. Only then may a hit go unrecorded.
+        if not self._done.acquire(blocking=not sys.is_finalizing()):
+            return
         if self.error is not None:
             raise self.error
 
@@ -58,6 +63,12 @@ class HitRecorder:
         self._queue: queue.SimpleQueue[Work] | None = None
         self._pid = 0
         self._start_lock = threading.Lock()
+        # Race: fork() while another thread holds the start lock would leave
+        # the child's copy locked for ever.
+        os.register_at_fork(after_in_child=self._forget_parent)
+
+    def _forget_parent(self) -> None:
+        self._queue, self._pid, self._start_lock = None, 0, threading.Lock()
 
     def submit(self, count_hit: CountHit, image_id: str, fd: int) -> PendingHit:
         """Have ``count_hit(image_id, fd)`` called; ``fd`` must stay open until

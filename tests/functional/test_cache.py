@@ -7,6 +7,7 @@ import os
 import signal
 import sqlite3
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -252,6 +253,32 @@ def test_a_forked_child_does_not_wait_for_its_parents_hit(tmp_path):
     f.close()
     assert os.waitstatus_to_exitcode(status) == 0
     assert cache.get_hit_count("img") == 1
+
+
+def test_an_unclosed_reader_does_not_hang_the_exit(tmp_path):
+    # The recording thread is held busy for ever, so the reader's hit is
+    # still pending when the interpreter's last collection closes the reader
+    # (kept in a reference cycle, with the collector off until exit).
+    script = f"""
+import gc, threading
+from fsstore.cache import ImageCache
+from fsstore.cache.hits import RECORDER
+from fsstore.testing.cache_suite import make_cache_conf
+
+cache = ImageCache(make_cache_conf({str(tmp_path)!r}, "sqlite"))
+cache.cache_image_iter("img", iter([b"data"]))
+never = threading.Event()
+RECORDER.submit(lambda image_id, fd: never.wait(), "", -1)
+gc.disable()
+cycle = [cache.open_for_read("img")]
+cycle.append(cycle)
+assert cycle[0].read() == b"data"
+del cycle
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
 
 
 # -- read-through --------------------------------------------------------------------
