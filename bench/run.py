@@ -13,6 +13,7 @@ and bench/results/chart.png. Not a test: nothing here asserts timings.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 import os
@@ -269,13 +270,19 @@ def cache_cases(driver: str, entries: int, reps: int) -> dict[str, float]:
         db.execute("BEGIN")
         db.executemany("INSERT INTO cached_images VALUES (?, ?, ?, ?, ?, ?)", rows)
         db.execute("COMMIT")
-    times = []
-    for _ in range(5):
-        start = time.perf_counter()
-        listed = cache.get_cached_images()
-        times.append(time.perf_counter() - start)
+    times, floor = [], []
+    for r in range(5):
+        for who in ("cache", "floor") if r % 2 == 0 else ("floor", "cache"):
+            start = time.perf_counter()
+            if who == "cache":
+                listed = cache.get_cached_images()
+                times.append(time.perf_counter() - start)
+            else:
+                bare_listing(d / "cache", driver)
+                floor.append(time.perf_counter() - start)
     assert len(listed) == entries + 1
     out["list_ms"] = median(times) * 1e3
+    out["floor_ms"] = median(floor) * 1e3
     small = ImageCache(make_cache_conf(d / "cache", driver, image_cache_max_size=0))
     start = time.perf_counter()
     pruned, _ = small.prune()
@@ -283,6 +290,30 @@ def cache_cases(driver: str, entries: int, reps: int) -> dict[str, float]:
     out["pruned"] = pruned
     shutil.rmtree(d)
     return out
+
+
+def bare_listing(cache_dir: Path, driver: str) -> list[tuple]:
+    """The least a listing can do: the driver's system calls per entry, in a
+    bare loop (xattr: lstat + getxattr; sqlite: one SELECT of the rows)."""
+    if driver == "sqlite":
+        import sqlite3
+
+        with contextlib.closing(sqlite3.connect(cache_dir / "cache.db")) as db:
+            return db.execute("SELECT * FROM cached_images").fetchall()
+    rows = []
+    dir_fd = os.open(cache_dir, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        with os.scandir(dir_fd) as entries:
+            for entry in entries:
+                try:
+                    st = entry.stat(follow_symlinks=False)
+                    hits = os.getxattr(f"{cache_dir}/{entry.name}", "user.hits")
+                except OSError:
+                    continue
+                rows.append((entry.name, st.st_size, hits, st.st_atime, st.st_mtime))
+    finally:
+        os.close(dir_fd)
+    return rows
 
 
 def fill_throughput(src: Path, runs: int) -> float:
@@ -505,10 +536,11 @@ def main() -> int:
         )
         rows.append(
             Row(
-                f"7. {driver}: get_cached_images, {entries} entries",
+                f"7. {driver}: get_cached_images, {entries} entries "
+                "vs a bare loop of its system calls",
                 f"{c['list_ms']:.1f} ms",
-                "",
-                None,
+                f"{c['floor_ms']:.1f} ms",
+                c["list_ms"] / c["floor_ms"],
                 "<= 50 ms",
                 c["list_ms"] <= 50,
             )

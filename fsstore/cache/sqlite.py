@@ -29,7 +29,11 @@ CREATE TABLE IF NOT EXISTS cached_images (
   checksum TEXT
 )
 """
-COLUMNS = "image_id, size, hits, last_accessed, last_modified, checksum"
+# CachedImage's fields, in order.
+LISTED = (
+    "image_id, COALESCE(size, 0), COALESCE(hits, 0), "
+    "COALESCE(last_accessed, 0.0), COALESCE(last_modified, 0.0), checksum"
+)
 
 
 class SqliteDriver(CacheDriver):
@@ -75,12 +79,11 @@ class SqliteDriver(CacheDriver):
         self._db().execute("DELETE FROM cached_images WHERE image_id = ?", (image_id,))
 
     def _entries(self) -> list[CachedImage]:
-        rows = self._db().execute(f"SELECT {COLUMNS} FROM cached_images").fetchall()
-        return [
-            CachedImage(r[0], r[1] or 0, r[2] or 0, r[3] or 0.0, r[4] or 0.0, r[5])
-            for r in rows
-            if self.is_entry_name(r[0])
-        ]
+        # Rows come out in CachedImage's field order with NULLs already
+        # replaced, so each becomes one without a Python-level constructor.
+        rows = self._db().execute(f"SELECT {LISTED} FROM cached_images").fetchall()
+        is_entry_name, new = self.is_entry_name, tuple.__new__
+        return [new(CachedImage, r) for r in rows if is_entry_name(r[0])]
 
     def _total_size(self) -> int:
         row = self._db().execute("SELECT COALESCE(SUM(size), 0) FROM cached_images")
