@@ -255,17 +255,38 @@ def limit_pass(src: str, out: str) -> dict:
     return {"seconds": seconds}
 
 
+def plain_add(directory: str, name: str, data: bytes) -> None:
+    """The reference small add: both digests and a plain exclusive create."""
+    md5, sha = hashlib.md5(data), hashlib.sha512(data)
+    with open(os.path.join(directory, name), "xb") as f:
+        f.write(data)
+    md5.hexdigest(), sha.hexdigest()
+
+
 def plain_small(directory: str, count: str, size: str) -> dict:
     data = os.urandom(int(size))
     latencies = []
     for i in range(int(count)):
         start = time.perf_counter()
-        md5, sha = hashlib.md5(data), hashlib.sha512(data)
-        with open(os.path.join(directory, f"p{i}"), "xb") as f:
-            f.write(data)
-        md5.hexdigest(), sha.hexdigest()
+        plain_add(directory, f"p{i}", data)
         latencies.append(time.perf_counter() - start)
     return {"latencies": latencies}
+
+
+def fsstore_small_vs_plain(images: str, plain: str, count: str, size: str) -> dict:
+    """fsstore adds and plain_add, alternating, fsync off; latencies of each."""
+    store = fsstore_store([images], "false")
+    data = os.urandom(int(size))
+    latencies: dict[str, list[float]] = {"fsstore": [], "plain": []}
+    for i in range(int(count)):
+        for who in ("fsstore", "plain") if i % 2 == 0 else ("plain", "fsstore"):
+            start = time.perf_counter()
+            if who == "fsstore":
+                store.add(f"s{i}", io.BytesIO(data), len(data))
+            else:
+                plain_add(plain, f"p{i}", data)
+            latencies[who].append(time.perf_counter() - start)
+    return latencies
 
 
 CASES = {
@@ -276,6 +297,7 @@ CASES = {
     "fsstore-get": fsstore_get,
     "fsstore-small": fsstore_small,
     "fsstore-small-dirs": fsstore_small_dirs,
+    "fsstore-small-vs-plain": fsstore_small_vs_plain,
     "fsstore-rss": fsstore_rss,
     "s3-rss": s3_rss,
     "limit": limit_pass,
