@@ -14,6 +14,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import os
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -96,6 +97,22 @@ class CacheDriverConformanceTests:
         assert (row.image_id, row.size, row.hits) == ("img", len(data), 3)
         assert row.last_accessed >= row.last_modified > 0
         assert self.names(cache, "incomplete") == []
+
+    def test_hits_from_many_threads_are_all_counted(self, cache: ImageCache) -> None:
+        # Hits are recorded on a thread of their own while readers read:
+        # the driver's hooks must be safe from any thread.
+        assert self.put(cache, "img", b"x" * 4096)
+
+        def read_many() -> None:
+            for _ in range(25):
+                assert self.read(cache, "img") == b"x" * 4096
+
+        threads = [threading.Thread(target=read_many) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert cache.get_hit_count("img") == 4 * 25
 
     def test_listing_sorted_by_id(self, cache: ImageCache) -> None:
         for image_id in ["c", "a", "b"]:

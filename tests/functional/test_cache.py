@@ -197,24 +197,6 @@ def test_invalid_entry_records_its_error(tmp_path):
 # -- hits recorded while the reader reads ---------------------------------------------
 
 
-@pytest.mark.parametrize("driver", ["sqlite", "xattr"])
-def test_hits_from_many_threads_are_all_recorded_by_close(tmp_path, driver):
-    cache = make(tmp_path, driver)
-    cache.cache_image_iter("hot", iter([b"x" * 4096]))
-
-    def read_many() -> None:
-        for _ in range(50):
-            with cache.open_for_read("hot") as f:
-                assert f.read() == b"x" * 4096
-
-    threads = [threading.Thread(target=read_many) for _ in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert cache.get_hit_count("hot") == 8 * 50
-
-
 def test_a_failed_hit_is_raised_when_the_reader_closes(tmp_path):
     cache = make(tmp_path, "sqlite")
     cache.cache_image_iter("img", iter([b"data"]))
