@@ -47,6 +47,7 @@ import dataclasses
 import fcntl
 import json
 import logging
+import operator
 import os
 import secrets
 import stat
@@ -70,6 +71,7 @@ QUEUE = "queue"
 CACHE_LOCK = ".fsstore-cache.lock"
 GLANCE_DB_LOCK = "image_cache_db_init"
 SUBDIRS = (INCOMPLETE, INVALID, QUEUE)
+_BY_IMAGE_ID = operator.itemgetter(0)  # CachedImage.image_id, without a lambda
 
 
 class CachedImage(NamedTuple):
@@ -313,7 +315,7 @@ class CacheDriver:
         return self._total_size()
 
     def get_cached_images(self) -> list[CachedImage]:
-        return sorted(self._entries())  # by image id: tuples, ids unique
+        return sorted(self._entries(), key=_BY_IMAGE_ID)
 
     def get_queued_images(self) -> list[str]:
         queue_dir = self.path("", QUEUE)
