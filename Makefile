@@ -76,4 +76,4 @@ demo: $(VENV)/.installed
 	rm -f var/demo-image.raw var/demo-image.out var/demo-add.txt
 
 clean:
-	rm -rf $(VENV) var build *.egg-info .pytest_cache
+	rm -rf $(VENV) var build *.egg-info .pytest_cache bench/work bench/.venv-glance
