@@ -659,7 +659,10 @@ class CacheDriver:
 
     def entry_files(self) -> dict[str, os.stat_result]:
         """The entry files in the directory, by image id."""
-        found = {}
+        return dict(self.scan_entry_files())
+
+    def scan_entry_files(self) -> Iterator[tuple[str, os.stat_result]]:
+        """``(image id, lstat result)`` of each entry file, in directory order."""
         is_entry_name = self.is_entry_file_name
         assert self.base_dir is not None
         # By descriptor: each lstat is relative, no walk of the directory's path.
@@ -674,10 +677,9 @@ class CacheDriver:
                     except FileNotFoundError:
                         continue
                     if stat.S_ISREG(st.st_mode):
-                        found[entry.name] = st
+                        yield entry.name, st
         finally:
             os.close(dir_fd)
-        return found
 
     def check(self, fix: bool = False) -> list[Problem]:
         """Reconcile records with files; with ``fix``, repair what differs."""

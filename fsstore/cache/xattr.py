@@ -16,11 +16,9 @@ import fcntl
 import os
 import secrets
 import time
-from stat import S_ISREG
 
 from fsstore import exceptions
 from fsstore.cache.base import INCOMPLETE, CachedImage, CacheDriver, Problem
-from fsstore.store import RESERVED_PREFIX, image_id_problem
 
 HITS = "user.hits"
 CHECKSUM = "user.checksum"
@@ -63,44 +61,27 @@ class XattrDriver(CacheDriver):
         pass  # the records went with the file
 
     def _entries(self) -> list[CachedImage]:
-        # One pass, one lstat and one getxattr per entry, and no Python call
-        # that can be avoided: listings of tens of thousands must stay fast.
-        # For the same reason the checksum attribute is not read here
-        # (checksum=None).
-        found = []
-        reserved = self._reserved
-        getxattr, new = os.getxattr, tuple.__new__
-        base = self.base_dir
-        # Scanning by descriptor makes each lstat relative (no walk of the
-        # directory's path); getxattr has no *at() form, so it takes the path.
-        dir_fd = os.open(base, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            with os.scandir(dir_fd) as entries:
-                for entry in entries:
-                    name = entry.name
-                    # is_entry_file_name, inline
-                    if name.startswith(RESERVED_PREFIX) or name in reserved:
-                        continue
-                    if not name.isascii() and image_id_problem(name) is not None:
-                        continue
-                    try:
-                        st = entry.stat(follow_symlinks=False)
-                    except FileNotFoundError:
-                        continue
-                    if not S_ISREG(st.st_mode):
-                        continue
-                    try:
-                        hits = int(getxattr(f"{base}/{name}", HITS))
-                    except (OSError, ValueError):
-                        hits = 0
-                    row = (name, st.st_size, hits, st.st_atime, st.st_mtime, None)
-                    found.append(new(CachedImage, row))
-        finally:
-            os.close(dir_fd)
-        return found
+        # One pass, one lstat and one getxattr per entry: listings of tens of
+        # thousands must stay fast, so the checksum attribute is not read here
+        # (checksum=None). getxattr has no *at() form, so it takes the path.
+        base, new = self.base_dir, tuple.__new__
+        return [
+            new(
+                CachedImage,
+                (
+                    name,
+                    st.st_size,
+                    _read_hits(f"{base}/{name}") or 0,
+                    st.st_atime,
+                    st.st_mtime,
+                    None,
+                ),
+            )
+            for name, st in self.scan_entry_files()
+        ]
 
     def _total_size(self) -> int:
-        return sum(st.st_size for st in self.entry_files().values())
+        return sum(st.st_size for _, st in self.scan_entry_files())
 
     def _count_hit(self, image_id: str, fd: int) -> None:
         fcntl.flock(fd, fcntl.LOCK_EX)
