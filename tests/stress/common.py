@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import os
 import random
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -86,3 +88,26 @@ def images_in(dirs: list[Path]) -> dict[str, Path]:
         for name in os.listdir(d)
         if not name.startswith(".fsstore-")
     }
+
+
+def fork_child(
+    work: Callable[..., object], *args: Any, close_in_child: int = -1
+) -> int:
+    """The pid of a child process that closes ``close_in_child`` (the pipe end
+    it does not use), calls ``work(*args)`` and exits, however that ends
+    (never back into the caller's code)."""
+    pid = os.fork()
+    if pid == 0:
+        try:
+            if close_in_child >= 0:
+                os.close(close_in_child)
+            work(*args)
+        finally:
+            os._exit(0)
+    return pid
+
+
+def read_reports(read: int) -> list[dict[str, Any]]:
+    """The JSON lines workers wrote to a pipe, once every writer closed it."""
+    with os.fdopen(read) as f:
+        return [json.loads(line) for line in f]

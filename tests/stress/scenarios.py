@@ -21,9 +21,11 @@ from tests.stress.common import (
     KiB,
     MiB,
     Result,
+    fork_child,
     fs_store,
     images_in,
     is_sealed,
+    read_reports,
     sealed,
     staging_files,
 )
@@ -227,17 +229,19 @@ def concurrency(
     read, write = os.pipe()
     pids = []
     for p in range(processes):
-        pid = os.fork()
-        if pid == 0:
-            os.close(read)
-            try:
-                _store_worker(workdir, dirs, seed * 1000 + p, ops, ids, write)
-            finally:
-                os._exit(0)
+        pid = fork_child(
+            _store_worker,
+            workdir,
+            dirs,
+            seed * 1000 + p,
+            ops,
+            ids,
+            write,
+            close_in_child=read,
+        )
         pids.append(pid)
     os.close(write)
-    with os.fdopen(read) as f:
-        reports = [json.loads(line) for line in f]
+    reports = read_reports(read)
     for pid in pids:
         os.waitpid(pid, 0)
     if len(reports) != processes:
@@ -357,22 +361,18 @@ def cache_load(
     read, write = os.pipe()
     pids = []
     for p in range(processes):
-        pid = os.fork()
-        if pid == 0:
-            os.close(read)
-            try:
-                _cache_worker(
-                    conf_path,
-                    cache_dir,
-                    driver,
-                    limit,
-                    stored,
-                    seed * 1000 + p,
-                    ops,
-                    write,
-                )
-            finally:
-                os._exit(0)
+        pid = fork_child(
+            _cache_worker,
+            conf_path,
+            cache_dir,
+            driver,
+            limit,
+            stored,
+            seed * 1000 + p,
+            ops,
+            write,
+            close_in_child=read,
+        )
         pids.append(pid)
     os.close(write)
     samples = []
@@ -380,8 +380,7 @@ def cache_load(
     while running:  # sample, without any lock, until every worker is done
         samples.append(_entry_total(cache_dir))
         running = {pid for pid in running if os.waitpid(pid, os.WNOHANG) == (0, 0)}
-    with os.fdopen(read) as f:
-        reports = [json.loads(line) for line in f]
+    reports = read_reports(read)
     for r in reports:
         result.operations += r["ops"]
         for _ in range(r["corrupt"]):
@@ -399,13 +398,7 @@ def cache_load(
     reads = 50
     pids = []
     for p in range(processes):
-        pid = os.fork()
-        if pid == 0:
-            try:
-                _hits_worker(cache_dir, driver, reads, prune=p % 2 == 0)
-            finally:
-                os._exit(0)
-        pids.append(pid)
+        pids.append(fork_child(_hits_worker, cache_dir, driver, reads, p % 2 == 0))
     for pid in pids:
         os.waitpid(pid, 0)
     hits = cache.get_hit_count("hot")
