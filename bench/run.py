@@ -53,6 +53,48 @@ class Row:
         )
 
 
+def versus(
+    case: str,
+    value: float,
+    reference: float,
+    unit: str,
+    op: str | None = None,
+    bound: float = 0.0,
+) -> Row:
+    """fsstore's figure against a reference from the same run; the target is
+    on their ratio (``op`` ">=" or "<=" ``bound``), or none: reported only."""
+    ratio = value / reference
+    met = None if op is None else ratio >= bound if op == ">=" else ratio <= bound
+    return Row(
+        case,
+        f"{value:.0f} {unit}",
+        f"{reference:.0f} {unit}",
+        ratio,
+        "report" if op is None else f"{op} {bound}",
+        met,
+    )
+
+
+def within(
+    case: str,
+    value: float,
+    unit: str,
+    bound: float,
+    digits: int = 0,
+    reference: float | None = None,
+) -> Row:
+    """fsstore's figure against an absolute bound; a reference, if given, is
+    shown beside it with their ratio."""
+    return Row(
+        case,
+        f"{value:.{digits}f} {unit}",
+        "" if reference is None else f"{reference:.{digits}f} {unit}",
+        None if reference is None else value / reference,
+        f"<= {bound} {unit}",
+        value <= bound,
+    )
+
+
 def glance_python() -> str:
     py = GLANCE_VENV / "bin" / "python"
     if not (GLANCE_VENV / ".installed").exists():
@@ -433,77 +475,56 @@ def main() -> int:
 
     fs, gl, lim = adds(gpy, src, runs, "sha512")
     rows.append(
-        Row(
+        versus(
             f"1. add {size // MiB} MiB md5+sha512 (fsync on) vs glance_store",
-            f"{fs:.0f} MiB/s",
-            f"{gl:.0f} MiB/s",
-            fs / gl,
-            ">= 2.0",
-            fs / gl >= 2.0,
+            fs,
+            gl,
+            "MiB/s",
+            ">=",
+            2.0,
         )
     )
     rows.append(
-        Row(
+        versus(
             "2. same add vs best buffered pass, no fsync (the limit)",
-            f"{fs:.0f} MiB/s",
-            f"{lim:.0f} MiB/s",
-            fs / lim,
-            ">= 0.9",
-            fs / lim >= 0.9,
+            fs,
+            lim,
+            "MiB/s",
+            ">=",
+            0.9,
         )
     )
     fs256, gl256, _ = adds(gpy, src, runs, "sha256")
     rows.append(
-        Row(
-            "3. add md5+sha256 (fsync on) vs glance_store",
-            f"{fs256:.0f} MiB/s",
-            f"{gl256:.0f} MiB/s",
-            fs256 / gl256,
-            "report",
-            None,
-        )
+        versus("3. add md5+sha256 (fsync on) vs glance_store", fs256, gl256, "MiB/s")
     )
     gfs, ggl, gcat = gets(gpy, src, runs)
     rows.append(
-        Row(
-            f"4. get {size // MiB} MiB vs glance_store",
-            f"{gfs:.0f} MiB/s",
-            f"{ggl:.0f} MiB/s",
-            gfs / ggl,
-            ">= 1.0",
-            gfs / ggl >= 1.0,
+        versus(
+            f"4. get {size // MiB} MiB vs glance_store", gfs, ggl, "MiB/s", ">=", 1.0
         )
     )
-    rows.append(
-        Row(
-            "4. get vs cat file > /dev/null",
-            f"{gfs:.0f} MiB/s",
-            f"{gcat:.0f} MiB/s",
-            gfs / gcat,
-            ">= 1.0",
-            gfs / gcat >= 1.0,
-        )
-    )
+    rows.append(versus("4. get vs cat file > /dev/null", gfs, gcat, "MiB/s", ">=", 1.0))
     count = 300 if args.quick else 1000
     lat = small_adds(gpy, count, runs)
     rows.append(
-        Row(
+        versus(
             f"5. {count} adds of 4 KiB (fsync off) vs glance_store",
-            f"{lat['fsstore']:.0f} us",
-            f"{lat['glance']:.0f} us",
-            lat["fsstore"] / lat["glance"],
-            "<= 0.8",
-            lat["fsstore"] / lat["glance"] <= 0.8,
+            lat["fsstore"],
+            lat["glance"],
+            "us",
+            "<=",
+            0.8,
         )
     )
     rows.append(
-        Row(
+        versus(
             "5. same vs open('xb')+write+close with both hashes",
-            f"{lat['beside']:.0f} us",
-            f"{lat['plain']:.0f} us",
-            lat["beside"] / lat["plain"],
-            "<= 1.05",
-            lat["beside"] / lat["plain"] <= 1.05,
+            lat["beside"],
+            lat["plain"],
+            "us",
+            "<=",
+            1.05,
         )
     )
     rows.append(
@@ -517,89 +538,70 @@ def main() -> int:
         )
     )
     rows.append(
-        Row(
+        versus(
             "6. 4 KiB adds, four prioritized directories vs one",
-            f"{lat['four']:.0f} us",
-            f"{lat['one']:.0f} us",
-            lat["four"] / lat["one"],
-            "<= 1.05",
-            lat["four"] / lat["one"] <= 1.05,
+            lat["four"],
+            lat["one"],
+            "us",
+            "<=",
+            1.05,
         )
     )
     entries = 10000
     for driver in ("sqlite", "xattr"):
         c = cache_cases(driver, entries, 200 if args.quick else 1000)
         rows.append(
-            Row(
+            versus(
                 f"7. {driver}: hit read of 1 MiB vs plain read",
-                f"{c['hit_us']:.0f} us",
-                f"{c['plain_us']:.0f} us",
-                c["hit_us"] / c["plain_us"],
-                "<= 1.5",
-                c["hit_us"] / c["plain_us"] <= 1.5,
+                c["hit_us"],
+                c["plain_us"],
+                "us",
+                "<=",
+                1.5,
             )
         )
         rows.append(
-            Row(
-                f"7. {driver}: is_cached",
-                f"{c['is_cached_us']:.1f} us",
-                "",
-                None,
-                "<= 15 us",
-                c["is_cached_us"] <= 15,
-            )
+            within(f"7. {driver}: is_cached", c["is_cached_us"], "us", 15, digits=1)
         )
         rows.append(
-            Row(
+            within(
                 f"7. {driver}: get_cached_images, {entries} entries "
                 "vs a bare loop of its system calls",
-                f"{c['list_ms']:.1f} ms",
-                f"{c['floor_ms']:.1f} ms",
-                c["list_ms"] / c["floor_ms"],
-                "<= 50 ms",
-                c["list_ms"] <= 50,
+                c["list_ms"],
+                "ms",
+                50,
+                digits=1,
+                reference=c["floor_ms"],
             )
         )
         rows.append(
-            Row(
+            within(
                 f"7. {driver}: prune of {c['pruned']} entries",
-                f"{c['prune_s']:.2f} s",
-                "",
-                None,
-                "<= 2 s",
-                c["prune_s"] <= 2,
+                c["prune_s"],
+                "s",
+                2,
+                digits=2,
             )
         )
     fill = fill_throughput(src, 1 if args.quick else 3)
     rows.append(
-        Row(
-            "7. read-through fill vs case 1 add",
-            f"{fill:.0f} MiB/s",
-            f"{fs:.0f} MiB/s",
-            fill / fs,
-            ">= 0.8",
-            fill / fs >= 0.8,
-        )
+        versus("7. read-through fill vs case 1 add", fill, fs, "MiB/s", ">=", 0.8)
     )
     rss_fs, rss_s3 = memory(src)
     rows.append(
-        Row(
+        within(
             f"8. peak RSS above baseline, add {size // MiB} MiB, filesystem",
-            f"{rss_fs:.0f} MiB",
-            "",
-            None,
-            "<= 64 MiB",
-            rss_fs <= 64,
+            rss_fs,
+            "MiB",
+            64,
         )
     )
     rows.append(
-        Row(
+        within(
             f"8. peak RSS above baseline, add {size // MiB} MiB, S3 (moto)",
-            f"{rss_s3:.0f} MiB",
-            "",
-            None,
-            "<= 64 MiB",
-            rss_s3 <= 64,
+            rss_s3,
+            "MiB",
+            64,
         )
     )
 
