@@ -263,16 +263,6 @@ def plain_add(directory: str, name: str, data: bytes) -> None:
     md5.hexdigest(), sha.hexdigest()
 
 
-def plain_small(directory: str, count: str, size: str) -> dict:
-    data = os.urandom(int(size))
-    latencies = []
-    for i in range(int(count)):
-        start = time.perf_counter()
-        plain_add(directory, f"p{i}", data)
-        latencies.append(time.perf_counter() - start)
-    return {"latencies": latencies}
-
-
 def fsstore_small_vs_plain(images: str, plain: str, count: str, size: str) -> dict:
     """fsstore adds and plain_add, alternating, fsync off; latencies of each."""
     store = fsstore_store([images], "false")
@@ -301,7 +291,6 @@ CASES = {
     "fsstore-rss": fsstore_rss,
     "s3-rss": s3_rss,
     "limit": limit_pass,
-    "plain-small": plain_small,
 }
 
 if __name__ == "__main__":
