@@ -25,7 +25,7 @@ import queue
 import threading
 from typing import Any
 
-from fsstore.store import SizeCheck
+from fsstore.streams import CheckedSource
 
 # Streams past this size are worth the threads and buffers.
 PIPELINE_THRESHOLD = 4 * 1024 * 1024
@@ -166,46 +166,33 @@ class WritePipeline:
         self.close()
         self._raise_worker_error()
 
-    def run(
-        self,
-        head: list[bytes],
-        readinto: Any,
-        source: Any,
-        check: SizeCheck,
-        verifier: Any,
-    ) -> int:
-        """Write ``head`` (bytes already read and counted), then the rest.
+    def run(self, head: list[bytes], source: CheckedSource) -> int:
+        """Write ``head`` (chunks already read from ``source``), then the rest.
 
-        The rest comes from ``readinto`` (a file's method) when there is one,
-        counted against ``check`` here, else from ``source``, an iterator that
-        checks and counts as it goes (read_chunks). Errors of the caller's
+        The rest is read straight into the buffers where ``source`` can
+        ``readinto``, else copied in from its views. Errors of the caller's
         stream propagate as they are; a failed write raises WriteFailed.
+        Returns the number of bytes, checked against the declared size.
         """
         for chunk in head:
             self.feed(chunk)
-        if readinto is None:
-            for chunk in source:
-                if verifier is not None:
-                    verifier.update(chunk)
-                self.feed(chunk)
+        if not source.can_readinto:
+            for view in source.views():
+                self.feed(view)
         else:
-            # Read straight into the buffers: no copy on the way.
             while True:
                 if self._current is None:
                     self._current, self._filled = self._take(), 0
                 start = self._filled
-                n = readinto(self.views[self._current][start:]) or 0
+                n = source.readinto(self.views[self._current][start:])
                 if n == 0:
                     break
-                check.add(n)
-                if verifier is not None:
-                    verifier.update(bytes(self.views[self._current][start : start + n]))
                 self._filled += n
                 if self._filled == BUFFER_SIZE:
                     self._dispatch(self._current, self._filled)
                     self._current = None
         self.finish()
-        return check.finish()
+        return source.finish()
 
     def close(self) -> None:
         """Stop the workers (after the queued buffers) and free the buffers."""

@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import enum
 import os
-from collections.abc import Callable, Iterable, Iterator
-from typing import Any, ClassVar, NamedTuple, Protocol
+from collections.abc import Iterator
+from typing import Any, ClassVar, NamedTuple
 
 from oslo_config import cfg
 
 from fsstore import exceptions
 from fsstore.hashing import DEFAULT_HASHING_ALGO, new_multihash
 from fsstore.location import Location
+
+# Re-exported: drivers written against earlier releases import them from here.
+from fsstore.streams import SizeCheck, Verifier, read_chunks  # noqa: F401
 
 # Image ids with this prefix are reserved for the stores' own files (staging
 # files, lock files), so that no image can ever collide with one of them.
@@ -40,10 +43,6 @@ class AddResult(NamedTuple):
     checksum: str
     multihash: str
     metadata: dict[str, Any]
-
-
-class Verifier(Protocol):
-    def update(self, chunk: bytes) -> None: ...
 
 
 def image_id_problem(image_id: object) -> str | None:
@@ -87,92 +86,6 @@ def validate_size(size: object) -> int:
     if isinstance(size, bool) or not isinstance(size, int) or size < 0:
         raise exceptions.Invalid(f"image size must be an integer >= 0, not {size!r}")
     return size
-
-
-class SizeCheck:
-    """Counts a stream's bytes against a declared size (0: unknown)."""
-
-    def __init__(self, image_id: str, expected_size: int) -> None:
-        self.image_id = image_id
-        self.expected = expected_size
-        self.total = 0
-
-    def add(self, n: int) -> None:
-        """Count ``n`` more bytes; Invalid as soon as they overrun."""
-        self.total += n
-        if self.expected and self.total > self.expected:
-            raise _overrun(self.image_id, self.expected)
-
-    def finish(self) -> int:
-        """The total; Invalid if it falls short of the declared size."""
-        if self.expected and self.total != self.expected:
-            raise _underrun(self.image_id, self.total, self.expected)
-        return self.total
-
-
-def _overrun(image_id: str, expected: int) -> exceptions.Invalid:
-    return exceptions.Invalid(
-        f"image {image_id}: data is larger than the declared size of {expected} bytes"
-    )
-
-
-def _underrun(image_id: str, total: int, expected: int) -> exceptions.Invalid:
-    return exceptions.Invalid(
-        f"image {image_id}: data is {total} bytes, not the declared {expected} bytes"
-    )
-
-
-def read_chunks(
-    data: Any,
-    chunk_size: int,
-    image_id: str,
-    expected_size: int = 0,
-    check: SizeCheck | None = None,
-) -> Iterator[bytes]:
-    """Chunks of ``data`` (a file-like object or an iterable of bytes).
-
-    With ``expected_size > 0`` the stream must hold exactly that many bytes:
-    an overrun raises :class:`Invalid` before the excess is yielded, an
-    underrun at the end. Pass ``check`` to go on counting elsewhere after
-    leaving the loop early.
-    """
-    read = getattr(data, "read", None)
-    source: Iterable[bytes]
-    source = iter(lambda: read(chunk_size), b"") if read is not None else data
-    if check is None:
-        check = SizeCheck(image_id, expected_size)
-    for chunk in source:
-        if not chunk:
-            continue
-        if not isinstance(chunk, (bytes, bytearray, memoryview)):
-            raise _not_bytes(image_id, chunk)
-        check.add(len(chunk))
-        yield chunk
-    check.finish()
-
-
-def read_exactly(read: Callable[[int], Any], image_id: str, size: int) -> bytes:
-    """All ``size`` (> 0) bytes from a ``read`` function, checked as
-    read_chunks checks them: Invalid on an overrun or an underrun."""
-    parts = []
-    total = 0
-    # One byte past the declared size: an overrun shows without reading it all.
-    while chunk := read(size + 1 - total):
-        if not isinstance(chunk, (bytes, bytearray, memoryview)):
-            raise _not_bytes(image_id, chunk)
-        total += len(chunk)
-        if total > size:
-            raise _overrun(image_id, size)
-        parts.append(chunk)
-    if total != size:
-        raise _underrun(image_id, total, size)
-    return parts[0] if len(parts) == 1 else b"".join(parts)
-
-
-def _not_bytes(image_id: str, chunk: object) -> exceptions.Invalid:
-    return exceptions.Invalid(
-        f"image {image_id}: data must be bytes, not {type(chunk).__name__}"
-    )
 
 
 def range_length(size: int, offset: int, chunk_size: int | None, what: str) -> int:

@@ -34,7 +34,8 @@ from oslo_config import cfg
 from fsstore import exceptions
 from fsstore.hashing import ImageHasher
 from fsstore.location import Location, S3Location
-from fsstore.store import AddResult, Store, Verifier, read_chunks, validate_image_id
+from fsstore.store import AddResult, Store, validate_image_id
+from fsstore.streams import CheckedSource, Verifier
 
 LOG = logging.getLogger(__name__)
 
@@ -94,11 +95,16 @@ OPTIONS = [
 
 
 class S3ChunkIterator:
-    """Chunks of a streaming response body; closes it when done or closed."""
+    """Chunks of a streaming response body; closes it when done or closed.
 
-    def __init__(self, body: Any, chunk_size: int) -> None:
+    An error while reading (a reset connection, a body shorter than its
+    Content-Length, a read timeout) is BackendException naming ``what``.
+    """
+
+    def __init__(self, body: Any, chunk_size: int, what: str) -> None:
         self._body = body
         self._chunks = body.iter_chunks(chunk_size)
+        self._what = what
 
     def __iter__(self) -> S3ChunkIterator:
         return self
@@ -106,6 +112,14 @@ class S3ChunkIterator:
     def __next__(self) -> bytes:
         try:
             return next(self._chunks)
+        except StopIteration:
+            self.close()
+            raise
+        except Exception as exc:
+            self.close()
+            raise exceptions.BackendException(
+                f"{self._what}: reading the body failed ({type(exc).__name__})"
+            ) from None
         except BaseException:
             self.close()
             raise
@@ -281,7 +295,7 @@ class S3Store(Store):
                 ) from None
             raise self._error(exc, f"image {location.uri}") from None
         length = int(response["ContentLength"])
-        return S3ChunkIterator(response["Body"], READ_CHUNK), length
+        return S3ChunkIterator(response["Body"], READ_CHUNK, location.uri), length
 
     def _head(self, key: str, what: str) -> int:
         try:
@@ -354,12 +368,12 @@ class S3Store(Store):
         else:
             raise exceptions.Duplicate(f"image {location.uri} already exists")
         hasher = ImageHasher(hashing_algo)
-        chunks = read_chunks(data, READ_CHUNK, image_id, size)
+        source = CheckedSource(data, image_id, size, verifier, READ_CHUNK)
         try:
             if 0 < size < self.large_object_size:
-                written = self._put_whole(location, chunks, hasher, verifier)
+                written = self._put_whole(location, source, hasher)
             else:
-                written = self._put_multipart(location, chunks, size, hasher, verifier)
+                written = self._put_multipart(location, source, size, hasher)
             checksum, multihash = hasher.hexdigests()
         finally:
             hasher.close()
@@ -373,18 +387,13 @@ class S3Store(Store):
         return self._error(exc, f"writing image {location.uri}")
 
     def _put_whole(
-        self,
-        location: S3Location,
-        chunks: Iterator[bytes],
-        hasher: ImageHasher,
-        verifier: Verifier | None,
+        self, location: S3Location, source: CheckedSource, hasher: ImageHasher
     ) -> int:
         body = bytearray()
-        for chunk in chunks:
+        for chunk in source.chunks():  # kept by the digest threads: copies
             hasher.update(chunk)
-            if verifier is not None:
-                verifier.update(chunk)
             body += chunk
+        source.finish()
         try:
             self.client.put_object(
                 Bucket=self.bucket, Key=location.key, Body=body, IfNoneMatch="*"
@@ -402,10 +411,9 @@ class S3Store(Store):
     def _put_multipart(
         self,
         location: S3Location,
-        chunks: Iterator[bytes],
+        source: CheckedSource,
         size: int,
         hasher: ImageHasher,
-        verifier: Verifier | None,
     ) -> int:
         key = location.key
         what = f"writing image {location.uri}"
@@ -453,10 +461,8 @@ class S3Store(Store):
         written = 0
         try:
             buf = bytearray()
-            for chunk in chunks:
+            for chunk in source.chunks():  # kept by the digest threads: copies
                 hasher.update(chunk)
-                if verifier is not None:
-                    verifier.update(chunk)
                 written += len(chunk)
                 view = memoryview(chunk)
                 while view:
@@ -466,6 +472,7 @@ class S3Store(Store):
                     if len(buf) == part_size:
                         submit(buf)
                         buf = bytearray()
+            source.finish()
             if buf or not futures:
                 submit(buf)  # the last part may be short, or the only one empty
             parts = [f.result() for f in futures]

@@ -62,6 +62,7 @@ from fsstore.cache.hits import RECORDER, HitCountingReader
 from fsstore.hashing import DEFAULT_HASHING_ALGO, ImageHasher
 from fsstore.pipeline import PIPELINE_THRESHOLD, WriteFailed, WritePipeline
 from fsstore.store import RESERVED_PREFIX, image_id_problem, validate_image_id
+from fsstore.streams import byte_view
 
 LOG = logging.getLogger(__name__)
 
@@ -126,24 +127,27 @@ class CacheWriter:
         self._head: list[bytes] = []
         self._pipeline: WritePipeline | None = None
 
-    def write(self, chunk: bytes) -> None:
-        """Add ``chunk``; never raises for a cache problem (caching stops instead).
+    def write(self, chunk: Any) -> None:
+        """Add ``chunk`` (bytes-like); never raises for a cache problem
+        (caching stops instead), Invalid for a chunk that is not bytes-like.
 
-        The first PIPELINE_THRESHOLD bytes are held back; a larger image then
-        goes through the WritePipeline (digests and an O_DIRECT writer in
-        threads of their own), a smaller one is written at the end.
+        The first PIPELINE_THRESHOLD bytes are held back (copied: the caller
+        may reuse its buffer); a larger image then goes through the
+        WritePipeline (digests and an O_DIRECT writer in threads of their
+        own), a smaller one is written at the end.
         """
+        view = byte_view(chunk, self.image_id)
         if self.abandoned:
             return
-        self.size += len(chunk)
+        self.size += view.nbytes
         if self.size > self.driver.max_size:
             self.abandon("larger than image_cache_max_size")
             return
         try:
             if self._pipeline is not None:
-                self._pipeline.feed(chunk)
+                self._pipeline.feed(view)
                 return
-            self._head.append(bytes(chunk))
+            self._head.append(chunk if type(chunk) is bytes else bytes(view))
             if self.size > PIPELINE_THRESHOLD:
                 self._pipeline = WritePipeline(self.fd, self.hasher.digests(), True)
                 head, self._head = self._head, []

@@ -18,7 +18,8 @@ from fsstore import exceptions
 from fsstore.cache.base import CachedImage, CacheDriver, Problem
 from fsstore.hashing import DEFAULT_HASHING_ALGO
 from fsstore.registry import load_driver, register_opts
-from fsstore.store import read_chunks, validate_image_id
+from fsstore.store import validate_image_id
+from fsstore.streams import CheckedSource
 
 CACHE_DRIVERS_NAMESPACE = "fsstore.cache_drivers"
 READ_CHUNK = 64 * 1024
@@ -219,7 +220,7 @@ class ImageCache:
     def cache_image_iter(
         self,
         image_id: str,
-        iterator: Iterable[bytes],
+        iterator: Iterable[Any] | Any,
         checksum: str | None = None,
         multihash: str | None = None,
         hashing_algo: str = DEFAULT_HASHING_ALGO,
@@ -231,8 +232,9 @@ class ImageCache:
         ) as w:
             if w is None:
                 return False
-            for chunk in iterator:
-                w.write(chunk)
+            # The writer copies what it keeps: views are enough.
+            for view in CheckedSource(iterator, image_id, size).views():
+                w.write(view)
         return w.published
 
     def cache_image_file(
@@ -245,7 +247,7 @@ class ImageCache:
     ) -> bool:
         return self.cache_image_iter(
             image_id,
-            read_chunks(image_file, READ_CHUNK, image_id),
+            image_file,
             checksum,
             multihash,
             hashing_algo,

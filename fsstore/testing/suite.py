@@ -13,6 +13,7 @@ import pytest
 
 from fsstore import exceptions
 from fsstore.store import Capability, Store
+from fsstore.testing.streams import SHAPES, NoneRead, Recorder, TextRead, shaped
 
 HOSTILE_IDS = [
     "",
@@ -184,6 +185,52 @@ class StoreConformanceTests:
         before = self.leftovers(store)
         with pytest.raises(FailingStream.Boom):
             store.add(image_id, FailingStream(data, 2 * self.chunk_size + 1), 0)
+        self.assert_nothing_left(store, image_id, before)
+
+    # -- hostile stream shapes -----------------------------------------------
+
+    #: Sizes for the stream-shape tests: past the point where digests move to
+    #: threads, and past the point where large-image machinery starts.
+    shape_sizes = (3 * 1024 * 1024 + 3, 6 * 1024 * 1024 + 5)
+
+    @pytest.mark.parametrize("declared", ["unknown", "exact"])
+    @pytest.mark.parametrize("big", [False, True], ids=["mid", "large"])
+    @pytest.mark.parametrize("shape", SHAPES)
+    def test_stream_shapes_store_the_callers_bytes(
+        self, store: Store, shape: str, big: bool, declared: str
+    ) -> None:
+        # A source that reuses its buffer, hands over views of other item
+        # sizes, or reads short: what is stored, returned and verified are
+        # exactly the caller's bytes.
+        size = self.shape_sizes[big]
+        data = payload(size, seed=size + 17)
+        verifier = Recorder()
+        result = store.add(
+            new_id(),
+            shaped(data, shape, 100_003),
+            size if declared == "exact" else 0,
+            verifier=verifier,
+        )
+        assert result.size == size
+        assert result.checksum == hashlib.md5(data).hexdigest()
+        assert result.multihash == hashlib.sha512(data).hexdigest()
+        assert verifier.md5() == result.checksum
+        assert read_all(store, result.location) == data
+        store.delete(result.location)
+
+    @pytest.mark.parametrize("kind", ["read-none", "read-str", "str", "int", "none"])
+    def test_non_bytes_data_is_invalid(self, store: Store, kind: str) -> None:
+        stream = {
+            "read-none": lambda: NoneRead(b"x" * 1000),
+            "read-str": lambda: TextRead("text"),
+            "str": lambda: iter([b"ok", "text"]),
+            "int": lambda: iter([b"ok", 7]),
+            "none": lambda: iter([b"ok", None]),
+        }[kind]()
+        image_id = new_id()
+        before = self.leftovers(store)
+        with pytest.raises(exceptions.Invalid, match="image " + image_id):
+            store.add(image_id, stream, 0)
         self.assert_nothing_left(store, image_id, before)
 
     def test_duplicate(self, store: Store) -> None:

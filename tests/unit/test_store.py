@@ -17,7 +17,6 @@ from fsstore.store import (
     FileChunkIterator,
     Store,
     read_chunks,
-    read_exactly,
     validate_image_id,
 )
 from fsstore.testing.suite import HOSTILE_IDS
@@ -151,37 +150,3 @@ def test_file_chunks_close_early_and_when_dropped(image_fd):
     del unstarted
     gc.collect()
     assert not _is_open(fd)
-
-
-class _Trickle:
-    """A stream that returns at most ``step`` bytes per read, as sockets do."""
-
-    def __init__(self, data: bytes, step: int) -> None:
-        self.data, self.step, self.pos = data, step, 0
-
-    def read(self, n: int) -> bytes:
-        chunk = self.data[self.pos : self.pos + min(n, self.step)]
-        self.pos += len(chunk)
-        return chunk
-
-
-def test_read_exactly_gathers_short_reads():
-    assert read_exactly(_Trickle(b"abcdefg", 3).read, "img", 7) == b"abcdefg"
-    assert read_exactly(io.BytesIO(b"abc").read, "img", 3) == b"abc"
-
-
-@pytest.mark.parametrize(
-    ("data", "size", "message"),
-    [
-        (b"abcdefgh", 7, "larger than the declared size of 7 bytes"),
-        (b"abcdef", 7, "data is 6 bytes, not the declared 7 bytes"),
-    ],
-)
-def test_read_exactly_checks_the_size(data, size, message):
-    with pytest.raises(exceptions.Invalid, match=message):
-        read_exactly(_Trickle(data, 2).read, "img", size)
-
-
-def test_read_exactly_refuses_text():
-    with pytest.raises(exceptions.Invalid, match="data must be bytes, not str"):
-        read_exactly(io.StringIO("abc").read, "img", 3)

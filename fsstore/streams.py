@@ -1,0 +1,279 @@
+"""The checked source: how every write path reads the data of an image.
+
+A caller hands image data as a file-like object (``read``, and perhaps
+``readinto``) or as an iterable of bytes-like chunks. Every store and every
+cache fill reads it through :class:`CheckedSource`, which is where the rules
+live:
+
+* A chunk is any C-contiguous object with the buffer protocol (``bytes``,
+  ``bytearray``, ``memoryview``, ``array``, ``mmap``, numpy arrays ...).
+  ``str`` (a file opened in text mode) and other objects are ``Invalid``.
+* ``read()`` returning ``None`` (a non-blocking stream with nothing ready) is
+  ``Invalid``, never taken for the end of the data: taking it so would store
+  a truncated image, and retrying would spin.
+* Sizes are counted in bytes (``memoryview.nbytes``), never in items: a view
+  of an ``array('i')`` is four bytes an item.
+* A declared size (> 0) is checked: an overrun raises ``Invalid`` before the
+  excess is handed on, an underrun at :meth:`CheckedSource.finish`.
+* The verifier, if any, sees every byte once, in order.
+* Held chunks are the caller's bytes. A source may reuse one buffer for every
+  chunk (``readinto(buf); yield memoryview(buf)[:n]``), so a chunk that is
+  kept past the next read (by the digest threads, the held-back head of a
+  stream, a part being filled) must be a copy. :meth:`CheckedSource.chunks`
+  hands on ``bytes`` objects as they are and copies anything else once;
+  :meth:`CheckedSource.views` hands on views valid only until the next read,
+  for a consumer that copies them at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any, Protocol
+
+from fsstore import exceptions
+
+READ_CHUNK = 64 * 1024
+
+
+class Verifier(Protocol):
+    def update(self, chunk: bytes) -> None: ...
+
+
+def byte_view(chunk: object, image_id: str) -> memoryview:
+    """``chunk`` as a flat view of unsigned bytes, or Invalid naming its type."""
+    if isinstance(chunk, str):
+        raise exceptions.Invalid(
+            f"image {image_id}: data must be bytes, not str (is the file open "
+            "in text mode?)"
+        )
+    try:
+        view = memoryview(chunk)  # type: ignore[arg-type]
+    except TypeError:
+        raise exceptions.Invalid(
+            f"image {image_id}: data must be bytes-like, not {type(chunk).__name__}"
+        ) from None
+    if view.format != "B" or view.ndim != 1:
+        if not view.c_contiguous:
+            raise exceptions.Invalid(
+                f"image {image_id}: a chunk of type {type(chunk).__name__} is "
+                "not contiguous in memory"
+            )
+        view = view.cast("B")
+    return view
+
+
+class SizeCheck:
+    """Counts a stream's bytes against a declared size (0: unknown)."""
+
+    def __init__(self, image_id: str, expected_size: int) -> None:
+        self.image_id = image_id
+        self.expected = expected_size
+        self.total = 0
+
+    def add(self, n: int) -> None:
+        """Count ``n`` more bytes; Invalid as soon as they overrun."""
+        self.total += n
+        if self.expected and self.total > self.expected:
+            raise exceptions.Invalid(
+                f"image {self.image_id}: data is larger than the declared size "
+                f"of {self.expected} bytes"
+            )
+
+    def finish(self) -> int:
+        """The total; Invalid if it falls short of the declared size."""
+        if self.expected and self.total != self.expected:
+            raise exceptions.Invalid(
+                f"image {self.image_id}: data is {self.total} bytes, not the "
+                f"declared {self.expected} bytes"
+            )
+        return self.total
+
+
+class CheckedSource:
+    """The data of one image, read and checked as the module doc says.
+
+    :meth:`chunks`, :meth:`views` and :meth:`readinto` read from the same
+    position, so a consumer may start with one and go on with another (the
+    filesystem store reads a head of chunks, then reads the rest straight
+    into its pipeline's buffers). :meth:`finish` ends the stream.
+    """
+
+    def __init__(
+        self,
+        data: Any,
+        image_id: str,
+        size: int = 0,
+        verifier: Verifier | None = None,
+        read_size: int = READ_CHUNK,
+    ) -> None:
+        self.image_id = image_id
+        self.check = SizeCheck(image_id, size)
+        self.verifier = verifier
+        self.read_size = read_size
+        read = getattr(data, "read", None)
+        self._read = read if callable(read) else None
+        readinto = getattr(data, "readinto", None)
+        self._readinto = readinto if callable(readinto) else None
+        if self._read is None:
+            if isinstance(data, (str, bytes, bytearray, memoryview)):
+                # One object, not an iterable of chunks: iterating bytes
+                # would give ints, a str characters.
+                data = [data]
+            try:
+                self._iter: Iterator[object] = iter(data)
+            except TypeError:
+                raise exceptions.Invalid(
+                    f"image {image_id}: data must be a file-like object or an "
+                    f"iterable of bytes, not {type(data).__name__}"
+                ) from None
+        else:
+            self._iter = self._reads()
+        self._ended = False
+
+    @property
+    def total(self) -> int:
+        return self.check.total
+
+    @property
+    def can_readinto(self) -> bool:
+        return self._readinto is not None
+
+    def _reads(self) -> Iterator[object]:
+        assert self._read is not None
+        read, size = self._read, self.read_size
+        while True:
+            chunk = read(size)
+            if chunk is None:
+                raise self._no_data("read()")
+            yield chunk
+
+    def _no_data(self, call: str) -> exceptions.Invalid:
+        return exceptions.Invalid(
+            f"image {self.image_id}: {call} returned None (a non-blocking "
+            "stream with no data ready); give a blocking stream"
+        )
+
+    def _next_view(self) -> tuple[object, memoryview] | None:
+        """The next non-empty chunk and its byte view, counted and verified;
+        None at the end."""
+        if self._ended:
+            return None
+        for chunk in self._iter:
+            view = byte_view(chunk, self.image_id)
+            n = view.nbytes
+            if not n:
+                if self._read is not None:
+                    break  # read() gave b"": the end
+                continue  # an iterable may yield empty chunks anywhere
+            self.check.add(n)
+            return chunk, view
+        self._ended = True
+        return None
+
+    def chunks(self) -> Iterator[bytes]:
+        """The chunks, each safe to keep: ``bytes`` as given, others copied."""
+        verifier = self.verifier
+        while (item := self._next_view()) is not None:
+            chunk, view = item
+            safe = chunk if type(chunk) is bytes else bytes(view)
+            # Race: holding a view across the yield would pin the caller's
+            # buffer, and a source that resizes it for the next chunk fails.
+            view.release()
+            del item, chunk, view
+            if verifier is not None:
+                verifier.update(safe)
+            yield safe
+
+    __iter__ = chunks
+
+    def views(self) -> Iterator[memoryview]:
+        """The chunks as byte views, each valid only until the next read."""
+        verifier = self.verifier
+        while (item := self._next_view()) is not None:
+            view = item[1]
+            del item
+            if verifier is not None:
+                verifier.update(view)  # type: ignore[arg-type]
+            yield view
+            view.release()  # see chunks(); a consumer must not keep it
+
+    def readinto(self, buffer: memoryview) -> int:
+        """Read into ``buffer`` (a file's ``readinto``); 0 at the end.
+
+        Only for sources that :attr:`can_readinto`.
+        """
+        assert self._readinto is not None
+        if self._ended:
+            return 0
+        n = self._readinto(buffer)
+        if n is None:
+            raise self._no_data("readinto()")
+        if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n <= len(buffer):
+            raise exceptions.Invalid(
+                f"image {self.image_id}: readinto() returned {n!r}, not a byte count"
+            )
+        if n == 0:
+            self._ended = True
+            return 0
+        self.check.add(n)
+        if self.verifier is not None:
+            self.verifier.update(buffer[:n])  # type: ignore[arg-type]
+        return n
+
+    def read_whole(self) -> bytes:
+        """Everything, for a declared size small enough to hold at once.
+
+        Reads one byte past the declared size, so that an overrun shows
+        without reading it all.
+        """
+        parts: list[bytes] = []
+        expected = self.check.expected
+        if self._read is not None and expected:
+            read = self._read
+            while self.check.total <= expected:
+                chunk = read(expected + 1 - self.check.total)
+                if chunk is None:
+                    raise self._no_data("read()")
+                view = byte_view(chunk, self.image_id)
+                n = view.nbytes
+                if n:
+                    parts.append(chunk if type(chunk) is bytes else bytes(view))
+                view.release()
+                del chunk, view
+                if not n:
+                    break
+                self.check.add(n)
+            self._ended = True
+        else:
+            parts = list(self._chunks_unverified())
+        self.finish()
+        whole = parts[0] if len(parts) == 1 else b"".join(parts)
+        if self.verifier is not None:
+            self.verifier.update(whole)
+        return whole
+
+    def _chunks_unverified(self) -> Iterator[bytes]:
+        while (item := self._next_view()) is not None:
+            chunk, view = item
+            safe = chunk if type(chunk) is bytes else bytes(view)
+            view.release()
+            del item, chunk, view
+            yield safe
+
+    def finish(self) -> int:
+        """The number of bytes read; Invalid if short of the declared size."""
+        return self.check.finish()
+
+
+def read_chunks(
+    data: Any,
+    chunk_size: int,
+    image_id: str,
+    expected_size: int = 0,
+    verifier: Verifier | None = None,
+) -> Iterator[bytes]:
+    """The checked chunks of ``data``, each safe to keep, then the size check:
+    for drivers that need nothing more of :class:`CheckedSource`."""
+    source = CheckedSource(data, image_id, expected_size, verifier, chunk_size)
+    yield from source.chunks()
+    source.finish()

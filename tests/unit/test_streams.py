@@ -1,0 +1,145 @@
+"""The checked source every write path reads through (fsstore.streams)."""
+
+from __future__ import annotations
+
+import array
+import hashlib
+import io
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from fsstore import exceptions
+from fsstore.streams import CheckedSource, byte_view, read_chunks
+from fsstore.testing.streams import SHAPES, NoneRead, Recorder, TextRead, shaped
+
+
+class _Trickle:
+    """A stream that returns at most ``step`` bytes per read, as sockets do."""
+
+    def __init__(self, data: bytes, step: int) -> None:
+        self.data, self.step, self.pos = data, step, 0
+
+    def read(self, n: int) -> bytes:
+        chunk = self.data[self.pos : self.pos + min(n, self.step)]
+        self.pos += len(chunk)
+        return chunk
+
+
+def test_read_whole_gathers_short_reads():
+    assert CheckedSource(_Trickle(b"abcdefg", 3), "img", 7).read_whole() == b"abcdefg"
+    assert CheckedSource(io.BytesIO(b"abc"), "img", 3).read_whole() == b"abc"
+
+
+@pytest.mark.parametrize(
+    ("data", "size", "message"),
+    [
+        (b"abcdefgh", 7, "larger than the declared size of 7 bytes"),
+        (b"abcdef", 7, "data is 6 bytes, not the declared 7 bytes"),
+    ],
+)
+def test_read_whole_checks_the_size(data, size, message):
+    with pytest.raises(exceptions.Invalid, match=message):
+        CheckedSource(_Trickle(data, 2), "img", size).read_whole()
+
+
+def test_read_whole_refuses_text():
+    with pytest.raises(exceptions.Invalid, match="data must be bytes, not str"):
+        CheckedSource(io.StringIO("abc"), "img", 3).read_whole()
+
+
+def test_sizes_are_bytes_not_items():
+    ints = array.array("i", range(1000))
+    source = CheckedSource(iter([memoryview(ints)]), "img")
+    assert b"".join(source.chunks()) == ints.tobytes()
+    assert source.finish() == 4000
+    assert byte_view(memoryview(ints), "img").nbytes == 4000
+
+
+def test_a_declared_size_counts_bytes():
+    ints = array.array("i", range(10))
+    with pytest.raises(exceptions.Invalid, match="larger than the declared size"):
+        list(read_chunks(iter([memoryview(ints)]), 10, "img", expected_size=10))
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (NoneRead(b"abc"), "read\\(\\) returned None"),
+        (TextRead("abc"), "not str"),
+        (io.StringIO(""), "not str"),  # '' from a text file is no end of data
+        (iter([b"ab", None]), "not NoneType"),
+        (iter([b"ab", 3]), "not int"),
+        (iter(["text"]), "not str"),
+        (42, "not int"),
+        (memoryview(bytes(16)).cast("B", (4, 4))[::2], "not contiguous"),
+    ],
+    ids=[
+        "read-None",
+        "read-str",
+        "read-empty-str",
+        "None",
+        "int",
+        "str",
+        "int-data",
+        "strided",
+    ],
+)
+def test_refused_shapes(data, message):
+    with pytest.raises(exceptions.Invalid, match=message):
+        list(CheckedSource(data, "img").chunks())
+
+
+def test_readinto_returning_none_is_refused():
+    class NonBlocking(io.RawIOBase):
+        def readable(self):
+            return True
+
+        def readinto(self, b):
+            return None
+
+    source = CheckedSource(NonBlocking(), "img")
+    with pytest.raises(exceptions.Invalid, match="readinto\\(\\) returned None"):
+        source.readinto(memoryview(bytearray(10)))
+
+
+def test_a_reused_buffer_is_copied_when_kept():
+    data = bytes(range(256)) * 1000
+    kept = list(CheckedSource(shaped(data, "reused-view", 777), "img").chunks())
+    assert b"".join(kept) == data
+
+
+def test_views_continue_where_chunks_stopped():
+    data = bytes(range(256)) * 100
+    source = CheckedSource(io.BytesIO(data), "img", read_size=1000)
+    chunks = source.chunks()
+    head = [next(chunks) for _ in range(3)]
+    rest = [bytes(v) for v in source.views()]
+    assert b"".join(head + rest) == data
+    assert source.finish() == len(data)
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    data=st.binary(max_size=5000),
+    shape=st.sampled_from(SHAPES),
+    step=st.integers(1, 600),
+    declared=st.sampled_from(["unknown", "exact", "over", "under"]),
+)
+def test_any_shape_gives_the_callers_bytes(data, shape, step, declared):
+    size = {"unknown": 0, "exact": len(data), "over": len(data) + 1}.get(
+        declared,
+        max(0, len(data) - 1),  # a declared size of 0 is "unknown"
+    )
+    recorder = Recorder()
+    source = CheckedSource(shaped(data, shape, step), "img", size, recorder)
+    if size and size != len(data):
+        with pytest.raises(exceptions.Invalid, match="declared"):
+            list(source.chunks())
+            source.finish()
+        return
+    kept = list(source.chunks())
+    assert b"".join(kept) == data
+    assert source.finish() == len(data)
+    assert recorder.md5() == hashlib.md5(data).hexdigest()
