@@ -55,14 +55,11 @@ from fsstore.store import (
     RESERVED_PREFIX,
     AddResult,
     FileChunkIterator,
-    SizeCheck,
     Store,
-    Verifier,
     image_id_problem,
     range_length,
-    read_chunks,
-    read_exactly,
 )
+from fsstore.streams import CheckedSource, Verifier
 
 LOG = logging.getLogger(__name__)
 
@@ -125,6 +122,7 @@ class DataDir:
     priority: int
     fd: int = -1
     tmpfile: bool = True
+    ident: tuple[int, int] = (0, 0)  # (st_dev, st_ino) of the open directory
     uri_prefix: str = dataclasses.field(init=False)  # + image id: its location
 
     def __post_init__(self) -> None:
@@ -133,6 +131,10 @@ class DataDir:
     def free_bytes(self) -> int:
         st = os.statvfs(self.fd)
         return st.f_bavail * st.f_frsize
+
+
+def _identity(st: os.stat_result) -> tuple[int, int]:
+    return st.st_dev, st.st_ino
 
 
 def parse_datadirs(store_name: str, specs: list[str]) -> list[DataDir]:
@@ -338,6 +340,10 @@ class FilesystemStore(Store):
         self._zero_block = b""
         self.fsync = True
         self._publish_lock = threading.Lock()
+        self._reopen_lock = threading.Lock()
+        self._retired_fds: list[int] = []
+        self._by_path: list[DataDir] = []
+        self._lock_dir: DataDir | None = None
         self._lock_fd = -1
         self._lock_pid = 0
 
@@ -381,6 +387,7 @@ class FilesystemStore(Store):
         try:
             for d in dirs:
                 d.fd = self._open_datadir(d.path)
+                d.ident = _identity(os.fstat(d.fd))
                 d.tmpfile = os.path.isdir("/proc/self/fd")
         except BaseException:
             for d in dirs:
@@ -390,6 +397,7 @@ class FilesystemStore(Store):
         self.datadirs = dirs
         priorities = sorted({d.priority for d in dirs}, reverse=True)
         self._by_priority = [[d for d in dirs if d.priority == p] for p in priorities]
+        self._by_path = sorted(dirs, key=lambda d: d.path)
         for d in dirs:
             self._remove_stale_staging(d)
 
@@ -458,6 +466,10 @@ class FilesystemStore(Store):
         if self._lock_fd >= 0:
             os.close(self._lock_fd)
             self._lock_fd = -1
+        self._lock_dir = None
+        fds, self._retired_fds = self._retired_fds, []
+        for fd in fds:
+            os.close(fd)
 
     def describe(self) -> dict[str, Any]:
         info = super().describe()
@@ -498,7 +510,50 @@ class FilesystemStore(Store):
                 f"location {location.uri} is outside the data directories of "
                 f"store {self.name!r}"
             )
-        return found
+        datadir, name = found
+        if not self._available(datadir):
+            raise exceptions.NotFound(
+                f"image {location.uri} not found: data directory {datadir.path} "
+                "is missing"
+            )
+        return datadir, name
+
+    def _available(self, datadir: DataDir) -> bool:
+        """Whether ``datadir`` exists, reopening it if it was replaced.
+
+        Race: the directory at a data directory's path may be replaced while
+        the store runs (a remount, an operator's ``rm -r`` and ``mkdir``).
+        The descriptor opened at configure would then go on naming the old
+        one: writes fail (a deleted directory takes no new files) or land
+        where nobody sees them (a directory a new mount hides), and images
+        put into the new one stay unreadable. So each operation compares the
+        path's identity with the descriptor's and reopens on a difference. A
+        missing directory is never recreated (it may be an unmounted mount
+        point): it is skipped until it is back.
+        """
+        try:
+            st = os.stat(datadir.path)
+        except OSError:
+            return False
+        if _identity(st) == datadir.ident:
+            return True
+        with self._reopen_lock:
+            if _identity(os.stat(datadir.path)) == datadir.ident:
+                return True  # another thread reopened it
+            try:
+                fd = os.open(datadir.path, os.O_RDONLY | os.O_DIRECTORY)
+            except OSError:
+                return False
+            LOG.warning("data directory %s was replaced; reopened it", datadir.path)
+            # Other threads may be using the old descriptor right now: it is
+            # closed with the store, not here.
+            self._retired_fds.append(datadir.fd)
+            datadir.fd, datadir.ident = fd, _identity(os.fstat(fd))
+            datadir.tmpfile = os.path.isdir("/proc/self/fd")
+            if datadir is self._lock_dir:
+                self._lock_pid = 0  # the publish lock lived in the old one
+            self._remove_stale_staging(datadir)
+        return True
 
     def _stat(self, location: Location) -> tuple[DataDir, str, os.stat_result]:
         datadir, name = self._resolve(location)
@@ -571,10 +626,9 @@ class FilesystemStore(Store):
         hashing_algo: str,
         verifier: Verifier | None,
     ) -> AddResult:
-        if 0 < size <= self._one_chunk_limit:
-            read = getattr(data, "read", None)
-            if read is not None:
-                return self._add_one_chunk(image_id, read, size, hashing_algo, verifier)
+        source = CheckedSource(data, image_id, size, verifier, self.chunk_size)
+        if 0 < size <= self._one_chunk_limit and hasattr(data, "read"):
+            return self._add_one_chunk(image_id, source, size, hashing_algo)
         if not 0 < size <= PIPELINE_THRESHOLD:
             # Fail fast before streaming a large image; for a small one the
             # publish step (link(2), and the check under the publish lock)
@@ -585,9 +639,7 @@ class FilesystemStore(Store):
         hasher = ImageHasher(hashing_algo)
         try:
             self._os_call(staging.open, datadir, image_id)
-            written = self._write_stream(
-                datadir, image_id, staging.fd, data, size, hasher, verifier
-            )
+            written = self._write_stream(datadir, image_id, staging.fd, source, hasher)
             checksum, multihash = hasher.hexdigests()
             self._os_call(self._finish, datadir, image_id, staging.fd, written)
             self._publish(staging, image_id)
@@ -597,19 +649,12 @@ class FilesystemStore(Store):
         return self._added(datadir, image_id, written, checksum, multihash)
 
     def _add_one_chunk(
-        self,
-        image_id: str,
-        read: Any,
-        size: int,
-        hashing_algo: str,
-        verifier: Verifier | None,
+        self, image_id: str, source: CheckedSource, size: int, hashing_algo: str
     ) -> AddResult:
         """``_add`` for a file-like source of at most one chunk: the same
         steps without the streaming machinery, which at a few KiB costs as
         much as the file system's own work."""
-        chunk = read_exactly(read, image_id, size)
-        if verifier is not None:
-            verifier.update(chunk)
+        chunk = source.read_whole()
         md5 = hashlib.md5(chunk, usedforsecurity=False)
         multihash = new_multihash(hashing_algo)
         multihash.update(chunk)
@@ -617,6 +662,8 @@ class FilesystemStore(Store):
             # No choice to make, and nothing large to stream before a full
             # file system shows: a failed write is StorageFull all the same.
             datadir = self.datadirs[0]
+            if not self._available(datadir):
+                datadir = self._choose_datadir(image_id, size)
         else:
             datadir = self._choose_datadir(image_id, size)
         staging = _Staging(datadir)
@@ -651,26 +698,21 @@ class FilesystemStore(Store):
         datadir: DataDir,
         image_id: str,
         fd: int,
-        data: Any,
-        size: int,
+        source: CheckedSource,
         hasher: ImageHasher,
-        verifier: Verifier | None,
     ) -> int:
-        """Write, hash and size-check the stream; the bytes written.
+        """Write and hash the checked stream; the bytes written.
 
         Small images (up to PIPELINE_THRESHOLD) are written inline. Larger
         ones, known by their declared size or found by reading that far, go
         through the WritePipeline. Thin provisioning writes inline.
         """
-        readinto = getattr(data, "readinto", None)
-        check = SizeCheck(image_id, size)
-        chunks = read_chunks(data, self.chunk_size, image_id, size, check)
         head: list[bytes] = []
         head_size = 0
-        use_pipeline = not self.thin and (size == 0 or size > PIPELINE_THRESHOLD)
-        for chunk in chunks:
-            if verifier is not None:
-                verifier.update(chunk)
+        use_pipeline = not self.thin and not 0 < source.check.expected <= (
+            PIPELINE_THRESHOLD
+        )
+        for chunk in source.chunks():
             if not use_pipeline:
                 hasher.update(chunk)
                 self._os_call(self._write, datadir, image_id, fd, chunk)
@@ -680,11 +722,7 @@ class FilesystemStore(Store):
             if head_size >= PIPELINE_THRESHOLD:
                 pipeline = WritePipeline(fd, hasher.digests(), direct=True)
                 try:
-                    # A file is read straight into the pipeline's buffers;
-                    # anything else goes on through the checking iterator.
-                    return pipeline.run(
-                        head, readinto, None if readinto else chunks, check, verifier
-                    )
+                    return pipeline.run(head, source)
                 except WriteFailed as exc:
                     cause = exc.__cause__
                     assert isinstance(cause, OSError)
@@ -694,7 +732,7 @@ class FilesystemStore(Store):
         for chunk in head:  # a stream that ended below the threshold
             hasher.update(chunk)
             self._os_call(self._write, datadir, image_id, fd, chunk)
-        return check.finish()
+        return source.finish()
 
     def _check_absent(self, image_id: str, skip: DataDir | None = None) -> None:
         for d in self.datadirs:
@@ -705,17 +743,24 @@ class FilesystemStore(Store):
             raise exceptions.Duplicate(f"image {image_id} already exists in {d.path}")
 
     def _choose_datadir(self, image_id: str, size: int) -> DataDir:
+        missing = []
         for group in self._by_priority:
-            if len(group) == 1:
-                best, free = group[0], group[0].free_bytes()
+            present = [d for d in group if self._available(d)]
+            missing += [d.path for d in group if d not in present]
+            if not present:
+                continue
+            if len(present) == 1:
+                best, free = present[0], present[0].free_bytes()
             else:
-                free, i = max((d.free_bytes(), i) for i, d in enumerate(group))
-                best = group[i]
+                free, i = max((d.free_bytes(), i) for i, d in enumerate(present))
+                best = present[i]
             if free > 0 and free >= size:
                 return best
         raise exceptions.StorageFull(
             f"no data directory of store {self.name!r} has room for image "
-            f"{image_id}" + (f" ({size} bytes)" if size else "")
+            f"{image_id}"
+            + (f" ({size} bytes)" if size else "")
+            + (f"; missing: {', '.join(missing)}" if missing else "")
         )
 
     def _os_call(self, fn: Any, datadir: DataDir, image_id: str, *args: Any) -> Any:
@@ -788,8 +833,20 @@ class FilesystemStore(Store):
     def _flock_publish(self) -> _Flock:
         # A lock fd inherited across fork() shares its flock with the parent,
         # so each process opens its own.
-        if self._lock_fd < 0 or self._lock_pid != os.getpid():
-            lock_dir = min(self.datadirs, key=lambda d: d.path)
+        # The lock lives in the first directory by path that exists. Race:
+        # while an operator removes or restores that directory, processes may
+        # for an instant disagree on where the lock is (see _available).
+        lock_dir = next(
+            (d for d in self._by_path if self._available(d)), self._by_path[0]
+        )
+        if (
+            self._lock_fd < 0
+            or self._lock_pid != os.getpid()
+            or lock_dir is not self._lock_dir
+        ):
+            if self._lock_fd >= 0:
+                os.close(self._lock_fd)  # the parent's, or a replaced directory's
+            self._lock_dir = lock_dir
             self._lock_fd = os.open(
                 PUBLISH_LOCK,
                 os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW,
