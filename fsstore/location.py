@@ -59,14 +59,14 @@ class FileLocation(Location):
     def from_uri(cls, uri: str) -> FileLocation:
         scheme, rest = split_scheme(uri)
         if scheme != "file":
-            raise BadStoreUri(f"location {uri!r} is not a file:// URI")
+            raise BadStoreUri(f"location {redact(uri)!r} is not a file:// URI")
         # file://host/path is a remote file; only the empty host is local.
         if not rest.startswith("/"):
             raise BadStoreUri(
-                f"location {uri!r} must be file:///absolute/path (no host part)"
+                f"location {redact(uri)!r} must be file:///absolute/path (no host part)"
             )
-        if "?" in rest or "#" in rest:
-            raise BadStoreUri(f"location {uri!r} must not have a query or fragment")
+        # No query or fragment either: "?" and "#" are part of the path, as
+        # they are of the image id (or data directory) the store wrote.
         return cls(scheme="file", path=rest)
 
     @classmethod
@@ -78,15 +78,39 @@ class FileLocation(Location):
         return f"file://{self.path}"
 
 
+def _split_credentials(rest: str) -> tuple[str | None, str]:
+    """``(credentials or None, what follows them)`` of a URI after ``://``.
+
+    Credentials end at the last ``@``, not at the first ``/``: a secret may
+    hold ``/`` (about half of AWS secret keys do), ``@``, ``:``, ``+`` or
+    ``%``, and splitting anywhere else would leave part of it in the host or
+    the path, and so in messages. No location fsstore writes has a raw ``@``
+    after its host (keys are percent-encoded), and an empty authority
+    (``file:///``) has no credentials at all.
+    """
+    if rest.startswith("/") or "@" not in rest:
+        return None, rest
+    credentials, _, tail = rest.rpartition("@")
+    return credentials, tail
+
+
 def redact(uri: str) -> str:
     """``uri`` without any ``user:password@`` part, fit for messages and logs."""
     scheme, sep, rest = uri.partition("://")
     if not sep:
         return uri
-    authority, slash, path = rest.partition("/")
-    if "@" in authority:
-        authority = "***@" + authority.rpartition("@")[2]
-    return f"{scheme}{sep}{authority}{slash}{path}"
+    credentials, tail = _split_credentials(rest)
+    return uri if credentials is None else f"{scheme}{sep}***@{tail}"
+
+
+def without_credentials(uri: str) -> str:
+    """``uri`` with any ``user:password@`` part dropped: what to keep of a
+    location given with credentials, which fsstore never uses (a store uses
+    its configured ones)."""
+    scheme, sep, rest = uri.partition("://")
+    if not sep:
+        return uri
+    return f"{scheme}{sep}{_split_credentials(rest)[1]}"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,8 +131,7 @@ class S3Location(Location):
         shown = redact(uri)
         if scheme not in ("s3", "s3+http", "s3+https"):
             raise BadStoreUri(f"location {shown!r} is not an s3:// URI")
-        authority, _, path = rest.partition("/")
-        host = authority.rpartition("@")[2]
+        host, _, path = _split_credentials(rest)[1].partition("/")
         bucket, _, key = path.partition("/")
         if not host or not bucket or not key:
             raise BadStoreUri(f"location {shown!r} must be {scheme}://host/bucket/key")
@@ -134,13 +157,18 @@ class HttpLocation(Location):
         shown = redact(uri)
         if scheme not in ("http", "https"):
             raise BadStoreUri(f"location {shown!r} is not an http(s):// URL")
-        parsed = urllib.parse.urlsplit(uri)
-        if not parsed.hostname:
-            raise BadStoreUri(f"location {shown!r} has no host")
-        if parsed.username is not None or parsed.password is not None:
+        before_query = rest.split("?", 1)[0].split("#", 1)[0]
+        if _split_credentials(before_query)[0] is not None:
             raise BadStoreUri(
                 f"location {shown!r} carries credentials, which are not supported"
             )
+        try:
+            parsed = urllib.parse.urlsplit(uri)
+            parsed.port  # noqa: B018 - raises for a port that is no number
+        except ValueError as exc:
+            raise BadStoreUri(f"location {shown!r} is not a valid URL: {exc}") from None
+        if not parsed.hostname:
+            raise BadStoreUri(f"location {shown!r} has no host")
         return cls(scheme=scheme, url=uri)
 
     @property

@@ -2,18 +2,30 @@
 
 glance_store's ``http`` store, kept so that ``stores = file,http`` (its
 default) configures fsstore unchanged: ``get`` and ``get_size`` of
-``http://`` and ``https://`` locations, following at most five redirects.
-Adding and deleting are not offered, and neither are ranged reads (the
-capability checks say so before any request is made). Certificates are
-verified unless ``https_insecure`` is set; ``https_ca_certificates_file``
-names a CA bundle of one's own.
+``http://`` and ``https://`` locations. Adding and deleting are not offered,
+and neither are ranged reads (the capability checks say so before any request
+is made). Certificates are verified unless ``https_insecure`` is set;
+``https_ca_certificates_file`` names a CA bundle of one's own.
+
+What a server can and cannot make it do:
+
+* Redirects are followed to ``http`` and ``https`` URLs only, at most five.
+* A body is exactly ``Content-Length`` bytes: a connection that closes early
+  (or a chunked body cut short) is an error, never a short image. A
+  ``Content-Length`` that is not a non-negative integer is an error.
+* Each network read waits at most ``http_store_timeout`` seconds, and a whole
+  request, from connecting to the last byte, at most ``http_store_deadline``
+  seconds: a server that trickles a byte a minute cannot hold a reader.
 """
 
 from __future__ import annotations
 
 import http.client
+import socket
 import ssl
+import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from typing import Any
@@ -21,12 +33,12 @@ from typing import Any
 from oslo_config import cfg
 
 from fsstore import exceptions
-from fsstore.location import HttpLocation, Location
+from fsstore.location import HttpLocation, Location, redact
 from fsstore.store import Capability, Store
 
 MAX_REDIRECTS = 5
 READ_CHUNK = 64 * 1024
-TIMEOUT = 60
+_SCHEMES = ("http", "https")
 
 OPTIONS = [
     cfg.StrOpt(
@@ -44,18 +56,174 @@ OPTIONS = [
         default={},
         help="Proxies by scheme, e.g. http:10.0.0.1:3128,https:10.0.0.1:1080.",
     ),
+    cfg.FloatOpt(
+        "http_store_timeout",
+        default=60.0,
+        min=0.001,
+        help="Seconds to wait for the server to connect or to send more data.",
+    ),
+    cfg.FloatOpt(
+        "http_store_deadline",
+        default=3600.0,
+        min=0,
+        help="Seconds a whole request may take, from connecting to the last "
+        "byte of the body (0: no limit beyond http_store_timeout per read).",
+    ),
 ]
 
 
-class _LimitedRedirects(urllib.request.HTTPRedirectHandler):
-    max_redirections = MAX_REDIRECTS
+class _Deadline:
+    """When a request must be done by; each socket wait gets what is left."""
+
+    def __init__(self, timeout: float, total: float, what: str) -> None:
+        self.timeout = timeout
+        self.end = time.monotonic() + total if total else None
+        self.what = what
+
+    def next_wait(self) -> float:
+        """The timeout for the next socket operation; raises once past the end."""
+        if self.end is None:
+            return self.timeout
+        left = self.end - time.monotonic()
+        if left <= 0:
+            raise self.expired()
+        return min(self.timeout, left)
+
+    def expired(self) -> exceptions.BackendException:
+        return exceptions.BackendException(
+            f"{self.what}: not done within http_store_deadline"
+        )
+
+
+class _RememberSocket:
+    sock: Any
+
+    def getresponse(self) -> http.client.HTTPResponse:
+        # The connection lets go of its socket once the response is made (and
+        # urllib closes the connection), but the response goes on reading from
+        # it: keep it, to give each read of the body its timeout.
+        sock = self.sock
+        response: http.client.HTTPResponse = super().getresponse()  # type: ignore[misc]
+        response.fsstore_socket = sock  # type: ignore[attr-defined]
+        return response
+
+
+class _HTTPConnection(_RememberSocket, http.client.HTTPConnection):
+    pass
+
+
+class _HTTPSConnection(_RememberSocket, http.client.HTTPSConnection):
+    pass
+
+
+class _HTTPHandler(urllib.request.HTTPHandler):
+    def http_open(self, req: urllib.request.Request) -> Any:
+        return self.do_open(_HTTPConnection, req)
+
+
+class _HTTPSHandler(urllib.request.HTTPSHandler):
+    def __init__(self, context: ssl.SSLContext) -> None:
+        super().__init__(context=context)
+        self._fsstore_context = context
+
+    def https_open(self, req: urllib.request.Request) -> Any:
+        return self.do_open(_HTTPSConnection, req, context=self._fsstore_context)
+
+
+class _Redirects(urllib.request.HTTPRedirectHandler):
+    """Follows at most MAX_REDIRECTS redirects, to http and https only."""
+
+    # urllib's own limits, past ours: its messages span lines and call any
+    # long chain a loop.
+    max_repeats = max_redirections = MAX_REDIRECTS + 1
+
+    def http_error_302(
+        self, req: urllib.request.Request, fp: Any, code: int, msg: str, headers: Any
+    ) -> Any:
+        target = headers.get("location") or headers.get("uri")
+        if target:
+            scheme = urllib.parse.urlsplit(urllib.parse.urljoin(req.full_url, target))
+            if scheme.scheme.lower() not in _SCHEMES:
+                fp.close()
+                raise exceptions.Forbidden(
+                    f"{_origin(req)}: redirected to a {scheme.scheme}: URL; only "
+                    "http and https are followed"
+                )
+        return super().http_error_302(req, fp, code, msg, headers)
+
+    http_error_301 = http_error_303 = http_error_307 = http_error_308 = http_error_302
+
+    def redirect_request(
+        self,
+        req: urllib.request.Request,
+        fp: Any,
+        code: int,
+        msg: str,
+        headers: Any,
+        newurl: str,
+    ) -> urllib.request.Request | None:
+        hops = getattr(req, "fsstore_hops", 0) + 1
+        if hops > MAX_REDIRECTS:
+            raise exceptions.BackendException(
+                f"{_origin(req)}: more than {MAX_REDIRECTS} redirects"
+            )
+        new = super().redirect_request(req, fp, code, msg, headers, newurl)
+        if new is not None:
+            new.fsstore_hops = hops  # type: ignore[attr-defined]
+            new.fsstore_origin = _origin(req)  # type: ignore[attr-defined]
+        return new
+
+
+def _origin(req: urllib.request.Request) -> str:
+    """The location a chain of redirects started from, fit for messages."""
+    return getattr(req, "fsstore_origin", None) or redact(req.full_url)
+
+
+def build_opener(
+    context: ssl.SSLContext, proxies: dict[str, str]
+) -> urllib.request.OpenerDirector:
+    """An opener for http and https only: no ftp, file or data handlers,
+    which urllib.request.build_opener would add."""
+    opener = urllib.request.OpenerDirector()
+    for handler in (
+        urllib.request.ProxyHandler(dict(proxies)),
+        urllib.request.UnknownHandler(),
+        _HTTPHandler(),
+        _HTTPSHandler(context),
+        urllib.request.HTTPDefaultErrorHandler(),
+        _Redirects(),
+        urllib.request.HTTPErrorProcessor(),
+    ):
+        opener.add_handler(handler)
+    return opener
+
+
+def content_length(response: Any, what: str) -> int | None:
+    """The response's Content-Length, None if it has none."""
+    value = response.headers.get("Content-Length")
+    if value is None:
+        return None
+    value = value.strip()
+    if not value.isdigit() or not value.isascii():
+        raise exceptions.BackendException(
+            f"{what}: the server sent an invalid Content-Length {value[:40]!r}"
+        )
+    return int(value)
 
 
 class ResponseIterator:
-    """Chunks of an HTTP response body; closes the response when done."""
+    """Chunks of an HTTP response body; exactly ``length`` bytes when known.
 
-    def __init__(self, response: Any) -> None:
+    Closes the response when done or closed. Errors while reading (a reset
+    connection, a malformed chunked body, a body that ends early, the
+    deadline) are BackendException naming the location.
+    """
+
+    def __init__(self, response: Any, length: int | None, deadline: _Deadline) -> None:
         self._response = response
+        self._left = length
+        self._deadline = deadline
+        self._socket: socket.socket | None = getattr(response, "fsstore_socket", None)
 
     def __iter__(self) -> ResponseIterator:
         return self
@@ -63,10 +231,49 @@ class ResponseIterator:
     def __next__(self) -> bytes:
         if self._response is None:
             raise StopIteration
-        chunk = self._response.read(READ_CHUNK)
+        try:
+            chunk = self._read()
+        except BaseException:
+            self.close()
+            raise
         if not chunk:
             self.close()
             raise StopIteration
+        return chunk
+
+    def _read(self) -> bytes:
+        what = self._deadline.what
+        want = READ_CHUNK if self._left is None else min(READ_CHUNK, self._left)
+        if want == 0:
+            return b""
+        wait = self._deadline.next_wait()
+        if self._socket is not None:
+            self._socket.settimeout(wait)
+        try:
+            # read1: one network read at most, so that the deadline is
+            # checked between reads however slowly the bytes come.
+            chunk = self._response.read1(want)
+        except TimeoutError:
+            if (
+                self._deadline.end is not None
+                and time.monotonic() >= self._deadline.end
+            ):
+                raise self._deadline.expired() from None
+            raise exceptions.BackendException(
+                f"{what}: no data for {self._deadline.timeout:g} s (http_store_timeout)"
+            ) from None
+        except (http.client.HTTPException, OSError, ValueError) as exc:
+            raise exceptions.BackendException(
+                f"{what}: reading the body failed ({type(exc).__name__}: "
+                f"{_first_line(exc)})"
+            ) from None
+        if self._left is not None:
+            if not chunk:
+                raise exceptions.BackendException(
+                    f"{what}: the body ended {self._left} bytes short of its "
+                    "Content-Length"
+                )
+            self._left -= len(chunk)
         return chunk
 
     def close(self) -> None:
@@ -75,10 +282,15 @@ class ResponseIterator:
             self._response = None
 
 
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else "no detail"
+
+
 class HttpStore(Store):
     __doc__ = __doc__
     OPTIONS = OPTIONS
-    SCHEMES = ("http", "https")
+    SCHEMES = _SCHEMES
     CAPABILITIES = Capability.READ
     DRIVER_NAME = "http"
 
@@ -86,6 +298,8 @@ class HttpStore(Store):
         cafile = self.option("https_ca_certificates_file")
         insecure = self.option("https_insecure")
         proxies = self.option("http_proxy_information") or {}
+        self.timeout = float(self.option("http_store_timeout"))
+        self.deadline = float(self.option("http_store_deadline"))
         if cafile:
             try:
                 context = ssl.create_default_context(cafile=cafile)
@@ -99,50 +313,47 @@ class HttpStore(Store):
             context.verify_mode = ssl.CERT_NONE
         else:
             context = ssl.create_default_context()
-        self.opener = urllib.request.build_opener(
-            urllib.request.ProxyHandler(dict(proxies)),
-            urllib.request.HTTPSHandler(context=context),
-            _LimitedRedirects(),
-        )
+        self.opener = build_opener(context, dict(proxies))
 
     def parse_location(self, uri: str) -> HttpLocation:
         return HttpLocation.from_uri(uri)
 
-    def _open(self, location: Location, method: str) -> Any:
+    def _open(self, location: Location, method: str) -> tuple[Any, _Deadline]:
         assert isinstance(location, HttpLocation)
+        what = redact(location.uri)
+        deadline = _Deadline(self.timeout, self.deadline, what)
         request = urllib.request.Request(location.url, method=method)
         try:
-            return self.opener.open(request, timeout=TIMEOUT)
+            return self.opener.open(request, timeout=deadline.next_wait()), deadline
         except urllib.error.HTTPError as exc:
             exc.close()
             if exc.code == 404:
-                raise exceptions.NotFound(f"image {location.uri} not found") from None
+                raise exceptions.NotFound(f"image {what} not found") from None
             if exc.code in (401, 403):
                 raise exceptions.Forbidden(
-                    f"{location.uri}: access denied (HTTP {exc.code})"
+                    f"{what}: access denied (HTTP {exc.code})"
                 ) from None
             raise exceptions.BackendException(
-                f"{location.uri}: HTTP {exc.code} {exc.reason}"
+                f"{what}: HTTP {exc.code} {_first_line(Exception(exc.reason))}"
             ) from None
         except (urllib.error.URLError, http.client.HTTPException, OSError) as exc:
             reason = getattr(exc, "reason", exc)
             raise exceptions.BackendException(
-                f"{location.uri}: cannot be fetched ({reason})"
+                f"{what}: cannot be fetched ({_first_line(Exception(reason))})"
             ) from None
-
-    @staticmethod
-    def _length(response: Any) -> int:
-        try:
-            return int(response.headers.get("Content-Length", 0))
-        except ValueError:
-            return 0
 
     def _get(
         self, location: Location, offset: int, chunk_size: int | None
     ) -> tuple[Iterator[bytes], int]:
-        response = self._open(location, "GET")
-        return ResponseIterator(response), self._length(response)
+        response, deadline = self._open(location, "GET")
+        try:
+            length = content_length(response, deadline.what)
+        except BaseException:
+            response.close()
+            raise
+        return ResponseIterator(response, length, deadline), length or 0
 
     def _get_size(self, location: Location) -> int:
-        with self._open(location, "HEAD") as response:
-            return self._length(response)
+        response, deadline = self._open(location, "HEAD")
+        with response:
+            return content_length(response, deadline.what) or 0

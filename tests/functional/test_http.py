@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import functools
 import http.server
+import socket
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -18,7 +20,22 @@ from tests.helpers import load_conf, write_conf
 
 class Handler(http.server.SimpleHTTPRequestHandler):
     def do_GET(self) -> None:  # noqa: N802 - http.server's naming
-        if self.path.startswith("/loop"):
+        if self.path.startswith("/chain/"):
+            hops = int(self.path.rsplit("/", 1)[1])
+            self.send_response(302)
+            self.send_header(
+                "Location", f"/chain/{hops - 1}" if hops > 1 else "/image.raw"
+            )
+            self.end_headers()
+        elif self.path.startswith("/to-ftp"):
+            self.send_response(302)
+            self.send_header("Location", "ftp://127.0.0.1/image.raw")
+            self.end_headers()
+        elif self.path.startswith("/to-file"):
+            self.send_response(302)
+            self.send_header("Location", "file:///etc/hostname")
+            self.end_headers()
+        elif self.path.startswith("/loop"):
             self.send_response(302)
             self.send_header("Location", "/loop")
             self.end_headers()
@@ -87,7 +104,7 @@ def test_errors(registry, server):
         registry.get_size(f"{server}/missing")
     with pytest.raises(exceptions.Forbidden):
         registry.get(f"{server}/secret")
-    with pytest.raises(exceptions.BackendException, match="cannot be fetched|HTTP"):
+    with pytest.raises(exceptions.BackendException, match="more than 5 redirects$"):
         registry.get(f"{server}/loop")
     with pytest.raises(exceptions.BadStoreUri, match="credentials"):
         registry.get("http://user:secret@127.0.0.1/x")
@@ -117,3 +134,137 @@ def test_glance_conf_with_file_and_http(tmp_path, server):
     registry = StoreRegistry(load_conf(tmp_path / "glance-api.conf"))
     assert registry.add("a", iter([b"x"]), 1).location.startswith("file://")
     assert registry.get_size(f"{server}/image.raw") == 300_000
+
+
+def test_redirects_at_most_five_to_http_only(registry, server):
+    chunks, _ = registry.get(f"{server}/chain/5")
+    assert b"".join(chunks) == payload(300_000, seed=4)
+    with pytest.raises(exceptions.BackendException) as raised:
+        registry.get(f"{server}/chain/6")
+    assert str(raised.value) == f"{server}/chain/6: more than 5 redirects"
+    for target, scheme in [("to-ftp", "ftp"), ("to-file", "file")]:
+        with pytest.raises(exceptions.Forbidden) as raised:
+            registry.get(f"{server}/{target}")
+        assert str(raised.value) == (
+            f"{server}/{target}: redirected to a {scheme}: URL; only http and "
+            "https are followed"
+        )
+
+
+# -- a server that misbehaves on purpose ------------------------------------
+
+
+class RawServer:
+    """A TCP server on the loopback that answers every request with ``script``:
+    a list of byte strings, sent with ``pause`` seconds between them."""
+
+    def __init__(self, script: list[bytes], pause: float = 0.0) -> None:
+        self.script, self.pause = script, pause
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        self.sock.settimeout(0.2)
+        while not self.stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except TimeoutError:
+                continue
+            with conn:
+                conn.recv(65536)
+                try:
+                    for i, part in enumerate(self.script):
+                        if i and self.pause and self.stop.wait(self.pause):
+                            return
+                        conn.sendall(part)
+                except OSError:
+                    pass
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join()
+        self.sock.close()
+
+
+@pytest.fixture
+def raw_server():
+    made: list[RawServer] = []
+
+    def make(script: list[bytes], pause: float = 0.0) -> RawServer:
+        made.append(RawServer(script, pause))
+        return made[-1]
+
+    yield make
+    for s in made:
+        s.close()
+
+
+def _head(length: str | None = None, chunked: bool = False) -> bytes:
+    lines = ["HTTP/1.1 200 OK", "Connection: close"]
+    if length is not None:
+        lines.append(f"Content-Length: {length}")
+    if chunked:
+        lines.append("Transfer-Encoding: chunked")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+def test_a_short_body_is_an_error(registry, raw_server):
+    server = raw_server([_head("10240") + b"x" * 5000])
+    chunks, length = registry.get(f"{server.url}/image")
+    assert length == 10240
+    with pytest.raises(exceptions.BackendException, match="5240 bytes short"):
+        b"".join(chunks)
+
+
+def test_a_truncated_chunked_body_is_an_error(registry, raw_server):
+    server = raw_server([_head(chunked=True) + b"1000\r\n" + b"x" * 100])
+    chunks, _ = registry.get(f"{server.url}/image")
+    with pytest.raises(exceptions.BackendException, match="reading the body failed"):
+        b"".join(chunks)
+
+
+@pytest.mark.parametrize("value", ["-5", "abc", "1e3", "１２"])
+def test_an_invalid_content_length_is_an_error(registry, raw_server, value):
+    server = raw_server([_head(value) + b"12345"])
+    with pytest.raises(exceptions.BackendException, match="invalid Content-Length"):
+        registry.get(f"{server.url}/image")
+    with pytest.raises(exceptions.BackendException, match="invalid Content-Length"):
+        registry.get_size(f"{server.url}/image")
+
+
+def _http_registry(tmp_path: Path, **options: str) -> StoreRegistry:
+    conf = write_conf(
+        tmp_path / "deadline.conf",
+        {
+            "glance_store": {
+                "stores": "http",
+                "default_store": "http",
+                **options,
+            }
+        },
+    )
+    return StoreRegistry(load_conf(conf))
+
+
+def test_a_trickling_server_meets_the_deadline(tmp_path, raw_server):
+    # A byte every 0.3 s never trips the per-read timeout; the deadline ends it.
+    server = raw_server([_head("100")] + [b"x"] * 100, pause=0.3)
+    registry = _http_registry(
+        tmp_path, http_store_timeout="5", http_store_deadline="1.5"
+    )
+    chunks, _ = registry.get(f"{server.url}/image")
+    started = time.monotonic()
+    with pytest.raises(exceptions.BackendException, match="http_store_deadline"):
+        b"".join(chunks)
+    assert time.monotonic() - started < 5
+
+
+def test_a_stalled_server_meets_the_read_timeout(tmp_path, raw_server):
+    server = raw_server([_head("1000") + b"x", b"never"], pause=30)
+    registry = _http_registry(tmp_path, http_store_timeout="0.5")
+    chunks, _ = registry.get(f"{server.url}/image")
+    with pytest.raises(exceptions.BackendException, match="http_store_timeout"):
+        b"".join(chunks)
