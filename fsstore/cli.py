@@ -13,8 +13,8 @@ import contextlib
 import hashlib
 import json
 import os
+import stat
 import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Iterator
@@ -25,6 +25,7 @@ from oslo_config import cfg
 from fsstore import exceptions
 from fsstore.cache import ImageCache, Prefetcher
 from fsstore.hashing import DEFAULT_HASHING_ALGO, ImageHasher
+from fsstore.location import redact
 from fsstore.registry import StoreRegistry, register_opts
 
 EXIT_FAILED = 1
@@ -165,20 +166,55 @@ def cmd_add(args: argparse.Namespace, ctx: Context) -> int:
 
 @contextlib.contextmanager
 def _output(path: str | None) -> Iterator[BinaryIO]:
-    """stdout, or a temporary file renamed over ``path`` only on success."""
+    """Where ``get`` writes: stdout, or ``path``.
+
+    A regular file (or a new one) is written whole or not at all: a
+    temporary file beside it, renamed over it on success, with the existing
+    file's mode (and, as root, owner). A device or a FIFO is written
+    through, as ``cat`` would. Anything else (a directory, a socket) is
+    refused. A symlink is followed, never replaced.
+    """
     if path is None or path == "-":
         yield sys.stdout.buffer
         sys.stdout.buffer.flush()
         return
-    directory = os.path.dirname(os.path.abspath(path))
+    target = os.path.realpath(path) if os.path.islink(path) else path
     try:
-        fd, tmp = tempfile.mkstemp(dir=directory, prefix=".fsstore-get-")
+        st: os.stat_result | None = os.stat(target)
+    except FileNotFoundError:
+        st = None
+    except OSError as exc:
+        raise UsageError(f"cannot write {path}: {exc.strerror}") from None
+    if st is not None and not stat.S_ISREG(st.st_mode):
+        if not (
+            stat.S_ISCHR(st.st_mode)
+            or stat.S_ISBLK(st.st_mode)
+            or stat.S_ISFIFO(st.st_mode)
+        ):
+            kind = "a directory" if stat.S_ISDIR(st.st_mode) else "not a file"
+            raise UsageError(f"cannot write {path}: it is {kind}")
+        try:
+            device = open(target, "wb", buffering=0)  # noqa: SIM115 - closed below
+        except OSError as exc:
+            raise UsageError(f"cannot write {path}: {exc.strerror}") from None
+        with device:
+            yield device  # type: ignore[misc]
+        return
+    directory = os.path.dirname(os.path.abspath(target))
+    tmp = os.path.join(directory, f".fsstore-get-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    try:
+        # As a new file would be made: mode 0666 less the umask.
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     except OSError as exc:
         raise UsageError(f"cannot write {path}: {exc.strerror}") from None
     try:
+        if st is not None:
+            os.fchmod(fd, stat.S_IMODE(st.st_mode))
+            if os.geteuid() == 0:
+                os.fchown(fd, st.st_uid, st.st_gid)
         with os.fdopen(fd, "wb") as f:
             yield f
-        os.replace(tmp, path)
+        os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
@@ -293,16 +329,22 @@ def cmd_cache_list(args: argparse.Namespace, ctx: Context) -> int:
     if args.format == "json":
         print(json.dumps([r.as_dict() for r in rows], sort_keys=True))
         return 0
-    table = [("ID", "SIZE", "HITS", "LAST ACCESSED")]
+    table = [("ID", "SIZE", "HITS", "VERIFIED", "LAST ACCESSED")]
     table += [
-        (r.image_id, human_size(r.size), str(r.hits), _when(r.last_accessed))
+        (
+            r.image_id,
+            human_size(r.size),
+            str(r.hits),
+            "yes" if r.verified else "no",
+            _when(r.last_accessed),
+        )
         for r in rows
     ]
-    widths = [max(len(row[i]) for row in table) for i in range(4)]
+    widths = [max(len(row[i]) for row in table) for i in range(5)]
     for row in table:
         print(
             f"{row[0]:<{widths[0]}}  {row[1]:>{widths[1]}}  "
-            f"{row[2]:>{widths[2]}}  {row[3]}"
+            f"{row[2]:>{widths[2]}}  {row[3]:<{widths[3]}}  {row[4]}"
         )
     return 0
 
@@ -329,6 +371,7 @@ def cmd_cache_queue(args: argparse.Namespace, ctx: Context) -> int:
         checksum=args.checksum,
         multihash=args.multihash,
         hashing_algo=args.hashing_algo,
+        allow_unverified=args.allow_unverified,
     )
     if not queued:
         state = (
@@ -482,6 +525,11 @@ def add_cache_parser(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--checksum", metavar="MD5")
     p.add_argument("--multihash", metavar="HEX")
     p.add_argument("--hashing-algo", type=_hashing_algo)
+    p.add_argument(
+        "--allow-unverified",
+        action="store_true",
+        help="cache it even with no --checksum or --multihash to verify it against",
+    )
     p.set_defaults(func=cmd_cache_queue)
     p = csub.add_parser(
         "clean", parents=[common], help="remove invalid and crashed incomplete files"
@@ -632,6 +680,9 @@ def load_conf(args: argparse.Namespace) -> cfg.ConfigOpts:
         conf(conf_args, project="fsstore", prog="fsstore", use_env=False)
     except cfg.Error as exc:
         raise UsageError(str(exc).strip().splitlines()[0]) from None
+    except OSError as exc:  # e.g. --config-file naming a directory
+        name = f" {exc.filename}" if exc.filename else ""
+        raise UsageError(f"cannot read configuration{name}: {exc.strerror}") from None
     except SystemExit:  # oslo.config's own argument errors
         raise UsageError("invalid --config-file or --config-dir") from None
     return conf
@@ -672,6 +723,17 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("fsstore: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # a driver's, sqlite's, botocore's...: one line
+        print(f"fsstore: {type(exc).__name__}: {_one_line(exc)}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+def _one_line(exc: BaseException) -> str:
+    """The first line of an unexpected error's message, without any
+    ``user:password@`` a URI in it may carry."""
+    lines = str(exc).strip().splitlines()
+    text = lines[0] if lines else "no detail"
+    return " ".join(redact(word) for word in text.split(" "))
 
 
 if __name__ == "__main__":

@@ -51,6 +51,7 @@ import operator
 import os
 import secrets
 import stat
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any, BinaryIO, NamedTuple
@@ -58,7 +59,7 @@ from typing import Any, BinaryIO, NamedTuple
 from oslo_config import cfg
 
 from fsstore import exceptions
-from fsstore.cache.hits import RECORDER, HitCountingReader
+from fsstore.cache.hits import RECORDER, HitCountingReader, log_lost_hit
 from fsstore.hashing import DEFAULT_HASHING_ALGO, ImageHasher
 from fsstore.pipeline import PIPELINE_THRESHOLD, WriteFailed, WritePipeline
 from fsstore.store import RESERVED_PREFIX, image_id_problem, validate_image_id
@@ -85,15 +86,24 @@ class CachedImage(NamedTuple):
     last_modified: float
     checksum: str | None = None
 
+    @property
+    def verified(self) -> bool:
+        """Whether the entry was checked against a known digest before it was
+        published (its checksum is recorded); adopted entries and those cached
+        with ``allow_unverified`` were not."""
+        return self.checksum is not None
+
     def as_dict(self) -> dict[str, Any]:
-        return self._asdict()
+        return {**self._asdict(), "verified": self.verified}
 
 
 @dataclasses.dataclass(frozen=True)
 class Problem:
     """One disagreement between a driver's records and the files."""
 
-    kind: str  # missing-file | unrecorded-file | wrong-size | bad-hits | over-limit
+    # missing-file | unrecorded-file | wrong-size | bad-hits | over-limit |
+    # damaged-records
+    kind: str
     image_id: str | None
     detail: str
 
@@ -189,7 +199,10 @@ class CacheWriter:
             return f"checksum {checksum} does not match {self.expected_checksum}"
         if self.expected_multihash and multihash != self.expected_multihash:
             return f"multihash {multihash} does not match {self.expected_multihash}"
-        self.checksum = checksum
+        # Recorded only when it was checked against something: an entry
+        # without a checksum says it is unverified.
+        verified = self.expected_checksum or self.expected_multihash
+        self.checksum = checksum if verified else ""
         return None
 
 
@@ -206,23 +219,27 @@ class CacheDriver:
     def __init__(self, conf: cfg.ConfigOpts) -> None:
         self.conf = conf
         self._reserved: frozenset[str] = frozenset()
+        self._held = threading.local()  # this thread's depth in lock()
         try:
             self.base_dir: str | None = conf.image_cache_dir
             self.max_size: int = conf.image_cache_max_size
             self.stall_time: int = conf.image_cache_stall_time
             self.db_name: str = conf.image_cache_sqlite_db
+            self.db_path = ""
         except (cfg.Error, ValueError) as exc:
             raise exceptions.BadDriverConfiguration(self.NAME, str(exc)) from None
 
     # -- configuration ---------------------------------------------------
 
     def configure(self) -> None:
-        self._reserved = frozenset(self.reserved_names())
         if not self.base_dir:
             raise exceptions.BadDriverConfiguration(
                 self.NAME, "image_cache_dir is not set"
             )
         self.base_dir = os.path.abspath(self.base_dir)
+        self.db_path = os.path.join(self.base_dir, self.db_name)
+        self._check_db_path()
+        self._reserved = frozenset(self.reserved_names())
         try:
             for sub in ("", *SUBDIRS):
                 os.makedirs(os.path.join(self.base_dir, sub), exist_ok=True)
@@ -237,15 +254,34 @@ class CacheDriver:
                     self.NAME, f"{path} is not readable and writable"
                 )
 
+    def _check_db_path(self) -> None:
+        """Refuse an ``image_cache_sqlite_db`` where the cache's own files
+        live: ``clean()`` empties ``invalid/`` and reaps ``incomplete/``, and
+        ``queue/`` is read as image ids."""
+        assert self.base_dir is not None
+        db_dir = os.path.realpath(os.path.dirname(self.db_path))
+        for sub in SUBDIRS:
+            inside = os.path.realpath(os.path.join(self.base_dir, sub))
+            if db_dir == inside or db_dir.startswith(inside + os.sep):
+                raise exceptions.BadDriverConfiguration(
+                    self.NAME,
+                    f"image_cache_sqlite_db {self.db_name!r} is inside the cache's "
+                    f"{sub}/ directory; put it in the cache directory or elsewhere",
+                )
+
     def reserved_names(self) -> set[str]:
         """Names in the cache directory that are never images.
 
-        The sqlite database's files are reserved for every driver: a cache
-        directory may have been run with the other one before.
+        The sqlite database's files are reserved for every driver (a cache
+        directory may have been run with the other one before), however
+        ``image_cache_sqlite_db`` names them: ``cache.db``, ``./cache.db`` or
+        an absolute path into the cache directory.
         """
+        assert self.base_dir is not None
         names = {*SUBDIRS, CACHE_LOCK, GLANCE_DB_LOCK}
-        if os.path.dirname(self.db_name) == "":
-            names |= {self.db_name + s for s in ("", "-wal", "-shm", "-journal")}
+        db_dir, db_file = os.path.split(os.path.normpath(self.db_path))
+        if os.path.realpath(db_dir) == os.path.realpath(self.base_dir):
+            names |= {db_file + s for s in ("", "-wal", "-shm", "-journal")}
         return names
 
     def is_entry_name(self, name: str) -> bool:
@@ -269,13 +305,29 @@ class CacheDriver:
 
     @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
-        """The cache-wide lock around every change to the set of entries."""
+        """The cache-wide lock around every change to the set of entries.
+
+        Re-entrant within a thread: a driver repairing its records under the
+        lock (see ``sqlite``) takes it again. Another thread of the process
+        opens its own descriptor, whose flock waits like any other process's.
+        """
+        if getattr(self._held, "depth", 0):
+            self._held.depth += 1
+            try:
+                yield
+            finally:
+                self._held.depth -= 1
+            return
         fd = os.open(
             self.path(CACHE_LOCK), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600
         )
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
+            self._held.depth = 1
+            try:
+                yield
+            finally:
+                self._held.depth = 0
         finally:
             os.close(fd)
 
@@ -363,7 +415,8 @@ class CacheDriver:
         # appears whole: written under a temporary name, then linked into
         # place (link(2) also refuses an id that is queued already).
         tmp = self.path(f".fsstore-queue-{secrets.token_hex(8)}", QUEUE)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+        # 0600: it may name a location, which is nobody else's business.
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
         try:
             try:
                 os.write(fd, body)
@@ -396,18 +449,35 @@ class CacheDriver:
         if not self.is_entry_name(self._checked(image_id)):
             raise exceptions.NotFound(f"image {image_id} is not cached")
         try:
-            return os.open(self.path(image_id), os.O_RDONLY | os.O_NOFOLLOW)
-        except FileNotFoundError:
+            fd = os.open(self.path(image_id), os.O_RDONLY | os.O_NOFOLLOW)
+        except (FileNotFoundError, OSError):
             raise exceptions.NotFound(f"image {image_id} is not cached") from None
-
-    def open_entry(self, image_id: str) -> int:
-        """A file descriptor of the cached image; counts a hit first."""
-        fd = self._open_entry(image_id)
         try:
-            self._count_hit(image_id, fd)
+            is_entry = stat.S_ISREG(os.fstat(fd).st_mode) and self._is_entry_fd(fd)
         except BaseException:
             os.close(fd)
             raise
+        if not is_entry:
+            os.close(fd)
+            raise exceptions.NotFound(f"image {image_id} is not cached")
+        return fd
+
+    def _is_entry_fd(self, fd: int) -> bool:
+        """Whether an open file with an entry's name is an entry (a driver
+        whose records live in the files says so by them)."""
+        return True
+
+    def open_entry(self, image_id: str) -> int:
+        """A file descriptor of the cached image; counts a hit first.
+
+        A hit that cannot be recorded (a full disk, damaged records) is
+        logged, and the image is served all the same.
+        """
+        fd = self._open_entry(image_id)
+        try:
+            self._count_hit(image_id, fd)
+        except Exception as exc:
+            log_lost_hit(image_id, exc)
         return fd
 
     def open_for_read(self, image_id: str) -> BinaryIO:
@@ -457,6 +527,7 @@ class CacheDriver:
         multihash: str | None = None,
         hashing_algo: str = DEFAULT_HASHING_ALGO,
         size: int = 0,
+        allow_unverified: bool = False,
     ) -> Iterator[CacheWriter | None]:
         """A writer for ``image_id``, or None when it must not be cached now.
 
@@ -464,9 +535,17 @@ class CacheDriver:
         reserved, or ``size`` exceeds the cache. The entry is published on a
         clean exit if the data matched ``checksum`` / ``multihash``; an
         exception moves it to ``invalid/``; ``GeneratorExit`` (a consumer that
-        stopped reading) discards it.
+        stopped reading) discards it. Without either digest there is nothing
+        to verify against: Invalid, unless ``allow_unverified`` says so by
+        name, and then the entry is recorded without a checksum
+        (``CachedImage.verified`` is False).
         """
         self._checked(image_id)
+        if not (checksum or multihash or allow_unverified):
+            raise exceptions.Invalid(
+                f"image {image_id} has no checksum or multihash to verify it "
+                "against; give one, or allow unverified caching explicitly"
+            )
         if (
             not self.is_entry_name(image_id)
             or self.is_cached(image_id)
@@ -492,30 +571,47 @@ class CacheDriver:
                 yield writer
             except GeneratorExit:
                 writer.close()
-                self._discard(image_id)
+                self._quietly(self._discard, image_id)
                 raise
             except BaseException as exc:
                 writer.close()
-                self._invalidate(image_id, f"stream failed: {exc!r}")
+                self._quietly(self._invalidate, image_id, f"stream failed: {exc!r}")
                 raise
-            writer.finish()
-            if writer.abandoned:
-                LOG.info("not caching %s: %s", image_id, writer.abandoned)
-                self._discard(image_id)
-                return
-            reason = writer.verify()
-            if reason is not None:
-                writer.rejected = reason
-                LOG.warning("not caching %s: %s", image_id, reason)
-                self._invalidate(image_id, reason)
-                return
             try:
-                writer.published = self._commit(writer)
-            except OSError as exc:
+                self._publish(writer)
+            except Exception as exc:
+                # A fault in the cache (its records' file system is full, its
+                # database is damaged) never reaches the reader, who has had
+                # every byte: the image is simply not cached.
+                writer.abandoned = f"caching failed: {exc}"
                 LOG.warning("not caching %s: %s", image_id, exc)
-                self._invalidate(image_id, f"commit failed: {exc.strerror}")
+                self._quietly(self._invalidate, image_id, writer.abandoned)
         finally:
             os.close(fd)
+
+    def _publish(self, writer: CacheWriter) -> None:
+        """Verify and commit a writer whose stream ended."""
+        image_id = writer.image_id
+        writer.finish()
+        if writer.abandoned:
+            LOG.info("not caching %s: %s", image_id, writer.abandoned)
+            self._discard(image_id)
+            return
+        reason = writer.verify()
+        if reason is not None:
+            writer.rejected = reason
+            LOG.warning("not caching %s: %s", image_id, reason)
+            self._invalidate(image_id, reason)
+            return
+        writer.published = self._commit(writer)
+
+    def _quietly(self, cleanup: Any, *args: Any) -> None:
+        # Race: a cleanup after a failure may itself fail (the directory was
+        # removed, the disk is full); the first error is the one to report.
+        try:
+            cleanup(*args)
+        except Exception as exc:
+            LOG.warning("cache cleanup %s%r failed: %s", cleanup.__name__, args, exc)
 
     def _discard(self, image_id: str) -> None:
         with contextlib.suppress(FileNotFoundError):
@@ -546,7 +642,9 @@ class CacheDriver:
                 self._discard(image_id)
                 return False
             self._evict_until(self.max_size - writer.size)
-            self._record_commit(image_id, writer.size, writer.checksum, writer.fd)
+            self._record_commit(
+                image_id, writer.size, writer.checksum or None, writer.fd
+            )
             try:
                 os.link(self.path(image_id, INCOMPLETE), self.path(image_id))
             except FileExistsError:
@@ -689,6 +787,8 @@ class CacheDriver:
         """Reconcile records with files; with ``fix``, repair what differs."""
         with self.lock():
             problems = self._check_records(fix)
+            if any(p.kind == "damaged-records" for p in problems) and not fix:
+                return problems  # nothing more can be read from them
             total = self._total_size()
             if total > self.max_size:
                 problems.append(
@@ -704,7 +804,9 @@ class CacheDriver:
 
     # -- driver hooks ------------------------------------------------------------
 
-    def _record_commit(self, image_id: str, size: int, checksum: str, fd: int) -> None:
+    def _record_commit(
+        self, image_id: str, size: int, checksum: str | None, fd: int
+    ) -> None:
         raise NotImplementedError
 
     def _record_delete(self, image_id: str) -> None:

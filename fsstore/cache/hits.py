@@ -5,33 +5,43 @@ update (the xattr driver): tens of microseconds, about half the time it takes
 to read a 1 MiB image. Doing it before the first read makes every hit that much
 slower. Instead ``open_for_read`` hands the hit to one recording thread per
 process and returns the file at once; the reader's ``close()`` waits for the
-hit to be recorded and raises its error, if it had one. So the count is as
-exact as a synchronous one (no hit is pending once the reader is closed) and
-a failure is not lost, but on two or more cores it costs the reader only the
-hand-off.
+hit to be recorded. So the count is as exact as a synchronous one (no hit is
+pending once the reader is closed), but on two or more cores it costs the
+reader only the hand-off. A hit that cannot be recorded (the records' file
+system is full, the database is damaged) is logged with its reason and never
+raised: the reader has every byte of the image, and a fault in the records
+must not turn a good read into an error.
 """
 
 from __future__ import annotations
 
 import io
+import logging
 import os
 import queue
 import sys
 import threading
 from collections.abc import Callable
 
+LOG = logging.getLogger(__name__)
+
 CountHit = Callable[[str, int], None]
+
+
+def log_lost_hit(image_id: str, exc: BaseException) -> None:
+    LOG.warning("hit on cached image %s not recorded: %s", image_id, exc)
 
 
 class PendingHit:
     """One hit handed to the recording thread."""
 
-    __slots__ = ("_done", "error", "pid")
+    __slots__ = ("_done", "error", "image_id", "pid")
 
-    def __init__(self) -> None:
+    def __init__(self, image_id: str) -> None:
         self._done = threading.Lock()
         self._done.acquire()
         self.error: BaseException | None = None
+        self.image_id = image_id
         self.pid = os.getpid()
 
     def set_done(self, error: BaseException | None) -> None:
@@ -50,7 +60,7 @@ class PendingHit:
         if not self._done.acquire(blocking=not sys.is_finalizing()):
             return
         if self.error is not None:
-            raise self.error
+            log_lost_hit(self.image_id, self.error)
 
 
 Work = tuple[CountHit, str, int, PendingHit]
@@ -73,7 +83,7 @@ class HitRecorder:
     def submit(self, count_hit: CountHit, image_id: str, fd: int) -> PendingHit:
         """Have ``count_hit(image_id, fd)`` called; ``fd`` must stay open until
         the returned hit is waited for."""
-        pending = PendingHit()
+        pending = PendingHit(image_id)
         self._work_queue().put((count_hit, image_id, fd, pending))
         return pending
 
@@ -99,7 +109,7 @@ class HitRecorder:
             count_hit, image_id, fd, pending = work.get()
             try:
                 count_hit(image_id, fd)
-            except BaseException as exc:  # handed to the reader, raised there
+            except BaseException as exc:  # handed to the reader, logged there
                 pending.set_done(exc)
             else:
                 pending.set_done(None)

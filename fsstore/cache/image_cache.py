@@ -17,6 +17,7 @@ from oslo_config import cfg
 from fsstore import exceptions
 from fsstore.cache.base import CachedImage, CacheDriver, Problem
 from fsstore.hashing import DEFAULT_HASHING_ALGO
+from fsstore.location import without_credentials
 from fsstore.registry import load_driver, register_opts
 from fsstore.store import validate_image_id
 from fsstore.streams import CheckedSource
@@ -141,14 +142,22 @@ class ImageCache:
         checksum: str | None = None,
         multihash: str | None = None,
         hashing_algo: str | None = None,
+        allow_unverified: bool = False,
     ) -> bool:
-        """Queue for prefetching; where to fetch it from may be recorded."""
+        """Queue for prefetching; where to fetch it from may be recorded.
+
+        The prefetcher caches an image only once it matched ``checksum`` or
+        ``multihash`` (given here or by its resolver), unless
+        ``allow_unverified`` says otherwise by name. A location's credentials
+        are never recorded (the stores use their configured ones).
+        """
         return self.driver.queue_image(
             image_id,
-            location=location,
+            location=None if location is None else without_credentials(location),
             checksum=checksum,
             multihash=multihash,
             hashing_algo=hashing_algo,
+            unverified=True if allow_unverified else None,
         )
 
     def queued_image_info(self, image_id: str) -> dict[str, Any]:
@@ -191,9 +200,10 @@ class ImageCache:
         multihash: str | None = None,
         hashing_algo: str = DEFAULT_HASHING_ALGO,
         size: int = 0,
+        allow_unverified: bool = False,
     ) -> Any:
         return self.driver.open_for_write(
-            image_id, checksum, multihash, hashing_algo, size
+            image_id, checksum, multihash, hashing_algo, size, allow_unverified
         )
 
     def get_caching_iter(
@@ -204,16 +214,23 @@ class ImageCache:
         multihash: str | None = None,
         hashing_algo: str = DEFAULT_HASHING_ALGO,
         size: int = 0,
+        allow_unverified: bool = False,
     ) -> CachingIterator:
         """Yield ``iterator``'s chunks, caching them on the way when possible.
 
         The entry is published only if the stream completed and matched
-        ``checksum`` (MD5) and ``multihash`` where given. An exception from
-        ``iterator`` reaches the caller; caching problems never do.
+        ``checksum`` (MD5) and ``multihash`` where given. Without either
+        there is nothing to verify against, and the chunks pass through
+        uncached unless ``allow_unverified`` says otherwise. An exception
+        from ``iterator`` reaches the caller; caching problems never do.
         """
         validate_image_id(image_id)
+        if not (checksum or multihash or allow_unverified):
+            return CachingIterator(contextlib.nullcontext(None), iterator)
         return CachingIterator(
-            self.open_for_write(image_id, checksum, multihash, hashing_algo, size),
+            self.open_for_write(
+                image_id, checksum, multihash, hashing_algo, size, allow_unverified
+            ),
             iterator,
         )
 
@@ -225,10 +242,15 @@ class ImageCache:
         multihash: str | None = None,
         hashing_algo: str = DEFAULT_HASHING_ALGO,
         size: int = 0,
+        allow_unverified: bool = False,
     ) -> bool:
-        """Cache everything ``iterator`` yields; True if it was published."""
+        """Cache everything ``iterator`` yields; True if it was published.
+
+        Invalid without ``checksum`` or ``multihash``, unless
+        ``allow_unverified`` (see open_for_write).
+        """
         with self.open_for_write(
-            image_id, checksum, multihash, hashing_algo, size
+            image_id, checksum, multihash, hashing_algo, size, allow_unverified
         ) as w:
             if w is None:
                 return False
@@ -244,6 +266,7 @@ class ImageCache:
         checksum: str | None = None,
         multihash: str | None = None,
         hashing_algo: str = DEFAULT_HASHING_ALGO,
+        allow_unverified: bool = False,
     ) -> bool:
         return self.cache_image_iter(
             image_id,
@@ -251,4 +274,5 @@ class ImageCache:
             checksum,
             multihash,
             hashing_algo,
+            allow_unverified=allow_unverified,
         )

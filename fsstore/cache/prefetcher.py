@@ -59,6 +59,12 @@ class Prefetcher:
         location = info.get("location")
         if not location:
             raise exceptions.NotFound(f"no location known for queued image {image_id}")
+        unverified = info.get("unverified") is True
+        if not (info.get("checksum") or info.get("multihash") or unverified):
+            raise exceptions.Invalid(
+                f"queued image {image_id} has no checksum or multihash to verify "
+                "it against; queue it with one, or allow unverified caching"
+            )
         chunks, length = self.registry.get(location)
         try:
             with self.cache.open_for_write(
@@ -67,6 +73,7 @@ class Prefetcher:
                 info.get("multihash"),
                 info.get("hashing_algo") or DEFAULT_HASHING_ALGO,
                 size=length,
+                allow_unverified=unverified,
             ) as writer:
                 if writer is None:
                     # Cached, or being cached by another writer (whose commit

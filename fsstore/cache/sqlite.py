@@ -5,19 +5,36 @@ directory) keeps Glance's schema, so a cache Glance wrote is adopted as is. It
 runs in WAL mode with ``synchronous=NORMAL``: a hit costs one short write
 transaction instead of a rollback journal's fsyncs. The cache size is
 ``SUM(size)`` over the table: no directory walk.
+
+Lost and damaged records. The limit is only as good as the records, so:
+
+* Whoever creates the database file (there was none, or it was deleted)
+  rebuilds its records from the entry files, under the cache lock, before
+  anything else uses it.
+* Race: a process whose database file is deleted (or replaced) goes on
+  writing to the unlinked file, and counts only its own entries while the
+  others count theirs. Every use compares the file at the path with the one
+  the connection has open and reconnects on a difference.
+* A damaged database is a one-line ``BackendException`` naming it; ``check
+  --fix`` moves it aside (as ``.fsstore-damaged-<name>-<time>``, never an
+  entry) and rebuilds the records from the files.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import os
 import sqlite3
 import threading
 import time
+from collections.abc import Iterator
 
 from oslo_config import cfg
 
 from fsstore import exceptions
 from fsstore.cache.base import CachedImage, CacheDriver, Problem
+from fsstore.store import RESERVED_PREFIX
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS cached_images (
@@ -34,6 +51,13 @@ LISTED = (
     "image_id, COALESCE(size, 0), COALESCE(hits, 0), "
     "COALESCE(last_accessed, 0.0), COALESCE(last_modified, 0.0), checksum"
 )
+_SIDE_FILES = ("-wal", "-shm", "-journal")
+
+LOG = logging.getLogger(__name__)
+
+
+def _identity(st: os.stat_result) -> tuple[int, int]:
+    return st.st_dev, st.st_ino
 
 
 class SqliteDriver(CacheDriver):
@@ -41,34 +65,114 @@ class SqliteDriver(CacheDriver):
 
     def __init__(self, conf: cfg.ConfigOpts) -> None:
         super().__init__(conf)
-        self.db_path = ""
         self._local = threading.local()
 
     def configure(self) -> None:
         super().configure()
-        assert self.base_dir is not None
-        self.db_path = os.path.join(self.base_dir, self.db_name)
         try:
-            self._db().execute(SCHEMA)
+            self._execute(SCHEMA)  # an empty file, or one Glance never used
+        except exceptions.BackendException as exc:
+            if not self._damaged(exc):
+                raise exceptions.BadDriverConfiguration(self.NAME, str(exc)) from None
+            # A damaged database does not stop the driver: every operation
+            # on the records says what is wrong, and check --fix repairs it.
+            LOG.warning("%s", exc)
+
+    @staticmethod
+    def _damaged(exc: BaseException) -> bool:
+        return isinstance(exc.__context__, sqlite3.DatabaseError) and not isinstance(
+            exc.__context__, sqlite3.OperationalError
+        )
+
+    @contextlib.contextmanager
+    def _errors(self) -> Iterator[None]:
+        """sqlite's errors as one line naming the database."""
+        try:
+            yield
+        except sqlite3.DatabaseError as exc:
+            hint = ""
+            if not isinstance(exc, sqlite3.OperationalError):
+                hint = "; 'fsstore cache check --fix' rebuilds it from the files"
+            raise exceptions.BackendException(
+                f"cache database {self.db_path} is unusable: {exc}{hint}"
+            ) from None
         except sqlite3.Error as exc:
-            raise exceptions.BadDriverConfiguration(
-                self.NAME, f"database {self.db_path} is unusable: {exc}"
+            raise exceptions.BackendException(
+                f"cache database {self.db_path}: {exc}"
             ) from None
 
     def _db(self) -> sqlite3.Connection:
         # One connection per thread, and a new one after fork(): a sqlite
-        # connection must not cross either.
+        # connection must not cross either. And a new one when the file at
+        # the path is not the one it has open (see the module doc).
         local = self._local
-        if getattr(local, "pid", None) != os.getpid():
-            conn = sqlite3.connect(self.db_path, timeout=60, isolation_level=None)
+        if getattr(local, "pid", None) == os.getpid():
+            try:
+                if _identity(os.stat(self.db_path)) == local.ident:
+                    return local.conn  # type: ignore[no-any-return]
+            except FileNotFoundError:
+                pass
+            local.conn.close()
+            local.pid = None
+        with self._errors():
+            conn, ident = self._connect()
+        local.conn, local.ident, local.pid = conn, ident, os.getpid()
+        return conn
+
+    def _connect(self) -> tuple[sqlite3.Connection, tuple[int, int]]:
+        if os.path.exists(self.db_path):
+            conn = self._open()
+            return conn, _identity(os.stat(self.db_path))
+        # Race: several processes may find the file missing at once; under
+        # the lock, only the first creates it and rebuilds its records.
+        with self.lock():
+            created = not os.path.exists(self.db_path)
+            if created:
+                # Left by a deleted database: a new one must not replay them.
+                for suffix in _SIDE_FILES:
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(self.db_path + suffix)
+            conn = self._open()
+            if created:
+                conn.execute(SCHEMA)
+                self._rebuild(conn)
+            return conn, _identity(os.stat(self.db_path))
+
+    def _open(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.db_path, timeout=60, isolation_level=None)
+        try:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=NORMAL")
-            local.conn, local.pid = conn, os.getpid()
-        return local.conn
+        except BaseException:
+            conn.close()
+            raise
+        return conn
 
-    def _record_commit(self, image_id: str, size: int, checksum: str, fd: int) -> None:
+    def _rebuild(self, conn: sqlite3.Connection) -> int:
+        """Record every entry file that has no record; the number recorded.
+        Caller holds the lock."""
+        recorded = {r[0] for r in conn.execute("SELECT image_id FROM cached_images")}
+        added = 0
+        for image_id, st in self.scan_entry_files():
+            if image_id in recorded:
+                continue
+            conn.execute(
+                "INSERT INTO cached_images (image_id, last_accessed, "
+                "last_modified, size, hits) VALUES (?, ?, ?, ?, 0)",
+                (image_id, st.st_atime, st.st_mtime, st.st_size),
+            )
+            added += 1
+        return added
+
+    def _execute(self, sql: str, params: tuple[object, ...] = ()) -> sqlite3.Cursor:
+        with self._errors():
+            return self._db().execute(sql, params)
+
+    def _record_commit(
+        self, image_id: str, size: int, checksum: str | None, fd: int
+    ) -> None:
         now = time.time()
-        self._db().execute(
+        self._execute(
             "INSERT OR REPLACE INTO cached_images "
             "(image_id, last_accessed, last_modified, size, hits, checksum) "
             "VALUES (?, ?, ?, ?, 0, ?)",
@@ -76,54 +180,56 @@ class SqliteDriver(CacheDriver):
         )
 
     def _record_delete(self, image_id: str) -> None:
-        self._db().execute("DELETE FROM cached_images WHERE image_id = ?", (image_id,))
+        self._execute("DELETE FROM cached_images WHERE image_id = ?", (image_id,))
 
     def _entries(self) -> list[CachedImage]:
         # Rows come out in CachedImage's field order with NULLs already
         # replaced, so each becomes one without a Python-level constructor.
-        rows = self._db().execute(f"SELECT {LISTED} FROM cached_images").fetchall()
+        with self._errors():
+            rows = self._db().execute(f"SELECT {LISTED} FROM cached_images").fetchall()
         is_entry_name, new = self.is_entry_name, tuple.__new__
         return [new(CachedImage, r) for r in rows if is_entry_name(r[0])]
 
     def _total_size(self) -> int:
-        row = self._db().execute("SELECT COALESCE(SUM(size), 0) FROM cached_images")
-        return int(row.fetchone()[0])
+        with self._errors():
+            row = self._db().execute("SELECT COALESCE(SUM(size), 0) FROM cached_images")
+            return int(row.fetchone()[0])
 
     def _count_hit(self, image_id: str, fd: int) -> None:
-        self._db().execute(
+        self._execute(
             "UPDATE cached_images SET hits = hits + 1, last_accessed = ? "
             "WHERE image_id = ?",
             (time.time(), image_id),
         )
 
     def get_hit_count(self, image_id: str) -> int:
-        row = (
-            self._db()
-            .execute("SELECT hits FROM cached_images WHERE image_id = ?", (image_id,))
-            .fetchone()
-        )
+        row = self._execute(
+            "SELECT hits FROM cached_images WHERE image_id = ?", (image_id,)
+        ).fetchone()
         return int(row[0]) if row else 0
 
     def _check_records(self, fix: bool) -> list[Problem]:
-        records = {e.image_id: e for e in self._entries()}
+        try:
+            records = {e.image_id: e for e in self._entries()}
+        except exceptions.BackendException as exc:
+            if not fix:
+                return [Problem("damaged-records", None, str(exc))]
+            return [Problem("damaged-records", None, self._replace_damaged(str(exc)))]
         files = self.entry_files()
         problems = []
-        db = self._db()
         for image_id in sorted(records.keys() - files.keys()):
             problems.append(Problem("missing-file", image_id, "recorded, no file"))
             if fix:
                 self._record_delete(image_id)
-        for image_id in sorted(files.keys() - records.keys()):
-            st = files[image_id]
+        unrecorded = sorted(files.keys() - records.keys())
+        for image_id in unrecorded:
+            size = files[image_id].st_size
             problems.append(
-                Problem("unrecorded-file", image_id, f"{st.st_size} bytes, no record")
+                Problem("unrecorded-file", image_id, f"{size} bytes, no record")
             )
-            if fix:
-                db.execute(
-                    "INSERT INTO cached_images (image_id, last_accessed, "
-                    "last_modified, size, hits) VALUES (?, ?, ?, ?, 0)",
-                    (image_id, st.st_atime, st.st_mtime, st.st_size),
-                )
+        if fix and unrecorded:
+            with self._errors():
+                self._rebuild(self._db())
         for image_id in sorted(records.keys() & files.keys()):
             recorded, actual = records[image_id].size, files[image_id].st_size
             if recorded != actual:
@@ -135,8 +241,28 @@ class SqliteDriver(CacheDriver):
                     )
                 )
                 if fix:
-                    db.execute(
+                    self._execute(
                         "UPDATE cached_images SET size = ? WHERE image_id = ?",
                         (actual, image_id),
                     )
         return problems
+
+    def _replace_damaged(self, reason: str) -> str:
+        """Move the damaged database aside and rebuild; what was done.
+        Caller holds the lock."""
+        local = self._local
+        if getattr(local, "pid", None) == os.getpid():
+            local.conn.close()
+            local.pid = None
+        assert self.base_dir is not None
+        aside = os.path.join(
+            self.base_dir,
+            f"{RESERVED_PREFIX}damaged-{os.path.basename(self.db_path)}-"
+            f"{time.strftime('%Y%m%dT%H%M%S')}",
+        )
+        os.replace(self.db_path, aside)
+        for suffix in _SIDE_FILES:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.db_path + suffix)
+        self._db()  # creates and rebuilds it, under the lock we hold
+        return f"{reason}; moved it to {aside} and rebuilt the records from the files"

@@ -2,7 +2,11 @@
 
 Hits live in the ``user.hits`` attribute (a decimal string) and the failure
 reason of an invalid entry in ``user.error``, as in Glance; the checksum the
-entry was verified against in ``user.checksum``. Least-recently-used is by
+entry was verified against in ``user.checksum`` (none: it was not verified).
+A file is an entry only if it has ``user.hits``: Glance's driver and this one
+set it on every entry when it is committed, so a stray ``README``, a lock
+file or a copy made without its attributes is never listed, counted, served,
+pruned or deleted. Least-recently-used is by
 ``st_atime``, which a hit sets explicitly, so ``relatime`` and ``noatime``
 mounts order entries correctly too. A hit's read-modify-write of
 ``user.hits`` runs under an exclusive ``flock`` on the file, so concurrent
@@ -16,6 +20,7 @@ import fcntl
 import os
 import secrets
 import time
+from collections.abc import Iterator
 
 from fsstore import exceptions
 from fsstore.cache.base import INCOMPLETE, CachedImage, CacheDriver, Problem
@@ -24,12 +29,27 @@ HITS = "user.hits"
 CHECKSUM = "user.checksum"
 
 
+_NOT_AN_ENTRY = -1  # no user.hits at all
+
+
 def _read_hits(target: int | str) -> int | None:
+    """The hit count; None if ``user.hits`` is not a number, _NOT_AN_ENTRY
+    if there is none."""
     try:
-        return int(os.getxattr(target, HITS))
+        value = os.getxattr(target, HITS)
     except OSError:
-        return None
+        return _NOT_AN_ENTRY
+    try:
+        hits = int(value)
     except ValueError:
+        return None
+    return hits if hits >= 0 else None
+
+
+def _read_checksum(path: str) -> str | None:
+    try:
+        return os.getxattr(path, CHECKSUM).decode("ascii", "replace")
+    except OSError:
         return None
 
 
@@ -52,7 +72,9 @@ class XattrDriver(CacheDriver):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(probe)
 
-    def _record_commit(self, image_id: str, size: int, checksum: str, fd: int) -> None:
+    def _record_commit(
+        self, image_id: str, size: int, checksum: str | None, fd: int
+    ) -> None:
         os.setxattr(fd, HITS, b"0")
         if checksum:
             os.setxattr(fd, CHECKSUM, checksum.encode())
@@ -60,10 +82,17 @@ class XattrDriver(CacheDriver):
     def _record_delete(self, image_id: str) -> None:
         pass  # the records went with the file
 
+    def _scan(self) -> Iterator[tuple[str, os.stat_result, int | None]]:
+        """(image id, lstat result, hits) of every entry: every entry file
+        that has ``user.hits``. getxattr has no *at() form: it takes the
+        path."""
+        base = self.base_dir
+        for name, st in self.scan_entry_files():
+            hits = _read_hits(f"{base}/{name}")
+            if hits != _NOT_AN_ENTRY:
+                yield name, st, hits
+
     def _entries(self) -> list[CachedImage]:
-        # One pass, one lstat and one getxattr per entry: listings of tens of
-        # thousands must stay fast, so the checksum attribute is not read here
-        # (checksum=None). getxattr has no *at() form, so it takes the path.
         base, new = self.base_dir, tuple.__new__
         return [
             new(
@@ -71,37 +100,45 @@ class XattrDriver(CacheDriver):
                 (
                     name,
                     st.st_size,
-                    _read_hits(f"{base}/{name}") or 0,
+                    hits or 0,
                     st.st_atime,
                     st.st_mtime,
-                    None,
+                    _read_checksum(f"{base}/{name}"),
                 ),
             )
-            for name, st in self.scan_entry_files()
+            for name, st, hits in self._scan()
         ]
 
     def _total_size(self) -> int:
-        return sum(st.st_size for _, st in self.scan_entry_files())
+        return sum(st.st_size for _, st, _ in self._scan())
+
+    def is_cached(self, image_id: str) -> bool:
+        return super().is_cached(image_id) and (
+            _read_hits(self.path(image_id)) != _NOT_AN_ENTRY
+        )
+
+    def _is_entry_fd(self, fd: int) -> bool:
+        return _read_hits(fd) != _NOT_AN_ENTRY
 
     def _count_hit(self, image_id: str, fd: int) -> None:
         fcntl.flock(fd, fcntl.LOCK_EX)
         try:
-            hits = (_read_hits(fd) or 0) + 1
+            hits = max(_read_hits(fd) or 0, 0) + 1
             os.setxattr(fd, HITS, str(hits).encode())
             os.utime(fd, ns=(time.time_ns(), os.fstat(fd).st_mtime_ns))
         finally:
             fcntl.flock(fd, fcntl.LOCK_UN)
 
     def get_hit_count(self, image_id: str) -> int:
-        if not self.is_cached(image_id):
+        if not self.is_entry_name(image_id):
             return 0
-        return _read_hits(self.path(image_id)) or 0
+        return max(_read_hits(self.path(image_id)) or 0, 0)
 
     def _check_records(self, fix: bool) -> list[Problem]:
         problems = []
-        for image_id in sorted(self.entry_files()):
-            path = self.path(image_id)
-            if _read_hits(path) is None:
+        for image_id, _, hits in sorted(self._scan()):
+            if hits is None:
+                path = self.path(image_id)
                 problems.append(Problem("bad-hits", image_id, f"no valid {HITS}"))
                 if fix:
                     os.setxattr(path, HITS, b"0")

@@ -171,7 +171,7 @@ class CacheDriverConformanceTests:
             yield b"some"
             raise OSError("the store went away")
 
-        it = cache.get_caching_iter("img", None, broken())
+        it = cache.get_caching_iter("img", None, broken(), allow_unverified=True)
         with pytest.raises(OSError, match="went away"):
             list(it)
         assert not cache.is_cached("img")
@@ -179,7 +179,7 @@ class CacheDriverConformanceTests:
         assert self.names(cache, "incomplete") == []
 
     def test_caching_iter_closed_early_is_discarded(self, cache: ImageCache) -> None:
-        it = cache.get_caching_iter("img", None, iter([b"a", b"b", b"c"]))
+        it = cache.get_caching_iter("img", md5(b"abc"), iter([b"a", b"b", b"c"]))
         assert next(it) == b"a"
         it.close()
         assert not cache.is_cached("img")
@@ -318,8 +318,8 @@ class CacheDriverConformanceTests:
             cache.delete_cached_image,
             cache.delete_queued_image,
             cache.get_hit_count,
-            lambda i: cache.cache_image_iter(i, iter([b"x"])),
-            lambda i: cache.get_caching_iter(i, None, iter([b"x"])),
+            lambda i: cache.cache_image_iter(i, iter([b"x"]), md5(b"x")),
+            lambda i: cache.get_caching_iter(i, md5(b"x"), iter([b"x"])),
             lambda i: cache.open_for_read(i).__enter__(),
         ):
             with pytest.raises(exceptions.Invalid):

@@ -121,7 +121,7 @@ def test_concurrent_misses_on_one_image(tmp_path, driver):
 def test_hit_counts_are_exact(tmp_path, driver):
     cache_dir = tmp_path / "cache"
     cache = cache_for(cache_dir, driver)
-    cache.cache_image_iter("hot", iter([b"x" * 4096]))
+    cache.cache_image_iter("hot", iter([b"x" * 4096]), allow_unverified=True)
     workers = [
         Worker("hits", cache_dir, driver, 10 * GiB, "hot", 100)
         for _ in range(PROCESSES)

@@ -66,12 +66,12 @@ def test_queue_prefetch_list_delete(conf, tmp_path):
     assert report == {"cached": sorted(images), "failed": {}, "skipped": []}
     assert js(conf, "queued") == []
     rows = js(conf, "list")
-    assert [(r["image_id"], r["size"], r["hits"]) for r in rows] == [
-        (i, len(d), 0) for i, d in images.items()
+    assert [(r["image_id"], r["size"], r["hits"], r["verified"]) for r in rows] == [
+        (i, len(d), 0, True) for i, d in images.items()
     ]
     text = ok(*conf, "cache", "list").stdout.decode().splitlines()
-    assert text[0].split() == ["ID", "SIZE", "HITS", "LAST", "ACCESSED"]
-    assert text[1].split()[:3] == ["img0", "97.7", "KiB"]
+    assert text[0].split() == ["ID", "SIZE", "HITS", "VERIFIED", "LAST", "ACCESSED"]
+    assert text[1].split()[:5] == ["img0", "97.7", "KiB", "0", "yes"]
     assert js(conf, "size") == {
         "size": sum(map(len, images.values())),
         "max_size": 1000000,
@@ -85,8 +85,18 @@ def test_queue_prefetch_list_delete(conf, tmp_path):
 
 def test_prefetch_reports_failures_and_goes_on(conf, tmp_path):
     record = add(conf, tmp_path, "good", b"good data")
-    ok(*conf, "cache", "queue", "good", "--location", record["location"])
-    ok(*conf, "cache", "queue", "gone", "--location", f"file://{tmp_path}/images/gone")
+    ok(
+        *conf,
+        "cache",
+        "queue",
+        "good",
+        "--location",
+        record["location"],
+        "--checksum",
+        record["checksum"],
+    )
+    gone = f"file://{tmp_path}/images/gone"
+    ok(*conf, "cache", "queue", "gone", "--location", gone, "--allow-unverified")
     proc = run(*conf, "cache", "prefetch", "--no-progress")
     assert proc.returncode == 1
     assert proc.stdout.decode().splitlines() == [
@@ -109,7 +119,17 @@ def test_prune_and_check(conf, driver, tmp_path):
     cache_dir = tmp_path / "cache"
     for i in range(3):
         record = add(conf, tmp_path, f"i{i}", os.urandom(400_000))
-        ok(*conf, "cache", "queue", f"i{i}", "--location", record["location"])
+        location, checksum = record["location"], record["checksum"]
+        ok(
+            *conf,
+            "cache",
+            "queue",
+            f"i{i}",
+            "--location",
+            location,
+            "--checksum",
+            checksum,
+        )
         js(conf, "prefetch")
     # The limit held at every commit: one image was evicted for the third.
     assert len(js(conf, "list")) == 2
@@ -119,6 +139,8 @@ def test_prune_and_check(conf, driver, tmp_path):
     survivors = [r["image_id"] for r in js(conf, "list")]
     os.unlink(cache_dir / survivors[0])
     (cache_dir / "stray").write_bytes(b"x")
+    if driver == "xattr":
+        os.setxattr(cache_dir / survivors[1], "user.hits", b"garbage")
     (cache_dir / "image_cache_db_init").write_bytes(b"never an image")
     found = run(*conf, "cache", "check", "--format", "json")
     assert found.returncode == 1
@@ -130,8 +152,9 @@ def test_prune_and_check(conf, driver, tmp_path):
             ("missing-file", survivors[0]),
             ("unrecorded-file", "stray"),
         ]
-    else:  # the files are the records: only the stray file's hits are missing
-        assert problems == [("bad-hits", "stray")]
+    else:  # the files are the records; one without user.hits is no entry
+        assert problems == [("bad-hits", survivors[1])]
+        assert "stray" not in [r["image_id"] for r in js(conf, "list")]
     fixed = json.loads(ok(*conf, "cache", "check", "--fix", "--format", "json").stdout)
     assert fixed["fixed"] is True
     assert js(conf, "check") == {"problems": [], "fixed": False}

@@ -394,7 +394,7 @@ def cache_load(
     # Exact hits while others prune and clean.
     cache = ImageCache(make_cache_conf(cache_dir, driver))
     cache.delete_all_cached_images()
-    cache.cache_image_iter("hot", iter([b"h" * 1000]))
+    cache.cache_image_iter("hot", iter([b"h" * 1000]), allow_unverified=True)
     reads = 50
     pids = []
     for p in range(processes):
@@ -551,7 +551,12 @@ def hostile(workdir: Path, with_cli: bool = True) -> Result:
         for name, call in [
             ("store add", lambda i=image_id: store.add(i, iter([b"x"]), 1)),
             ("cache queue", lambda i=image_id: cache.queue_image(i)),
-            ("cache write", lambda i=image_id: cache.cache_image_iter(i, iter([b"x"]))),
+            (
+                "cache write",
+                lambda i=image_id: cache.cache_image_iter(
+                    i, iter([b"x"]), allow_unverified=True
+                ),
+            ),
             ("cache delete", lambda i=image_id: cache.delete_cached_image(i)),
         ]:
             result.operations += 1
