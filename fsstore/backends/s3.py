@@ -34,7 +34,7 @@ from oslo_config import cfg
 from fsstore import exceptions
 from fsstore.hashing import ImageHasher
 from fsstore.location import Location, S3Location
-from fsstore.store import AddResult, Store, validate_image_id
+from fsstore.store import AddResult, Store, image_id_problem
 from fsstore.streams import CheckedSource, Verifier
 
 LOG = logging.getLogger(__name__)
@@ -267,12 +267,11 @@ class S3Store(Store):
                 f"{self.host} of store {self.name!r}"
             )
         assert isinstance(location, S3Location)
-        try:
-            return validate_image_id(location.key)
-        except exceptions.Invalid:
+        if key_problem(location.key) is not None:
             raise exceptions.Forbidden(
                 f"location {location.uri} does not name an image"
-            ) from None
+            )
+        return location.key
 
     # -- operations ------------------------------------------------------
 
@@ -358,6 +357,9 @@ class S3Store(Store):
         hashing_algo: str,
         verifier: Verifier | None,
     ) -> AddResult:
+        problem = key_problem(image_id)
+        if problem is not None:
+            raise exceptions.Invalid(problem)
         self._ensure_bucket()
         location = S3Location(self.scheme, self.host, self.bucket, image_id)
         try:
@@ -508,6 +510,19 @@ class S3Store(Store):
                 self.bucket,
                 type(exc).__name__,
             )
+
+
+def key_problem(image_id: str) -> str | None:
+    """Why ``image_id`` cannot be an object key of this store, or None.
+
+    On top of every store's rules (image_id_problem): no ASCII control
+    characters, which S3's XML responses cannot carry and which engines
+    handle each their own way (a newline is refused as a missing object).
+    """
+    problem = image_id_problem(image_id)
+    if problem is None and any(ord(c) < 32 or ord(c) == 127 for c in image_id):
+        problem = f"image id {image_id!r} contains a control character"
+    return problem
 
 
 def _is_boto_error(exc: BaseException) -> bool:

@@ -13,9 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from fsstore import exceptions
-from fsstore.backends.s3 import MiB, S3Store
+from fsstore.backends.s3 import MiB, S3Store, key_problem
 from fsstore.registry import StoreRegistry
 from fsstore.testing import StoreConformanceTests
 from fsstore.testing.suite import FailingStream, payload, read_all
@@ -461,3 +463,41 @@ def test_cli_multi_store_file_and_s3(tmp_path, s3_endpoint):
         assert ok(*args, "get", location).stdout == b"side by side"
         assert ok(*args, "size", location).stdout == b"12\n"
         ok(*args, "delete", location)
+
+
+# -- every accepted id round-trips --------------------------------------------
+
+
+@settings(
+    max_examples=60,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+@given(
+    image_id=st.text(
+        alphabet=st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=60
+    )
+)
+def test_every_accepted_id_round_trips(tmp_path, s3_endpoint, image_id):
+    store = _id_store(tmp_path, s3_endpoint)
+    try:
+        result = store.add(image_id, iter([b"payload"]), 7)
+    except exceptions.Invalid:
+        assert key_problem(image_id) is not None
+        return
+    except exceptions.Duplicate:
+        return  # hypothesis tried this id already
+    assert store.get_size(result.location) == 7
+    assert read_all(store, result.location) == b"payload"
+    store.delete(result.location)
+    with pytest.raises(exceptions.NotFound):
+        store.get_size(result.location)
+
+
+_ID_STORES: dict[str, S3Store] = {}
+
+
+def _id_store(tmp_path: Path, endpoint: str) -> S3Store:
+    if endpoint not in _ID_STORES:
+        _ID_STORES[endpoint] = make_store(tmp_path, endpoint)
+    return _ID_STORES[endpoint]

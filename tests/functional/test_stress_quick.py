@@ -46,3 +46,16 @@ def test_hostile(tmp_path):
 
 def test_bad_configuration(tmp_path):
     check(scenarios.bad_configuration(tmp_path, with_cli=True))
+
+
+def test_hostile_streams(tmp_path):
+    result = scenarios.hostile_streams(tmp_path, adds=40, seed=14)
+    check(result)
+    assert result.figures["stored intact"] > 0
+    assert result.figures["refused as Invalid"] > 0
+
+
+def test_hostile_cache_options(tmp_path):
+    result = scenarios.hostile_cache_options(tmp_path)
+    check(result)
+    assert result.figures["configurations"] == 33

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -16,6 +17,7 @@ from fsstore import exceptions
 from fsstore.cache import CachingStore, ImageCache, Prefetcher
 from fsstore.registry import StoreRegistry
 from fsstore.testing.cache_suite import make_cache_conf
+from fsstore.testing.streams import SHAPES, NoneRead, Recorder, TextRead, shaped
 from tests.helpers import is_root, load_conf, tmpfs, write_conf
 from tests.stress.common import (
     KiB,
@@ -768,6 +770,218 @@ def bad_configuration(workdir: Path, with_cli: bool = True) -> Result:
     return result
 
 
+# -- 8. hostile stream shapes ---------------------------------------------------------
+
+_BAD_STREAMS = {
+    "read-None": lambda data: NoneRead(data[:1000]),
+    "read-str": lambda data: TextRead("text"),
+    "None-chunk": lambda data: iter([data[:100], None]),
+    "int-chunk": lambda data: iter([data[:100], 7]),
+    "str-chunk": lambda data: iter([data[:100], "text"]),
+}
+_STREAM_SIZES = [0, 1, 4095, 65537, 1024 * 1024 + 3, 3 * MiB + 5, 4 * MiB + 1, 6 * MiB]
+
+
+def hostile_streams(workdir: Path, adds: int = 300, seed: int = 8) -> Result:
+    """Random stream shapes, sizes and declared sizes into both staging modes
+    and a cache: every add stores exactly the caller's bytes with their
+    digests, or is Invalid and leaves nothing."""
+    result = Result("hostile streams (shapes, sizes, buffer reuse)")
+    rng = random.Random(seed)
+    dirs = [workdir / "a", workdir / "b"]
+    stores = {m: fs_store(workdir, dirs, staging=m) for m in ("tmpfile", "named")}
+    cache = ImageCache(make_cache_conf(workdir / "cache", "sqlite"))
+    counts = {"stored intact": 0, "cached intact": 0, "refused as Invalid": 0}
+    for i in range(adds):
+        size = rng.choice(_STREAM_SIZES)
+        data = rng.randbytes(size)
+        declared = rng.choice(["unknown", "exact", "wrong"])
+        declared_size = {"unknown": 0, "exact": size}.get(declared, size + 1)
+        bad = rng.random() < 0.15
+        shape = rng.choice(list(_BAD_STREAMS) if bad else SHAPES)
+        stream = (
+            _BAD_STREAMS[shape](data)
+            if bad
+            else shaped(data, shape, rng.randint(1, 200_000))
+        )
+        should_fail = bad or declared == "wrong"
+        image_id = f"img-{i}"
+        store = stores[rng.choice(["tmpfile", "named"])]
+        verifier = Recorder()
+        result.operations += 1
+        try:
+            added = store.add(image_id, stream, declared_size, verifier=verifier)
+        except exceptions.Invalid:
+            if not should_fail:
+                result.fail(f"{image_id}: {shape}/{declared} refused")
+            elif image_id in images_in(dirs) or staging_files(dirs):
+                result.fail(f"{image_id}: refused, but left files")
+            else:
+                counts["refused as Invalid"] += 1
+            continue
+        except Exception as exc:  # noqa: BLE001 - any other error is a finding
+            result.fail(f"{image_id}: {shape}: {type(exc).__name__}: {exc}")
+            continue
+        if should_fail:
+            result.fail(f"{image_id}: {shape}/{declared} was accepted")
+            continue
+        chunks, _ = store.get(added.location)
+        if (
+            b"".join(chunks) != data
+            or added.size != size
+            or added.checksum != hashlib.md5(data).hexdigest()
+            or added.multihash != hashlib.sha512(data).hexdigest()
+            or verifier.md5() != added.checksum
+        ):
+            result.fail(
+                f"{image_id}: {shape}/{declared}/{size}: bytes or digests differ"
+            )
+        else:
+            counts["stored intact"] += 1
+        store.delete(added.location)
+        if size and size < MiB * 8 and rng.random() < 0.3:
+            result.operations += 1
+            stream = shaped(data, shape, rng.randint(1, 200_000))
+            cached = cache.cache_image_iter(image_id, stream, added.checksum)
+            with cache.open_for_read(image_id) as f:
+                if not cached or f.read() != data:
+                    result.fail(f"{image_id}: {shape}: cache holds other bytes")
+                else:
+                    counts["cached intact"] += 1
+            cache.delete_cached_image(image_id)
+    for store in stores.values():
+        store.close()
+    result.figures = {**counts, "shapes": len(SHAPES) + len(_BAD_STREAMS)}
+    return result
+
+
+# -- 9. hostile cache options ----------------------------------------------------------
+
+# Never an entry for either driver.
+_RESERVED_STRAYS = ["image_cache_db_init", ".fsstore-cache.lock"]
+# Never an entry of the xattr driver (no user.hits). For the sqlite driver its
+# records say what the entries are: an unrecorded file with an image id's name
+# is reported by check, and adopted by check --fix or a rebuild of lost records.
+_XATTR_STRAYS = ["README", "x.lock", ".hidden"]
+
+
+def hostile_cache_options(workdir: Path) -> Result:
+    """Every spelling of image_cache_sqlite_db, stray files and damaged or
+    deleted records under both drivers: the database and the strays are never
+    taken for images, the limit holds, check --fix leaves nothing to fix."""
+    result = Result("hostile cache options and records")
+    cases = 0
+    limit = 10_000
+    for driver in ("sqlite", "xattr"):
+        for spelling in ("default", "dot-slash", "absolute", "dot-dot", "outside"):
+            for fault in ("none", "db-deleted", "db-damaged"):
+                cases += 1
+                cache_dir = workdir / f"{driver}-{spelling}-{fault}"
+                db = {
+                    "default": "cache.db",
+                    "dot-slash": "./cache.db",
+                    "absolute": str(cache_dir / "cache.db"),
+                    "dot-dot": f"../{cache_dir.name}/cache.db",
+                    "outside": str(workdir / f"{cache_dir.name}.db"),
+                }[spelling]
+                _cache_options_case(result, cache_dir, driver, db, fault, limit)
+    for sub in ("incomplete", "invalid", "queue"):
+        cases += 1
+        result.operations += 1
+        try:
+            ImageCache(
+                make_cache_conf(
+                    workdir / f"refused-{sub}",
+                    "sqlite",
+                    image_cache_sqlite_db=f"{sub}/c.db",
+                )
+            )
+        except exceptions.BadDriverConfiguration:
+            continue
+        result.fail(f"image_cache_sqlite_db inside {sub}/ was accepted")
+    result.figures = {"configurations": cases}
+    return result
+
+
+def _cache_options_case(
+    result: Result, cache_dir: Path, driver: str, db: str, fault: str, limit: int
+) -> None:
+    def make() -> ImageCache:
+        return ImageCache(
+            make_cache_conf(
+                cache_dir, driver, image_cache_sqlite_db=db, image_cache_max_size=limit
+            )
+        )
+
+    name = cache_dir.name
+    # The sqlite records exist whatever the driver: a directory may have been
+    # run with the other one before.
+    sqlite_run = ImageCache(
+        make_cache_conf(cache_dir, "sqlite", image_cache_sqlite_db=db)
+    )
+    del sqlite_run
+    cache = make()
+    strays = _RESERVED_STRAYS + (_XATTR_STRAYS if driver == "xattr" else [])
+    for stray in strays:
+        (cache_dir / stray).write_bytes(b"s" * 3000)
+    protected = {
+        n for n in os.listdir(cache_dir) if n not in ("incomplete", "invalid", "queue")
+    }
+    for i in range(8):
+        data = bytes([i]) * 3000
+        result.operations += 1
+        if fault == "db-deleted" and i == 4 and driver == "sqlite":
+            db_file = cache_dir / "cache.db" if not os.path.isabs(db) else Path(db)
+            db_file = (
+                db_file if db_file.exists() else Path(os.path.normpath(cache_dir / db))
+            )
+            for suffix in ("", "-wal", "-shm"):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(f"{db_file}{suffix}")
+            cache = make()
+        if not cache.cache_image_iter(
+            f"img{i}", iter([data]), hashlib.md5(data).hexdigest()
+        ):
+            result.fail(f"{name}: img{i} not cached")
+        entries = [n for n in os.listdir(cache_dir) if n.startswith("img")]
+        if sum((cache_dir / n).stat().st_size for n in entries) > limit:
+            result.fail(f"{name}: {len(entries)} entries exceed the limit")
+    if fault == "db-damaged" and driver == "sqlite":
+        db_file = Path(os.path.normpath(cache_dir / db))
+        db_file.write_bytes(b"damaged" * 1000)
+        for suffix in ("-wal", "-shm"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(f"{db_file}{suffix}")
+        cache = make()
+        result.operations += 1
+        try:
+            cache.get_cached_images()
+            result.fail(f"{name}: a damaged database was read")
+        except exceptions.BackendException as exc:
+            if "\n" in str(exc):
+                result.fail(f"{name}: a multi-line error")
+    try:
+        result.operations += 4
+        cache.check(fix=True)
+        listed = {e.image_id for e in cache.get_cached_images()}
+        if listed - {f"img{i}" for i in range(8)}:
+            result.fail(f"{name}: listed {sorted(listed)}")
+        if cache.get_cache_size() > limit:
+            result.fail(f"{name}: {cache.get_cache_size()} bytes over {limit}")
+        if cache.check():
+            result.fail(f"{name}: check after check --fix: {cache.check()}")
+        cache.prune()
+        cache.clean()
+        cache.delete_all_cached_images()
+    except Exception as exc:  # noqa: BLE001 - any error is a finding
+        result.fail(f"{name}: {type(exc).__name__}: {exc}")
+        return
+    left = set(os.listdir(cache_dir))
+    for kept in protected:
+        if kept not in left and not kept.startswith("cache.db-"):
+            result.fail(f"{name}: {kept} was deleted")
+
+
 def run_all(workdir: Path, quick: bool = False) -> list[Result]:
     scale = 0.1 if quick else 1.0
     n = lambda x: max(2, int(x * scale))  # noqa: E731
@@ -779,6 +993,8 @@ def run_all(workdir: Path, quick: bool = False) -> list[Result]:
         ("cache-xattr", lambda d: cache_load(d, "xattr", processes=8, ops=n(500))),
         ("hostile", lambda d: hostile(d, with_cli=True)),
         ("config", lambda d: bad_configuration(d, with_cli=True)),
+        ("streams", lambda d: hostile_streams(d, adds=n(300))),
+        ("cache-options", lambda d: hostile_cache_options(d)),
     ]
     results = []
     for name, step in steps:
