@@ -76,7 +76,7 @@ class SqliteDriver(CacheDriver):
                 raise exceptions.BadDriverConfiguration(self.NAME, str(exc)) from None
             # A damaged database does not stop the driver: every operation
             # on the records says what is wrong, and check --fix repairs it.
-            LOG.warning("%s", exc)
+            LOG.info("%s", exc)
 
     @staticmethod
     def _damaged(exc: BaseException) -> bool:

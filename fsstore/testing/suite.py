@@ -218,11 +218,14 @@ class StoreConformanceTests:
         assert read_all(store, result.location) == data
         store.delete(result.location)
 
-    @pytest.mark.parametrize("kind", ["read-none", "read-str", "str", "int", "none"])
+    @pytest.mark.parametrize(
+        "kind", ["read-none", "read-str", "read-empty-str", "str", "int", "none"]
+    )
     def test_non_bytes_data_is_invalid(self, store: Store, kind: str) -> None:
         stream = {
             "read-none": lambda: NoneRead(b"x" * 1000),
             "read-str": lambda: TextRead("text"),
+            "read-empty-str": lambda: TextRead(""),  # '' is no end of bytes
             "str": lambda: iter([b"ok", "text"]),
             "int": lambda: iter([b"ok", 7]),
             "none": lambda: iter([b"ok", None]),

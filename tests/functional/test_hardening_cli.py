@@ -303,3 +303,27 @@ def test_a_secret_in_a_queued_location_is_never_shown(stored, tmp_path):
     assert b"no configured store handles scheme 's3'" in proc.stdout
     for part in SECRET.split("/") + SECRET.split("@"):
         assert part.encode() not in shown
+
+
+@pytest.mark.parametrize("command", ["list", "size", "prune", "queued", "check"])
+def test_a_damaged_cache_database_is_one_line(stored, tmp_path, command):
+    conf, _ = stored
+    cache_dir = tmp_path / "cache"
+    cache_dir.mkdir()
+    (cache_dir / "cache.db").write_bytes(b"not a database" * 100)
+    conf_path = Path(conf[1])
+    conf_path.write_text(
+        conf_path.read_text() + f"\n[DEFAULT]\nimage_cache_dir = {cache_dir}\n"
+    )
+    if command == "queued":  # the queue is files: no records needed
+        ok(*conf, "cache", command)
+        return
+    if command == "check":
+        proc = run(*conf, "cache", "check")
+        assert proc.returncode == 1
+        assert b"damaged-records" in proc.stdout and b"Traceback" not in proc.stderr
+        ok(*conf, "cache", "check", "--fix")
+        ok(*conf, "cache", "list")
+        return
+    err = fails(1, *conf, "cache", command, match="cache.db is unusable")
+    assert "check --fix" in err

@@ -870,6 +870,7 @@ def hostile_cache_options(workdir: Path) -> Result:
     deleted records under both drivers: the database and the strays are never
     taken for images, the limit holds, check --fix leaves nothing to fix."""
     result = Result("hostile cache options and records")
+    result.figures = {"records rebuilt": 0, "stray and database files kept": 0}
     cases = 0
     limit = 10_000
     for driver in ("sqlite", "xattr"):
@@ -899,7 +900,7 @@ def hostile_cache_options(workdir: Path) -> Result:
         except exceptions.BadDriverConfiguration:
             continue
         result.fail(f"image_cache_sqlite_db inside {sub}/ was accepted")
-    result.figures = {"configurations": cases}
+    result.figures = {"configurations": cases, **result.figures}
     return result
 
 
@@ -980,6 +981,10 @@ def _cache_options_case(
     for kept in protected:
         if kept not in left and not kept.startswith("cache.db-"):
             result.fail(f"{name}: {kept} was deleted")
+        else:
+            result.figures["stray and database files kept"] += 1
+    if fault != "none" and driver == "sqlite":
+        result.figures["records rebuilt"] += 1
 
 
 def run_all(workdir: Path, quick: bool = False) -> list[Result]:

@@ -17,7 +17,8 @@ from oslo_config import cfg
 from fsstore import exceptions
 from fsstore.hashing import ImageHasher
 from fsstore.location import Location, split_scheme
-from fsstore.store import AddResult, Store, Verifier, range_length, read_chunks
+from fsstore.store import AddResult, Store, range_length
+from fsstore.streams import CheckedSource, Verifier
 
 OPTIONS = [
     cfg.IntOpt(
@@ -70,13 +71,13 @@ class MemoryStore(Store):
         if image_id in self._images:
             raise exceptions.Duplicate(f"image {image_id} already exists")
         hasher = ImageHasher(hashing_algo)
+        source = CheckedSource(data, image_id, size, verifier)
         parts = []
         try:
-            for chunk in read_chunks(data, 65536, image_id, size):
+            for chunk in source.chunks():  # safe to keep: copies where needed
                 hasher.update(chunk)
-                if verifier is not None:
-                    verifier.update(chunk)
-                parts.append(bytes(chunk))
+                parts.append(chunk)
+            source.finish()
             checksum, multihash = hasher.hexdigests()
         finally:
             hasher.close()
