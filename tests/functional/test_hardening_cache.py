@@ -29,6 +29,15 @@ def make(cache_dir: Path, driver: str = "sqlite", **options) -> ImageCache:
     return ImageCache(make_cache_conf(cache_dir, driver, **options))
 
 
+def file_registry(tmp_path: Path) -> StoreRegistry:
+    """A filesystem store in ``tmp_path/images``, configured from a file."""
+    conf = write_conf(
+        tmp_path / "g.conf",
+        {"glance_store": {"filesystem_store_datadir": str(tmp_path / "images")}},
+    )
+    return StoreRegistry(load_conf(conf))
+
+
 def names(path: Path) -> set[str]:
     return set(os.listdir(path))
 
@@ -97,15 +106,7 @@ def test_a_full_records_file_system_does_not_fail_the_reader(
     tmp_path, mount_tmpfs, caplog
 ):
     records = mount_tmpfs("records", "256k")
-    images = tmp_path / "images"
-    registry = StoreRegistry(
-        load_conf(
-            write_conf(
-                tmp_path / "g.conf",
-                {"glance_store": {"filesystem_store_datadir": str(images)}},
-            )
-        )
-    )
+    registry = file_registry(tmp_path)
     cache_dir = tmp_path / "cache"
     cache = make(cache_dir, "sqlite", image_cache_sqlite_db=str(records / "cache.db"))
     data = payload(300_000, seed=3)
@@ -222,15 +223,7 @@ def test_caching_without_a_digest_needs_the_operator_to_ask(tmp_path):
 
 
 def test_the_prefetcher_refuses_an_unverifiable_queue_entry(tmp_path):
-    images = tmp_path / "images"
-    registry = StoreRegistry(
-        load_conf(
-            write_conf(
-                tmp_path / "g.conf",
-                {"glance_store": {"filesystem_store_datadir": str(images)}},
-            )
-        )
-    )
+    registry = file_registry(tmp_path)
     location = registry.add("img", iter([b"data"]), 4).location
     cache = make(tmp_path / "cache")
     cache.queue_image("img", location=location)

@@ -17,9 +17,9 @@ import pytest
 
 from fsstore.testing.suite import payload
 from tests.functional.test_cli import fails, ok, run
-from tests.functional.test_http import RawServer, _head
 from tests.functional.test_s3 import s3_options
 from tests.helpers import is_root, write_conf
+from tests.loopback import RawServer, TruncatingProxy, response_head
 
 DATA = payload(200_000, seed=8)
 
@@ -150,9 +150,12 @@ def raw_servers():
 @pytest.mark.parametrize(
     ("script", "match"),
     [
-        ([_head("10240") + b"x" * 5000], "5240 bytes short"),
-        ([_head(chunked=True) + b"1000\r\n" + b"x" * 100], "reading the body failed"),
-        ([_head("-5") + b"x"], "invalid Content-Length"),
+        ([response_head("10240") + b"x" * 5000], "5240 bytes short"),
+        (
+            [response_head(chunked=True) + b"1000\r\n" + b"x" * 100],
+            "reading the body failed",
+        ),
+        ([response_head("-5") + b"x"], "invalid Content-Length"),
     ],
     ids=["short", "chunked", "negative"],
 )
@@ -165,71 +168,6 @@ def test_a_bad_http_body_is_one_line_and_leaves_no_file(
     fails(1, *conf, "get", f"{server.url}/img", "-o", str(out), match=match)
     assert not out.exists()
     assert leftovers(tmp_path) == []
-
-
-class TruncatingProxy:
-    """A TCP proxy to ``upstream`` that passes each response's head, and of a
-    body larger than ``keep`` bytes only ``keep`` bytes, then closes."""
-
-    def __init__(self, upstream: str, keep: int) -> None:
-        host, port = upstream.rsplit("/", 1)[-1].split(":")
-        self.upstream, self.keep = (host, int(port)), keep
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
-
-    def _serve(self) -> None:
-        self.sock.settimeout(0.2)
-        while not self.stop.is_set():
-            try:
-                client, _ = self.sock.accept()
-            except TimeoutError:
-                continue
-            threading.Thread(target=self._one, args=(client,), daemon=True).start()
-
-    def _one(self, client: socket.socket) -> None:
-        with client, socket.create_connection(self.upstream) as up:
-            request = self._message(client)
-            if request is None:
-                return
-            up.sendall(request[0] + request[1])
-            response = self._message(up)
-            if response is None:
-                return
-            head, body = response
-            client.sendall(
-                head + (body[: self.keep] if len(body) > self.keep else body)
-            )
-
-    @staticmethod
-    def _message(sock: socket.socket) -> tuple[bytes, bytes] | None:
-        data = b""
-        while b"\r\n\r\n" not in data:
-            chunk = sock.recv(65536)
-            if not chunk:
-                return None
-            data += chunk
-        head, _, body = data.partition(b"\r\n\r\n")
-        length = 0
-        for line in head.split(b"\r\n")[1:]:
-            name, _, value = line.partition(b":")
-            if name.strip().lower() == b"content-length":
-                length = int(value)
-        if head.startswith(b"HEAD ") or b" 204 " in head.split(b"\r\n")[0]:
-            length = 0
-        while len(body) < length:
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            body += chunk
-        return head + b"\r\n\r\n", body
-
-    def close(self) -> None:
-        self.stop.set()
-        self.thread.join()
-        self.sock.close()
 
 
 SECRET = "wJal/rXUtn+FEMI@K7MD%ENG:bPxRfi/CYEXAMPLEKEY"

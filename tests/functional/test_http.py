@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import http.server
-import socket
 import threading
 import time
 from pathlib import Path
@@ -16,6 +15,7 @@ from fsstore.registry import StoreRegistry
 from fsstore.testing.suite import payload
 from tests.functional.test_registry import FIXTURES, set_options
 from tests.helpers import load_conf, write_conf
+from tests.loopback import RawServer, response_head
 
 
 class Handler(http.server.SimpleHTTPRequestHandler):
@@ -154,41 +154,6 @@ def test_redirects_at_most_five_to_http_only(registry, server):
 # -- a server that misbehaves on purpose ------------------------------------
 
 
-class RawServer:
-    """A TCP server on the loopback that answers every request with ``script``:
-    a list of byte strings, sent with ``pause`` seconds between them."""
-
-    def __init__(self, script: list[bytes], pause: float = 0.0) -> None:
-        self.script, self.pause = script, pause
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
-
-    def _serve(self) -> None:
-        self.sock.settimeout(0.2)
-        while not self.stop.is_set():
-            try:
-                conn, _ = self.sock.accept()
-            except TimeoutError:
-                continue
-            with conn:
-                conn.recv(65536)
-                try:
-                    for i, part in enumerate(self.script):
-                        if i and self.pause and self.stop.wait(self.pause):
-                            return
-                        conn.sendall(part)
-                except OSError:
-                    pass
-
-    def close(self) -> None:
-        self.stop.set()
-        self.thread.join()
-        self.sock.close()
-
-
 @pytest.fixture
 def raw_server():
     made: list[RawServer] = []
@@ -202,17 +167,8 @@ def raw_server():
         s.close()
 
 
-def _head(length: str | None = None, chunked: bool = False) -> bytes:
-    lines = ["HTTP/1.1 200 OK", "Connection: close"]
-    if length is not None:
-        lines.append(f"Content-Length: {length}")
-    if chunked:
-        lines.append("Transfer-Encoding: chunked")
-    return ("\r\n".join(lines) + "\r\n\r\n").encode()
-
-
 def test_a_short_body_is_an_error(registry, raw_server):
-    server = raw_server([_head("10240") + b"x" * 5000])
+    server = raw_server([response_head("10240") + b"x" * 5000])
     chunks, length = registry.get(f"{server.url}/image")
     assert length == 10240
     with pytest.raises(exceptions.BackendException, match="5240 bytes short"):
@@ -220,7 +176,7 @@ def test_a_short_body_is_an_error(registry, raw_server):
 
 
 def test_a_truncated_chunked_body_is_an_error(registry, raw_server):
-    server = raw_server([_head(chunked=True) + b"1000\r\n" + b"x" * 100])
+    server = raw_server([response_head(chunked=True) + b"1000\r\n" + b"x" * 100])
     chunks, _ = registry.get(f"{server.url}/image")
     with pytest.raises(exceptions.BackendException, match="reading the body failed"):
         b"".join(chunks)
@@ -228,7 +184,7 @@ def test_a_truncated_chunked_body_is_an_error(registry, raw_server):
 
 @pytest.mark.parametrize("value", ["-5", "abc", "1e3", "１２"])
 def test_an_invalid_content_length_is_an_error(registry, raw_server, value):
-    server = raw_server([_head(value) + b"12345"])
+    server = raw_server([response_head(value) + b"12345"])
     with pytest.raises(exceptions.BackendException, match="invalid Content-Length"):
         registry.get(f"{server.url}/image")
     with pytest.raises(exceptions.BackendException, match="invalid Content-Length"):
@@ -251,7 +207,7 @@ def _http_registry(tmp_path: Path, **options: str) -> StoreRegistry:
 
 def test_a_trickling_server_meets_the_deadline(tmp_path, raw_server):
     # A byte every 0.3 s never trips the per-read timeout; the deadline ends it.
-    server = raw_server([_head("100")] + [b"x"] * 100, pause=0.3)
+    server = raw_server([response_head("100")] + [b"x"] * 100, pause=0.3)
     registry = _http_registry(
         tmp_path, http_store_timeout="5", http_store_deadline="1.5"
     )
@@ -263,7 +219,7 @@ def test_a_trickling_server_meets_the_deadline(tmp_path, raw_server):
 
 
 def test_a_stalled_server_meets_the_read_timeout(tmp_path, raw_server):
-    server = raw_server([_head("1000") + b"x", b"never"], pause=30)
+    server = raw_server([response_head("1000") + b"x", b"never"], pause=30)
     registry = _http_registry(tmp_path, http_store_timeout="0.5")
     chunks, _ = registry.get(f"{server.url}/image")
     with pytest.raises(exceptions.BackendException, match="http_store_timeout"):

@@ -1,0 +1,123 @@
+"""Servers on the loopback that misbehave on purpose, for the tests.
+
+Each starts listening before its constructor returns and stops in
+``close()``: its accept loop wakes every 0.2 s to see whether it should.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+
+
+class LoopbackServer:
+    """Accepts connections on 127.0.0.1 and hands each to ``handle``."""
+
+    #: Handle each connection in a thread of its own (else one at a time).
+    threaded = False
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        self.sock.settimeout(0.2)
+        while not self.stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except TimeoutError:
+                continue
+            if self.threaded:
+                threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
+            else:
+                self._handle(conn)
+
+    def _handle(self, conn: socket.socket) -> None:
+        # OSError: the client went away; its test says what it expects.
+        with conn, contextlib.suppress(OSError):
+            self.handle(conn)
+
+    def handle(self, conn: socket.socket) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join()
+        self.sock.close()
+
+
+class RawServer(LoopbackServer):
+    """Answers every request with ``script``: byte strings sent with
+    ``pause`` seconds between them."""
+
+    def __init__(self, script: list[bytes], pause: float = 0.0) -> None:
+        self.script, self.pause = script, pause
+        super().__init__()
+
+    def handle(self, conn: socket.socket) -> None:
+        conn.recv(65536)
+        for i, part in enumerate(self.script):
+            if i and self.pause and self.stop.wait(self.pause):
+                return
+            conn.sendall(part)
+
+
+def response_head(length: str | None = None, chunked: bool = False) -> bytes:
+    """The head of a 200 response, with the Content-Length given (any text)."""
+    lines = ["HTTP/1.1 200 OK", "Connection: close"]
+    if length is not None:
+        lines.append(f"Content-Length: {length}")
+    if chunked:
+        lines.append("Transfer-Encoding: chunked")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+class TruncatingProxy(LoopbackServer):
+    """A proxy to ``upstream`` that passes each response's head, and of a
+    body larger than ``keep`` bytes only ``keep`` bytes, then closes."""
+
+    threaded = True
+
+    def __init__(self, upstream: str, keep: int) -> None:
+        host, port = upstream.rsplit("/", 1)[-1].split(":")
+        self.upstream, self.keep = (host, int(port)), keep
+        super().__init__()
+
+    def handle(self, conn: socket.socket) -> None:
+        with socket.create_connection(self.upstream) as up:
+            request = self._message(conn)
+            if request is None:
+                return
+            up.sendall(request[0] + request[1])
+            response = self._message(up)
+            if response is None:
+                return
+            head, body = response
+            conn.sendall(head + (body[: self.keep] if len(body) > self.keep else body))
+
+    @staticmethod
+    def _message(sock: socket.socket) -> tuple[bytes, bytes] | None:
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = sock.recv(65536)
+            if not chunk:
+                return None
+            data += chunk
+        head, _, body = data.partition(b"\r\n\r\n")
+        length = 0
+        for line in head.split(b"\r\n")[1:]:
+            name, _, value = line.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value)
+        if head.startswith(b"HEAD ") or b" 204 " in head.split(b"\r\n")[0]:
+            length = 0
+        while len(body) < length:
+            chunk = sock.recv(65536)
+            if not chunk:
+                break
+            body += chunk
+        return head + b"\r\n\r\n", body
