@@ -538,12 +538,12 @@ class FilesystemStore(Store):
         if _identity(st) == datadir.ident:
             return True
         with self._reopen_lock:
-            if _identity(os.stat(datadir.path)) == datadir.ident:
-                return True  # another thread reopened it
             try:
+                if _identity(os.stat(datadir.path)) == datadir.ident:
+                    return True  # another thread reopened it
                 fd = os.open(datadir.path, os.O_RDONLY | os.O_DIRECTORY)
             except OSError:
-                return False
+                return False  # gone again
             LOG.warning("data directory %s was replaced; reopened it", datadir.path)
             # Other threads may be using the old descriptor right now: it is
             # closed with the store, not here.

@@ -449,8 +449,12 @@ class CacheDriver:
         if not self.is_entry_name(self._checked(image_id)):
             raise exceptions.NotFound(f"image {image_id} is not cached")
         try:
-            fd = os.open(self.path(image_id), os.O_RDONLY | os.O_NOFOLLOW)
-        except (FileNotFoundError, OSError):
+            # O_NONBLOCK: a FIFO planted under an entry's name must not hang
+            # the reader in open(); it is refused below.
+            fd = os.open(
+                self.path(image_id), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK
+            )
+        except OSError:  # missing, or a symlink planted under its name
             raise exceptions.NotFound(f"image {image_id} is not cached") from None
         try:
             is_entry = stat.S_ISREG(os.fstat(fd).st_mode) and self._is_entry_fd(fd)

@@ -28,7 +28,7 @@ import os
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from typing import Any
 
 from oslo_config import cfg
 
@@ -84,29 +84,30 @@ class SqliteDriver(CacheDriver):
             exc.__context__, sqlite3.OperationalError
         )
 
-    @contextlib.contextmanager
-    def _errors(self) -> Iterator[None]:
-        """sqlite's errors as one line naming the database."""
-        try:
-            yield
-        except sqlite3.DatabaseError as exc:
-            hint = ""
-            if not isinstance(exc, sqlite3.OperationalError):
-                hint = "; 'fsstore cache check --fix' rebuilds it from the files"
-            raise exceptions.BackendException(
-                f"cache database {self.db_path} is unusable: {exc}{hint}"
-            ) from None
-        except sqlite3.Error as exc:
-            raise exceptions.BackendException(
-                f"cache database {self.db_path}: {exc}"
-            ) from None
+    def _error(self, exc: sqlite3.Error) -> exceptions.BackendException:
+        """sqlite's error as one line naming the database."""
+        if isinstance(exc, sqlite3.DatabaseError) and not isinstance(
+            exc, sqlite3.OperationalError
+        ):
+            return exceptions.BackendException(
+                f"cache database {self.db_path} is unusable: {exc}; 'fsstore cache "
+                "check --fix' rebuilds it from the files"
+            )
+        return exceptions.BackendException(
+            f"cache database {self.db_path} is unusable: {exc}"
+        )
 
-    def _db(self) -> sqlite3.Connection:
+    def _db(self, check: bool = True) -> sqlite3.Connection:
         # One connection per thread, and a new one after fork(): a sqlite
-        # connection must not cross either. And a new one when the file at
-        # the path is not the one it has open (see the module doc).
+        # connection must not cross either. And, unless ``check`` is off, a
+        # new one when the file at the path is not the one it has open (see
+        # the module doc). Hits skip that check: a hit recorded in a deleted
+        # database is lost with it either way, and the stat would cost a
+        # tenth of the hit.
         local = self._local
         if getattr(local, "pid", None) == os.getpid():
+            if not check:
+                return local.conn  # type: ignore[no-any-return]
             try:
                 if _identity(os.stat(self.db_path)) == local.ident:
                     return local.conn  # type: ignore[no-any-return]
@@ -114,8 +115,10 @@ class SqliteDriver(CacheDriver):
                 pass
             local.conn.close()
             local.pid = None
-        with self._errors():
+        try:
             conn, ident = self._connect()
+        except sqlite3.Error as exc:
+            raise self._error(exc) from None
         local.conn, local.ident, local.pid = conn, ident, os.getpid()
         return conn
 
@@ -164,9 +167,15 @@ class SqliteDriver(CacheDriver):
             added += 1
         return added
 
-    def _execute(self, sql: str, params: tuple[object, ...] = ()) -> sqlite3.Cursor:
-        with self._errors():
-            return self._db().execute(sql, params)
+    def _execute(
+        self, sql: str, params: tuple[object, ...] = (), check: bool = True
+    ) -> list[Any]:
+        """The rows of ``sql``, all fetched (a damaged page may show only
+        while fetching); sqlite's errors as BackendException."""
+        try:
+            return self._db(check).execute(sql, params).fetchall()
+        except sqlite3.Error as exc:
+            raise self._error(exc) from None
 
     def _record_commit(
         self, image_id: str, size: int, checksum: str | None, fd: int
@@ -185,28 +194,27 @@ class SqliteDriver(CacheDriver):
     def _entries(self) -> list[CachedImage]:
         # Rows come out in CachedImage's field order with NULLs already
         # replaced, so each becomes one without a Python-level constructor.
-        with self._errors():
-            rows = self._db().execute(f"SELECT {LISTED} FROM cached_images").fetchall()
+        rows = self._execute(f"SELECT {LISTED} FROM cached_images")
         is_entry_name, new = self.is_entry_name, tuple.__new__
         return [new(CachedImage, r) for r in rows if is_entry_name(r[0])]
 
     def _total_size(self) -> int:
-        with self._errors():
-            row = self._db().execute("SELECT COALESCE(SUM(size), 0) FROM cached_images")
-            return int(row.fetchone()[0])
+        [(total,)] = self._execute("SELECT COALESCE(SUM(size), 0) FROM cached_images")
+        return int(total)
 
     def _count_hit(self, image_id: str, fd: int) -> None:
         self._execute(
             "UPDATE cached_images SET hits = hits + 1, last_accessed = ? "
             "WHERE image_id = ?",
             (time.time(), image_id),
+            check=False,
         )
 
     def get_hit_count(self, image_id: str) -> int:
-        row = self._execute(
+        rows = self._execute(
             "SELECT hits FROM cached_images WHERE image_id = ?", (image_id,)
-        ).fetchone()
-        return int(row[0]) if row else 0
+        )
+        return int(rows[0][0]) if rows else 0
 
     def _check_records(self, fix: bool) -> list[Problem]:
         try:
@@ -228,8 +236,10 @@ class SqliteDriver(CacheDriver):
                 Problem("unrecorded-file", image_id, f"{size} bytes, no record")
             )
         if fix and unrecorded:
-            with self._errors():
+            try:
                 self._rebuild(self._db())
+            except sqlite3.Error as exc:
+                raise self._error(exc) from None
         for image_id in sorted(records.keys() & files.keys()):
             recorded, actual = records[image_id].size, files[image_id].st_size
             if recorded != actual:
