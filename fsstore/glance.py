@@ -159,6 +159,19 @@ class _Adapter(glance_store.driver.Store):
     @translated
     def configure_add(self) -> None:
         self.store.configure()
+        self._expose()
+        # As glance_store's drivers, only in multi-store mode: Glance tags a
+        # location with the backend whose url_prefix it starts with; an
+        # untagged one is looked up by scheme, and would reach glance_store's
+        # own file driver of the reserved staging store.
+        if self.backend_group:
+            self._url_prefix = self._glance_url_prefix()
+
+    def _expose(self) -> None:
+        """Set the attributes Glance reads from a glance_store driver."""
+
+    def _glance_url_prefix(self) -> str:
+        raise NotImplementedError
 
     def get_schemes(self) -> tuple[str, ...]:
         # glance_store's multi-store API finds a backend's store by looking up
@@ -221,6 +234,19 @@ class FileStore(_Adapter):
     FSSTORE_CLASS = filesystem.FilesystemStore
     LOCATION_CLASS = FileStoreLocation
     ENTRY_NAME = "fsstore_file"
+    store: filesystem.FilesystemStore
+
+    def _expose(self) -> None:
+        # GET /v2/info/stores/detail reads these.
+        store = self.store
+        self.multiple_datadirs = len(store.datadirs) > 1
+        self.datadir = store.preferred_datadir().path
+        self.chunk_size = self.READ_CHUNKSIZE = self.WRITE_CHUNKSIZE = store.chunk_size
+        self.thin_provisioning = store.thin
+
+    def _glance_url_prefix(self) -> str:
+        # glance_store's: the best data directory when configured, no slash.
+        return f"file://{self.datadir}"
 
 
 class S3Store(_Adapter):
@@ -230,3 +256,13 @@ class S3Store(_Adapter):
     FSSTORE_CLASS = s3.S3Store
     LOCATION_CLASS = S3StoreLocation
     ENTRY_NAME = "fsstore_s3"
+    store: s3.S3Store
+
+    def _expose(self) -> None:
+        # GET /v2/info/stores/detail reads these; in bytes, as glance_store.
+        self.s3_store_large_object_size = self.store.large_object_size
+        self.s3_store_large_object_chunk_size = self.store.part_size
+        self.s3_store_thread_pools = self.store.thread_pools
+
+    def _glance_url_prefix(self) -> str:
+        return f"{self.store.scheme}://{self.store.host}/{self.store.bucket}"

@@ -58,7 +58,8 @@ class FileLocation(Location):
     @classmethod
     def from_uri(cls, uri: str) -> FileLocation:
         scheme, rest = split_scheme(uri)
-        if scheme != "file":
+        # filesystem:// is glance_store's legacy spelling: the same location.
+        if scheme not in ("file", "filesystem"):
             raise BadStoreUri(f"location {redact(uri)!r} is not a file:// URI")
         # file://host/path is a remote file; only the empty host is local.
         if not rest.startswith("/"):

@@ -140,7 +140,7 @@ def _identity(st: os.stat_result) -> tuple[int, int]:
 def parse_datadirs(store_name: str, specs: list[str]) -> list[DataDir]:
     """``path:priority`` strings to DataDirs, refusing what glance_store refuses."""
     dirs: list[DataDir] = []
-    seen: dict[str, str] = {}
+    seen: dict[str, tuple[str, int]] = {}
     for spec in specs:
         path, sep, priority_text = spec.strip().rpartition(":")
         if not sep:
@@ -162,12 +162,18 @@ def parse_datadirs(store_name: str, specs: list[str]) -> list[DataDir]:
         path = os.path.abspath(path)
         real = os.path.realpath(path)
         if real in seen:
-            raise exceptions.BadStoreConfiguration(
-                store_name,
+            first, first_priority = seen[real]
+            message = (
                 f"data directory {path} is listed twice in filesystem_store_datadirs "
-                f"(as {seen[real]!r} and {spec!r})",
+                f"(as {first!r} and {spec!r})"
             )
-        seen[real] = spec
+            # As glance_store: the same directory at two priorities is a
+            # contradiction; at the same priority only a repetition.
+            if priority != first_priority:
+                raise exceptions.BadStoreConfiguration(store_name, message)
+            LOG.warning("store %s: %s; using it once", store_name, message)
+            continue
+        seen[real] = (spec, priority)
         dirs.append(DataDir(path=path, priority=priority))
     return dirs
 
@@ -325,7 +331,8 @@ class _Staging:
 class FilesystemStore(Store):
     __doc__ = __doc__
     OPTIONS = OPTIONS
-    SCHEMES = ("file",)
+    # filesystem:// is glance_store's legacy spelling of file://.
+    SCHEMES = ("file", "filesystem")
     DRIVER_NAME = "file"
 
     def __init__(self, conf: cfg.ConfigOpts, backend_group: str | None = None) -> None:
@@ -395,6 +402,8 @@ class FilesystemStore(Store):
                     os.close(d.fd)
             raise
         self.datadirs = dirs
+        for d in dirs:
+            self._let_readers_search(d)
         priorities = sorted({d.priority for d in dirs}, reverse=True)
         self._by_priority = [[d for d in dirs if d.priority == p] for p in priorities]
         self._by_path = sorted(dirs, key=lambda d: d.path)
@@ -417,6 +426,30 @@ class FilesystemStore(Store):
                 self.name, f"data directory {path} is not readable and writable"
             )
         return os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+
+    def _let_readers_search(self, datadir: DataDir) -> None:
+        """Give the data directory the search (x) bit for the group and
+        others when ``filesystem_store_file_perm`` lets them read images, as
+        glance_store does: a readable file in a directory they cannot enter
+        is no use to them. A failure is logged, as there."""
+        perm = self.file_mode
+        if not perm:
+            return
+        try:
+            mode = stat.S_IMODE(os.fstat(datadir.fd).st_mode)
+            wanted = mode
+            if perm & stat.S_IRWXO:
+                wanted |= stat.S_IXOTH
+            if perm & stat.S_IRWXG:
+                wanted |= stat.S_IXGRP
+            if wanted != mode:
+                os.fchmod(datadir.fd, wanted)
+        except OSError as exc:
+            LOG.warning(
+                "cannot let other users search data directory %s: %s",
+                datadir.path,
+                exc.strerror,
+            )
 
     def _remove_stale_staging(self, datadir: DataDir) -> None:
         """Remove named staging files that no live writer holds."""
@@ -741,6 +774,14 @@ class FilesystemStore(Store):
             if not os.access(image_id, os.F_OK, dir_fd=d.fd, follow_symlinks=False):
                 continue
             raise exceptions.Duplicate(f"image {image_id} already exists in {d.path}")
+
+    def preferred_datadir(self) -> DataDir:
+        """Where an image of unknown size would go now (the first directory
+        of the highest priority when none has room)."""
+        try:
+            return self._choose_datadir("of unknown size", 0)
+        except exceptions.StorageFull:
+            return self._by_priority[0][0]
 
     def _choose_datadir(self, image_id: str, size: int) -> DataDir:
         missing = []

@@ -181,17 +181,29 @@ class S3Store(Store):
         cacert = self.option("s3_store_cacert") or None
         try:
             import boto3
-            from botocore.config import Config
         except ImportError:
             raise exceptions.BadStoreConfiguration(
                 self.name, "boto3 is not installed (pip install 'fsstore[s3]')"
             ) from None
+        from botocore.exceptions import InvalidRegionError
+
         session = boto3.session.Session(
             aws_access_key_id=access_key,
             aws_secret_access_key=secret_key,
             region_name=region,
         )
-        self.client = session.client(
+        try:
+            self.client = self._make_client(session, cacert)
+        except InvalidRegionError:
+            raise exceptions.BadStoreConfiguration(
+                self.name, f"s3_store_region_name {region!r} is not a valid region"
+            ) from None
+        self._bucket_ready = False
+
+    def _make_client(self, session: Any, cacert: str | None) -> Any:
+        from botocore.config import Config
+
+        return session.client(
             "s3",
             endpoint_url=self.endpoint,
             verify=cacert,
@@ -203,7 +215,6 @@ class S3Store(Store):
                 response_checksum_validation="when_required",
             ),
         )
-        self._bucket_ready = False
 
     def describe(self) -> dict[str, Any]:
         info = super().describe()

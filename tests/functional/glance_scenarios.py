@@ -194,7 +194,33 @@ def single(conf_file: str) -> dict[str, Any]:
     return out
 
 
+def store_attributes(conf_file: str, *backends: str) -> dict[str, Any]:
+    """What Glance reads from each backend's driver: url_prefix, and what
+    GET /v2/info/stores/detail reads; and which backend Glance would tag a
+    legacy, untagged location with (glance.common.store_utils' rule)."""
+    import glance_store.multi_backend as mb
+
+    setup_multi(conf_file)
+    names = ["url_prefix", "datadir", "chunk_size", "thin_provisioning", "s3_store_large_object_size", "s3_store_large_object_chunk_size", "s3_store_thread_pools"]
+    out: dict[str, Any] = {}
+    for backend in backends:
+        store = mb.get_store_from_store_identifier(backend)
+        out[backend] = {n: getattr(store, n) for n in names if hasattr(store, n)}
+    return out
+
+
+def legacy_location(conf_file: str, backend: str, uri: str) -> dict[str, Any]:
+    """Read a location as written by glance_store's own driver."""
+    import glance_store.multi_backend as mb
+
+    setup_multi(conf_file)
+    chunks, length = mb.get(uri, backend)
+    return {"data": b"".join(chunks).decode(), "length": length}
+
+
 SCENARIOS = {
+    "store_attributes": store_attributes,
+    "legacy_location": legacy_location,
     "multi": multi,
     "hostile_locations": hostile_locations,
     "full": full,

@@ -119,7 +119,7 @@ def test_unwritable_directory_is_write_denied(make_fs_store, tmp_path):
     ("datadirs", "message"),
     [
         (["{d}/a:1", "{d}/a:2"], "listed twice"),
-        (["{d}/a:1", "{d}/./a:1"], "listed twice"),
+        (["{d}/a:1", "{d}/./a:2"], "listed twice"),
         ([":100"], "empty path"),
         (["{d}/a:high"], "not an integer"),
         (["{d}/a:1.5"], "not an integer"),

@@ -83,7 +83,7 @@ def test_example_beside_the_filesystem_store(tmp_path):
         ok("--config-file", str(path), "stores", "--format", "json").stdout
     )
     assert [(r["name"], r["driver"], r["schemes"]) for r in records] == [
-        ("disk", "file", ["file"]),
+        ("disk", "file", ["file", "filesystem"]),
         ("ram", "example_memory", ["memory"]),
     ]
 

@@ -1,0 +1,173 @@
+"""What an unchanged Glance reads from fsstore's adapters, and the options
+glance_store honours that fsstore must honour the same way.
+
+Each case runs glance_store's public API in a process of its own
+(tests/functional/glance_scenarios.py).
+"""
+
+from __future__ import annotations
+
+import logging
+import stat
+from pathlib import Path
+
+import pytest
+
+from fsstore import exceptions
+from fsstore.registry import StoreRegistry
+from tests.functional.test_glance_adapter import scenario
+from tests.functional.test_s3 import s3_options
+from tests.helpers import load_conf, write_conf
+
+
+def test_url_prefix_and_discovery_attributes(tmp_path, s3_endpoint):
+    conf = write_conf(
+        tmp_path / "glance-api.conf",
+        {
+            "DEFAULT": {"enabled_backends": "fast:fsstore_file, cloud:fsstore_s3"},
+            "glance_store": {"default_backend": "fast"},
+            "fast": {
+                "filesystem_store_datadir": str(tmp_path / "fast"),
+                "filesystem_store_chunk_size": "131072",
+                "filesystem_thin_provisioning": "true",
+            },
+            "cloud": {
+                **s3_options(s3_endpoint, "prefix"),
+                "s3_store_large_object_size": "50",
+                "s3_store_large_object_chunk_size": "8",
+                "s3_store_thread_pools": "3",
+            },
+        },
+    )
+    out = scenario("store_attributes", str(conf), "fast", "cloud")
+    host = s3_endpoint.split("://", 1)[1]
+    assert out["fast"] == {
+        "url_prefix": f"file://{tmp_path}/fast",
+        "datadir": f"{tmp_path}/fast",
+        "chunk_size": 131072,
+        "thin_provisioning": True,
+    }
+    assert out["cloud"] == {
+        "url_prefix": f"s3+http://{host}/prefix",
+        "s3_store_large_object_size": 50 * 1024 * 1024,
+        "s3_store_large_object_chunk_size": 8 * 1024 * 1024,
+        "s3_store_thread_pools": 3,
+    }
+
+
+def test_url_prefix_names_the_best_of_several_datadirs(tmp_path):
+    conf = write_conf(
+        tmp_path / "glance-api.conf",
+        {
+            "DEFAULT": {"enabled_backends": "fast:fsstore_file"},
+            "glance_store": {"default_backend": "fast"},
+            "fast": {
+                "filesystem_store_datadirs": [
+                    f"{tmp_path}/low:100",
+                    f"{tmp_path}/high:200",
+                ],
+            },
+        },
+    )
+    out = scenario("store_attributes", str(conf), "fast")
+    assert out["fast"]["url_prefix"] == f"file://{tmp_path}/high"
+
+
+def test_legacy_filesystem_locations_are_read(tmp_path):
+    conf = write_conf(
+        tmp_path / "glance-api.conf",
+        {
+            "DEFAULT": {"enabled_backends": "fast:fsstore_file"},
+            "glance_store": {"default_backend": "fast"},
+            "fast": {"filesystem_store_datadir": str(tmp_path / "fast")},
+        },
+    )
+    (tmp_path / "fast").mkdir()
+    (tmp_path / "fast" / "old").write_text("legacy image")
+    out = scenario(
+        "legacy_location", str(conf), "fast", f"filesystem://{tmp_path}/fast/old"
+    )
+    assert out == {"data": "legacy image", "length": 12}
+
+
+def _fs_registry(tmp_path: Path, **options: object) -> StoreRegistry:
+    conf = write_conf(tmp_path / "fs.conf", {"glance_store": options})
+    return StoreRegistry(load_conf(conf))
+
+
+def test_legacy_filesystem_locations_in_fsstore(tmp_path):
+    registry = _fs_registry(tmp_path, filesystem_store_datadir=str(tmp_path / "d"))
+    location = registry.add("img", iter([b"abc"]), 3).location
+    legacy = location.replace("file://", "filesystem://", 1)
+    assert registry.get_size(legacy) == 3
+    assert b"".join(registry.get(legacy)[0]) == b"abc"
+    with pytest.raises(exceptions.Forbidden):
+        registry.get_size("filesystem:///etc/passwd")
+    registry.delete(legacy)
+    with pytest.raises(exceptions.NotFound):
+        registry.get_size(location)
+
+
+@pytest.mark.parametrize(
+    ("perm", "expected_bits"),
+    [
+        (640, stat.S_IXGRP),
+        (604, stat.S_IXOTH),
+        (644, stat.S_IXGRP | stat.S_IXOTH),
+        (600, 0),
+    ],
+)
+def test_file_perm_lets_group_and_others_search_the_datadir(
+    tmp_path, perm, expected_bits
+):
+    datadir = tmp_path / "d"
+    datadir.mkdir(mode=0o700)
+    datadir.chmod(0o700)
+    registry = _fs_registry(
+        tmp_path, filesystem_store_datadir=str(datadir), filesystem_store_file_perm=perm
+    )
+    location = registry.add("img", iter([b"abc"]), 3).location
+    mode = stat.S_IMODE(datadir.stat().st_mode)
+    assert mode == 0o700 | expected_bits
+    assert stat.S_IMODE((datadir / "img").stat().st_mode) == int(str(perm), 8)
+    registry.delete(location)
+
+
+def test_a_datadir_twice_at_one_priority_is_a_warning(tmp_path, caplog):
+    d = tmp_path / "d"
+    registry = _fs_registry(
+        tmp_path,
+        filesystem_store_datadir="",
+        filesystem_store_datadirs=[f"{d}:100", f"{d}:100"],
+    )
+    store = registry.get_store("file")
+    assert [x.path for x in store.datadirs] == [str(d)]
+    assert "listed twice" in caplog.text
+    assert caplog.records[-1].levelno == logging.WARNING
+
+
+def test_a_datadir_at_two_priorities_is_an_error(tmp_path):
+    d = tmp_path / "d"
+    with pytest.raises(exceptions.BadStoreConfiguration, match="listed twice"):
+        _fs_registry(
+            tmp_path,
+            filesystem_store_datadir="",
+            filesystem_store_datadirs=[f"{d}:100", f"{d}:200"],
+        )
+
+
+@pytest.mark.parametrize("region", ["not a region!", "us_east_1/", "-bad-"])
+def test_a_bad_region_is_a_configuration_error(tmp_path, s3_endpoint, region):
+    conf = write_conf(
+        tmp_path / "s3.conf",
+        {
+            "glance_store": {
+                "stores": "s3",
+                "default_store": "s3",
+                **s3_options(s3_endpoint, "region"),
+                "s3_store_region_name": region,
+            }
+        },
+    )
+    with pytest.raises(exceptions.BadStoreConfiguration, match="s3_store_region_name"):
+        StoreRegistry(load_conf(conf))
