@@ -30,7 +30,7 @@ from stevedore.exception import NoMatches
 from fsstore import exceptions, opts
 from fsstore.hashing import DEFAULT_HASHING_ALGO
 from fsstore.location import Location, redact, split_scheme
-from fsstore.store import AddResult, Store, Verifier
+from fsstore.store import SHARED_GROUP, AddResult, Store, Verifier
 
 BACKENDS_NAMESPACE = "fsstore.backends"
 
@@ -142,6 +142,7 @@ class StoreRegistry:
                 )
             driver_cls = load_driver(type_name)
             self.conf.register_opts(driver_cls.OPTIONS, group=name)
+            self.conf.register_opts(driver_cls.OPTIONS, group=SHARED_GROUP)
             self.conf.register_opts(opts.BACKEND_OPTS, group=name)
             self.stores[name] = driver_cls(self.conf, backend_group=name)
         default = self._opt(opts.STORE_GROUP, "default_backend")

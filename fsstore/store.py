@@ -25,6 +25,8 @@ from fsstore.streams import SizeCheck, Verifier, read_chunks  # noqa: F401
 # Image ids with this prefix are reserved for the stores' own files (staging
 # files, lock files), so that no image can ever collide with one of them.
 RESERVED_PREFIX = ".fsstore-"
+# glance_store's group of defaults for every backend's options.
+SHARED_GROUP = "backend_defaults"
 MAX_IMAGE_ID_BYTES = 255
 
 
@@ -191,13 +193,32 @@ class Store:
         return self.backend_group or "glance_store"
 
     def option(self, name: str) -> Any:
-        """The value of one of this store's options, or BadStoreConfiguration."""
+        """The value of one of this store's options, or BadStoreConfiguration.
+
+        In multi-store mode an option the backend's group does not set falls
+        back to ``[backend_defaults]`` when that sets it, as in glance_store.
+        """
+        group = self.group
+        if (
+            self.backend_group is not None
+            and not self._is_set(group, name)
+            and self._is_set(SHARED_GROUP, name)
+        ):
+            group = SHARED_GROUP
         try:
-            return getattr(self.conf[self.group], name)
+            return getattr(self.conf[group], name)
         except (cfg.Error, ValueError) as exc:
             raise exceptions.BadStoreConfiguration(
-                self.name, f"option {self.group}.{name}: {exc}"
+                self.name, f"option {group}.{name}: {exc}"
             ) from None
+
+    def _is_set(self, group: str, name: str) -> bool:
+        """Whether a configuration file or an override sets ``group.name``."""
+        try:
+            where = self.conf.get_location(name, group)
+        except cfg.Error:  # not registered there
+            return False
+        return where is not None and where.location != cfg.Locations.opt_default
 
     # -- configuration ---------------------------------------------------
 

@@ -201,7 +201,15 @@ def store_attributes(conf_file: str, *backends: str) -> dict[str, Any]:
     import glance_store.multi_backend as mb
 
     setup_multi(conf_file)
-    names = ["url_prefix", "datadir", "chunk_size", "thin_provisioning", "s3_store_large_object_size", "s3_store_large_object_chunk_size", "s3_store_thread_pools"]
+    names = [
+        "url_prefix",
+        "datadir",
+        "chunk_size",
+        "thin_provisioning",
+        "s3_store_large_object_size",
+        "s3_store_large_object_chunk_size",
+        "s3_store_thread_pools",
+    ]
     out: dict[str, Any] = {}
     for backend in backends:
         store = mb.get_store_from_store_identifier(backend)

@@ -171,3 +171,53 @@ def test_a_bad_region_is_a_configuration_error(tmp_path, s3_endpoint, region):
     )
     with pytest.raises(exceptions.BadStoreConfiguration, match="s3_store_region_name"):
         StoreRegistry(load_conf(conf))
+
+
+# -- [backend_defaults] ---------------------------------------------------------
+
+
+def test_backend_defaults_fill_what_a_backend_does_not_set(tmp_path, s3_endpoint):
+    conf = write_conf(
+        tmp_path / "glance-api.conf",
+        {
+            "DEFAULT": {"enabled_backends": "a:file, b:file, cloud:s3"},
+            "glance_store": {"default_backend": "a"},
+            "backend_defaults": {
+                "filesystem_store_file_perm": "640",
+                "filesystem_store_chunk_size": "4096",
+                "s3_store_bucket": "from-defaults",
+            },
+            "a": {"filesystem_store_datadir": str(tmp_path / "a")},
+            "b": {
+                "filesystem_store_datadir": str(tmp_path / "b"),
+                "filesystem_store_file_perm": "600",
+            },
+            "cloud": {
+                k: v
+                for k, v in s3_options(s3_endpoint, "x").items()
+                if k != "s3_store_bucket"
+            },
+        },
+    )
+    registry = StoreRegistry(load_conf(conf))
+    a, b = registry.get_store("a"), registry.get_store("b")
+    assert (a.file_mode, a.chunk_size) == (0o640, 4096)
+    assert (b.file_mode, b.chunk_size) == (0o600, 4096)
+    cloud = registry.get_store("cloud")
+    assert cloud.bucket == "from-defaults"
+    result = registry.add("img", iter([b"data"]), 4, backend="cloud")
+    assert result.location.endswith("/from-defaults/img")
+
+
+def test_backend_defaults_through_glance_store(tmp_path):
+    conf = write_conf(
+        tmp_path / "glance-api.conf",
+        {
+            "DEFAULT": {"enabled_backends": "fast:fsstore_file"},
+            "glance_store": {"default_backend": "fast"},
+            "backend_defaults": {"filesystem_store_chunk_size": "8192"},
+            "fast": {"filesystem_store_datadir": str(tmp_path / "fast")},
+        },
+    )
+    out = scenario("store_attributes", str(conf), "fast")
+    assert out["fast"]["chunk_size"] == 8192
