@@ -17,6 +17,15 @@ class BackendException(FsstoreError):
     """A store failed in a way that is not the caller's fault."""
 
 
+class StoreTimeout(BackendException):
+    """A store operation did not finish in the configured time (a stalled
+    network file system); glance_store's ``TimeoutError``."""
+
+    def __init__(self, message: str, timeout: float = 0) -> None:
+        super().__init__(message)
+        self.timeout = timeout
+
+
 class NotFound(FsstoreError):
     """The image or location does not exist."""
 

@@ -53,6 +53,10 @@ def to_glance(exc: exceptions.FsstoreError) -> Exception:
     """The glance_store exception for an fsstore one, message kept."""
     message = str(exc)
     table: list[tuple[type, Callable[[], Exception]]] = [
+        (
+            exceptions.StoreTimeout,
+            lambda: gs_exceptions.TimeoutError(timeout=exc.timeout),
+        ),  # type: ignore[attr-defined]
         (exceptions.NotFound, lambda: gs_exceptions.NotFound(message)),
         (exceptions.Duplicate, lambda: gs_exceptions.Duplicate(message)),
         (exceptions.StorageFull, lambda: gs_exceptions.StorageFull(message)),

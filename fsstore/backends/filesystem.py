@@ -31,6 +31,7 @@ symlink planted in a data directory reaches outside it.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import dataclasses
 import errno
@@ -42,8 +43,8 @@ import os
 import secrets
 import stat
 import threading
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
 
 from oslo_config import cfg
 
@@ -62,6 +63,7 @@ from fsstore.store import (
 from fsstore.streams import CheckedSource, Verifier
 
 LOG = logging.getLogger(__name__)
+T = TypeVar("T")
 
 STAGING_DIR = RESERVED_PREFIX + "staging"
 PUBLISH_LOCK = RESERVED_PREFIX + "publish.lock"
@@ -106,6 +108,28 @@ OPTIONS = [
         "filesystem_thin_provisioning",
         default=False,
         help="Write chunks that are all zero as holes (sparse files).",
+    ),
+    cfg.IntOpt(
+        "filesystem_store_timeout",
+        default=0,
+        min=0,
+        help="Seconds a file system call that can hang on a stalled network "
+        "file system (stat, statvfs, open for reading, unlink) may take before "
+        "the operation fails; 0: no limit, the calls run in the caller's "
+        "thread.",
+    ),
+    cfg.IntOpt(
+        "filesystem_store_thread_pool_size",
+        default=10,
+        min=1,
+        help="Threads that run the calls filesystem_store_timeout limits.",
+    ),
+    cfg.IntOpt(
+        "filesystem_store_threadpool_threshold",
+        default=75,
+        min=0,
+        max=100,
+        help="Busy share of those threads, in percent, from which a warning is logged.",
     ),
     cfg.BoolOpt(
         "filesystem_store_fsync",
@@ -241,6 +265,63 @@ def _under(path: str, mountpoint: str) -> bool:
     return path == mountpoint or path.startswith(mountpoint.rstrip("/") + "/")
 
 
+class _TimedCalls:
+    """Runs file system calls that can hang (a stalled NFS mount) with
+    ``filesystem_store_timeout``, as glance_store does: in a pool of threads,
+    waiting at most the timeout; with no timeout, in the caller's thread.
+
+    Race: a call that timed out goes on in its thread until the file system
+    answers; the pool is bounded, so a dead mount ties up at most its
+    threads, and the threshold warns before they are all taken.
+    """
+
+    def __init__(
+        self, store_name: str, timeout: int, size: int, threshold: int
+    ) -> None:
+        self.store_name, self.timeout = store_name, timeout
+        self.size, self.threshold = size, threshold
+        self._pool = (
+            concurrent.futures.ThreadPoolExecutor(size, "fsstore-fs-timed")
+            if timeout
+            else None
+        )
+        self._busy = 0
+        self._lock = threading.Lock()
+
+    def __call__(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        if self._pool is None:
+            return fn(*args, **kwargs)
+        with self._lock:
+            self._busy += 1
+            busy = self._busy
+        if busy * 100 >= self.threshold * self.size:
+            LOG.warning(
+                "store %s: %d of %d threads busy with file system calls",
+                self.store_name,
+                busy,
+                self.size,
+            )
+        future = self._pool.submit(fn, *args, **kwargs)
+        future.add_done_callback(self._done)
+        try:
+            return future.result(timeout=self.timeout)
+        except concurrent.futures.TimeoutError:
+            raise exceptions.StoreTimeout(
+                f"store {self.store_name}: {getattr(fn, '__name__', 'a call')} did "
+                f"not finish within filesystem_store_timeout ({self.timeout} s); "
+                "check the storage's health",
+                timeout=self.timeout,
+            ) from None
+
+    def _done(self, _future: object) -> None:
+        with self._lock:
+            self._busy -= 1
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+
+
 class _Staging:
     """The file an image is written to before it is published."""
 
@@ -348,6 +429,7 @@ class FilesystemStore(Store):
         self.fsync = True
         self._publish_lock = threading.Lock()
         self._reopen_lock = threading.Lock()
+        self._timed = _TimedCalls(self.name, 0, 1, 100)
         self._retired_fds: list[int] = []
         self._by_path: list[DataDir] = []
         self._lock_dir: DataDir | None = None
@@ -389,8 +471,14 @@ class FilesystemStore(Store):
         )
         self._zero_block = bytes(self.chunk_size) if self.thin else b""
         self.fsync = self.option("filesystem_store_fsync")
+        timed = (
+            self.option("filesystem_store_timeout"),
+            self.option("filesystem_store_thread_pool_size"),
+            self.option("filesystem_store_threadpool_threshold"),
+        )
 
         self.close()
+        self._timed = _TimedCalls(self.name, *timed)
         try:
             for d in dirs:
                 d.fd = self._open_datadir(d.path)
@@ -503,6 +591,7 @@ class FilesystemStore(Store):
         fds, self._retired_fds = self._retired_fds, []
         for fd in fds:
             os.close(fd)
+        self._timed.close()
 
     def describe(self) -> dict[str, Any]:
         info = super().describe()
@@ -565,7 +654,7 @@ class FilesystemStore(Store):
         point): it is skipped until it is back.
         """
         try:
-            st = os.stat(datadir.path)
+            st = self._timed(os.stat, datadir.path)
         except OSError:
             return False
         if _identity(st) == datadir.ident:
@@ -591,7 +680,7 @@ class FilesystemStore(Store):
     def _stat(self, location: Location) -> tuple[DataDir, str, os.stat_result]:
         datadir, name = self._resolve(location)
         try:
-            st = os.stat(name, dir_fd=datadir.fd, follow_symlinks=False)
+            st = self._timed(os.stat, name, dir_fd=datadir.fd, follow_symlinks=False)
         except FileNotFoundError:
             raise exceptions.NotFound(f"image {location.uri} not found") from None
         except PermissionError:
@@ -611,8 +700,11 @@ class FilesystemStore(Store):
     ) -> tuple[Iterator[bytes], int]:
         datadir, name = self._resolve(location)
         try:
-            fd = os.open(
-                name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=datadir.fd
+            fd = self._timed(
+                os.open,
+                name,
+                os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK,
+                dir_fd=datadir.fd,
             )
         except FileNotFoundError:
             raise exceptions.NotFound(f"image {location.uri} not found") from None
@@ -643,7 +735,7 @@ class FilesystemStore(Store):
     def _delete(self, location: Location) -> None:
         datadir, name, _ = self._stat(location)
         try:
-            os.unlink(name, dir_fd=datadir.fd)
+            self._timed(os.unlink, name, dir_fd=datadir.fd)
         except FileNotFoundError:
             raise exceptions.NotFound(f"image {location.uri} not found") from None
         except OSError as exc:
@@ -791,9 +883,11 @@ class FilesystemStore(Store):
             if not present:
                 continue
             if len(present) == 1:
-                best, free = present[0], present[0].free_bytes()
+                best, free = present[0], self._timed(present[0].free_bytes)
             else:
-                free, i = max((d.free_bytes(), i) for i, d in enumerate(present))
+                free, i = max(
+                    (self._timed(d.free_bytes), i) for i, d in enumerate(present)
+                )
                 best = present[i]
             if free > 0 and free >= size:
                 return best

@@ -8,7 +8,9 @@ Each case runs glance_store's public API in a process of its own
 from __future__ import annotations
 
 import logging
+import os
 import stat
+import threading
 from pathlib import Path
 
 import pytest
@@ -221,3 +223,66 @@ def test_backend_defaults_through_glance_store(tmp_path):
     )
     out = scenario("store_attributes", str(conf), "fast")
     assert out["fast"]["chunk_size"] == 8192
+
+
+# -- filesystem_store_timeout ---------------------------------------------------
+
+
+class _Stall:
+    """Stands in for a file system call on a stalled mount: blocks until
+    released (the hook that forces the stall, instead of a real NFS hang)."""
+
+    def __init__(self, real):
+        self.real, self.release = real, threading.Event()
+        self.__name__ = real.__name__
+
+    def __call__(self, *args, **kwargs):
+        self.release.wait(timeout=60)
+        return self.real(*args, **kwargs)
+
+
+@pytest.mark.parametrize("call", ["stat", "unlink", "open"])
+def test_a_stalled_call_times_out_as_glance_store_does(tmp_path, monkeypatch, call):
+    registry = _fs_registry(
+        tmp_path,
+        filesystem_store_datadir=str(tmp_path / "d"),
+        filesystem_store_timeout=1,
+        filesystem_store_thread_pool_size=2,
+    )
+    location = registry.add("img", iter([b"abc"]), 3).location
+    stall = _Stall(getattr(os, call))
+    monkeypatch.setattr(os, call, stall)
+    op = {"stat": registry.get_size, "unlink": registry.delete, "open": registry.get}
+    try:
+        with pytest.raises(exceptions.StoreTimeout, match="filesystem_store_timeout"):
+            op[call](location)
+    finally:
+        stall.release.set()
+    monkeypatch.undo()
+    # The store goes on working (the stalled call finishes in its thread).
+    after = registry.add("after", iter([b"ok"]), 2).location
+    assert registry.get_size(after) == 2
+
+
+def test_no_timeout_runs_in_the_callers_thread(tmp_path, monkeypatch):
+    registry = _fs_registry(tmp_path, filesystem_store_datadir=str(tmp_path / "d"))
+    location = registry.add("img", iter([b"abc"]), 3).location
+    threads = []
+    real = os.stat
+    monkeypatch.setattr(
+        os,
+        "stat",
+        lambda *a, **k: threads.append(threading.get_ident()) or real(*a, **k),
+    )
+    registry.get_size(location)
+    assert set(threads) == {threading.get_ident()}
+
+
+def test_a_timeout_is_glance_stores_timeout_error():
+    from glance_store import exceptions as gs
+
+    from fsstore.glance import to_glance
+
+    err = to_glance(exceptions.StoreTimeout("stalled", timeout=3))
+    assert isinstance(err, gs.TimeoutError)
+    assert "3s" in str(err)
