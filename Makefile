@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 DEMO_CONF := etc/fsstore-demo.conf
 FSSTORE := $(BIN)/fsstore --config-file $(DEMO_CONF)
 
-.PHONY: demo test stress bench bench-quick lint format genconfig clean
+.PHONY: demo test test-glance stress bench bench-quick lint format genconfig clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,19 @@ $(VENV)/.installed-test: $(BIN)/python setup.cfg setup.py pyproject.toml $(PLUGI
 
 test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest tests
+
+# glance_store's own unit tests on fsstore's adapters, in a venv of their own
+# (glance_store's test dependencies are not fsstore's).
+PEER_VENV := tests/peer/.venv
+$(PEER_VENV)/.installed: setup.cfg setup.py pyproject.toml
+	$(PYTHON) -m venv $(PEER_VENV)
+	$(PEER_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(PEER_VENV)/bin/python -m pip install --quiet -e '.[s3]' glance_store==5.7.0 \
+		pytest oslotest testtools fixtures requests-mock ddt testscenarios
+	touch $@
+
+test-glance: $(PEER_VENV)/.installed
+	$(PEER_VENV)/bin/python tests/peer/glance_store_suite.py
 
 # Faults and hostile input, bounded (well under 10 minutes on 2 cores).
 stress: $(VENV)/.installed-test
@@ -76,4 +89,5 @@ demo: $(VENV)/.installed
 	rm -f var/demo-image.raw var/demo-image.out var/demo-add.txt
 
 clean:
-	rm -rf $(VENV) var build *.egg-info .pytest_cache bench/work bench/.venv-glance
+	rm -rf $(VENV) var build *.egg-info .pytest_cache bench/work bench/.venv-glance \
+		$(PEER_VENV) tests/peer/work

@@ -252,6 +252,16 @@ class FileStore(_Adapter):
         # glance_store's: the best data directory when configured, no slash.
         return f"file://{self.datadir}"
 
+    # glance_store's driver keeps the parsed filesystem_store_metadata_file
+    # here (a list of dicts); callers read it, and tests set it.
+    @property
+    def FILESYSTEM_STORE_METADATA(self) -> list[dict[str, Any]]:  # noqa: N802
+        return self.store.metadata
+
+    @FILESYSTEM_STORE_METADATA.setter
+    def FILESYSTEM_STORE_METADATA(self, metadata: list[dict[str, Any]]) -> None:  # noqa: N802
+        self.store.metadata = list(metadata or [])
+
 
 class S3Store(_Adapter):
     """``fsstore_s3``: fsstore's S3 store under glance_store."""

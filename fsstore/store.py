@@ -8,6 +8,7 @@ the driver, so every driver refuses the same bad input in the same way.
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import os
 from collections.abc import Iterator
@@ -195,18 +196,22 @@ class Store:
     def option(self, name: str) -> Any:
         """The value of one of this store's options, or BadStoreConfiguration.
 
-        In multi-store mode an option the backend's group does not set falls
-        back to ``[backend_defaults]`` when that sets it, as in glance_store.
+        In multi-store mode, as in glance_store, an option of the backend's
+        group that is None (glance_store resets those defaults to None), or
+        that the group does not set while ``[backend_defaults]`` does, is
+        taken from ``[backend_defaults]``.
         """
         group = self.group
-        if (
-            self.backend_group is not None
-            and not self._is_set(group, name)
-            and self._is_set(SHARED_GROUP, name)
-        ):
-            group = SHARED_GROUP
         try:
-            return getattr(self.conf[group], name)
+            value = getattr(self.conf[group], name)
+            if self.backend_group is not None and (
+                value is None
+                or (not self._is_set(group, name) and self._is_set(SHARED_GROUP, name))
+            ):
+                with contextlib.suppress(cfg.NoSuchOptError, cfg.NoSuchGroupError):
+                    group = SHARED_GROUP
+                    value = getattr(self.conf[group], name)
+            return value
         except (cfg.Error, ValueError) as exc:
             raise exceptions.BadStoreConfiguration(
                 self.name, f"option {group}.{name}: {exc}"

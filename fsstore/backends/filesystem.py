@@ -224,45 +224,56 @@ def parse_file_perm(store_name: str, perm: int) -> int:
     return mode
 
 
-def load_metadata(store_name: str, path: str) -> dict[str, Any] | list[dict[str, Any]]:
+def load_metadata(store_name: str, path: str) -> list[dict[str, Any]]:
+    """``filesystem_store_metadata_file``, checked as glance_store checks it.
+
+    A dict or a list of dicts, each with string ``id`` and ``mountpoint``;
+    every value anywhere in it a string, a list or a dict. A dict is a list
+    of one. Errors are BadStoreConfiguration at configure time, never after
+    an image was written.
+    """
+
+    def bad(reason: str) -> exceptions.BadStoreConfiguration:
+        return exceptions.BadStoreConfiguration(
+            store_name, f"filesystem_store_metadata_file {path}: {reason}"
+        )
+
     try:
         with open(path, encoding="utf-8") as f:
             metadata = json.load(f)
     except OSError as exc:
-        raise exceptions.BadStoreConfiguration(
-            store_name,
-            f"filesystem_store_metadata_file {path} cannot be read: {exc.strerror}",
-        ) from None
+        raise bad(f"cannot be read: {exc.strerror}") from None
     except ValueError as exc:
-        raise exceptions.BadStoreConfiguration(
-            store_name, f"filesystem_store_metadata_file {path} is not JSON: {exc}"
-        ) from None
-    if isinstance(metadata, dict):
-        return metadata
-    if isinstance(metadata, list) and metadata:
-        for i, entry in enumerate(metadata):
-            if not (
-                isinstance(entry, dict)
-                and isinstance(entry.get("id"), str)
-                and isinstance(entry.get("mountpoint"), str)
-                and entry["mountpoint"]
-            ):
-                raise exceptions.BadStoreConfiguration(
-                    store_name,
-                    f"filesystem_store_metadata_file {path}: entry {i} must be an "
-                    'object with string "id" and "mountpoint" keys',
-                )
-        return metadata
-    raise exceptions.BadStoreConfiguration(
-        store_name,
-        f"filesystem_store_metadata_file {path} must hold an object or a non-empty "
-        "list of objects",
-    )
+        raise bad(f"is not JSON: {exc}") from None
+    entries = [metadata] if isinstance(metadata, dict) else metadata
+    if not isinstance(entries, list):
+        raise bad("must hold an object or a list of objects")
+    for i, entry in enumerate(entries):
+        if not (
+            isinstance(entry, dict)
+            and isinstance(entry.get("id"), str)
+            and isinstance(entry.get("mountpoint"), str)
+        ):
+            raise bad(f'entry {i} must be an object with string "id" and "mountpoint"')
+        key = _non_string_value(entry)
+        if key is not None:
+            raise bad(f"the value of {key} is not a string, a list or an object")
+    return entries
 
 
-def _under(path: str, mountpoint: str) -> bool:
-    mountpoint = mountpoint.rstrip("/") or "/"
-    return path == mountpoint or path.startswith(mountpoint.rstrip("/") + "/")
+def _non_string_value(value: Any, key: str = "") -> str | None:
+    """The key of the first value that is not a string, list or dict."""
+    if isinstance(value, dict):
+        items = [(k, v) for k, v in value.items()]
+    elif isinstance(value, list):
+        items = [(f"{key}[{i}]", v) for i, v in enumerate(value)]
+    else:
+        return None if isinstance(value, str) else key or "?"
+    for name, item in items:
+        found = _non_string_value(item, str(name))
+        if found is not None:
+            return found
+    return None
 
 
 class _TimedCalls:
@@ -420,7 +431,7 @@ class FilesystemStore(Store):
         super().__init__(conf, backend_group)
         self.datadirs: list[DataDir] = []
         self._by_priority: list[list[DataDir]] = []
-        self.metadata: dict[str, Any] | list[dict[str, Any]] = {}
+        self.metadata: list[dict[str, Any]] = []
         self.file_mode = 0
         self.chunk_size = 64 * 1024
         self.thin = False
@@ -461,7 +472,7 @@ class FilesystemStore(Store):
             self.name, self.option("filesystem_store_file_perm")
         )
         metadata_file = self.option("filesystem_store_metadata_file")
-        self.metadata = load_metadata(self.name, metadata_file) if metadata_file else {}
+        self.metadata = load_metadata(self.name, metadata_file) if metadata_file else []
         self.chunk_size = self.option("filesystem_store_chunk_size")
         self.thin = self.option("filesystem_thin_provisioning")
         # Up to this size an image from a file is read whole and hashed
@@ -992,13 +1003,13 @@ class FilesystemStore(Store):
         return _Flock(self._lock_fd)
 
     def _metadata_for(self, datadir: DataDir, image_id: str) -> dict[str, Any]:
-        if isinstance(self.metadata, dict):
-            return dict(self.metadata)
+        # glance_store's rule: the first entry whose mountpoint the image's
+        # path starts with; none: no metadata.
         path = os.path.join(datadir.path, image_id)
-        matches = [m for m in self.metadata if _under(path, m["mountpoint"])]
-        if not matches:
-            return {}
-        return dict(max(matches, key=lambda m: len(m["mountpoint"])))
+        for entry in self.metadata:
+            if path.startswith(entry["mountpoint"]):
+                return dict(entry)
+        return {}
 
 
 class _Flock:

@@ -195,43 +195,48 @@ def test_bad_option_values(make_fs_store, options, message):
 
 def test_metadata_file_dict(make_fs_store, tmp_path):
     meta = tmp_path / "meta.json"
-    meta.write_text(json.dumps({"id": "fs1", "mountpoint": "/", "extra": 1}))
+    meta.write_text(
+        json.dumps({"id": "fs1", "mountpoint": "/", "extra": ["a", {"b": "c"}]})
+    )
     store = make_fs_store(filesystem_store_metadata_file=str(meta))
     assert add(store, "x", b"1").metadata == {
         "id": "fs1",
         "mountpoint": "/",
-        "extra": 1,
+        "extra": ["a", {"b": "c"}],
     }
 
 
-def test_metadata_file_list_matches_on_directory_boundaries(make_fs_store, tmp_path):
+def test_metadata_file_list_matches_as_glance_store_does(make_fs_store, tmp_path):
+    # glance_store's rule: the first entry, in the file's order, whose
+    # mountpoint the image's path starts with (as a string).
     images = tmp_path / "images"
     meta = tmp_path / "meta.json"
     meta.write_text(
         json.dumps(
             [
-                # A string prefix of the data directory, but not a parent of it.
-                {"id": "prefix", "mountpoint": str(tmp_path / "imag")},
-                {"id": "parent", "mountpoint": str(tmp_path)},
-                {"id": "exact", "mountpoint": str(images) + "/"},
                 {"id": "elsewhere", "mountpoint": "/nonexistent"},
+                {"id": "prefix", "mountpoint": str(tmp_path / "imag")},
+                {"id": "exact", "mountpoint": str(images) + "/"},
             ]
         )
     )
     store = make_fs_store(filesystem_store_metadata_file=str(meta))
-    assert add(store, "x", b"1").metadata["id"] == "exact"
-    meta.write_text(json.dumps([{"id": "prefix", "mountpoint": str(tmp_path / "im")}]))
-    store = make_fs_store(
-        filesystem_store_metadata_file=str(meta), conf_name="second.conf"
-    )
-    assert add(store, "y", b"1").metadata == {}
+    assert add(store, "x", b"1").metadata["id"] == "prefix"
+    for content in ([{"id": "other", "mountpoint": "/nonexistent"}], []):
+        meta.write_text(json.dumps(content))
+        store = make_fs_store(
+            filesystem_store_metadata_file=str(meta), conf_name=f"c{len(content)}.conf"
+        )
+        assert add(store, f"y{len(content)}", b"1").metadata == {}
 
 
 @pytest.mark.parametrize(
     ("content", "message"),
     [
         ("{not json", "not JSON"),
-        ("[]", "non-empty list"),
+        ('{"id": "a", "mountpoint": "/", "size": 10}', "size"),
+        ('{"id": "a", "mountpoint": "/", "k": ["v", 1]}', r"k\[1\]"),
+        ('{"mountpoint": "/"}', "entry 0"),
         ('"text"', "must hold an object"),
         ('[{"id": "a"}]', "entry 0"),
         ('[{"id": 1, "mountpoint": "/"}]', "entry 0"),

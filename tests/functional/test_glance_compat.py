@@ -286,3 +286,27 @@ def test_a_timeout_is_glance_stores_timeout_error():
     err = to_glance(exceptions.StoreTimeout("stalled", timeout=3))
     assert isinstance(err, gs.TimeoutError)
     assert "3s" in str(err)
+
+
+@pytest.mark.parametrize("thin", [True, False])
+def test_thin_provisioning_leaves_holes_on_a_real_file(tmp_path, thin):
+    chunk = 64 * 1024
+    data = b"\0" * (8 * chunk) + b"x" * chunk + b"\0" * (8 * chunk)
+    registry = _fs_registry(
+        tmp_path,
+        filesystem_store_datadir=str(tmp_path / "d"),
+        filesystem_store_chunk_size=chunk,
+        filesystem_thin_provisioning=str(thin).lower(),
+        filesystem_store_fsync="false",
+    )
+    location = registry.add(
+        "img", iter([data[i : i + chunk] for i in range(0, len(data), chunk)]), 0
+    ).location
+    st = (tmp_path / "d" / "img").stat()
+    assert st.st_size == len(data)
+    assert b"".join(registry.get(location)[0]) == data
+    allocated = st.st_blocks * 512
+    if thin:
+        assert allocated <= 2 * chunk  # the one chunk of data, not the zeros
+    else:
+        assert allocated >= len(data)
