@@ -194,9 +194,9 @@ class StoreRegistry:
         location = candidates[0].parse_location(uri)
         if len(candidates) == 1:
             return candidates[0], location
-        for store in candidates:
-            if store.owns(location):
-                return store, location
+        owners = [s for s in candidates if s.owns(location)]
+        if owners:
+            return max(owners, key=lambda s: s.preference(location)), location
         raise exceptions.Forbidden(
             f"location {location.uri} belongs to none of the configured stores"
         )

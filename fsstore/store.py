@@ -257,6 +257,11 @@ class Store:
         """
         return True
 
+    def preference(self, location: Location) -> int:
+        """Of several stores that own ``location``, the registry picks the
+        one that prefers it most (e.g. the S3 store whose host it names)."""
+        return 0
+
     def _location(self, location: Location | str) -> Location:
         if isinstance(location, Location):
             return location

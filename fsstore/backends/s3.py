@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import concurrent.futures
 import logging
+import re
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -157,10 +158,13 @@ class S3Store(Store):
         ]:
             if not value:
                 raise exceptions.BadStoreConfiguration(self.name, f"{name} is not set")
+        # Locations in glance_store's form: s3+https:// for an https
+        # endpoint, s3:// otherwise, so that either driver places the
+        # other's (s3+http:// locations are still read).
         if host.startswith("https://"):
             self.scheme, self.endpoint = "s3+https", host
         elif host.startswith("http://"):
-            self.scheme, self.endpoint = "s3+http", host
+            self.scheme, self.endpoint = "s3", host
         elif "://" in host:
             raise exceptions.BadStoreConfiguration(
                 self.name, f"s3_store_host {host!r} must be http:// or https://"
@@ -177,7 +181,7 @@ class S3Store(Store):
         self.thread_pools = self.option("s3_store_thread_pools")
         self.create_bucket_on_put = self.option("s3_store_create_bucket_on_put")
         self.addressing_style = self.option("s3_store_bucket_url_format")
-        region = self.option("s3_store_region_name") or None
+        region = self.option("s3_store_region_name") or region_from_host(self.host)
         cacert = self.option("s3_store_cacert") or None
         try:
             import boto3
@@ -227,7 +231,7 @@ class S3Store(Store):
         return info
 
     def get_schemes(self) -> tuple[str, ...]:
-        return (self.scheme,) if self.client is not None else self.SCHEMES
+        return self.SCHEMES
 
     # -- errors ----------------------------------------------------------
 
@@ -265,17 +269,27 @@ class S3Store(Store):
         return S3Location.from_uri(uri)
 
     def owns(self, location: Location) -> bool:
-        return (
-            isinstance(location, S3Location)
-            and location.host == self.host
-            and location.bucket == self.bucket
-        )
+        """Whether ``location`` is in this store's bucket.
+
+        Its host is not checked, as glance_store does not check it: every
+        request goes to the configured endpoint with the configured
+        credentials, so a location cannot reach another server, and images
+        stay readable when s3_store_host is spelled anew (127.0.0.1 as
+        localhost, a global AWS name as a regional one). The bucket is
+        checked: another bucket is data the operator did not configure.
+        """
+        return isinstance(location, S3Location) and location.bucket == self.bucket
+
+    def preference(self, location: Location) -> int:
+        # Of several S3 stores with this bucket, the one whose host the
+        # location names.
+        return int(isinstance(location, S3Location) and location.host == self.host)
 
     def _key(self, location: Location) -> str:
         if not self.owns(location):
             raise exceptions.Forbidden(
-                f"location {location.uri} is outside bucket {self.bucket!r} on "
-                f"{self.host} of store {self.name!r}"
+                f"location {location.uri} is outside bucket {self.bucket!r} of "
+                f"store {self.name!r}"
             )
         assert isinstance(location, S3Location)
         if key_problem(location.key) is not None:
@@ -521,6 +535,18 @@ class S3Store(Store):
                 self.bucket,
                 type(exc).__name__,
             )
+
+
+def region_from_host(host: str) -> str | None:
+    """The AWS region a legacy regional endpoint names
+    (``s3-us-west-2.amazonaws.com``, ``s3.eu-west-1.amazonaws.com``), so
+    that requests are signed for it; None for any other host, and for the
+    global ``s3.amazonaws.com``."""
+    match = re.fullmatch(
+        r"s3[.-]([a-z]{2}(?:-[a-z]+)+-\d)\.amazonaws\.com(?:\.cn)?",
+        host.split(":", 1)[0].lower(),
+    )
+    return match.group(1) if match else None
 
 
 def key_problem(image_id: str) -> str | None:

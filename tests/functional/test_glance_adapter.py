@@ -190,7 +190,7 @@ def test_s3_adapter_through_glance_store(tmp_path, s3_endpoint):
         },
     )
     out = scenario("multi", str(conf), "cloud")
-    assert out["add"]["location"].startswith("s3+http://127.0.0.1:")
+    assert out["add"]["location"].startswith("s3://127.0.0.1:")
     assert "glance-secret-never-shown" not in json.dumps(out)
     assert out["add"]["checksum_ok"] and out["add"]["multihash_ok"]
     assert out["get_ok"] and out["ranged_ok"]

@@ -50,7 +50,7 @@ def test_url_prefix_and_discovery_attributes(tmp_path, s3_endpoint):
         "thin_provisioning": True,
     }
     assert out["cloud"] == {
-        "url_prefix": f"s3+http://{host}/prefix",
+        "url_prefix": f"s3://{host}/prefix",
         "s3_store_large_object_size": 50 * 1024 * 1024,
         "s3_store_large_object_chunk_size": 8 * 1024 * 1024,
         "s3_store_thread_pools": 3,
@@ -310,3 +310,70 @@ def test_thin_provisioning_leaves_holes_on_a_real_file(tmp_path, thin):
         assert allocated <= 2 * chunk  # the one chunk of data, not the zeros
     else:
         assert allocated >= len(data)
+
+
+# -- S3 locations and regions ------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("host", "region"),
+    [
+        ("https://s3-us-west-2.amazonaws.com", "us-west-2"),
+        ("s3.eu-west-1.amazonaws.com", "eu-west-1"),
+        ("https://s3-cn-north-1.amazonaws.com.cn", "cn-north-1"),
+        ("https://s3.amazonaws.com", "us-east-1"),
+        ("http://127.0.0.1:9000", "us-east-1"),
+    ],
+)
+def test_the_region_follows_a_legacy_aws_host(tmp_path, host, region):
+    conf = write_conf(
+        tmp_path / "s3.conf",
+        {
+            "glance_store": {
+                "stores": "s3",
+                "default_store": "s3",
+                **s3_options(host, "bucket"),
+            }
+        },
+    )
+    store = StoreRegistry(load_conf(conf)).get_store("s3")
+    assert store.client.meta.region_name == region
+
+
+def test_a_configured_region_wins_over_the_host(tmp_path):
+    options = s3_options("https://s3-us-west-2.amazonaws.com", "b")
+    conf = write_conf(
+        tmp_path / "s3.conf",
+        {
+            "glance_store": {
+                "stores": "s3",
+                "default_store": "s3",
+                **options,
+                "s3_store_region_name": "eu-central-1",
+            }
+        },
+    )
+    store = StoreRegistry(load_conf(conf)).get_store("s3")
+    assert store.client.meta.region_name == "eu-central-1"
+
+
+def test_of_two_s3_backends_with_one_bucket_the_named_host_wins(tmp_path, s3_endpoint):
+    host = s3_endpoint.split("://", 1)[1]
+    other = f"http://localhost:{host.rsplit(':', 1)[1]}"
+    conf = write_conf(
+        tmp_path / "glance-api.conf",
+        {
+            "DEFAULT": {"enabled_backends": "one:s3, two:s3"},
+            "glance_store": {"default_backend": "one"},
+            "one": s3_options(s3_endpoint, "shared"),
+            "two": s3_options(other, "shared"),
+        },
+    )
+    registry = StoreRegistry(load_conf(conf))
+    location = registry.add("img", iter([b"data"]), 4, backend="two").location
+    assert location.startswith("s3://localhost:")
+    assert registry.store_for(location)[0].name == "two"
+    assert registry.store_for(location.replace("localhost", "127.0.0.1"))[0].name == (
+        "one"
+    )
+    assert registry.get_size(location.replace("localhost", "elsewhere")) == 4

@@ -190,7 +190,7 @@ def test_a_truncated_s3_body_and_secrets_in_locations(tmp_path, s3_endpoint):
             1,
             *args,
             "get",
-            f"s3+http://{host}/trunc/img",
+            f"s3://{host}/trunc/img",
             "-o",
             str(out),
             match="reading the body failed",
@@ -201,7 +201,7 @@ def test_a_truncated_s3_body_and_secrets_in_locations(tmp_path, s3_endpoint):
         for uri in (
             f"s3+http://AKIAEXAMPLE:{SECRET}@{host}/trunc/img",
             f"s3+http://AKIAEXAMPLE:{SECRET}@{host}/trunc/missing",
-            f"s3+http://AKIAEXAMPLE:{SECRET}@elsewhere:1/trunc/img",
+            f"s3+http://AKIAEXAMPLE:{SECRET}@elsewhere:1/other-bucket/img",
             f"s3://AKIAEXAMPLE:{SECRET}@",
         ):
             for command in (["get", uri, "-o", str(out)], ["size", uri]):
