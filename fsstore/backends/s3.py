@@ -86,6 +86,29 @@ OPTIONS = [
         min=1,
         help="Parts uploaded in parallel.",
     ),
+    cfg.BoolOpt(
+        "s3_store_enable_data_integrity_protection",
+        default=False,
+        help="Let botocore compute request checksums and validate response "
+        "checksums as s3_store_request_checksum_calculation and "
+        "s3_store_response_checksum_validation say. Off (the default): both "
+        "only when required, which S3-compatible engines without the newer "
+        "checksums accept.",
+    ),
+    cfg.StrOpt(
+        "s3_store_request_checksum_calculation",
+        default="when_required",
+        choices=("when_required", "when_supported"),
+        help="botocore's request_checksum_calculation, used only with "
+        "s3_store_enable_data_integrity_protection.",
+    ),
+    cfg.StrOpt(
+        "s3_store_response_checksum_validation",
+        default="when_required",
+        choices=("when_required", "when_supported"),
+        help="botocore's response_checksum_validation, used only with "
+        "s3_store_enable_data_integrity_protection.",
+    ),
     cfg.StrOpt(
         "s3_store_cacert",
         default="",
@@ -196,6 +219,16 @@ class S3Store(Store):
             aws_secret_access_key=secret_key,
             region_name=region,
         )
+        # As glance_store: off, both only when required (what engines without
+        # the newer checksums accept); on, as the two options say.
+        # Both are read (and so checked) whether or not they are used.
+        checksums = (
+            self.option("s3_store_request_checksum_calculation"),
+            self.option("s3_store_response_checksum_validation"),
+        )
+        self.checksums = ("when_required", "when_required")
+        if self.option("s3_store_enable_data_integrity_protection"):
+            self.checksums = checksums
         try:
             self.client = self._make_client(session, cacert)
         except InvalidRegionError:
@@ -215,8 +248,8 @@ class S3Store(Store):
                 s3={"addressing_style": self.addressing_style},
                 max_pool_connections=self.thread_pools + 2,
                 retries={"max_attempts": 3, "mode": "standard"},
-                request_checksum_calculation="when_required",
-                response_checksum_validation="when_required",
+                request_checksum_calculation=self.checksums[0],
+                response_checksum_validation=self.checksums[1],
             ),
         )
 

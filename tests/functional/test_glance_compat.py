@@ -11,6 +11,7 @@ import logging
 import os
 import stat
 import threading
+import uuid
 from pathlib import Path
 
 import pytest
@@ -377,3 +378,66 @@ def test_of_two_s3_backends_with_one_bucket_the_named_host_wins(tmp_path, s3_end
         "one"
     )
     assert registry.get_size(location.replace("localhost", "elsewhere")) == 4
+
+
+@pytest.mark.parametrize(
+    ("options", "expected"),
+    [
+        ({}, ("when_required", "when_required")),
+        (
+            {
+                "s3_store_request_checksum_calculation": "when_supported",
+                "s3_store_response_checksum_validation": "when_supported",
+            },
+            ("when_required", "when_required"),  # ignored while protection is off
+        ),
+        (
+            {
+                "s3_store_enable_data_integrity_protection": "true",
+                "s3_store_request_checksum_calculation": "when_supported",
+            },
+            ("when_supported", "when_required"),
+        ),
+    ],
+)
+def test_data_integrity_options_as_glance_store(
+    tmp_path, s3_endpoint, options, expected
+):
+    conf = write_conf(
+        tmp_path / "s3.conf",
+        {
+            "glance_store": {
+                "stores": "s3",
+                "default_store": "s3",
+                **s3_options(s3_endpoint, "integrity"),
+                **options,
+            }
+        },
+    )
+    store = StoreRegistry(load_conf(conf)).get_store("s3")
+    config = store.client.meta.config
+    assert (
+        config.request_checksum_calculation,
+        config.response_checksum_validation,
+    ) == expected
+    # The engine takes what the client sends either way.
+    location = store.add(str(uuid.uuid4()), iter([b"checked"]), 7).location
+    assert b"".join(store.get(location)[0]) == b"checked"
+
+
+def test_a_bad_checksum_option_is_a_configuration_error(tmp_path, s3_endpoint):
+    conf = write_conf(
+        tmp_path / "s3.conf",
+        {
+            "glance_store": {
+                "stores": "s3",
+                "default_store": "s3",
+                **s3_options(s3_endpoint, "integrity"),
+                "s3_store_request_checksum_calculation": "always",
+            }
+        },
+    )
+    with pytest.raises(
+        exceptions.BadStoreConfiguration, match="s3_store_request_checksum_calculation"
+    ):
+        StoreRegistry(load_conf(conf))
