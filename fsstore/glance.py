@@ -24,6 +24,7 @@ refuses to start with a clear reason.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
@@ -40,6 +41,8 @@ except ImportError as exc:  # pragma: no cover - exercised without the extra
         "fsstore's Glance adapters need glance_store: pip install 'fsstore[glance]'"
         f" ({exc})"
     ) from exc
+
+from oslo_config import cfg
 
 from fsstore import exceptions
 from fsstore.backends import filesystem, s3
@@ -150,6 +153,13 @@ class _Adapter(glance_store.driver.Store):
 
     def __init__(self, conf: Any, backend: str | None = None) -> None:
         super().__init__(conf, backend=backend)
+        if backend:
+            # glance_store registers only a few options of its own in a
+            # reserved store's group (os_glance_staging_store mapped to this
+            # driver): add the rest, keeping what is there.
+            for opt in self.OPTIONS:
+                with contextlib.suppress(cfg.DuplicateOptError):
+                    conf.register_opt(opt, group=backend)
         self.store = self.FSSTORE_CLASS(conf, backend_group=backend)
 
     def get_store_location_class(self) -> type[_StoreLocation]:

@@ -226,7 +226,36 @@ def legacy_location(conf_file: str, backend: str, uri: str) -> dict[str, Any]:
     return {"data": b"".join(chunks).decode(), "length": length}
 
 
+def reserved(conf_file: str) -> dict[str, Any]:
+    """Reserved stores mapped to fsstore_file, as an image service may map
+    them (Glance 33 maps them to glance_store's file driver)."""
+    import glance_store.multi_backend as mb
+
+    CONF.register_opt(cfg.DictOpt("enabled_backends"))
+    CONF(["--config-file", conf_file], project="glance", default_config_files=[])
+    reserved = {
+        "os_glance_staging_store": "fsstore_file",
+        "os_glance_tasks_store": "fsstore_file",
+    }
+    mb.register_store_opts(CONF, reserved_stores=reserved)
+    mb.create_multi_stores(CONF, reserved_stores=reserved)
+    out: dict[str, Any] = {}
+    for backend in reserved:
+        location, size, _, _, metadata = mb.add_with_multihash(
+            CONF, "staged", io.BytesIO(b"staged data"), 11, backend, "sha256"
+        )
+        chunks, length = mb.get(location, backend)
+        out[backend] = {
+            "location": location,
+            "data": b"".join(chunks).decode(),
+            "store": metadata.get("store"),
+        }
+        mb.delete(location, backend)
+    return out
+
+
 SCENARIOS = {
+    "reserved": reserved,
     "store_attributes": store_attributes,
     "legacy_location": legacy_location,
     "multi": multi,

@@ -441,3 +441,30 @@ def test_a_bad_checksum_option_is_a_configuration_error(tmp_path, s3_endpoint):
         exceptions.BadStoreConfiguration, match="s3_store_request_checksum_calculation"
     ):
         StoreRegistry(load_conf(conf))
+
+
+def test_reserved_stores_as_fsstore_file(tmp_path):
+    conf = write_conf(
+        tmp_path / "glance-api.conf",
+        {
+            "DEFAULT": {"enabled_backends": "fast:fsstore_file"},
+            "glance_store": {"default_backend": "fast"},
+            "fast": {"filesystem_store_datadir": str(tmp_path / "fast")},
+            "os_glance_staging_store": {
+                "filesystem_store_datadir": str(tmp_path / "staging")
+            },
+            "os_glance_tasks_store": {
+                "filesystem_store_datadir": str(tmp_path / "tasks")
+            },
+        },
+    )
+    out = scenario("reserved", str(conf))
+    for backend, directory in [
+        ("os_glance_staging_store", "staging"),
+        ("os_glance_tasks_store", "tasks"),
+    ]:
+        assert out[backend] == {
+            "location": f"file://{tmp_path}/{directory}/staged",
+            "data": "staged data",
+            "store": backend,
+        }
