@@ -93,6 +93,15 @@ def test_legacy_filesystem_locations_are_read(tmp_path):
     assert out == {"data": "legacy image", "length": 12}
 
 
+def _s3_conf(tmp_path: Path, options: dict[str, str], *more: dict[str, str]) -> Path:
+    """A single-store S3 configuration of ``options`` and ``more``."""
+    merged = {k: v for d in (options, *more) for k, v in d.items()}
+    return write_conf(
+        tmp_path / "s3.conf",
+        {"glance_store": {"stores": "s3", "default_store": "s3", **merged}},
+    )
+
+
 def _fs_registry(tmp_path: Path, **options: object) -> StoreRegistry:
     conf = write_conf(tmp_path / "fs.conf", {"glance_store": options})
     return StoreRegistry(load_conf(conf))
@@ -161,16 +170,8 @@ def test_a_datadir_at_two_priorities_is_an_error(tmp_path):
 
 @pytest.mark.parametrize("region", ["not a region!", "us_east_1/", "-bad-"])
 def test_a_bad_region_is_a_configuration_error(tmp_path, s3_endpoint, region):
-    conf = write_conf(
-        tmp_path / "s3.conf",
-        {
-            "glance_store": {
-                "stores": "s3",
-                "default_store": "s3",
-                **s3_options(s3_endpoint, "region"),
-                "s3_store_region_name": region,
-            }
-        },
+    conf = _s3_conf(
+        tmp_path, s3_options(s3_endpoint, "region"), {"s3_store_region_name": region}
     )
     with pytest.raises(exceptions.BadStoreConfiguration, match="s3_store_region_name"):
         StoreRegistry(load_conf(conf))
@@ -327,33 +328,14 @@ def test_thin_provisioning_leaves_holes_on_a_real_file(tmp_path, thin):
     ],
 )
 def test_the_region_follows_a_legacy_aws_host(tmp_path, host, region):
-    conf = write_conf(
-        tmp_path / "s3.conf",
-        {
-            "glance_store": {
-                "stores": "s3",
-                "default_store": "s3",
-                **s3_options(host, "bucket"),
-            }
-        },
-    )
+    conf = _s3_conf(tmp_path, s3_options(host, "bucket"))
     store = StoreRegistry(load_conf(conf)).get_store("s3")
     assert store.client.meta.region_name == region
 
 
 def test_a_configured_region_wins_over_the_host(tmp_path):
     options = s3_options("https://s3-us-west-2.amazonaws.com", "b")
-    conf = write_conf(
-        tmp_path / "s3.conf",
-        {
-            "glance_store": {
-                "stores": "s3",
-                "default_store": "s3",
-                **options,
-                "s3_store_region_name": "eu-central-1",
-            }
-        },
-    )
+    conf = _s3_conf(tmp_path, options, {"s3_store_region_name": "eu-central-1"})
     store = StoreRegistry(load_conf(conf)).get_store("s3")
     assert store.client.meta.region_name == "eu-central-1"
 
@@ -403,17 +385,7 @@ def test_of_two_s3_backends_with_one_bucket_the_named_host_wins(tmp_path, s3_end
 def test_data_integrity_options_as_glance_store(
     tmp_path, s3_endpoint, options, expected
 ):
-    conf = write_conf(
-        tmp_path / "s3.conf",
-        {
-            "glance_store": {
-                "stores": "s3",
-                "default_store": "s3",
-                **s3_options(s3_endpoint, "integrity"),
-                **options,
-            }
-        },
-    )
+    conf = _s3_conf(tmp_path, s3_options(s3_endpoint, "integrity"), options)
     store = StoreRegistry(load_conf(conf)).get_store("s3")
     config = store.client.meta.config
     assert (
@@ -426,16 +398,10 @@ def test_data_integrity_options_as_glance_store(
 
 
 def test_a_bad_checksum_option_is_a_configuration_error(tmp_path, s3_endpoint):
-    conf = write_conf(
-        tmp_path / "s3.conf",
-        {
-            "glance_store": {
-                "stores": "s3",
-                "default_store": "s3",
-                **s3_options(s3_endpoint, "integrity"),
-                "s3_store_request_checksum_calculation": "always",
-            }
-        },
+    conf = _s3_conf(
+        tmp_path,
+        s3_options(s3_endpoint, "integrity"),
+        {"s3_store_request_checksum_calculation": "always"},
     )
     with pytest.raises(
         exceptions.BadStoreConfiguration, match="s3_store_request_checksum_calculation"
