@@ -138,6 +138,19 @@ class FileStoreLocation(_StoreLocation):
 class S3StoreLocation(_StoreLocation):
     parse = staticmethod(S3Location.from_uri)
 
+    # glance_store's S3 StoreLocation attributes, credentials left out.
+    @property
+    def bucket(self) -> str:
+        return str(self.parsed.bucket)
+
+    @property
+    def key(self) -> str:
+        return str(self.parsed.key)
+
+    @property
+    def s3serviceurl(self) -> str:
+        return str(self.parsed.host)
+
 
 class _Adapter(glance_store.driver.Store):
     """A glance_store driver that delegates to an fsstore store."""
