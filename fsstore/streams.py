@@ -131,18 +131,14 @@ class CheckedSource:
         self._ended = False
 
     @property
-    def total(self) -> int:
-        return self.check.total
-
-    @property
     def can_readinto(self) -> bool:
         return self._readinto is not None
 
     def _reads(self) -> Iterator[object]:
         assert self._read is not None
-        read, size = self._read, self.read_size
+        read = self._read
         while True:
-            chunk = read(size)
+            chunk = read(self.read_size)  # read_whole() may change it
             if chunk is None:
                 raise self._no_data("read()")
             yield chunk
@@ -173,6 +169,12 @@ class CheckedSource:
     def chunks(self) -> Iterator[bytes]:
         """The chunks, each safe to keep: ``bytes`` as given, others copied."""
         verifier = self.verifier
+        for safe in self._kept():
+            if verifier is not None:
+                verifier.update(safe)
+            yield safe
+
+    def _kept(self) -> Iterator[bytes]:
         while (item := self._next_view()) is not None:
             chunk, view = item
             safe = chunk if type(chunk) is bytes else bytes(view)
@@ -180,8 +182,6 @@ class CheckedSource:
             # buffer, and a source that resizes it for the next chunk fails.
             view.release()
             del item, chunk, view
-            if verifier is not None:
-                verifier.update(safe)
             yield safe
 
     __iter__ = chunks
@@ -223,42 +223,17 @@ class CheckedSource:
     def read_whole(self) -> bytes:
         """Everything, for a declared size small enough to hold at once.
 
-        Reads one byte past the declared size, so that an overrun shows
-        without reading it all.
+        A file is read one byte past the declared size, so that an overrun
+        shows without reading it all.
         """
-        parts: list[bytes] = []
-        expected = self.check.expected
-        if self._read is not None and expected:
-            read = self._read
-            while self.check.total <= expected:
-                chunk = read(expected + 1 - self.check.total)
-                if chunk is None:
-                    raise self._no_data("read()")
-                view = byte_view(chunk, self.image_id)
-                n = view.nbytes
-                if n:
-                    parts.append(chunk if type(chunk) is bytes else bytes(view))
-                view.release()
-                del chunk, view
-                if not n:
-                    break
-                self.check.add(n)
-            self._ended = True
-        else:
-            parts = list(self._chunks_unverified())
+        if self.check.expected:
+            self.read_size = self.check.expected + 1
+        parts = list(self._kept())
         self.finish()
         whole = parts[0] if len(parts) == 1 else b"".join(parts)
         if self.verifier is not None:
             self.verifier.update(whole)
         return whole
-
-    def _chunks_unverified(self) -> Iterator[bytes]:
-        while (item := self._next_view()) is not None:
-            chunk, view = item
-            safe = chunk if type(chunk) is bytes else bytes(view)
-            view.release()
-            del item, chunk, view
-            yield safe
 
     def finish(self) -> int:
         """The number of bytes read; Invalid if short of the declared size."""

@@ -264,7 +264,7 @@ def load_metadata(store_name: str, path: str) -> list[dict[str, Any]]:
 def _non_string_value(value: Any, key: str = "") -> str | None:
     """The key of the first value that is not a string, list or dict."""
     if isinstance(value, dict):
-        items = [(k, v) for k, v in value.items()]
+        items = list(value.items())
     elif isinstance(value, list):
         items = [(f"{key}[{i}]", v) for i, v in enumerate(value)]
     else:
