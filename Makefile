@@ -25,18 +25,21 @@ $(VENV)/.installed-test: $(BIN)/python setup.cfg setup.py pyproject.toml $(PLUGI
 	$(BIN)/python -m pip install --quiet --force-reinstall --no-deps $(PLUGINS)
 	touch $@ $(VENV)/.installed
 
-test: $(VENV)/.installed-test
-	$(BIN)/python -m pytest tests
-
-# glance_store's own unit tests on fsstore's adapters, in a venv of their own
-# (glance_store's test dependencies are not fsstore's).
+# The peer venv: glance_store 5.7.0 (its own unit tests on fsstore's
+# adapters) and Glance 33.0.0 (a real API under gunicorn for the end-to-end
+# tests), with fsstore installed as Glance finds its drivers, pinned by
+# tests/peer/constraints.txt. Their dependencies are not fsstore's.
 PEER_VENV := tests/peer/.venv
-$(PEER_VENV)/.installed: setup.cfg setup.py pyproject.toml
+$(PEER_VENV)/.installed: setup.cfg setup.py pyproject.toml tests/peer/constraints.txt
 	$(PYTHON) -m venv $(PEER_VENV)
 	$(PEER_VENV)/bin/python -m pip install --quiet --upgrade pip
-	$(PEER_VENV)/bin/python -m pip install --quiet -e '.[s3]' glance_store==5.7.0 \
+	$(PEER_VENV)/bin/python -m pip install --quiet -c tests/peer/constraints.txt \
+		-e '.[s3]' glance_store==5.7.0 glance==33.0.0 gunicorn \
 		pytest oslotest testtools fixtures requests-mock ddt testscenarios
 	touch $@
+
+test: $(VENV)/.installed-test $(PEER_VENV)/.installed
+	$(BIN)/python -m pytest tests
 
 test-glance: $(PEER_VENV)/.installed
 	$(PEER_VENV)/bin/python tests/peer/glance_store_suite.py
