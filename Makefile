@@ -38,7 +38,16 @@ $(PEER_VENV)/.installed: setup.cfg setup.py pyproject.toml tests/peer/constraint
 		pytest oslotest testtools fixtures requests-mock ddt testscenarios
 	touch $@
 
-test: $(VENV)/.installed-test $(PEER_VENV)/.installed
+# OpenStack Swift with s3api, a real S3 engine for the S3 tests (wheels only).
+SWIFT_VENV := tests/engines/.venv-swift
+$(SWIFT_VENV)/.installed: tests/engines/swift-constraints.txt
+	$(PYTHON) -m venv $(SWIFT_VENV)
+	$(SWIFT_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(SWIFT_VENV)/bin/python -m pip install --quiet --only-binary :all: \
+		-c tests/engines/swift-constraints.txt swift
+	touch $@
+
+test: $(VENV)/.installed-test $(PEER_VENV)/.installed $(SWIFT_VENV)/.installed
 	$(BIN)/python -m pytest tests
 
 test-glance: $(PEER_VENV)/.installed

@@ -10,7 +10,30 @@ from pathlib import Path
 import pytest
 
 from fsstore.backends.filesystem import FilesystemStore
+from tests.engines import MOTO_ACCESS_KEY, MOTO_SECRET_KEY, S3Engine
+from tests.engines.swift_cluster import SwiftServer
 from tests.helpers import is_root, load_conf, tmpfs, write_conf
+
+# The S3 engines the tests run on; `make test-ceph` adds rgw.
+ENGINES = ("moto", "swift", "rgw")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--s3-engines",
+        default="moto,swift",
+        help="comma-separated S3 engines for the tests that take s3_engine "
+        f"(of {', '.join(ENGINES)})",
+    )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "s3_engine" in metafunc.fixturenames:
+        names = metafunc.config.getoption("--s3-engines").split(",")
+        unknown = sorted(set(names) - set(ENGINES))
+        if unknown:
+            raise pytest.UsageError(f"--s3-engines: unknown engine {unknown[0]!r}")
+        metafunc.parametrize("s3_engine", names, indirect=True, scope="session")
 
 
 @pytest.fixture
@@ -93,3 +116,37 @@ def s3_endpoint() -> Iterator[str]:
     yield f"http://127.0.0.1:{port}"
     server.terminate()
     server.wait(timeout=30)
+
+
+@pytest.fixture(scope="session")
+def moto_engine(s3_endpoint: str) -> S3Engine:
+    return S3Engine(
+        name="moto",
+        endpoint=s3_endpoint,
+        access_key=MOTO_ACCESS_KEY,
+        secret_key=MOTO_SECRET_KEY,
+        atomic_conditional_put=False,
+    )
+
+
+@pytest.fixture(scope="session")
+def swift_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Engine]:
+    server = SwiftServer(tmp_path_factory.mktemp("swift"))
+    yield server.start()
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def rgw_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Engine]:
+    from tests.engines.ceph import CephCluster
+
+    cluster = CephCluster(tmp_path_factory.mktemp("ceph"))
+    yield cluster.start()
+    cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def s3_engine(request: pytest.FixtureRequest) -> S3Engine:
+    """Each engine --s3-engines names, in turn (see pytest_generate_tests)."""
+    engine: S3Engine = request.getfixturevalue(f"{request.param}_engine")
+    return engine

@@ -1,4 +1,9 @@
-"""The S3 store against a real S3 endpoint (moto's server) over HTTP."""
+"""The S3 store against real S3 endpoints over HTTP.
+
+Every test that takes `s3_engine` runs on each engine --s3-engines names
+(moto's server and Swift in `make test`, Ceph RGW in `make test-ceph`), with
+the same assertions on each.
+"""
 
 from __future__ import annotations
 
@@ -21,26 +26,26 @@ from fsstore.backends.s3 import MiB, S3Store, key_problem
 from fsstore.registry import StoreRegistry
 from fsstore.testing import StoreConformanceTests
 from fsstore.testing.suite import FailingStream, payload, read_all
+from tests.engines import MOTO_ACCESS_KEY, MOTO_SECRET_KEY, S3Engine
 from tests.functional.test_cli import fails, ok
 from tests.helpers import load_conf, write_conf
 
-ACCESS_KEY = "AKIAFSSTORETESTKEY01"
-SECRET_KEY = "fsstore-test-secret-never-shown-0123456789"
+ACCESS_KEY = MOTO_ACCESS_KEY
+SECRET_KEY = MOTO_SECRET_KEY
+
+
+def moto_like(endpoint: str) -> S3Engine:
+    """An endpoint signed with moto's test credentials."""
+    return S3Engine("moto", endpoint, ACCESS_KEY, SECRET_KEY, False)
 
 
 def s3_options(endpoint: str, bucket: str, **extra: str) -> dict[str, str]:
-    return {
-        "s3_store_host": endpoint,
-        "s3_store_access_key": ACCESS_KEY,
-        "s3_store_secret_key": SECRET_KEY,
-        "s3_store_bucket": bucket,
-        "s3_store_create_bucket_on_put": "true",
-        "s3_store_bucket_url_format": "path",
-        **extra,
-    }
+    return moto_like(endpoint).options(bucket, **extra)
 
 
-def make_store(tmp_path: Path, endpoint: str, **extra: str) -> S3Store:
+def make_store(tmp_path: Path, engine: S3Engine | str, **extra: str) -> S3Store:
+    if isinstance(engine, str):
+        engine = moto_like(engine)
     bucket = extra.pop("bucket", f"b-{uuid.uuid4().hex[:12]}")
     conf = write_conf(
         tmp_path / f"{bucket}.conf",
@@ -48,7 +53,7 @@ def make_store(tmp_path: Path, endpoint: str, **extra: str) -> S3Store:
             "glance_store": {
                 "stores": "s3",
                 "default_store": "s3",
-                **s3_options(endpoint, bucket, **extra),
+                **engine.options(bucket, **extra),
             }
         },
     )
@@ -71,8 +76,8 @@ class S3Conformance(StoreConformanceTests):
     extra: dict[str, str] = {}
 
     @pytest.fixture
-    def store(self, tmp_path, s3_endpoint):
-        store = make_store(tmp_path, s3_endpoint, **self.extra)
+    def store(self, tmp_path, s3_engine):
+        store = make_store(tmp_path, s3_engine, **self.extra)
         store.add("bucket-made", iter([b"x"]), 1)  # create the bucket up front
         return store
 
@@ -106,10 +111,10 @@ def generated(total: int, piece: int = 256 * 1024):
         sent += n
 
 
-def test_memory_stays_bounded_for_a_large_unknown_size_stream(tmp_path, s3_endpoint):
+def test_memory_stays_bounded_for_a_large_unknown_size_stream(tmp_path, s3_engine):
     store = make_store(
         tmp_path,
-        s3_endpoint,
+        s3_engine,
         s3_store_large_object_chunk_size="5",
         s3_store_thread_pools="2",
     )
@@ -132,8 +137,8 @@ def test_memory_stays_bounded_for_a_large_unknown_size_stream(tmp_path, s3_endpo
     assert uploads(store) == []
 
 
-def test_parts_upload_in_parallel_up_to_thread_pools(tmp_path, s3_endpoint):
-    store = make_store(tmp_path, s3_endpoint, s3_store_thread_pools="3")
+def test_parts_upload_in_parallel_up_to_thread_pools(tmp_path, s3_engine):
+    store = make_store(tmp_path, s3_engine, s3_store_thread_pools="3")
     in_flight = 0
     most = 0
     lock = threading.Lock()
@@ -157,10 +162,10 @@ def test_parts_upload_in_parallel_up_to_thread_pools(tmp_path, s3_endpoint):
     assert read_all(store, result.location) == data
 
 
-def test_known_size_past_the_threshold_goes_multipart(tmp_path, s3_endpoint):
+def test_known_size_past_the_threshold_goes_multipart(tmp_path, s3_engine):
     store = make_store(
         tmp_path,
-        s3_endpoint,
+        s3_engine,
         s3_store_large_object_size="6",
         s3_store_large_object_chunk_size="5",
     )
@@ -193,14 +198,14 @@ def big_store(tmp_path, endpoint) -> S3Store:
     return store
 
 
-def test_part_error_aborts_the_upload(tmp_path, s3_endpoint):
-    store = big_store(tmp_path, s3_endpoint)
+def test_part_error_aborts_the_upload(tmp_path, s3_engine):
+    store = big_store(tmp_path, s3_engine)
 
     from botocore.exceptions import ConnectionClosedError
 
     def fail_third(params, **kwargs):
         if params["PartNumber"] == 3:
-            raise ConnectionClosedError(endpoint_url=s3_endpoint)
+            raise ConnectionClosedError(endpoint_url=s3_engine.endpoint)
 
     store.client.meta.events.register(
         "before-parameter-build.s3.UploadPart", fail_third
@@ -211,16 +216,16 @@ def test_part_error_aborts_the_upload(tmp_path, s3_endpoint):
     assert objects(store) == ["bucket-made"]
 
 
-def test_stream_exception_aborts_the_upload(tmp_path, s3_endpoint):
-    store = big_store(tmp_path, s3_endpoint)
+def test_stream_exception_aborts_the_upload(tmp_path, s3_engine):
+    store = big_store(tmp_path, s3_engine)
     with pytest.raises(FailingStream.Boom):
         store.add("img", FailingStream(payload(30 * MiB), 12 * MiB), 0)
     assert uploads(store) == []
     assert objects(store) == ["bucket-made"]
 
 
-def test_size_mismatch_aborts_the_upload(tmp_path, s3_endpoint):
-    store = big_store(tmp_path, s3_endpoint)
+def test_size_mismatch_aborts_the_upload(tmp_path, s3_engine):
+    store = big_store(tmp_path, s3_engine)
     with pytest.raises(exceptions.Invalid, match="declared"):
         store.add("img", generated(12 * MiB), 200 * MiB)
     assert uploads(store) == []
@@ -229,12 +234,12 @@ def test_size_mismatch_aborts_the_upload(tmp_path, s3_endpoint):
 
 @pytest.mark.parametrize("size_known", [True, False], ids=["put", "multipart"])
 def test_add_that_loses_the_race_is_duplicate_and_aborted(
-    tmp_path, s3_endpoint, size_known
+    tmp_path, s3_engine, size_known
 ):
     # The loser passed the existence check; the conditional write
     # (If-None-Match: *) is what refuses it. The interleaving is forced so
     # that it does not depend on the endpoint's timing.
-    store = big_store(tmp_path, s3_endpoint)
+    store = big_store(tmp_path, s3_engine)
     loser = payload(7 * MiB, seed=1)
     winner = payload(6 * MiB, seed=2)
 
@@ -253,16 +258,16 @@ def test_add_that_loses_the_race_is_duplicate_and_aborted(
 # -- buckets, addressing, locations ----------------------------------------------------
 
 
-def test_missing_bucket_is_a_configuration_error(tmp_path, s3_endpoint):
-    store = make_store(tmp_path, s3_endpoint, s3_store_create_bucket_on_put="false")
+def test_missing_bucket_is_a_configuration_error(tmp_path, s3_engine):
+    store = make_store(tmp_path, s3_engine, s3_store_create_bucket_on_put="false")
     with pytest.raises(exceptions.BadStoreConfiguration, match="does not exist"):
         store.add("img", iter([b"x"]), 1)
 
 
-def test_bucket_created_on_put(tmp_path, s3_endpoint):
+def test_bucket_created_on_put(tmp_path, s3_engine):
     from botocore.exceptions import ClientError
 
-    store = make_store(tmp_path, s3_endpoint)
+    store = make_store(tmp_path, s3_engine)
     with pytest.raises(ClientError):
         store.client.head_bucket(Bucket=store.bucket)
     store.add("img", iter([b"x"]), 1)
@@ -270,7 +275,7 @@ def test_bucket_created_on_put(tmp_path, s3_endpoint):
     assert objects(store) == ["img"]
 
 
-def test_virtual_host_addressing(tmp_path, s3_endpoint, monkeypatch):
+def test_virtual_host_addressing(tmp_path, s3_engine, monkeypatch):
     # Virtual-host addressing puts the bucket in the host name. Resolve
     # *.localhost to the loopback address, as DNS would for a real endpoint.
     real = socket.getaddrinfo
@@ -281,8 +286,15 @@ def test_virtual_host_addressing(tmp_path, s3_endpoint, monkeypatch):
         return real(host, *args, **kwargs)
 
     monkeypatch.setattr(socket, "getaddrinfo", resolve)
-    endpoint = s3_endpoint.replace("127.0.0.1", "localhost")
-    store = make_store(tmp_path, endpoint, s3_store_bucket_url_format="virtual")
+    endpoint = s3_engine.endpoint.replace("127.0.0.1", "localhost")
+    local = S3Engine(
+        s3_engine.name,
+        endpoint,
+        s3_engine.access_key,
+        s3_engine.secret_key,
+        s3_engine.atomic_conditional_put,
+    )
+    store = make_store(tmp_path, local, s3_store_bucket_url_format="virtual")
     urls = []
     store.client.meta.events.register(
         "before-send.s3", lambda request, **kw: urls.append(request.url)
@@ -294,15 +306,17 @@ def test_virtual_host_addressing(tmp_path, s3_endpoint, monkeypatch):
     assert read_all(store, result.location) == b"virtual"
 
 
-def test_locations(tmp_path, s3_endpoint):
-    store = make_store(tmp_path, s3_endpoint)
+def test_locations(tmp_path, s3_engine):
+    store = make_store(tmp_path, s3_engine)
     result = store.add("img", iter([b"data"]), 4)
-    host = s3_endpoint.split("://")[1]
+    host = s3_engine.host
     # glance_store's form for an http endpoint.
     assert result.location == f"s3://{host}/{store.bucket}/img"
     # glance_store wrote credentials into locations: accepted, never kept;
     # locations fsstore wrote before as s3+http:// are read too.
-    legacy = f"s3://{ACCESS_KEY}:{SECRET_KEY}@{host}/{store.bucket}/img"
+    legacy = (
+        f"s3://{s3_engine.access_key}:{s3_engine.secret_key}@{host}/{store.bucket}/img"
+    )
     assert store.get_size(legacy) == 4
     assert store.get_size(f"s3+http://{host}/{store.bucket}/img") == 4
     # The host is not checked, as in glance_store: the configured endpoint
@@ -373,20 +387,19 @@ def test_unreachable_endpoint_is_a_clear_error(tmp_path):
     assert SECRET_KEY not in str(caught.value)
 
 
-def test_credentials_never_shown(tmp_path, s3_endpoint, caplog):
+def test_credentials_never_shown(tmp_path, s3_engine, caplog):
     caplog.set_level(logging.DEBUG, logger="fsstore")
-    store = make_store(tmp_path, s3_endpoint)
+    access, secret = s3_engine.access_key, s3_engine.secret_key
+    store = make_store(tmp_path, s3_engine)
     messages = []
     result = store.add("img", iter([b"data"]), 4)
     messages.append(result.location)
-    host = s3_endpoint.split("://")[1]
+    host = s3_engine.host
     for call in [
         lambda: store.add("img", iter([b"data"]), 4),
-        lambda: store.get(f"s3+http://{ACCESS_KEY}:{SECRET_KEY}@{host}/other/img"),
-        lambda: store.get(f"s3+http://{ACCESS_KEY}:{SECRET_KEY}@{host}/"),
-        lambda: store.get(
-            f"s3+http://{ACCESS_KEY}:{SECRET_KEY}@{host}/{store.bucket}/nope"
-        ),
+        lambda: store.get(f"s3+http://{access}:{secret}@{host}/other/img"),
+        lambda: store.get(f"s3+http://{access}:{secret}@{host}/"),
+        lambda: store.get(f"s3+http://{access}:{secret}@{host}/{store.bucket}/nope"),
         lambda: store.add("big", FailingStream(payload(8 * MiB), 6 * MiB), 0),
     ]:
         with pytest.raises(Exception) as caught:
@@ -394,21 +407,21 @@ def test_credentials_never_shown(tmp_path, s3_endpoint, caplog):
         messages.append(str(caught.value))
     messages.append(json.dumps(store.describe()))
     text = "\n".join(messages) + caplog.text
-    assert SECRET_KEY not in text
-    assert ACCESS_KEY not in text
+    assert secret not in text
+    assert access not in text
 
 
 # -- the command, single- and multi-store ----------------------------------------------
 
 
-def test_cli_single_store(tmp_path, s3_endpoint):
+def test_cli_single_store(tmp_path, s3_engine):
     conf = write_conf(
         tmp_path / "glance-api.conf",
         {
             "glance_store": {
                 "stores": "s3",
                 "default_store": "s3",
-                **s3_options(s3_endpoint, f"cli-{uuid.uuid4().hex[:8]}"),
+                **s3_engine.options(f"cli-{uuid.uuid4().hex[:8]}"),
             }
         },
     )
@@ -428,19 +441,20 @@ def test_cli_single_store(tmp_path, s3_endpoint):
     )
     assert ok(*args, "size", location).stdout == f"{len(data)}\n".encode()
     stores = ok(*args, "stores").stdout.decode()
-    assert "s3 (default): driver s3" in stores and SECRET_KEY not in stores
+    assert "s3 (default): driver s3" in stores
+    assert s3_engine.secret_key not in stores
     ok(*args, "delete", location)
     fails(1, *args, "size", location, match="not found")
 
 
-def test_cli_multi_store_file_and_s3(tmp_path, s3_endpoint):
+def test_cli_multi_store_file_and_s3(tmp_path, s3_engine):
     conf = write_conf(
         tmp_path / "glance-api.conf",
         {
             "DEFAULT": {"enabled_backends": "local:file, cloud:s3"},
             "glance_store": {"default_backend": "local"},
             "local": {"filesystem_store_datadir": str(tmp_path / "images")},
-            "cloud": s3_options(s3_endpoint, f"multi-{uuid.uuid4().hex[:8]}"),
+            "cloud": s3_engine.options(f"multi-{uuid.uuid4().hex[:8]}"),
         },
     )
     args = ["--config-file", str(conf)]
@@ -484,8 +498,8 @@ def test_cli_multi_store_file_and_s3(tmp_path, s3_endpoint):
         alphabet=st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=60
     )
 )
-def test_every_accepted_id_round_trips(tmp_path, s3_endpoint, image_id):
-    store = _id_store(tmp_path, s3_endpoint)
+def test_every_accepted_id_round_trips(tmp_path, s3_engine, image_id):
+    store = _id_store(tmp_path, s3_engine)
     try:
         result = store.add(image_id, iter([b"payload"]), 7)
     except exceptions.Invalid:
@@ -503,7 +517,7 @@ def test_every_accepted_id_round_trips(tmp_path, s3_endpoint, image_id):
 _ID_STORES: dict[str, S3Store] = {}
 
 
-def _id_store(tmp_path: Path, endpoint: str) -> S3Store:
-    if endpoint not in _ID_STORES:
-        _ID_STORES[endpoint] = make_store(tmp_path, endpoint)
-    return _ID_STORES[endpoint]
+def _id_store(tmp_path: Path, engine: S3Engine) -> S3Store:
+    if engine.endpoint not in _ID_STORES:
+        _ID_STORES[engine.endpoint] = make_store(tmp_path, engine)
+    return _ID_STORES[engine.endpoint]

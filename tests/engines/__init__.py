@@ -1,0 +1,45 @@
+"""Real S3 engines for the tests: what each is, and how to reach it.
+
+Each engine runs from nothing in a process (or processes) of its own, on
+loopback, started by a fixture in tests/conftest.py and stopped by its
+process id: moto's server (a mock), OpenStack Swift with s3api
+(tests/engines/swift_cluster.py, always), Ceph RGW (tests/engines/ceph.py, in `make
+test-ceph`). An engine's facts are what its tests rely on; a capability
+flag only chooses what a test expects, never what it checks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+# moto accepts any credentials; these are what its tests sign with.
+MOTO_ACCESS_KEY = "AKIAFSSTORETESTKEY01"
+MOTO_SECRET_KEY = "fsstore-test-secret-never-shown-0123456789"
+
+
+@dataclass(frozen=True)
+class S3Engine:
+    name: str
+    endpoint: str
+    access_key: str
+    secret_key: str
+    # Whether two concurrent conditional PutObjects (If-None-Match: *) of one
+    # key can both succeed: the engine checks when the write starts, not
+    # when it commits (Swift, moto).
+    atomic_conditional_put: bool
+
+    @property
+    def host(self) -> str:
+        return self.endpoint.split("://", 1)[1]
+
+    def options(self, bucket: str, **extra: str) -> dict[str, str]:
+        """Glance-style s3_store_* options for a bucket of this engine."""
+        return {
+            "s3_store_host": self.endpoint,
+            "s3_store_access_key": self.access_key,
+            "s3_store_secret_key": self.secret_key,
+            "s3_store_bucket": bucket,
+            "s3_store_create_bucket_on_put": "true",
+            "s3_store_bucket_url_format": "path",
+            **extra,
+        }
