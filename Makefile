@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 DEMO_CONF := etc/fsstore-demo.conf
 FSSTORE := $(BIN)/fsstore --config-file $(DEMO_CONF)
 
-.PHONY: demo test test-glance stress bench bench-quick lint format genconfig clean
+.PHONY: demo test test-glance test-ceph stress bench bench-quick lint format genconfig clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -49,6 +49,16 @@ $(SWIFT_VENV)/.installed: tests/engines/swift-constraints.txt
 
 test: $(VENV)/.installed-test $(PEER_VENV)/.installed $(SWIFT_VENV)/.installed
 	$(BIN)/python -m pytest tests
+
+# The S3 tests on Ceph RGW (Debian's packages, installed when missing; root).
+CEPH_PACKAGES := ceph-mon ceph-osd radosgw
+test-ceph: $(VENV)/.installed-test
+	@command -v radosgw >/dev/null || [ "$$(id -u)" = 0 ] || \
+		{ echo "make test-ceph: Ceph is not installed, and installing it needs root" >&2; exit 1; }
+	@command -v radosgw >/dev/null || { apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(CEPH_PACKAGES) >/dev/null; } || \
+		{ echo "make test-ceph: could not install $(CEPH_PACKAGES)" >&2; exit 1; }
+	$(BIN)/python -m pytest tests/functional/test_s3.py --s3-engines rgw
 
 test-glance: $(PEER_VENV)/.installed
 	$(PEER_VENV)/bin/python tests/peer/glance_store_suite.py

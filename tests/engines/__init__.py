@@ -43,3 +43,23 @@ class S3Engine:
             "s3_store_bucket_url_format": "path",
             **extra,
         }
+
+
+def first_round_trip(engine: S3Engine, timeout: float = 60.0) -> None:
+    """One signed S3 request (ListBuckets), waiting as long as `timeout`."""
+    import boto3
+    from botocore.config import Config
+
+    client = boto3.client(
+        "s3",
+        endpoint_url=engine.endpoint,
+        aws_access_key_id=engine.access_key,
+        aws_secret_access_key=engine.secret_key,
+        region_name="us-east-1",
+        config=Config(
+            connect_timeout=timeout,
+            read_timeout=timeout,
+            retries={"max_attempts": 1},
+        ),
+    )
+    client.list_buckets()

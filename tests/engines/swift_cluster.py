@@ -16,7 +16,7 @@ import socket
 import subprocess
 from pathlib import Path
 
-from tests.engines import S3Engine
+from tests.engines import S3Engine, first_round_trip
 
 HERE = Path(__file__).resolve().parent
 VENV = HERE / ".venv-swift"
@@ -82,23 +82,3 @@ class SwiftServer:
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
-
-
-def first_round_trip(engine: S3Engine, timeout: float = START_TIMEOUT) -> None:
-    """One signed S3 request (ListBuckets), waiting as long as `timeout`."""
-    import boto3
-    from botocore.config import Config
-
-    client = boto3.client(
-        "s3",
-        endpoint_url=engine.endpoint,
-        aws_access_key_id=engine.access_key,
-        aws_secret_access_key=engine.secret_key,
-        region_name="us-east-1",
-        config=Config(
-            connect_timeout=timeout,
-            read_timeout=timeout,
-            retries={"max_attempts": 1},
-        ),
-    )
-    client.list_buckets()

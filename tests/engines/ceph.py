@@ -1,0 +1,186 @@
+"""Ceph RGW (Debian's ceph 16.2 packages), one node, for `make test-ceph`.
+
+One monitor, one OSD on memstore (its objects live in the OSD's memory, so
+stopping it throws the data away), pools of size 1, radosgw on loopback, an
+S3 user made with radosgw-admin. Cluster auth is off, which needs `ms mon
+client mode = crc`; `paxos propose interval` is short so that creating the
+user does not wait on the monitor. Every daemon runs in the foreground (-f)
+as a child of the fixture and is stopped by its process id; state, logs
+and admin sockets live under the state directory. Needs root and the
+packages ceph-mon, ceph-osd and radosgw (`make test-ceph` installs them).
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+from tests.engines import S3Engine, first_round_trip
+
+ACCESS_KEY = "FSSTORERGWACCESSKEY0"
+SECRET_KEY = "fsstore-rgw-secret-never-shown-0123456789"
+START_TIMEOUT = 60.0
+BINARIES = ("monmaptool", "ceph-mon", "ceph-osd", "ceph", "radosgw", "radosgw-admin")
+
+CONF = """
+[global]
+fsid = {fsid}
+mon host = v2:127.0.0.1:{mon_port}
+auth cluster required = none
+auth service required = none
+auth client required = none
+ms mon client mode = crc
+keyring = /dev/null
+osd pool default size = 1
+osd pool default min size = 1
+osd pool default pg num = 8
+osd pool default pgp num = 8
+mon allow pool size one = true
+mon warn on pool no redundancy = false
+osd crush chooseleaf type = 0
+paxos propose interval = 0.05
+run dir = {state}/run
+admin socket = {state}/run/$name.asok
+log file = {state}/log/$name.log
+pid file = {state}/run/$name.pid
+mon data = {state}/mon/$id
+osd data = {state}/osd/$id
+osd objectstore = memstore
+memstore device bytes = {memstore_bytes}
+
+[client.rgw]
+rgw frontends = beast endpoint=127.0.0.1:{rgw_port}
+rgw dns name = localhost
+"""
+
+
+def missing_binaries() -> list[str]:
+    return [name for name in BINARIES if shutil.which(name) is None]
+
+
+def free_port() -> int:
+    # The daemons bind their own ports; this one was free a moment ago.
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class CephCluster:
+    def __init__(self, state: Path, memstore_gib: int = 6) -> None:
+        self.state = state
+        self.conf = state / "ceph.conf"
+        self.memstore_bytes = memstore_gib << 30
+        self.daemons: list[subprocess.Popen[bytes]] = []
+
+    def _run(self, *args: str) -> str:
+        done = subprocess.run(
+            [*args, "-c", str(self.conf)],
+            capture_output=True,
+            text=True,
+            timeout=START_TIMEOUT,
+        )
+        if done.returncode:
+            raise RuntimeError(
+                f"{' '.join(args)} failed: {done.stderr.strip()[-2000:]}"
+            )
+        return done.stdout
+
+    def _daemon(self, name: str, *args: str) -> None:
+        log = (self.state / "log" / f"{name}.out").open("wb")
+        with log:
+            self.daemons.append(
+                subprocess.Popen(
+                    [*args, "-f", "-c", str(self.conf)],
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                )
+            )
+
+    def start(self) -> S3Engine:
+        missing = missing_binaries()
+        if missing:
+            raise RuntimeError(
+                f"Ceph is not installed ({', '.join(missing)} missing): "
+                "run `make test-ceph` as root, which installs it"
+            )
+        for sub in ("run", "log", "mon", "osd/0"):
+            (self.state / sub).mkdir(parents=True, exist_ok=True)
+        fsid, mon_port, rgw_port = str(uuid.uuid4()), free_port(), free_port()
+        self.conf.write_text(
+            CONF.format(
+                fsid=fsid,
+                mon_port=mon_port,
+                rgw_port=rgw_port,
+                state=self.state,
+                memstore_bytes=self.memstore_bytes,
+            )
+        )
+        try:
+            monmap = str(self.state / "monmap")
+            subprocess.run(
+                ["monmaptool", "--create", "--addv", "a", f"[v2:127.0.0.1:{mon_port}]"]
+                + ["--fsid", fsid, monmap],
+                check=True,
+                capture_output=True,
+            )
+            self._run("ceph-mon", "--mkfs", "-i", "a", "--monmap", monmap)
+            self._daemon("mon", "ceph-mon", "-i", "a")
+            # The first command that reaches the monitor is its readiness check.
+            osd_id = self._run("ceph", "osd", "create").strip()
+            self._run("ceph-osd", "-i", osd_id, "--mkfs")
+            self._daemon("osd", "ceph-osd", "-i", osd_id)
+            self._run(
+                "radosgw-admin",
+                "user",
+                "create",
+                "--uid=fsstore",
+                "--display-name=fsstore",
+                f"--access-key={ACCESS_KEY}",
+                f"--secret={SECRET_KEY}",
+            )
+            self._daemon("rgw", "radosgw", "-n", "client.rgw")
+            engine = S3Engine(
+                name="rgw",
+                endpoint=f"http://127.0.0.1:{rgw_port}",
+                access_key=ACCESS_KEY,
+                secret_key=SECRET_KEY,
+                atomic_conditional_put=True,
+            )
+            self._wait_for_s3(engine, rgw_port)
+        except BaseException:
+            self.stop()
+            raise
+        return engine
+
+    def _wait_for_s3(self, engine: S3Engine, port: int) -> None:
+        """Wait until radosgw listens, then make one signed round trip.
+
+        radosgw binds its port itself once its pools exist, so there is no
+        socket to hand it in advance: connecting is retried until it is
+        accepted, radosgw exits, or the deadline passes.
+        """
+        rgw = self.daemons[-1]
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            if rgw.poll() is not None:
+                raise RuntimeError(f"radosgw exited with {rgw.returncode}")
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError("radosgw did not listen in time") from None
+                time.sleep(0.05)
+        first_round_trip(engine)
+
+    def stop(self) -> None:
+        # radosgw is slow to honour SIGTERM and the memstore data is thrown
+        # away anyway: the daemons are killed, newest first.
+        daemons, self.daemons = self.daemons, []
+        for daemon in reversed(daemons):
+            daemon.kill()
+            daemon.wait()
