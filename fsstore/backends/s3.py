@@ -13,8 +13,11 @@ Options keep glance_store's ``s3_store_*`` names. What it does differently:
 * Nothing orphaned. Any failure after a multipart upload started (a part
   error, the caller's stream raising, a size mismatch, losing a race) aborts
   the upload.
-* Exactly one winner. Objects are written with ``If-None-Match: *``, so of two
-  concurrent adds of one id one gets ``Duplicate``.
+* Exactly one winner, where the engine's conditional PutObject is atomic
+  (AWS S3, Ceph RGW; not Swift, not moto): of concurrent adds of one id, one
+  wins and the others get ``Duplicate``. Every add runs under a claim
+  object (s3_claim.py), because engines do not all honour ``If-None-Match``
+  on CompleteMultipartUpload; the writes themselves still carry it.
 * One client per store, made at configure time and shared by all threads.
 * Locations (``s3://``, ``s3+http://``, ``s3+https://`` host/bucket/key) carry
   no credentials, and credentials never appear in messages or logs. A location
@@ -33,6 +36,7 @@ from typing import Any
 from oslo_config import cfg
 
 from fsstore import exceptions
+from fsstore.backends.s3_claim import EngineSupport, UploadClaim
 from fsstore.hashing import ImageHasher
 from fsstore.location import Location, S3Location
 from fsstore.store import AddResult, Store, image_id_problem
@@ -109,6 +113,15 @@ OPTIONS = [
         help="botocore's response_checksum_validation, used only with "
         "s3_store_enable_data_integrity_protection.",
     ),
+    cfg.IntOpt(
+        "s3_store_upload_lease",
+        default=300,
+        min=1,
+        help="Seconds a multipart upload's claim on its image id lasts without "
+        "renewal (renewed while parts go up). A writer killed mid-upload "
+        "blocks its id this long; a writer that stalls longer than this "
+        "between its last part and completing may lose exactly-one-winner.",
+    ),
     cfg.StrOpt(
         "s3_store_cacert",
         default="",
@@ -165,6 +178,7 @@ class S3Store(Store):
         self.client: Any = None
         self._bucket_ready = False
         self._bucket_lock = threading.Lock()
+        self._engine = EngineSupport()
 
     # -- configuration ---------------------------------------------------
 
@@ -202,6 +216,7 @@ class S3Store(Store):
         self.large_object_size = self.option("s3_store_large_object_size") * MiB
         self.part_size = self.option("s3_store_large_object_chunk_size") * MiB
         self.thread_pools = self.option("s3_store_thread_pools")
+        self.upload_lease = self.option("s3_store_upload_lease")
         self.create_bucket_on_put = self.option("s3_store_create_bucket_on_put")
         self.addressing_style = self.option("s3_store_bucket_url_format")
         region = self.option("s3_store_region_name") or region_from_host(self.host)
@@ -427,16 +442,26 @@ class S3Store(Store):
                 raise self._error(exc, f"image {location.uri}") from None
         else:
             raise exceptions.Duplicate(f"image {location.uri} already exists")
+        claim = UploadClaim(
+            self.client, self.bucket, image_id, self.upload_lease, self._engine
+        )
+        try:
+            claim.take()
+        except exceptions.FsstoreError:
+            raise
+        except Exception as exc:
+            raise self._error(exc, f"claiming image {location.uri}") from None
         hasher = ImageHasher(hashing_algo)
         source = CheckedSource(data, image_id, size, verifier, READ_CHUNK)
         try:
             if 0 < size < self.large_object_size:
-                written = self._put_whole(location, source, hasher)
+                written = self._put_whole(location, source, hasher, claim)
             else:
-                written = self._put_multipart(location, source, size, hasher)
+                written = self._put_multipart(location, source, size, hasher, claim)
             checksum, multihash = hasher.hexdigests()
         finally:
             hasher.close()
+            claim.release()
         return AddResult(location.uri, written, checksum, multihash, {})
 
     def _conditional_write_error(
@@ -447,13 +472,18 @@ class S3Store(Store):
         return self._error(exc, f"writing image {location.uri}")
 
     def _put_whole(
-        self, location: S3Location, source: CheckedSource, hasher: ImageHasher
+        self,
+        location: S3Location,
+        source: CheckedSource,
+        hasher: ImageHasher,
+        claim: UploadClaim,
     ) -> int:
         body = bytearray()
         for chunk in source.chunks():  # kept by the digest threads: copies
             hasher.update(chunk)
             body += chunk
         source.finish()
+        claim.renew(force=True)
         try:
             self.client.put_object(
                 Bucket=self.bucket, Key=location.key, Body=body, IfNoneMatch="*"
@@ -474,6 +504,7 @@ class S3Store(Store):
         source: CheckedSource,
         size: int,
         hasher: ImageHasher,
+        claim: UploadClaim,
     ) -> int:
         key = location.key
         what = f"writing image {location.uri}"
@@ -514,6 +545,7 @@ class S3Store(Store):
                     f"image {location.uri} needs more than {MAX_PARTS} parts of "
                     f"{part_size} bytes; raise s3_store_large_object_chunk_size"
                 )
+            claim.renew()
             # Blocks while thread_pools parts are in flight: the bound on memory.
             slots.acquire()
             futures.append(pool.submit(upload, len(futures) + 1, body))
@@ -536,6 +568,7 @@ class S3Store(Store):
             if buf or not futures:
                 submit(buf)  # the last part may be short, or the only one empty
             parts = [f.result() for f in futures]
+            claim.renew(force=True)  # Complete starts with a whole lease ahead
             try:
                 self.client.complete_multipart_upload(
                     Bucket=self.bucket,

@@ -232,27 +232,70 @@ def test_size_mismatch_aborts_the_upload(tmp_path, s3_engine):
     assert objects(store) == ["bucket-made"]
 
 
-@pytest.mark.parametrize("size_known", [True, False], ids=["put", "multipart"])
-def test_add_that_loses_the_race_is_duplicate_and_aborted(
-    tmp_path, s3_engine, size_known
-):
-    # The loser passed the existence check; the conditional write
-    # (If-None-Match: *) is what refuses it. The interleaving is forced so
-    # that it does not depend on the endpoint's timing.
+def test_conditional_put_refuses_an_image_that_appeared(tmp_path, s3_engine):
+    # An image written behind the claims' back (another program on the
+    # bucket) after this add's checks: its conditional PUT (If-None-Match:
+    # *) is what refuses it. Forced from inside the add's own stream.
     store = big_store(tmp_path, s3_engine)
-    loser = payload(7 * MiB, seed=1)
-    winner = payload(6 * MiB, seed=2)
+    loser = payload(5 * MiB, seed=1)
+    other = payload(6 * MiB, seed=2)
 
     def loser_data():
-        yield loser[: 6 * MiB]
-        store.add("contested", iter([winner]), len(winner) if size_known else 0)
-        yield loser[6 * MiB :]
+        yield loser[: 4 * MiB]
+        store.client.put_object(Bucket=store.bucket, Key="contested", Body=other)
+        yield loser[4 * MiB :]
 
     with pytest.raises(exceptions.Duplicate, match="contested"):
-        store.add("contested", loser_data(), len(loser) if size_known else 0)
-    location = f"s3://{store.host}/{store.bucket}/contested"
-    assert read_all(store, location) == winner
+        store.add("contested", loser_data(), len(loser))
+    assert read_all(store, f"s3://{store.host}/{store.bucket}/contested") == other
+    assert objects(store) == ["bucket-made", "contested"]
+
+
+@pytest.mark.parametrize("size_known", [True, False], ids=["put", "multipart"])
+def test_add_under_way_holds_its_id(tmp_path, s3_engine, size_known):
+    # The first writer holds the id's claim from before its first byte: any
+    # add of the id while it writes is Duplicate, on either path, whatever
+    # the engine does with If-None-Match on CompleteMultipartUpload.
+    store = big_store(tmp_path, s3_engine)
+    first = payload(7 * MiB, seed=1)
+    refused = []
+
+    def first_data():
+        yield first[: 6 * MiB]
+        for size in (6 * MiB, 0):  # single PUT and multipart alike
+            with pytest.raises(exceptions.Duplicate, match="contested") as caught:
+                store.add("contested", iter([payload(6 * MiB)]), size)
+            refused.append(str(caught.value))
+        yield first[6 * MiB :]
+
+    result = store.add("contested", first_data(), len(first) if size_known else 0)
+    assert len(refused) == 2
+    assert read_all(store, result.location) == first
     assert uploads(store) == []
+    assert objects(store) == ["bucket-made", "contested"]
+
+
+def test_claim_taken_after_the_image_appeared_is_duplicate(tmp_path, s3_engine):
+    # Race: another writer completes and releases its claim between this
+    # add's existence check and its claim. Forced by adding the image from
+    # the claim's own PUT hook.
+    store = big_store(tmp_path, s3_engine)
+    other = payload(6 * MiB, seed=3)
+    done = []
+
+    def other_writer_finishes(params, **kwargs):
+        if params["Key"].startswith(".fsstore-claims/") and not done:
+            done.append(True)
+            store.client.put_object(Bucket=store.bucket, Key="contested", Body=other)
+
+    store.client.meta.events.register(
+        "before-parameter-build.s3.PutObject", other_writer_finishes
+    )
+    with pytest.raises(exceptions.Duplicate, match="already exists"):
+        store.add("contested", iter([payload(7 * MiB)]), 0)
+    assert read_all(store, f"s3://{store.host}/{store.bucket}/contested") == other
+    assert uploads(store) == []
+    assert objects(store) == ["bucket-made", "contested"]
 
 
 # -- buckets, addressing, locations ----------------------------------------------------
