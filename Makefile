@@ -58,7 +58,8 @@ test-ceph: $(VENV)/.installed-test
 	@command -v radosgw >/dev/null || { apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(CEPH_PACKAGES) >/dev/null; } || \
 		{ echo "make test-ceph: could not install $(CEPH_PACKAGES)" >&2; exit 1; }
-	$(BIN)/python -m pytest tests/functional/test_s3.py --s3-engines rgw
+	$(BIN)/python -m pytest tests/functional/test_s3.py tests/functional/test_s3_races.py \
+		--s3-engines rgw
 
 test-glance: $(PEER_VENV)/.installed
 	$(PEER_VENV)/bin/python tests/peer/glance_store_suite.py
