@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import struct
 import threading
 
 
@@ -121,3 +122,121 @@ class TruncatingProxy(LoopbackServer):
                 break
             body += chunk
         return head + b"\r\n\r\n", body
+
+
+class FaultProxy(LoopbackServer):
+    """A TCP proxy to ``upstream`` that breaks connections when armed.
+
+    Bytes pass through unchanged in both directions until a fault is armed;
+    each armed fault breaks one connection, the first whose count of bytes
+    in its direction (since arming) passes ``after``:
+
+    - ``reset``: close both sides at once with a TCP reset;
+    - ``stall``: stop passing bytes in that direction, and hold the
+      connection open until the proxy closes;
+    - ``refuse``: reset a new connection as soon as it is accepted (its
+      ``after`` and ``direction`` do not matter).
+
+    ``direction`` is ``down`` (responses) or ``up`` (requests). ``faults``
+    counts the faults that fired.
+    """
+
+    threaded = True
+
+    def __init__(self, upstream: str) -> None:
+        host, port = upstream.rsplit("/", 1)[-1].split(":")
+        self.upstream = (host, int(port))
+        self.lock = threading.Lock()
+        self.armed: list[dict[str, object]] = []
+        self.faults = 0
+        super().__init__()
+
+    def arm(
+        self, action: str, after: int = 0, direction: str = "down", times: int = 1
+    ) -> None:
+        with self.lock:
+            for _ in range(times):
+                self.armed.append(
+                    {"action": action, "after": after, "direction": direction}
+                )
+
+    def _take(self, action: str, direction: str, count: int) -> int | None:
+        """Fire the first armed fault that matches: its ``after``, or None."""
+        with self.lock:
+            for fault in self.armed:
+                after = int(fault["after"])  # type: ignore[call-overload]
+                if (
+                    fault["action"] == action
+                    and fault["direction"] == direction
+                    and count > after
+                ):
+                    self.armed.remove(fault)
+                    self.faults += 1
+                    return after
+        return None
+
+    def handle(self, conn: socket.socket) -> None:
+        if self._take("refuse", "down", 1) is not None:
+            _reset(conn)
+            return
+        with socket.create_connection(self.upstream) as up:
+            done = threading.Event()
+            pumps = [
+                threading.Thread(target=self._pump, args=(conn, up, "up", done)),
+                threading.Thread(target=self._pump, args=(up, conn, "down", done)),
+            ]
+            for pump in pumps:
+                pump.start()
+            for pump in pumps:
+                pump.join()
+
+    def _pump(
+        self,
+        src: socket.socket,
+        dst: socket.socket,
+        direction: str,
+        done: threading.Event,
+    ) -> None:
+        count = 0
+        try:
+            src.settimeout(0.2)
+        except OSError:  # the other direction reset the connection already
+            return
+        while not done.is_set() and not self.stop.is_set():
+            try:
+                data = src.recv(65536)
+            except TimeoutError:
+                continue
+            except OSError:
+                break
+            if not data:
+                break
+            count += len(data)
+            after = self._take("reset", direction, count)
+            if after is not None:
+                # Exactly `after` bytes of this direction got through.
+                with contextlib.suppress(OSError):
+                    dst.sendall(data[: max(after - (count - len(data)), 0)])
+                _reset(src)
+                _reset(dst)
+                break
+            after = self._take("stall", direction, count)
+            if after is not None:
+                with contextlib.suppress(OSError):
+                    dst.sendall(data[: max(after - (count - len(data)), 0)])
+                self.stop.wait()  # hold the connection until the proxy closes
+                break
+            try:
+                dst.sendall(data)
+            except OSError:
+                break
+        done.set()
+        with contextlib.suppress(OSError):
+            dst.shutdown(socket.SHUT_WR)
+
+
+def _reset(sock: socket.socket) -> None:
+    """Close with RST rather than FIN: the peer sees a reset connection."""
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        sock.close()

@@ -37,6 +37,7 @@ from oslo_config import cfg
 
 from fsstore import exceptions
 from fsstore.backends.s3_claim import EngineSupport, UploadClaim
+from fsstore.backends.s3_read import ResumingBody
 from fsstore.hashing import ImageHasher
 from fsstore.location import Location, S3Location
 from fsstore.store import AddResult, Store, image_id_problem
@@ -113,6 +114,34 @@ OPTIONS = [
         help="botocore's response_checksum_validation, used only with "
         "s3_store_enable_data_integrity_protection.",
     ),
+    cfg.FloatOpt(
+        "s3_store_connect_timeout",
+        default=60.0,
+        min=0.1,
+        help="Seconds to wait for a connection to the endpoint.",
+    ),
+    cfg.FloatOpt(
+        "s3_store_read_timeout",
+        default=60.0,
+        min=0.1,
+        help="Seconds to wait for each read from a connection (the stall that "
+        "counts as a dropped connection).",
+    ),
+    cfg.IntOpt(
+        "s3_store_max_retries",
+        default=4,
+        min=0,
+        help="Retries of each request (each part of a multipart upload on its "
+        "own) after a connection error, a timeout, throttling or a 5xx answer, "
+        "with exponential backoff and jitter.",
+    ),
+    cfg.IntOpt(
+        "s3_store_retry_get_count",
+        default=5,
+        min=0,
+        help="Times one read of an image resumes, from the next byte, after its "
+        "connection drops mid-body (as swift_store_retry_get_count).",
+    ),
     cfg.IntOpt(
         "s3_store_upload_lease",
         default=300,
@@ -129,42 +158,6 @@ OPTIONS = [
         "system's.",
     ),
 ]
-
-
-class S3ChunkIterator:
-    """Chunks of a streaming response body; closes it when done or closed.
-
-    An error while reading (a reset connection, a body shorter than its
-    Content-Length, a read timeout) is BackendException naming ``what``.
-    """
-
-    def __init__(self, body: Any, chunk_size: int, what: str) -> None:
-        self._body = body
-        self._chunks = body.iter_chunks(chunk_size)
-        self._what = what
-
-    def __iter__(self) -> S3ChunkIterator:
-        return self
-
-    def __next__(self) -> bytes:
-        try:
-            return next(self._chunks)
-        except StopIteration:
-            self.close()
-            raise
-        except Exception as exc:
-            self.close()
-            raise exceptions.BackendException(
-                f"{self._what}: reading the body failed ({type(exc).__name__})"
-            ) from None
-        except BaseException:
-            self.close()
-            raise
-
-    def close(self) -> None:
-        if self._body is not None:
-            self._body.close()
-            self._body = None
 
 
 class S3Store(Store):
@@ -217,6 +210,12 @@ class S3Store(Store):
         self.part_size = self.option("s3_store_large_object_chunk_size") * MiB
         self.thread_pools = self.option("s3_store_thread_pools")
         self.upload_lease = self.option("s3_store_upload_lease")
+        self.retry_get_count = self.option("s3_store_retry_get_count")
+        self.timeouts = (
+            self.option("s3_store_connect_timeout"),
+            self.option("s3_store_read_timeout"),
+        )
+        self.max_retries = self.option("s3_store_max_retries")
         self.create_bucket_on_put = self.option("s3_store_create_bucket_on_put")
         self.addressing_style = self.option("s3_store_bucket_url_format")
         region = self.option("s3_store_region_name") or region_from_host(self.host)
@@ -262,7 +261,11 @@ class S3Store(Store):
             config=Config(
                 s3={"addressing_style": self.addressing_style},
                 max_pool_connections=self.thread_pools + 2,
-                retries={"max_attempts": 3, "mode": "standard"},
+                connect_timeout=self.timeouts[0],
+                read_timeout=self.timeouts[1],
+                # botocore's standard mode: exponential backoff with jitter;
+                # its max_attempts counts retries, not attempts.
+                retries={"max_attempts": self.max_retries, "mode": "standard"},
                 request_checksum_calculation=self.checksums[0],
                 response_checksum_validation=self.checksums[1],
             ),
@@ -352,12 +355,31 @@ class S3Store(Store):
         self, location: Location, offset: int, chunk_size: int | None
     ) -> tuple[Iterator[bytes], int]:
         key = self._key(location)
-        kwargs: dict[str, Any] = {}
-        if offset or chunk_size is not None:
-            end = "" if chunk_size is None else str(offset + chunk_size - 1)
-            kwargs["Range"] = f"bytes={offset}-{end}"
+        what = f"image {location.uri}"
+        last = None if chunk_size is None else offset + chunk_size - 1
+
+        def fetch(first: int, last: int | None, etag: str | None) -> dict[str, Any]:
+            kwargs: dict[str, Any] = {}
+            if first or last is not None:
+                kwargs["Range"] = f"bytes={first}-{'' if last is None else last}"
+            if etag:
+                kwargs["IfMatch"] = etag.strip('"')
+            try:
+                response: dict[str, Any] = self.client.get_object(
+                    Bucket=self.bucket, Key=key, **kwargs
+                )
+            except Exception as exc:
+                if etag and self._code(exc) == "PreconditionFailed":
+                    raise exceptions.BackendException(
+                        f"{what} was replaced while it was read"
+                    ) from None
+                raise
+            return response
+
         try:
-            response = self.client.get_object(Bucket=self.bucket, Key=key, **kwargs)
+            response = fetch(offset, last, None)
+        except exceptions.FsstoreError:
+            raise
         except Exception as exc:
             if self._code(exc) == "InvalidRange":
                 if offset == 0:  # a range of an empty object
@@ -365,9 +387,11 @@ class S3Store(Store):
                 raise exceptions.Invalid(
                     f"offset {offset} is past the end of {location.uri}"
                 ) from None
-            raise self._error(exc, f"image {location.uri}") from None
-        length = int(response["ContentLength"])
-        return S3ChunkIterator(response["Body"], READ_CHUNK, location.uri), length
+            raise self._error(exc, what) from None
+        body = ResumingBody(
+            response, fetch, offset, last, READ_CHUNK, self.retry_get_count, what
+        )
+        return body, int(response["ContentLength"])
 
     def _head(self, key: str, what: str) -> int:
         try:
@@ -398,7 +422,9 @@ class S3Store(Store):
             try:
                 self.client.head_bucket(Bucket=self.bucket)
             except Exception as exc:
-                status = getattr(exc, "response", {}).get("ResponseMetadata", {})
+                status = (getattr(exc, "response", None) or {}).get(
+                    "ResponseMetadata", {}
+                )
                 if status.get("HTTPStatusCode") != 404:
                     raise self._error(exc, f"bucket {self.bucket!r}") from None
                 if not self.create_bucket_on_put:

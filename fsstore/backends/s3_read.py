@@ -1,0 +1,118 @@
+"""Reading an object's body, resuming where a dropped connection left off.
+
+A GET's body arrives over one connection; if it drops (reset, read timeout,
+a body shorter than its Content-Length), the reader asks again for the
+bytes from the next one on (``Range: bytes=<next>-<last>``), pinned to the
+object it started with (``If-Match: <ETag>``), at most ``resumes`` times in
+one read. The caller gets exactly the object's bytes or an error: nothing
+is repeated, nothing skipped, and a different object (replaced between two
+requests) is never spliced in, it fails with 412 and that is an error.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from fsstore import exceptions
+
+LOG = logging.getLogger(__name__)
+
+# fetch(first byte, last byte or None, ETag to match or None) -> GetObject response
+Fetch = Callable[[int, "int | None", "str | None"], dict[str, Any]]
+
+
+class ResumingBody:
+    """Chunks of bytes ``[start, end]`` of one object; closes when done or closed.
+
+    ``response`` is the first GET's; ``end`` is the last byte wanted (None:
+    to the end of the object).
+    """
+
+    def __init__(
+        self,
+        response: dict[str, Any],
+        fetch: Fetch,
+        start: int,
+        end: int | None,
+        chunk_size: int,
+        resumes: int,
+        what: str,
+    ) -> None:
+        self._fetch = fetch
+        self._next = start  # the offset of the next byte the caller gets
+        self._end = end
+        self._chunk_size = chunk_size
+        self._resumes_left = resumes
+        self._what = what
+        self._etag: str | None = response.get("ETag")
+        self._remaining = int(response["ContentLength"])
+        self._open(response)
+
+    def _open(self, response: dict[str, Any]) -> None:
+        self._body: Any = response["Body"]
+        self._chunks = self._body.iter_chunks(self._chunk_size)
+
+    def __iter__(self) -> ResumingBody:
+        return self
+
+    def __next__(self) -> bytes:
+        while True:
+            try:
+                chunk: bytes = next(self._chunks)
+            except StopIteration:
+                self.close()
+                if self._remaining > 0:  # ended early without an error
+                    self._resume(EOFError("body ended early"))
+                    continue
+                raise
+            except Exception as exc:
+                self._resume(exc)
+                continue
+            except BaseException:
+                self.close()
+                raise
+            if len(chunk) > self._remaining:  # more than was asked for
+                self.close()
+                raise exceptions.BackendException(
+                    f"{self._what}: the server sent more bytes than asked for"
+                )
+            self._next += len(chunk)
+            self._remaining -= len(chunk)
+            return chunk
+
+    def _resume(self, cause: BaseException) -> None:
+        self.close()
+        reason = type(cause).__name__
+        if self._resumes_left <= 0:
+            raise exceptions.BackendException(
+                f"{self._what}: reading the body failed ({reason})"
+            ) from None
+        self._resumes_left -= 1
+        LOG.info(
+            "%s: reading failed at byte %d (%s); resuming",
+            self._what,
+            self._next,
+            reason,
+        )
+        try:
+            response = self._fetch(self._next, self._end, self._etag)
+        except exceptions.FsstoreError:
+            raise
+        except Exception as exc:
+            raise exceptions.BackendException(
+                f"{self._what}: resuming the read at byte {self._next} failed "
+                f"({type(exc).__name__})"
+            ) from None
+        if int(response["ContentLength"]) != self._remaining:
+            response["Body"].close()
+            raise exceptions.BackendException(
+                f"{self._what}: the resumed read returned a different length"
+            )
+        self._open(response)
+
+    def close(self) -> None:
+        if self._body is not None:
+            self._body.close()
+            self._body = None

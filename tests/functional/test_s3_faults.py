@@ -1,0 +1,166 @@
+"""Dropped, stalled and refused connections between the S3 store and a real
+engine: a fault-injecting TCP proxy (tests/loopback.py) sits in front of it."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from fsstore import exceptions
+from fsstore.backends.s3 import MiB, S3Store
+from fsstore.registry import StoreRegistry
+from fsstore.testing.suite import payload, read_all
+from tests.engines import S3Engine
+from tests.helpers import load_conf, write_conf
+from tests.loopback import FaultProxy
+
+
+@pytest.fixture
+def proxy(s3_engine: S3Engine) -> Iterator[FaultProxy]:
+    proxy = FaultProxy(s3_engine.endpoint)
+    yield proxy
+    proxy.close()
+
+
+def proxied_store(
+    tmp_path: Path, engine: S3Engine, proxy: FaultProxy, **extra: str
+) -> S3Store:
+    through = S3Engine(
+        engine.name,
+        proxy.url,
+        engine.access_key,
+        engine.secret_key,
+        engine.atomic_conditional_put,
+    )
+    bucket = f"faults-{uuid.uuid4().hex[:12]}"
+    conf = write_conf(
+        tmp_path / f"{bucket}.conf",
+        {
+            "glance_store": {
+                "stores": "s3",
+                "default_store": "s3",
+                **through.options(bucket, **extra),
+            }
+        },
+    )
+    store = StoreRegistry(load_conf(conf)).get_store()
+    assert isinstance(store, S3Store)
+    return store
+
+
+def count_calls(store: S3Store, operation: str) -> list[dict[str, object]]:
+    """The parameters of each `operation` request the store sends (retries too)."""
+    seen: list[dict[str, object]] = []
+    store.client.meta.events.register(
+        f"before-parameter-build.s3.{operation}",
+        lambda params, **kw: seen.append(dict(params)),
+    )
+    return seen
+
+
+def test_read_resumes_from_the_next_byte_after_resets(tmp_path, s3_engine, proxy):
+    store = proxied_store(tmp_path, s3_engine, proxy)
+    data = payload(12 * MiB + 5, seed=21)
+    result = store.add("img", iter([data]), len(data))
+    gets = count_calls(store, "GetObject")
+    proxy.arm("reset", after=3 * MiB, times=2)
+    assert read_all(store, result.location) == data
+    assert proxy.faults == 2
+    assert len(gets) == 3
+    assert "Range" not in gets[0] and "IfMatch" not in gets[0]
+    first, second = (int(g["Range"].split("=")[1].split("-")[0]) for g in gets[1:])
+    assert 0 < first < second < len(data)
+    assert all(g["IfMatch"] for g in gets[1:])
+
+
+def test_ranged_read_resumes_within_its_range(tmp_path, s3_engine, proxy):
+    store = proxied_store(tmp_path, s3_engine, proxy)
+    data = payload(12 * MiB, seed=22)
+    result = store.add("img", iter([data]), len(data))
+    proxy.arm("reset", after=2 * MiB)
+    got = b"".join(store.get(result.location, offset=MiB + 3, chunk_size=6 * MiB)[0])
+    assert got == data[MiB + 3 : 7 * MiB + 3]
+    assert proxy.faults == 1
+
+
+def test_read_gives_up_after_retry_get_count(tmp_path, s3_engine, proxy):
+    store = proxied_store(tmp_path, s3_engine, proxy, s3_store_retry_get_count="2")
+    data = payload(8 * MiB, seed=23)
+    result = store.add("img", iter([data]), len(data))
+    proxy.arm("reset", after=MiB, times=3)
+    with pytest.raises(exceptions.BackendException, match="reading the body failed"):
+        read_all(store, result.location)
+    assert proxy.faults == 3
+
+
+def test_read_resumes_after_a_stall(tmp_path, s3_engine, proxy):
+    store = proxied_store(tmp_path, s3_engine, proxy, s3_store_read_timeout="1")
+    data = payload(8 * MiB, seed=24)
+    result = store.add("img", iter([data]), len(data))
+    proxy.arm("stall", after=2 * MiB)
+    assert read_all(store, result.location) == data
+    assert proxy.faults == 1
+
+
+def test_object_replaced_mid_read_is_never_spliced(tmp_path, s3_engine, proxy):
+    store = proxied_store(tmp_path, s3_engine, proxy, s3_store_read_timeout="1")
+    data = payload(12 * MiB, seed=25)
+    result = store.add("img", iter([data]), len(data))
+    proxy.arm("stall", after=2 * MiB)
+    chunks, _ = store.get(result.location)
+    first = next(iter(chunks))
+    assert data.startswith(first)
+    store.client.put_object(Bucket=store.bucket, Key="img", Body=payload(12 * MiB))
+    with pytest.raises(exceptions.BackendException, match="replaced while"):
+        for _ in chunks:
+            pass
+
+
+def test_refused_connections_are_retried(tmp_path, s3_engine, proxy):
+    # A new store has no pooled connection yet: its first request connects.
+    store = proxied_store(tmp_path, s3_engine, proxy, s3_store_max_retries="3")
+    data = payload(MiB, seed=26)
+    proxy.arm("refuse", times=2)
+    result = store.add("img", iter([data]), len(data))
+    assert proxy.faults == 2
+    assert read_all(store, result.location) == data
+
+
+def test_refused_past_max_retries_is_one_clear_error(tmp_path, s3_engine, proxy):
+    store = proxied_store(tmp_path, s3_engine, proxy, s3_store_max_retries="1")
+    proxy.arm("refuse", times=2)
+    with pytest.raises(exceptions.BackendException) as caught:
+        store.add("img", iter([b"x"]), 1)
+    assert "\n" not in str(caught.value)
+    assert s3_engine.secret_key not in str(caught.value)
+    assert proxy.faults == 2
+
+
+@pytest.mark.parametrize("size_known", [True, False], ids=["put", "multipart"])
+def test_a_write_dropped_mid_body_is_retried(tmp_path, s3_engine, proxy, size_known):
+    store = proxied_store(
+        tmp_path,
+        s3_engine,
+        proxy,
+        s3_store_large_object_size="100",
+        s3_store_large_object_chunk_size="5",
+        s3_store_thread_pools="1",
+    )
+    store.add("bucket-made", iter([b"x"]), 1)
+    operation = "PutObject" if size_known else "UploadPart"
+    sent = count_calls(store, operation)
+    data = payload(12 * MiB + 1, seed=27)
+    proxy.arm("reset", after=2 * MiB, direction="up")
+    result = store.add("img", iter([data]), len(data) if size_known else 0)
+    assert proxy.faults == 1
+    assert read_all(store, result.location) == data
+    if not size_known:
+        # Three parts: the one that was cut off went up again on its own.
+        assert sorted(p["PartNumber"] for p in sent) == [1, 2, 3]
+    assert (
+        store.client.list_multipart_uploads(Bucket=store.bucket).get("Uploads", [])
+        == []
+    )
