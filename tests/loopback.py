@@ -134,6 +134,8 @@ class FaultProxy(LoopbackServer):
     - ``reset``: close both sides at once with a TCP reset;
     - ``stall``: stop passing bytes in that direction, and hold the
       connection open until the proxy closes;
+    - ``corrupt``: flip the bits of the one byte after ``after``, and pass
+      everything on;
     - ``refuse``: reset a new connection as soon as it is accepted (its
       ``after`` and ``direction`` do not matter).
 
@@ -220,6 +222,10 @@ class FaultProxy(LoopbackServer):
                 _reset(src)
                 _reset(dst)
                 break
+            after = self._take("corrupt", direction, count)
+            if after is not None:
+                at = after - (count - len(data))  # the byte just past `after`
+                data = data[:at] + bytes([data[at] ^ 0xFF]) + data[at + 1 :]
             after = self._take("stall", direction, count)
             if after is not None:
                 with contextlib.suppress(OSError):

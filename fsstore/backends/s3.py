@@ -26,7 +26,9 @@ Options keep glance_store's ``s3_store_*`` names. What it does differently:
 
 from __future__ import annotations
 
+import base64
 import concurrent.futures
+import hashlib
 import logging
 import re
 import threading
@@ -243,6 +245,10 @@ class S3Store(Store):
         self.checksums = ("when_required", "when_required")
         if self.option("s3_store_enable_data_integrity_protection"):
             self.checksums = checksums
+        # The engine checks every body it stores: botocore's x-amz-checksum
+        # when it computes one, else our Content-MD5, which every engine
+        # checks.
+        self.content_md5 = self.checksums[0] != "when_supported"
         try:
             self.client = self._make_client(session, cacert)
         except InvalidRegionError:
@@ -302,6 +308,11 @@ class S3Store(Store):
                 return exceptions.NotFound(f"{what}: not found")
             if code in ("AccessDenied", "403", "Forbidden") or status == 403:
                 return exceptions.Forbidden(f"{what}: access denied by {self.host}")
+            if code in ("BadDigest", "InvalidDigest", "XAmzContentSHA256Mismatch"):
+                return exceptions.BackendException(
+                    f"{what}: the data the engine received differs from what was "
+                    f"sent ({code}); it kept none of it"
+                )
             if code in ("EntityTooLarge", "QuotaExceeded"):
                 return exceptions.StorageFull(f"{what}: {code}")
             return exceptions.BackendException(f"{what}: S3 error {code or status}")
@@ -512,11 +523,21 @@ class S3Store(Store):
         claim.renew(force=True)
         try:
             self.client.put_object(
-                Bucket=self.bucket, Key=location.key, Body=body, IfNoneMatch="*"
+                Bucket=self.bucket,
+                Key=location.key,
+                Body=body,
+                IfNoneMatch="*",
+                **self._body_checksum(body),
             )
         except Exception as exc:
             raise self._conditional_write_error(exc, location) from None
         return len(body)
+
+    def _body_checksum(self, body: bytes | bytearray) -> dict[str, str]:
+        if not self.content_md5:
+            return {}
+        digest = hashlib.md5(body, usedforsecurity=False).digest()
+        return {"ContentMD5": base64.b64encode(digest).decode()}
 
     def _part_size_for(self, size: int) -> int:
         part = self.part_size
@@ -555,6 +576,7 @@ class S3Store(Store):
                     UploadId=upload_id,
                     PartNumber=number,
                     Body=body,
+                    **self._body_checksum(body),
                 )
             except Exception as exc:
                 raise self._error(exc, f"{what}: part {number}") from exc

@@ -27,6 +27,8 @@ class S3Engine:
     # key can both succeed: the engine checks when the write starts, not
     # when it commits (Swift, moto).
     atomic_conditional_put: bool
+    # Whether it refuses a body whose Content-MD5 differs (moto does not).
+    checks_content_md5: bool = True
 
     @property
     def host(self) -> str:

@@ -7,6 +7,7 @@ the same assertions on each.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -36,7 +37,7 @@ SECRET_KEY = MOTO_SECRET_KEY
 
 def moto_like(endpoint: str) -> S3Engine:
     """An endpoint signed with moto's test credentials."""
-    return S3Engine("moto", endpoint, ACCESS_KEY, SECRET_KEY, False)
+    return S3Engine("moto", endpoint, ACCESS_KEY, SECRET_KEY, False, False)
 
 
 def s3_options(endpoint: str, bucket: str, **extra: str) -> dict[str, str]:
@@ -330,13 +331,7 @@ def test_virtual_host_addressing(tmp_path, s3_engine, monkeypatch):
 
     monkeypatch.setattr(socket, "getaddrinfo", resolve)
     endpoint = s3_engine.endpoint.replace("127.0.0.1", "localhost")
-    local = S3Engine(
-        s3_engine.name,
-        endpoint,
-        s3_engine.access_key,
-        s3_engine.secret_key,
-        s3_engine.atomic_conditional_put,
-    )
+    local = dataclasses.replace(s3_engine, endpoint=endpoint)
     store = make_store(tmp_path, local, s3_store_bucket_url_format="virtual")
     urls = []
     store.client.meta.events.register(

@@ -3,9 +3,13 @@ engine: a fault-injecting TCP proxy (tests/loopback.py) sits in front of it."""
 
 from __future__ import annotations
 
+import base64
+import dataclasses
+import hashlib
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -28,13 +32,7 @@ def proxy(s3_engine: S3Engine) -> Iterator[FaultProxy]:
 def proxied_store(
     tmp_path: Path, engine: S3Engine, proxy: FaultProxy, **extra: str
 ) -> S3Store:
-    through = S3Engine(
-        engine.name,
-        proxy.url,
-        engine.access_key,
-        engine.secret_key,
-        engine.atomic_conditional_put,
-    )
+    through = dataclasses.replace(engine, endpoint=proxy.url)
     bucket = f"faults-{uuid.uuid4().hex[:12]}"
     conf = write_conf(
         tmp_path / f"{bucket}.conf",
@@ -164,3 +162,82 @@ def test_a_write_dropped_mid_body_is_retried(tmp_path, s3_engine, proxy, size_kn
         store.client.list_multipart_uploads(Bucket=store.bucket).get("Uploads", [])
         == []
     )
+
+
+def content_md5s(store: S3Store) -> list[tuple[str, str]]:
+    """(Content-MD5 sent, MD5 of the body sent) of each PutObject and UploadPart."""
+    seen: list[tuple[str, str]] = []
+
+    def record(request: Any, **kwargs: Any) -> None:
+        body = request.body
+        if ".fsstore-claims" in request.url:
+            return  # a claim, not image data
+        if isinstance(body, (bytes, bytearray)) and body:
+            digest = base64.b64encode(hashlib.md5(body).digest()).decode()
+            header = request.headers.get("Content-MD5", b"")
+            if isinstance(header, bytes):
+                header = header.decode()
+            seen.append((header, digest))
+
+    for operation in ("PutObject", "UploadPart"):
+        store.client.meta.events.register(f"before-send.s3.{operation}", record)
+    return seen
+
+
+@pytest.mark.parametrize("size_known", [True, False], ids=["put", "multipart"])
+def test_every_body_carries_its_md5(tmp_path, s3_engine, proxy, size_known):
+    store = proxied_store(
+        tmp_path, s3_engine, proxy, s3_store_large_object_chunk_size="5"
+    )
+    sent = content_md5s(store)
+    data = payload(7 * MiB, seed=29)
+    store.add("img", iter([data]), len(data) if size_known else 0)
+    images = [pair for pair in sent if pair[1]]
+    assert len(images) >= (1 if size_known else 2)
+    assert all(header == digest for header, digest in images), images
+
+
+@pytest.mark.parametrize("size_known", [True, False], ids=["put", "multipart"])
+def test_data_corrupted_in_transit_is_refused_by_the_engine(
+    tmp_path, s3_engine, proxy, size_known
+):
+    # The engine itself refuses what differs from what was sent; nothing is
+    # stored, no upload is left.
+    if not s3_engine.checks_content_md5:
+        pytest.skip(f"{s3_engine.name} does not check Content-MD5")
+    store = proxied_store(
+        tmp_path, s3_engine, proxy, s3_store_large_object_chunk_size="5"
+    )
+    store.add("bucket-made", iter([b"x"]), 1)
+    data = payload(7 * MiB, seed=28)
+    proxy.arm("corrupt", after=MiB, direction="up")
+    with pytest.raises(exceptions.BackendException, match="differs from what was sent"):
+        store.add("img", iter([data]), len(data) if size_known else 0)
+    assert proxy.faults == 1
+    listed = store.client.list_objects_v2(Bucket=store.bucket)
+    assert [o["Key"] for o in listed.get("Contents", [])] == ["bucket-made"]
+    assert (
+        store.client.list_multipart_uploads(Bucket=store.bucket).get("Uploads", [])
+        == []
+    )
+
+
+def test_content_md5_gives_way_to_botocore_checksums_when_asked(
+    tmp_path, s3_engine, proxy
+):
+    sent: list[dict[str, str]] = []
+    store = proxied_store(
+        tmp_path,
+        s3_engine,
+        proxy,
+        s3_store_enable_data_integrity_protection="true",
+        s3_store_request_checksum_calculation="when_supported",
+    )
+    store.client.meta.events.register(
+        "before-send.s3.PutObject",
+        lambda request, **kw: sent.append(dict(request.headers)),
+    )
+    result = store.add("img", iter([b"checked"]), 7)
+    assert read_all(store, result.location) == b"checked"
+    image = [h for h in sent if "x-amz-checksum-crc32" in {k.lower() for k in h}]
+    assert image and not any("Content-MD5" in h for h in image)
