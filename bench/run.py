@@ -24,7 +24,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
@@ -97,13 +99,22 @@ def within(
 
 def glance_python() -> str:
     py = GLANCE_VENV / "bin" / "python"
-    if not (GLANCE_VENV / ".installed").exists():
+    marker = GLANCE_VENV / ".installed-s3"
+    if not marker.exists():
         subprocess.run([sys.executable, "-m", "venv", str(GLANCE_VENV)], check=True)
         subprocess.run(
-            [str(py), "-m", "pip", "install", "--quiet", "glance_store==5.7.0"],
+            [
+                str(py),
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "glance_store==5.7.0",
+                "boto3",
+            ],
             check=True,
         )
-        (GLANCE_VENV / ".installed").touch()
+        marker.touch()
     return str(py)
 
 
@@ -427,6 +438,102 @@ def memory(src: Path) -> tuple[float, float]:
     return fs, s3
 
 
+@contextlib.contextmanager
+def engines(work: Path) -> Iterator[list[Any]]:
+    """Swift always; Ceph RGW when its packages are installed and this is root."""
+    sys.path.insert(0, str(ROOT))
+    from tests.engines import ceph
+    from tests.engines.swift_cluster import SwiftServer
+
+    started: list[Any] = []
+    servers: list[Any] = [SwiftServer(work / "swift")]
+    if not ceph.missing_binaries() and os.geteuid() == 0:
+        servers.append(ceph.CephCluster(work / "ceph"))
+    try:
+        for server in servers:
+            started.append(server.start())
+        yield started
+    finally:
+        for server in servers:
+            server.stop()
+
+
+def s3_cases(gpy: str, src: Path, runs: int) -> list[Row]:
+    """fsstore's S3 store and glance_store's S3 driver on the same engines."""
+    rows: list[Row] = []
+    size = src.stat().st_size // MiB
+    work = fresh("s3")
+    bound = (10 + 2) * 10  # (s3_store_thread_pools + 2) x chunk size, MiB
+    with engines(work) as running:
+        for engine in running:
+            for known in ("1", "0"):
+                kind = "known size" if known == "1" else "unknown size"
+                got: dict[str, dict[str, list[float]]] = {
+                    "fsstore": {"add": [], "get": [], "rss": []},
+                    "glance": {"add": [], "get": [], "rss": []},
+                }
+                for run in range(runs):
+                    order = (
+                        ("fsstore", "glance") if run % 2 == 0 else ("glance", "fsstore")
+                    )
+                    for who in order:
+                        out = side(
+                            FSSTORE_PY if who == "fsstore" else gpy,
+                            "s3-side",
+                            who,
+                            src,
+                            work,
+                            engine.endpoint,
+                            engine.access_key,
+                            engine.secret_key,
+                            f"bench-{who}-{known}",
+                            f"img-{run}",
+                            known,
+                        )
+                        got[who]["add"].append(
+                            mib_s(src.stat().st_size, out["add_seconds"])
+                        )
+                        got[who]["get"].append(
+                            mib_s(src.stat().st_size, out["get_seconds"])
+                        )
+                        got[who]["rss"].append(
+                            (out["peak_kib"] - out["baseline_kib"]) / 1024
+                        )
+                fs, gl = got["fsstore"], got["glance"]
+                name = f"9. {engine.name}: {size} MiB, {kind}"
+                rows.append(
+                    versus(
+                        f"{name}, add vs glance_store",
+                        median(fs["add"]),
+                        median(gl["add"]),
+                        "MiB/s",
+                        ">=",
+                        1.0,
+                    )
+                )
+                rows.append(
+                    versus(
+                        f"{name}, get vs glance_store",
+                        median(fs["get"]),
+                        median(gl["get"]),
+                        "MiB/s",
+                        ">=",
+                        1.0,
+                    )
+                )
+                rows.append(
+                    within(
+                        f"{name}, add: peak RSS above baseline (glance_store beside)",
+                        max(fs["rss"]),
+                        "MiB",
+                        bound,
+                        reference=max(gl["rss"]),
+                    )
+                )
+    shutil.rmtree(work, ignore_errors=True)
+    return rows
+
+
 # -- report -------------------------------------------------------------------------------
 
 
@@ -604,6 +711,8 @@ def main() -> int:
             64,
         )
     )
+
+    rows += s3_cases(gpy, make_source(256 * MiB), runs)
 
     took = time.monotonic() - started
     header = (

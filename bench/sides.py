@@ -211,6 +211,83 @@ def s3_rss(src: str, endpoint: str, bucket: str) -> dict:
     return {"baseline_kib": baseline, "peak_kib": peak, "seconds": seconds}
 
 
+# -- S3, both sides on the same engine ----------------------------------------------
+
+
+def s3_options(endpoint: str, access: str, secret: str, bucket: str) -> dict:
+    return {
+        "s3_store_host": endpoint,
+        "s3_store_access_key": access,
+        "s3_store_secret_key": secret,
+        "s3_store_bucket": bucket,
+        "s3_store_create_bucket_on_put": "true",
+        "s3_store_bucket_url_format": "path",
+    }
+
+
+def s3_backend(who: str, options: dict, work: str):
+    """(add, get): glance_store 5.7.0's S3 driver or fsstore's S3 store."""
+    from oslo_config import cfg
+
+    conf = cfg.ConfigOpts()
+    path = write_conf(
+        os.path.join(work, f"{who}-s3.conf"),
+        {"glance_store": {"stores": "s3", "default_store": "s3", **options}},
+    )
+    if who == "glance":
+        import glance_store.backend as backend
+
+        backend.register_opts(conf)
+        conf(["--config-file", path], project="glance", default_config_files=[])
+        backend.create_stores(conf)
+
+        def add(image_id, f, size):
+            return backend.add_to_backend_with_multihash(
+                conf, image_id, f, size, "sha512"
+            )[0]
+
+        def get(location):
+            return backend.get_from_backend(location)[0]
+
+        return add, get
+    from fsstore.registry import StoreRegistry, register_opts
+
+    register_opts(conf)
+    conf(["--config-file", path], project="fsstore", default_config_files=[])
+    store = StoreRegistry(conf).get_store()
+
+    def add(image_id, f, size):
+        return store.add(image_id, f, size).location
+
+    def get(location):
+        return store.get(location)[0]
+
+    return add, get
+
+
+def s3_side(who, src, work, endpoint, access, secret, bucket, image_id, known):
+    """Add `src` (its size known or not), then read it back; both timed."""
+    add, get = s3_backend(who, s3_options(endpoint, access, secret, bucket), work)
+    add(f"warm-up-{image_id}", io.BytesIO(b"x"), 1)  # bucket and a connection
+    baseline = rss_kib()
+    size = os.path.getsize(src) if known == "1" else 0
+    with open(src, "rb") as f:
+        start = time.perf_counter()
+        location = add(image_id, f, size)
+        add_seconds = time.perf_counter() - start
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    start = time.perf_counter()
+    for _chunk in get(location):
+        pass
+    get_seconds = time.perf_counter() - start
+    return {
+        "add_seconds": add_seconds,
+        "get_seconds": get_seconds,
+        "baseline_kib": baseline,
+        "peak_kib": peak,
+    }
+
+
 # -- the machine's limits ---------------------------------------------------------------
 
 
@@ -290,6 +367,7 @@ CASES = {
     "fsstore-small-vs-plain": fsstore_small_vs_plain,
     "fsstore-rss": fsstore_rss,
     "s3-rss": s3_rss,
+    "s3-side": s3_side,
     "limit": limit_pass,
 }
 
