@@ -63,6 +63,7 @@ LOG = logging.getLogger(__name__)
 
 PREFIX = ".fsstore-claims/"
 PRECONDITION_FAILED = ("PreconditionFailed", "ConditionalRequestConflict", "412")
+MISSING = ("404", "NoSuchKey", "NotFound")
 
 
 def claim_key(image_key: str) -> str:
@@ -75,9 +76,14 @@ def _code(exc: Exception) -> str:
 
 
 def _failed_precondition(exc: Exception) -> bool:
+    """Whether a conditional PUT of the claim found it other than expected.
+
+    If-Match on a claim that is gone (released by whoever took it over) is
+    404 on some engines and 412 on others: the same answer here.
+    """
     response = getattr(exc, "response", None) or {}
     status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-    return _code(exc) in PRECONDITION_FAILED or status == 412
+    return _code(exc) in PRECONDITION_FAILED + MISSING or status in (404, 412)
 
 
 def _bare(etag: str) -> str:
@@ -142,7 +148,7 @@ class UploadClaim:
         try:
             head = self.client.head_object(Bucket=self.bucket, Key=self.key)
         except Exception as exc:
-            if _code(exc) in ("404", "NoSuchKey", "NotFound"):
+            if _code(exc) in MISSING:
                 # Released since our PUT failed: whoever held it has finished
                 # (its image is checked next) or given up; try once more.
                 self._take_once_more()
@@ -211,7 +217,7 @@ class UploadClaim:
         try:
             self.client.head_object(Bucket=self.bucket, Key=self.image_key)
         except Exception as exc:
-            if _code(exc) in ("404", "NoSuchKey", "NotFound"):
+            if _code(exc) in MISSING:
                 return False
             raise
         return True

@@ -141,3 +141,36 @@ def test_writer_killed_mid_upload_leaves_nothing_and_frees_its_id(tmp_path, s3_e
     assert read_all(store, result.location) == b"after the lease"
     assert uploads(store) == []
     assert keys(store) == ["bucket-made", "victim"]
+
+
+def test_two_writers_taking_over_one_stale_claim_have_one_winner(tmp_path, s3_engine):
+    # Race: two writers find the same stale claim and both take it over. The
+    # interleaving is forced: the second writer runs its whole add from the
+    # first writer's take-over request, just before it is sent. (On engines
+    # without If-Match on PutObject the take-over is unconditional, and the
+    # image check after it is what refuses the first writer.)
+    lease = 2
+    bucket = f"stale-{uuid.uuid4().hex[:12]}"
+    conf = store_conf(tmp_path, s3_engine, bucket, s3_store_upload_lease=str(lease))
+    first, second = open_store(conf), open_store(conf)
+    first.add("bucket-made", iter([b"x"]), 1)
+    first.client.put_object(Bucket=bucket, Key=PREFIX + "img", Body=b"{}")
+    time.sleep(lease + 1.5)  # the claim's writer "died" that long ago
+
+    claim_puts = []
+
+    def second_writer_first(params, **kwargs):
+        if params["Key"] != PREFIX + "img":
+            return
+        claim_puts.append(params)
+        if len(claim_puts) == 2:  # the take-over, after If-None-Match failed
+            second.add("img", iter([b"second"]), 6)
+
+    first.client.meta.events.register(
+        "before-parameter-build.s3.PutObject", second_writer_first
+    )
+    with pytest.raises(exceptions.Duplicate):
+        first.add("img", iter([b"first"]), 5)
+    assert read_all(first, f"s3://{first.host}/{bucket}/img") == b"second"
+    assert keys(first) == ["bucket-made", "img"]
+    assert uploads(first) == []
