@@ -600,21 +600,27 @@ class S3Store(Store):
 
         written = 0
         try:
-            buf = bytearray()
+            # Each part's buffer is allocated whole and filled in place:
+            # growing it by appends would reallocate, and for a moment hold
+            # two copies of a part.
+            buf, filled = bytearray(part_size), 0
             for chunk in source.chunks():  # kept by the digest threads: copies
                 hasher.update(chunk)
                 written += len(chunk)
                 view = memoryview(chunk)
                 while view:
-                    room = part_size - len(buf)
-                    buf += view[:room]
-                    view = view[room:]
-                    if len(buf) == part_size:
+                    n = min(part_size - filled, len(view))
+                    buf[filled : filled + n] = view[:n]
+                    filled += n
+                    view = view[n:]
+                    if filled == part_size:
                         submit(buf)
-                        buf = bytearray()
+                        buf, filled = bytearray(part_size), 0
             source.finish()
-            if buf or not futures:
-                submit(buf)  # the last part may be short, or the only one empty
+            if filled or not futures:
+                # The last part may be short, or the only one empty.
+                del buf[filled:]
+                submit(buf)
             parts = [f.result() for f in futures]
             claim.renew(force=True)  # Complete starts with a whole lease ahead
             try:
