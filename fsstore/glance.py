@@ -289,7 +289,12 @@ class FileStore(_Adapter):
 class S3Store(_Adapter):
     """``fsstore_s3``: fsstore's S3 store under glance_store."""
 
-    OPTIONS = list(gs_s3._S3_OPTS)
+    # glance_store's own option objects, and fsstore's options it lacks
+    # (timeouts, retries, the upload lease).
+    OPTIONS = [
+        *gs_s3._S3_OPTS,
+        *[o for o in s3.OPTIONS if o.name not in {g.name for g in gs_s3._S3_OPTS}],
+    ]
     FSSTORE_CLASS = s3.S3Store
     LOCATION_CLASS = S3StoreLocation
     ENTRY_NAME = "fsstore_s3"

@@ -183,7 +183,19 @@ def test_a_truncated_s3_body_and_secrets_in_locations(tmp_path, s3_endpoint):
         )
         args = ["--config-file", str(conf)]
         (tmp_path / "src").write_bytes(DATA)
-        ok(*args, "add", "--id", "img", str(tmp_path / "src"))
+        # Added straight to the endpoint: the proxy cuts every response it
+        # passes, and only the reads are its subject.
+        direct = write_conf(
+            tmp_path / "direct.conf",
+            {
+                "glance_store": {
+                    "stores": "s3",
+                    "default_store": "s3",
+                    **s3_options(s3_endpoint, "trunc"),
+                }
+            },
+        )
+        ok("--config-file", str(direct), "add", "--id", "img", str(tmp_path / "src"))
         host = proxy.url.split("://", 1)[1]
         out = tmp_path / "out"
         fails(
