@@ -240,6 +240,11 @@ class UploadClaim:
             response = self.client.put_object(
                 Bucket=self.bucket, Key=self.key, Body=self._body
             )
+        if not response.get("ETag"):
+            raise exceptions.BackendException(
+                f"image {self.image_key!r}: the engine's answer to the claim's "
+                "PutObject has no ETag"
+            )
         self.etag = _bare(response["ETag"])
         self._renewed = time.monotonic()
 
