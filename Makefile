@@ -75,10 +75,10 @@ $(VENV)/.installed-bench: $(VENV)/.installed-test
 	$(BIN)/python -m pip install --quiet -e '.[test,s3,bench]'
 	touch $@
 
-bench: $(VENV)/.installed-bench
+bench: $(VENV)/.installed-bench $(SWIFT_VENV)/.installed
 	$(BIN)/python bench/run.py
 
-bench-quick: $(VENV)/.installed-bench
+bench-quick: $(VENV)/.installed-bench $(SWIFT_VENV)/.installed
 	$(BIN)/python bench/run.py --quick
 
 lint: $(VENV)/.installed-test
