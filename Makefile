@@ -21,7 +21,7 @@ PLUGIN_FILES := $(shell find $(PLUGINS) -name '*.py' -o -name pyproject.toml)
 # The example plugins are installed for real (not on sys.path by hand), so the
 # tests load them through their entry points exactly as users' drivers load.
 $(VENV)/.installed-test: $(BIN)/python setup.cfg setup.py pyproject.toml $(PLUGIN_FILES)
-	$(BIN)/python -m pip install --quiet -e '.[test,s3]'
+	$(BIN)/python -m pip install --quiet -e '.[test,s3,central]'
 	$(BIN)/python -m pip install --quiet --force-reinstall --no-deps $(PLUGINS)
 	touch $@ $(VENV)/.installed
 
@@ -72,7 +72,7 @@ stress: $(VENV)/.installed-test
 # Side by side with glance_store 5.7.0 (its own venv under bench/) and the
 # machine's limits; writes bench/results/latest.md and chart.png.
 $(VENV)/.installed-bench: $(VENV)/.installed-test
-	$(BIN)/python -m pip install --quiet -e '.[test,s3,bench]'
+	$(BIN)/python -m pip install --quiet -e '.[test,s3,central,bench]'
 	touch $@
 
 bench: $(VENV)/.installed-bench $(SWIFT_VENV)/.installed

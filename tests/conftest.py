@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from fsstore.backends.filesystem import FilesystemStore
+from tests.databases import PostgresServer
 from tests.engines import MOTO_ACCESS_KEY, MOTO_SECRET_KEY, S3Engine
 from tests.engines.swift_cluster import SwiftServer
 from tests.helpers import is_root, load_conf, tmpfs, write_conf
@@ -151,3 +152,12 @@ def s3_engine(request: pytest.FixtureRequest) -> S3Engine:
     """Each engine --s3-engines names, in turn (see pytest_generate_tests)."""
     engine: S3Engine = request.getfixturevalue(f"{request.param}_engine")
     return engine
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """A real PostgreSQL server (tests/databases.py), for the session."""
+    server = PostgresServer()
+    server.start()
+    yield server
+    server.stop()

@@ -1,0 +1,397 @@
+"""The centralized_db cache driver: records in Glance's own database.
+
+Glance 33's default cache driver. The entry files stay in ``image_cache_dir``
+with the usual layout (see fsstore.cache.base); the records live in the
+database ``[database] connection`` names (an SQLAlchemy URL: sqlite,
+postgresql, mysql+pymysql), shared by every API node::
+
+    node_reference(node_reference_id PK, node_reference_url UNIQUE)
+    cached_images(id PK, image_id VARCHAR(36), last_accessed DATETIME,
+                  last_modified DATETIME, size BIGINT, hits INT,
+                  checksum VARCHAR(32), node_reference_id FK,
+                  UNIQUE(image_id, node_reference_id))
+
+A node is ``[DEFAULT] worker_self_reference_url``; every record belongs to
+one node, and a node sees, counts, prunes and checks only its own. Times are
+naive UTC, as Glance writes them. The tables and their meaning are Glance's,
+so Glance and fsstore share one cache directory and one database.
+
+Tables. In a database that already has tables (Glance's), fsstore never
+creates or migrates any: without ``cached_images`` and ``node_reference``
+(a Glance older than 2024.1's schema) the driver refuses to configure and
+says to run ``glance-manage db sync``. In an empty database it creates the
+two, Glance's way: a database of fsstore's own.
+
+Ids. ``image_id`` is VARCHAR(36) (a UUID): a longer id is never an entry of
+this driver (such an image is served, not cached).
+
+Concurrency. Commits, evictions and deletes of a node run under the cache
+directory's lock, as for every driver; a hit is one ``UPDATE ... SET hits =
+hits + 1``, atomic in the database, so hits from any number of processes and
+nodes are exact.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime
+import logging
+import os
+import threading
+from typing import Any
+
+from oslo_config import cfg
+
+from fsstore import exceptions
+from fsstore.cache.base import CachedImage, CacheDriver, Problem
+
+LOG = logging.getLogger(__name__)
+
+MAX_ID_LENGTH = 36  # cached_images.image_id is VARCHAR(36)
+
+OPTIONS = [
+    (
+        "database",
+        cfg.StrOpt(
+            "connection",
+            secret=True,
+            help="The SQLAlchemy URL of Glance's database, which holds the "
+            "centralized_db cache driver's records.",
+        ),
+    ),
+    (
+        None,
+        cfg.StrOpt(
+            "worker_self_reference_url",
+            help="This node's URL, as Glance knows it: the centralized_db "
+            "driver's records belong to it.",
+        ),
+    ),
+]
+
+
+def register_opts(conf: cfg.ConfigOpts) -> None:
+    """Register the two options unless Glance (or oslo.db) already did."""
+    for group, opt in OPTIONS:
+        with contextlib.suppress(cfg.DuplicateOptError):
+            conf.register_opt(opt, group=group)
+
+
+def _tables() -> tuple[Any, Any, Any]:
+    """(metadata, node_reference, cached_images), as Glance's models define them."""
+    import sqlalchemy as sa
+
+    ident = sa.BigInteger().with_variant(sa.Integer, "sqlite")
+    metadata = sa.MetaData()
+    node_reference = sa.Table(
+        "node_reference",
+        metadata,
+        sa.Column("node_reference_id", ident, primary_key=True, autoincrement=True),
+        sa.Column("node_reference_url", sa.String(255), nullable=False),
+        sa.UniqueConstraint(
+            "node_reference_url", name="uq_node_reference_node_reference_url"
+        ),
+    )
+    cached_images = sa.Table(
+        "cached_images",
+        metadata,
+        sa.Column("id", ident, primary_key=True, autoincrement=True),
+        sa.Column("image_id", sa.String(MAX_ID_LENGTH), nullable=False),
+        sa.Column("last_accessed", sa.DateTime, nullable=False),
+        sa.Column("last_modified", sa.DateTime, nullable=False),
+        sa.Column("size", sa.BigInteger, nullable=False),
+        sa.Column("hits", sa.Integer, nullable=False),
+        sa.Column("checksum", sa.String(32)),
+        sa.Column(
+            "node_reference_id",
+            ident,
+            sa.ForeignKey("node_reference.node_reference_id"),
+            nullable=False,
+        ),
+        sa.UniqueConstraint(
+            "image_id",
+            "node_reference_id",
+            name="ix_cached_images_image_id_node_reference_id",
+        ),
+    )
+    return metadata, node_reference, cached_images
+
+
+def _utcnow() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC).replace(tzinfo=None)
+
+
+def _epoch(moment: datetime.datetime | None) -> float:
+    if moment is None:
+        return 0.0
+    return moment.replace(tzinfo=datetime.UTC).timestamp()
+
+
+class CentralDbDriver(CacheDriver):
+    NAME = "centralized_db"
+
+    def __init__(self, conf: cfg.ConfigOpts) -> None:
+        register_opts(conf)
+        super().__init__(conf)
+        self._engine: Any = None
+        self._pid = 0
+        self._node_id: int | None = None
+        self._lock = threading.Lock()
+
+    # -- configuration ---------------------------------------------------
+
+    def configure(self) -> None:
+        super().configure()
+        try:
+            import sqlalchemy as sa
+        except ImportError:
+            raise exceptions.BadDriverConfiguration(
+                self.NAME,
+                "SQLAlchemy is not installed (pip install 'fsstore[central]')",
+            ) from None
+        url = self.conf.database.connection
+        node = self.conf.worker_self_reference_url
+        if not url:
+            raise exceptions.BadDriverConfiguration(
+                self.NAME, "[database] connection is not set"
+            )
+        if not node:
+            raise exceptions.BadDriverConfiguration(
+                self.NAME, "[DEFAULT] worker_self_reference_url is not set"
+            )
+        self.node_url = node
+        try:
+            self.url = sa.engine.make_url(url)
+        except Exception:
+            raise exceptions.BadDriverConfiguration(
+                self.NAME, "[database] connection is not an SQLAlchemy URL"
+            ) from None
+        self.shown_url = self.url.render_as_string(hide_password=True)
+        self._metadata, self._nodes, self._records = _tables()
+        try:
+            self._engine = sa.create_engine(self.url, pool_pre_ping=True)
+            self._pid = os.getpid()
+            self._ensure_tables()
+            self._node_id = self._ensure_node()
+        except exceptions.FsstoreError:
+            raise
+        except Exception as exc:
+            raise exceptions.BadDriverConfiguration(
+                self.NAME, f"database {self.shown_url}: {_one_line(exc)}"
+            ) from None
+
+    def _ensure_tables(self) -> None:
+        import sqlalchemy as sa
+
+        present = set(sa.inspect(self._engine).get_table_names())
+        if {"cached_images", "node_reference"} <= present:
+            return
+        if present:
+            raise exceptions.BadDriverConfiguration(
+                self.NAME,
+                f"database {self.shown_url} has no cached_images and "
+                "node_reference tables (Glance's 2024.1 schema): run "
+                "'glance-manage db sync'; fsstore creates them only in an "
+                "empty database",
+            )
+        # An empty database: fsstore's own (a standalone cache, the tests).
+        self._metadata.create_all(self._engine)
+        LOG.info("created the cache tables in %s", self.shown_url)
+
+    def _ensure_node(self) -> int:
+        import sqlalchemy as sa
+
+        nodes = self._nodes
+        select = sa.select(nodes.c.node_reference_id).where(
+            nodes.c.node_reference_url == self.node_url
+        )
+        with self._engine.begin() as db:
+            found = db.execute(select).scalar()
+            if found is not None:
+                return int(found)
+        try:
+            with self._engine.begin() as db:
+                db.execute(sa.insert(nodes).values(node_reference_url=self.node_url))
+        except sa.exc.IntegrityError:
+            pass  # Race: another process of this node registered it first.
+        with self._engine.begin() as db:
+            return int(db.execute(select).scalar_one())
+
+    # -- access ----------------------------------------------------------
+
+    def _db(self) -> Any:
+        # Race: a forked child must not share its parent's connections; it
+        # drops the pool's (without closing them for the parent) and opens
+        # its own.
+        if self._pid != os.getpid():
+            with self._lock:
+                if self._pid != os.getpid():
+                    self._engine.dispose(close=False)
+                    self._pid = os.getpid()
+        return self._engine
+
+    def _run(self, statement: Any) -> Any:
+        """Execute in a transaction of its own; errors as one line."""
+        try:
+            with self._db().begin() as db:
+                result = db.execute(statement)
+                return result.fetchall() if result.returns_rows else result.rowcount
+        except Exception as exc:
+            raise exceptions.BackendException(
+                f"cache database {self.shown_url}: {_one_line(exc)}"
+            ) from None
+
+    def _mine(self, image_id: str | None = None) -> Any:
+        """The where-clause of this node's records (of one image)."""
+        records = self._records
+        clause = records.c.node_reference_id == self._node_id
+        if image_id is not None:
+            clause = clause & (records.c.image_id == image_id)
+        return clause
+
+    def is_entry_name(self, name: str) -> bool:
+        return len(name) <= MAX_ID_LENGTH and super().is_entry_name(name)
+
+    def is_entry_file_name(self, name: str) -> bool:
+        return len(name) <= MAX_ID_LENGTH and super().is_entry_file_name(name)
+
+    # -- records ---------------------------------------------------------
+
+    def _record_commit(
+        self, image_id: str, size: int, checksum: str | None, fd: int
+    ) -> None:
+        import sqlalchemy as sa
+
+        now = _utcnow()
+        records = self._records
+        try:
+            with self._db().begin() as db:
+                db.execute(sa.delete(records).where(self._mine(image_id)))
+                db.execute(
+                    sa.insert(records).values(
+                        image_id=image_id,
+                        last_accessed=now,
+                        last_modified=now,
+                        size=size,
+                        hits=0,
+                        checksum=checksum,
+                        node_reference_id=self._node_id,
+                    )
+                )
+        except Exception as exc:
+            raise exceptions.BackendException(
+                f"cache database {self.shown_url}: {_one_line(exc)}"
+            ) from None
+
+    def _record_delete(self, image_id: str) -> None:
+        import sqlalchemy as sa
+
+        self._run(sa.delete(self._records).where(self._mine(image_id)))
+
+    def _entries(self) -> list[CachedImage]:
+        import sqlalchemy as sa
+
+        r = self._records
+        rows = self._run(
+            sa.select(
+                r.c.image_id,
+                r.c.size,
+                r.c.hits,
+                r.c.last_accessed,
+                r.c.last_modified,
+                r.c.checksum,
+            ).where(self._mine())
+        )
+        return [
+            CachedImage(
+                image_id,
+                int(size),
+                int(hits),
+                _epoch(accessed),
+                _epoch(modified),
+                checksum,
+            )
+            for image_id, size, hits, accessed, modified, checksum in rows
+            if self.is_entry_name(image_id)
+        ]
+
+    def _total_size(self) -> int:
+        import sqlalchemy as sa
+
+        rows = self._run(
+            sa.select(sa.func.coalesce(sa.func.sum(self._records.c.size), 0)).where(
+                self._mine()
+            )
+        )
+        return int(rows[0][0])
+
+    def _count_hit(self, image_id: str, fd: int) -> None:
+        import sqlalchemy as sa
+
+        r = self._records
+        self._run(
+            sa.update(r)
+            .where(self._mine(image_id))
+            .values(hits=r.c.hits + 1, last_accessed=_utcnow())
+        )
+
+    def get_hit_count(self, image_id: str) -> int:
+        import sqlalchemy as sa
+
+        rows = self._run(sa.select(self._records.c.hits).where(self._mine(image_id)))
+        return int(rows[0][0]) if rows else 0
+
+    def _check_records(self, fix: bool) -> list[Problem]:
+        import sqlalchemy as sa
+
+        records = {e.image_id: e for e in self._entries()}
+        files = self.entry_files()
+        problems = []
+        for image_id in sorted(records.keys() - files.keys()):
+            problems.append(Problem("missing-file", image_id, "recorded, no file"))
+            if fix:
+                self._record_delete(image_id)
+        for image_id in sorted(files.keys() - records.keys()):
+            st = files[image_id]
+            problems.append(
+                Problem("unrecorded-file", image_id, f"{st.st_size} bytes, no record")
+            )
+            if fix:
+                self._run(
+                    sa.insert(self._records).values(
+                        image_id=image_id,
+                        last_accessed=_from_epoch(st.st_atime),
+                        last_modified=_from_epoch(st.st_mtime),
+                        size=st.st_size,
+                        hits=0,
+                        node_reference_id=self._node_id,
+                    )
+                )
+        for image_id in sorted(records.keys() & files.keys()):
+            recorded, actual = records[image_id].size, files[image_id].st_size
+            if recorded != actual:
+                problems.append(
+                    Problem(
+                        "wrong-size",
+                        image_id,
+                        f"recorded {recorded} bytes, file has {actual}",
+                    )
+                )
+                if fix:
+                    self._run(
+                        sa.update(self._records)
+                        .where(self._mine(image_id))
+                        .values(size=actual)
+                    )
+        return problems
+
+
+def _from_epoch(seconds: float) -> datetime.datetime:
+    return datetime.datetime.fromtimestamp(seconds, datetime.UTC).replace(tzinfo=None)
+
+
+def _one_line(exc: BaseException) -> str:
+    """A database error's first line, without SQLAlchemy's background link."""
+    orig = getattr(exc, "orig", None)
+    text = str(orig if orig is not None else exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

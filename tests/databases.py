@@ -1,0 +1,149 @@
+"""A real PostgreSQL server on loopback, for the centralized_db cache tests.
+
+The server is pgserver's build of PostgreSQL (a wheel in the test extra, so
+`make test` needs nothing from the system and no network but PyPI): initdb
+into a fresh directory, then `postgres` in the foreground as a child of the
+fixture, trust authentication on 127.0.0.1 only, fsync off (the data is
+thrown away). PostgreSQL refuses to run as root, so as root the server runs
+as `nobody` from a directory under /tmp that `nobody` owns. Ready is a real
+connection; stopped by its process id (SIGINT: PostgreSQL's fast shutdown).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+START_TIMEOUT = 60.0
+
+
+def _bin(name: str) -> str:
+    # Found, not imported: pgserver's own Python API is not used.
+    spec = importlib.util.find_spec("pgserver")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("pgserver is not installed (it is in the test extra)")
+    package = Path(next(iter(spec.submodule_search_locations)))
+    return str(package / "pginstall" / "bin" / name)
+
+
+def _free_port() -> int:
+    # postgres binds its own port; this one was free a moment ago.
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class PostgresServer:
+    def __init__(self) -> None:
+        self.process: subprocess.Popen[bytes] | None = None
+        self.port = 0
+        self.state = Path(tempfile.mkdtemp(prefix="fsstore-pg-"))
+        self.user: str | None = None
+        if os.geteuid() == 0:
+            self.user = "nobody"
+            entry = pwd.getpwnam(self.user)
+            os.chown(self.state, entry.pw_uid, entry.pw_gid)
+
+    def _run(self, *args: str) -> None:
+        done = subprocess.run(
+            list(args), capture_output=True, text=True, user=self.user, cwd=self.state
+        )
+        if done.returncode:
+            raise RuntimeError(f"{args[0]} failed: {done.stderr.strip()[-2000:]}")
+
+    def start(self) -> None:
+        data = self.state / "data"
+        self._run(
+            _bin("initdb"),
+            "-D",
+            str(data),
+            "-U",
+            "postgres",
+            "-A",
+            "trust",
+            "-E",
+            "UTF8",
+        )
+        self.port = _free_port()
+        log = (self.state / "postgres.log").open("wb")
+        with log:
+            self.process = subprocess.Popen(
+                [
+                    _bin("postgres"),
+                    "-D",
+                    str(data),
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    str(self.port),
+                    "-k",
+                    str(self.state),
+                    "-c",
+                    "fsync=off",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                user=self.user,
+                cwd=self.state,
+            )
+        try:
+            self._wait()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _wait(self) -> None:
+        """Connect until it answers; retried because postgres binds its own
+        socket when it is ready, and there is no socket to hand it first."""
+        import psycopg2
+
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            assert self.process is not None
+            if self.process.poll() is not None:
+                log = (self.state / "postgres.log").read_text(errors="replace")
+                raise RuntimeError(f"postgres exited: {log[-2000:]}")
+            try:
+                psycopg2.connect(self.dsn("postgres"), connect_timeout=5).close()
+                return
+            except psycopg2.OperationalError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+
+    def dsn(self, database: str) -> str:
+        return f"host=127.0.0.1 port={self.port} user=postgres dbname={database}"
+
+    def url(self, database: str) -> str:
+        return f"postgresql+psycopg2://postgres@127.0.0.1:{self.port}/{database}"
+
+    def create_database(self, name: str) -> str:
+        """A new, empty database; its SQLAlchemy URL."""
+        import psycopg2
+
+        conn = psycopg2.connect(self.dsn("postgres"))
+        try:
+            conn.autocommit = True
+            with conn.cursor() as cur:
+                cur.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            conn.close()
+        return self.url(name)
+
+    def stop(self) -> None:
+        process, self.process = self.process, None
+        if process is not None:
+            process.send_signal(2)  # SIGINT: fast shutdown
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        shutil.rmtree(self.state, ignore_errors=True)
