@@ -17,12 +17,15 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import random
 import sys
 from pathlib import Path
 
+from oslo_config import cfg
+
 from fsstore import exceptions
-from fsstore.cache import CachingStore, ImageCache
+from fsstore.cache import CachingStore, ImageCache, central
 from fsstore.registry import StoreRegistry
 from fsstore.testing.cache_suite import make_cache_conf
 from fsstore.testing.suite import payload
@@ -33,11 +36,25 @@ def image_data(image_id: str, size: int) -> bytes:
     return payload(size, seed=int(hashlib.md5(image_id.encode()).hexdigest()[:6], 16))
 
 
+def conf_for(cache_dir: Path, driver: str, max_size: int) -> cfg.ConfigOpts:
+    """The cache's configuration; centralized_db's database and node come
+    from FSSTORE_TEST_DATABASE and FSSTORE_TEST_NODE."""
+    conf = make_cache_conf(cache_dir, driver, image_cache_max_size=max_size)
+    if driver == "centralized_db":
+        central.register_opts(conf)
+        conf.set_override(
+            "connection", os.environ["FSSTORE_TEST_DATABASE"], group="database"
+        )
+        conf.set_override(
+            "worker_self_reference_url",
+            os.environ.get("FSSTORE_TEST_NODE", "http://node-a.example:9292"),
+        )
+    return conf
+
+
 def main() -> None:
     mode, cache_dir, driver, max_size, *args = sys.argv[1:]
-    cache = ImageCache(
-        make_cache_conf(Path(cache_dir), driver, image_cache_max_size=int(max_size))
-    )
+    cache = ImageCache(conf_for(Path(cache_dir), driver, int(max_size)))
     if mode == "readthrough":
         registry = StoreRegistry(load_conf(Path(args[0])))
     print("READY", flush=True)

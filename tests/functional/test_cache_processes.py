@@ -8,14 +8,14 @@ import os
 import signal
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
 
 from fsstore.cache import ImageCache
 from fsstore.registry import StoreRegistry
-from fsstore.testing.cache_suite import make_cache_conf
-from tests.functional.cache_worker import image_data
+from tests.functional.cache_worker import conf_for, image_data
 from tests.helpers import load_conf, write_conf
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -23,7 +23,17 @@ PROCESSES = 8
 GiB = 1024**3
 KiB = 1024
 
-pytestmark = pytest.mark.parametrize("driver", ["sqlite", "xattr"])
+pytestmark = pytest.mark.parametrize("driver", ["sqlite", "xattr", "centralized_db"])
+
+
+@pytest.fixture(autouse=True)
+def central_database(driver, request, monkeypatch):
+    """centralized_db: a fresh database on the real PostgreSQL server, which
+    this process and the workers (through the environment) share."""
+    if driver == "centralized_db":
+        postgres = request.getfixturevalue("postgres")
+        url = postgres.create_database(f"p{uuid.uuid4().hex[:12]}")
+        monkeypatch.setenv("FSSTORE_TEST_DATABASE", url)
 
 
 class Worker:
@@ -66,7 +76,7 @@ def run_all(workers: list[Worker]) -> list[dict]:
 
 
 def cache_for(cache_dir: Path, driver: str, max_size: int = 10 * GiB) -> ImageCache:
-    return ImageCache(make_cache_conf(cache_dir, driver, image_cache_max_size=max_size))
+    return ImageCache(conf_for(cache_dir, driver, max_size))
 
 
 def entry_total(cache_dir: Path) -> int:
