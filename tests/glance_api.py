@@ -93,6 +93,20 @@ def conf_text(sections: Sections) -> str:
     return "\n".join(lines)
 
 
+def glance_db_sync(workdir: Path, url: str) -> None:
+    """Glance's own schema in the database at ``url`` (glance-manage db_sync)."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    conf = workdir / "glance-manage.conf"
+    conf.write_text(f"[database]\nconnection = {url}\n")
+    done = subprocess.run(
+        [str(peer_bin("glance-manage")), "--config-file", str(conf), "db_sync"],
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode:
+        raise RuntimeError(f"glance-manage db_sync failed:\n{done.stderr[-3000:]}")
+
+
 class GlanceAPI:
     """A Glance API process; `url` is set once it has answered."""
 
@@ -160,18 +174,7 @@ class GlanceAPI:
             )
 
     def _db_sync(self) -> None:
-        done = subprocess.run(
-            [
-                str(peer_bin("glance-manage")),
-                "--config-file",
-                str(self.etc / "glance-api.conf"),
-                "db_sync",
-            ],
-            capture_output=True,
-            text=True,
-        )
-        if done.returncode:
-            raise RuntimeError(f"glance-manage db_sync failed:\n{done.stderr[-3000:]}")
+        glance_db_sync(self.workdir, f"sqlite:///{self.database}")
 
     def stop(self) -> None:
         process, self._process = self._process, None

@@ -15,7 +15,9 @@ from typing import Any
 import pytest
 
 from fsstore.cache import ImageCache, central
+from fsstore.exceptions import BadDriverConfiguration
 from fsstore.testing.cache_suite import CacheDriverConformanceTests, make_cache_conf
+from tests.glance_api import glance_db_sync
 
 NODE = "http://node-a.example:9292"
 
@@ -53,3 +55,119 @@ class TestCentralOnPostgres(CentralConformance):
     @pytest.fixture
     def database_url(self, postgres: Any) -> str:
         return postgres.create_database(f"t{uuid.uuid4().hex[:12]}")
+
+
+# -- what only a shared database has -------------------------------------------
+
+
+def test_two_nodes_on_one_database_see_only_their_own(tmp_path, postgres):
+    url = postgres.create_database(f"n{uuid.uuid4().hex[:12]}")
+    a = central_cache(tmp_path / "a", url, "http://a.example:9292")
+    b = central_cache(
+        tmp_path / "b", url, "http://b.example:9292", image_cache_max_size=3 * KiB
+    )
+    for image_id in ("shared", "only-a"):
+        assert a.cache_image_iter(image_id, iter([data(image_id)]), md5(image_id))
+    for image_id in ("shared", "b1", "b2"):
+        assert b.cache_image_iter(image_id, iter([data(image_id)]), md5(image_id))
+    assert [e.image_id for e in sorted(a.get_cached_images())] == ["only-a", "shared"]
+    # b's limit is its own: 3 KiB of b's entries, whatever a holds.
+    assert b.get_cache_size() <= 3 * KiB
+    assert "only-a" not in {e.image_id for e in b.get_cached_images()}
+    with a.open_for_read("shared") as f:
+        f.read()
+    assert a.get_hit_count("shared") == 1
+    assert b.get_hit_count("shared") == 0
+    assert a.delete_all_cached_images() == 2
+    assert a.get_cached_images() == []
+    assert b.get_cache_size() > 0
+    assert b.check() == []
+
+
+KiB = 1024
+
+
+def data(image_id: str) -> bytes:
+    return (image_id.encode() * 1024)[: KiB + len(image_id)]
+
+
+def md5(image_id: str) -> str:
+    import hashlib
+
+    return hashlib.md5(data(image_id)).hexdigest()
+
+
+def tables(url: str) -> set[str]:
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(url)
+    try:
+        return set(sa.inspect(engine).get_table_names())
+    finally:
+        engine.dispose()
+
+
+def test_glance_database_is_used_as_it_is(tmp_path):
+    url = f"sqlite:///{tmp_path}/glance.sqlite"
+    glance_db_sync(tmp_path / "glance", url)
+    before = tables(url)
+    assert {"images", "cached_images", "node_reference"} <= before
+    cache = central_cache(tmp_path / "cache", url)
+    assert cache.cache_image_iter("img", iter([data("img")]), md5("img"))
+    assert tables(url) == before
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(url)
+    with engine.connect() as db:
+        rows = db.execute(
+            sa.text(
+                "SELECT c.image_id, c.size, c.hits, n.node_reference_url "
+                "FROM cached_images c JOIN node_reference n "
+                "ON c.node_reference_id = n.node_reference_id"
+            )
+        ).fetchall()
+    engine.dispose()
+    assert [tuple(r) for r in rows] == [("img", len(data("img")), 0, NODE)]
+
+
+def test_a_database_without_the_cache_tables_is_not_touched(tmp_path):
+    import sqlalchemy as sa
+
+    url = f"sqlite:///{tmp_path}/old-glance.sqlite"
+    engine = sa.create_engine(url)
+    with engine.begin() as db:
+        db.execute(sa.text("CREATE TABLE images (id VARCHAR(36) PRIMARY KEY)"))
+    engine.dispose()
+    with pytest.raises(BadDriverConfiguration, match="glance-manage db sync") as caught:
+        central_cache(tmp_path / "cache", url)
+    assert "\n" not in str(caught.value)
+    assert tables(url) == {"images"}
+
+
+@pytest.mark.parametrize(
+    ("settings", "complaint"),
+    [
+        ({"connection": None}, r"\[database\] connection is not set"),
+        ({"node": ""}, "worker_self_reference_url is not set"),
+        ({"connection": "not a url"}, "not an SQLAlchemy URL"),
+        (
+            {"connection": "postgresql+psycopg2://u:hunter2@127.0.0.1:1/x"},
+            "database postgresql",
+        ),
+    ],
+)
+def test_bad_database_settings_are_one_line(tmp_path, settings, complaint):
+    url = settings.get("connection", f"sqlite:///{tmp_path}/x.sqlite")
+    node = settings.get("node", NODE)
+    with pytest.raises(BadDriverConfiguration, match=complaint) as caught:
+        central_cache(tmp_path / "cache", url, node)
+    assert "\n" not in str(caught.value)
+    assert "hunter2" not in str(caught.value)
+
+
+def test_ids_longer_than_glance_records_are_served_not_cached(tmp_path):
+    cache = central_cache(tmp_path / "cache", f"sqlite:///{tmp_path}/g.sqlite")
+    long_id = "x" * 37
+    assert not cache.is_cacheable(long_id)
+    assert not cache.cache_image_iter(long_id, iter([b"data"]), md5(long_id))
+    assert cache.get_cached_images() == []
