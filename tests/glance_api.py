@@ -36,11 +36,14 @@ INSTALL_HINT = "make tests/peer/.venv/.installed"
 # Glance's shipped pipeline with `context` instead of `unauthenticated-context`
 # and no authtoken: the identity headers are trusted as keystonemiddleware
 # would have set them.
-TRUSTED_PIPELINE = (
-    "trusted = cors http_proxy_to_wsgi versionnegotiation osprofiler context rootapp"
-)
-TRUSTED_COMPOSITE = """
-[composite:glance-api-trusted]
+# Flavors: `trusted`, and `trusted+caching` with Glance's image cache.
+PIPELINE_HEAD = "cors http_proxy_to_wsgi versionnegotiation osprofiler context"
+FLAVORS = {
+    "trusted": f"{PIPELINE_HEAD} rootapp",
+    "trusted+caching": f"{PIPELINE_HEAD} cache rootapp",
+}
+COMPOSITE = """
+[composite:glance-api-{flavor}]
 paste.composite_factory = glance.api:root_app_factory
 /: api
 /healthcheck: healthcheck
@@ -76,7 +79,9 @@ def paste_ini() -> str:
     shipped = PEER_VENV / "etc" / "glance" / "glance-api-paste.ini"
     text = shipped.read_text()
     default = next(line for line in text.splitlines() if line.startswith("default = "))
-    return text.replace(default, default + "\n" + TRUSTED_PIPELINE) + TRUSTED_COMPOSITE
+    pipelines = "".join(f"\n{name} = {line}" for name, line in FLAVORS.items())
+    composites = "".join(COMPOSITE.format(flavor=name) for name in FLAVORS)
+    return text.replace(default, default + pipelines) + composites
 
 
 def conf_text(sections: Sections) -> str:
@@ -110,12 +115,15 @@ def glance_db_sync(workdir: Path, url: str) -> None:
 class GlanceAPI:
     """A Glance API process; `url` is set once it has answered."""
 
-    def __init__(self, workdir: Path, sections: Sections) -> None:
+    def __init__(
+        self, workdir: Path, sections: Sections, flavor: str = "trusted"
+    ) -> None:
         self.workdir = workdir
         self.etc = workdir / "etc"
         self.log = workdir / "glance-api.log"
         self.database = workdir / "glance.sqlite"
         self.sections = sections
+        self.flavor = flavor
         self.url = ""
         self._process: subprocess.Popen[bytes] | None = None
 
@@ -129,13 +137,17 @@ class GlanceAPI:
             "DEFAULT": {"worker_self_reference_url": self.url},
             "database": {"connection": f"sqlite:///{self.database}"},
             "paste_deploy": {
-                "flavor": "trusted",
+                "flavor": self.flavor,
                 "config_file": str(self.etc / "glance-api-paste.ini"),
             },
             "oslo_concurrency": {"lock_path": str(self.workdir / "locks")},
         }
         (self.etc / "glance-api-paste.ini").write_text(paste_ini())
-        (self.etc / "glance-api.conf").write_text(conf_text({**own, **self.sections}))
+        merged = {
+            name: {**own.get(name, {}), **self.sections.get(name, {})}
+            for name in {**own, **self.sections}
+        }
+        (self.etc / "glance-api.conf").write_text(conf_text(merged))
         self._db_sync()
         with listener, self.log.open("wb") as log:
             self._process = subprocess.Popen(
