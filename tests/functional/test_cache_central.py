@@ -7,6 +7,7 @@ database has: nodes, Glance's tables, and a database that is not ours.
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -17,7 +18,9 @@ import pytest
 from fsstore.cache import ImageCache, central
 from fsstore.exceptions import BadDriverConfiguration
 from fsstore.testing.cache_suite import CacheDriverConformanceTests, make_cache_conf
+from tests.functional.test_cli import fails, ok, run
 from tests.glance_api import glance_db_sync
+from tests.helpers import write_conf
 
 NODE = "http://node-a.example:9292"
 
@@ -171,3 +174,53 @@ def test_ids_longer_than_glance_records_are_served_not_cached(tmp_path):
     assert not cache.is_cacheable(long_id)
     assert not cache.cache_image_iter(long_id, iter([b"data"]), md5(long_id))
     assert cache.get_cached_images() == []
+
+
+def test_the_command_on_a_central_cache(tmp_path, postgres):
+    url = postgres.create_database(f"c{uuid.uuid4().hex[:12]}")
+    conf = write_conf(
+        tmp_path / "glance-api.conf",
+        {
+            "DEFAULT": {
+                "image_cache_dir": str(tmp_path / "cache"),
+                "image_cache_driver": "centralized_db",
+                "worker_self_reference_url": NODE,
+            },
+            "database": {"connection": url},
+        },
+    )
+    args = ["--config-file", str(conf)]
+    cache = central_cache(tmp_path / "cache", url)
+    assert cache.cache_image_iter("img", iter([data("img")]), md5("img"))
+    listed = json.loads(ok(*args, "--format", "json", "cache", "list").stdout)
+    assert [(e["image_id"], e["size"]) for e in listed] == [("img", len(data("img")))]
+    # A file nobody recorded: check names it, --fix records it.
+    (tmp_path / "cache" / "stray").write_bytes(b"stray")
+    checked = run(*args, "--format", "json", "cache", "check")
+    assert checked.returncode == 1
+    report = json.loads(checked.stdout)
+    assert [(p["kind"], p["image_id"]) for p in report["problems"]] == [
+        ("unrecorded-file", "stray")
+    ]
+    ok(*args, "cache", "check", "--fix")
+    report = json.loads(ok(*args, "--format", "json", "cache", "check").stdout)
+    assert report["problems"] == []
+    assert ok(*args, "cache", "size").stdout.startswith(
+        str(len(data("img")) + 5).encode()
+    )
+
+
+def test_the_command_names_an_unreachable_database_in_one_line(tmp_path):
+    conf = write_conf(
+        tmp_path / "glance-api.conf",
+        {
+            "DEFAULT": {
+                "image_cache_dir": str(tmp_path / "cache"),
+                "image_cache_driver": "centralized_db",
+                "worker_self_reference_url": NODE,
+            },
+            "database": {"connection": "postgresql+psycopg2://u:s3cr3t@127.0.0.1:1/x"},
+        },
+    )
+    err = fails(2, "--config-file", str(conf), "cache", "list", match="127.0.0.1:1")
+    assert "s3cr3t" not in err
