@@ -51,7 +51,8 @@ CACHE_OPTS = [
         "image_cache_driver",
         default="sqlite",
         help="Cache driver, by name in the fsstore.cache_drivers namespace: "
-        "sqlite, xattr or a third-party driver.",
+        "sqlite, xattr, centralized_db (records in Glance's database) or a "
+        "third-party driver.",
     ),
     cfg.IntOpt(
         "image_cache_max_size",
@@ -82,7 +83,14 @@ def builtin_store_opts() -> list[cfg.Opt]:
 
 def list_opts() -> list[tuple[str | None, list[cfg.Opt]]]:
     """Options by group, for oslo-config-generator (namespace ``fsstore``)."""
+    from fsstore.cache import central
+
     return [
-        ("DEFAULT", [ENABLED_BACKENDS_OPT, *CACHE_OPTS]),
+        (
+            "DEFAULT",
+            [ENABLED_BACKENDS_OPT, *CACHE_OPTS]
+            + [opt for group, opt in central.OPTIONS if group is None],
+        ),
         (STORE_GROUP, [*STORE_OPTS, *builtin_store_opts()]),
+        ("database", [opt for group, opt in central.OPTIONS if group == "database"]),
     ]
