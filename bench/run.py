@@ -290,14 +290,27 @@ def small_adds(gpy: str, count: int, runs: int) -> dict[str, float]:
     return {k: median(v) for k, v in lat.items()}
 
 
-def cache_cases(driver: str, entries: int, reps: int) -> dict[str, float]:
+def cache_cases(
+    driver: str, entries: int, reps: int, database: str | None = None
+) -> dict[str, float]:
+    """Hit, is_cached, listing and prune of one driver (centralized_db: on
+    the database at ``database``)."""
     sys.path.insert(0, str(ROOT))
-    from fsstore.cache import ImageCache
+    from fsstore.cache import ImageCache, central
     from fsstore.cache.sqlite import SqliteDriver
     from fsstore.testing.cache_suite import make_cache_conf
 
     d = fresh(f"cache-{driver}")
-    cache = ImageCache(make_cache_conf(d / "cache", driver))
+
+    def conf(**options: Any) -> Any:
+        made = make_cache_conf(d / "cache", driver, **options)
+        if database:
+            central.register_opts(made)
+            made.set_override("connection", database, group="database")
+            made.set_override("worker_self_reference_url", "http://bench:9292")
+        return made
+
+    cache = ImageCache(conf())
     data = os.urandom(MiB)
     cache.cache_image_iter("hit", iter([data]), allow_unverified=True)
     path = d / "cache" / "hit"
@@ -336,6 +349,8 @@ def cache_cases(driver: str, entries: int, reps: int) -> dict[str, float]:
         db.execute("BEGIN")
         db.executemany("INSERT INTO cached_images VALUES (?, ?, ?, ?, ?, ?)", rows)
         db.execute("COMMIT")
+    if isinstance(cache.driver, central.CentralDbDriver):
+        central_rows(cache.driver, rows)
     times, floor = [], []
     for r in range(5):
         for who in ("cache", "floor") if r % 2 == 0 else ("floor", "cache"):
@@ -343,19 +358,65 @@ def cache_cases(driver: str, entries: int, reps: int) -> dict[str, float]:
             if who == "cache":
                 listed = cache.get_cached_images()
                 times.append(time.perf_counter() - start)
+            elif database:
+                bare_select(cache.driver)
+                floor.append(time.perf_counter() - start)
             else:
                 bare_listing(d / "cache", driver)
                 floor.append(time.perf_counter() - start)
     assert len(listed) == entries + 1
     out["list_ms"] = median(times) * 1e3
     out["floor_ms"] = median(floor) * 1e3
-    small = ImageCache(make_cache_conf(d / "cache", driver, image_cache_max_size=0))
+    small = ImageCache(conf(image_cache_max_size=0))
     start = time.perf_counter()
     pruned, _ = small.prune()
     out["prune_s"] = time.perf_counter() - start
     out["pruned"] = pruned
     shutil.rmtree(d)
     return out
+
+
+def central_rows(driver: Any, rows: list[tuple]) -> None:
+    """The same records in the central database, for the driver's node."""
+    import datetime
+
+    import sqlalchemy as sa
+
+    def moment(epoch: float) -> datetime.datetime:
+        return datetime.datetime.fromtimestamp(epoch, datetime.UTC).replace(tzinfo=None)
+
+    with driver._engine.begin() as db:
+        db.execute(
+            sa.insert(driver._records),
+            [
+                {
+                    "image_id": name,
+                    "last_accessed": moment(accessed),
+                    "last_modified": moment(modified),
+                    "size": size,
+                    "hits": hits,
+                    "checksum": checksum,
+                    "node_reference_id": driver._node_id,
+                }
+                for name, accessed, modified, size, hits, checksum in rows
+            ],
+        )
+
+
+def bare_select(driver: Any) -> list[tuple]:
+    """The least a central listing can do: one SELECT of the node's rows
+    through the database driver itself."""
+    raw = driver._engine.raw_connection()
+    try:
+        cursor = raw.cursor()
+        cursor.execute(
+            "SELECT image_id, size, hits, last_accessed, last_modified, checksum "
+            "FROM cached_images WHERE node_reference_id = %s",
+            (driver._node_id,),
+        )
+        return list(cursor.fetchall())
+    finally:
+        raw.close()
 
 
 def bare_listing(cache_dir: Path, driver: str) -> list[tuple]:
@@ -534,6 +595,52 @@ def s3_cases(gpy: str, src: Path, runs: int) -> list[Row]:
     return rows
 
 
+def central_cache_rows(entries: int, reps: int, sqlite_hit_us: float) -> list[Row]:
+    """centralized_db on a real PostgreSQL server on loopback."""
+    sys.path.insert(0, str(ROOT))
+    from tests.databases import PostgresServer
+
+    server = PostgresServer()
+    server.start()
+    try:
+        c = cache_cases(
+            "centralized_db", entries, reps, server.create_database("bench")
+        )
+    finally:
+        server.stop()
+    name = "7. centralized_db (PostgreSQL)"
+    return [
+        versus(
+            f"{name}: hit read of 1 MiB vs the sqlite hit",
+            c["hit_us"],
+            sqlite_hit_us,
+            "us",
+            "<=",
+            2.0,
+        ),
+        versus(
+            f"{name}: hit read of 1 MiB vs plain read", c["hit_us"], c["plain_us"], "us"
+        ),
+        within(f"{name}: is_cached", c["is_cached_us"], "us", 15, digits=1),
+        Row(
+            f"{name}: get_cached_images, {entries} entries vs one bare SELECT",
+            f"{c['list_ms']:.1f} ms",
+            f"{c['floor_ms']:.1f} ms",
+            c["list_ms"] / c["floor_ms"],
+            "report",
+            None,
+        ),
+        Row(
+            f"{name}: prune of {c['pruned']} entries",
+            f"{c['prune_s']:.2f} s",
+            "",
+            None,
+            "report",
+            None,
+        ),
+    ]
+
+
 # -- report -------------------------------------------------------------------------------
 
 
@@ -655,8 +762,11 @@ def main() -> int:
         )
     )
     entries = 10000
+    sqlite_hit_us = 0.0
     for driver in ("sqlite", "xattr"):
         c = cache_cases(driver, entries, 200 if args.quick else 1000)
+        if driver == "sqlite":
+            sqlite_hit_us = c["hit_us"]
         rows.append(
             versus(
                 f"7. {driver}: hit read of 1 MiB vs plain read",
@@ -690,6 +800,7 @@ def main() -> int:
                 digits=2,
             )
         )
+    rows += central_cache_rows(entries, 200 if args.quick else 1000, sqlite_hit_us)
     fill = fill_throughput(src, 1 if args.quick else 3)
     rows.append(
         versus("7. read-through fill vs case 1 add", fill, fs, "MiB/s", ">=", 0.8)

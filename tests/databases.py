@@ -72,7 +72,17 @@ class PostgresServer:
             "UTF8",
         )
         self.port = _free_port()
-        log = (self.state / "postgres.log").open("wb")
+        self._serve()
+
+    def restart(self) -> None:
+        """Stop the server (every connection to it is closed) and start it
+        again on the same data and port."""
+        self._shutdown()
+        self._serve()
+
+    def _serve(self) -> None:
+        data = self.state / "data"
+        log = (self.state / "postgres.log").open("ab")
         with log:
             self.process = subprocess.Popen(
                 [
@@ -138,6 +148,10 @@ class PostgresServer:
         return self.url(name)
 
     def stop(self) -> None:
+        self._shutdown()
+        shutil.rmtree(self.state, ignore_errors=True)
+
+    def _shutdown(self) -> None:
         process, self.process = self.process, None
         if process is not None:
             process.send_signal(2)  # SIGINT: fast shutdown
@@ -146,4 +160,3 @@ class PostgresServer:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
-        shutil.rmtree(self.state, ignore_errors=True)

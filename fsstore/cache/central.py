@@ -169,8 +169,12 @@ class CentralDbDriver(CacheDriver):
         self.shown_url = self.url.render_as_string(hide_password=True)
         self._metadata, self._nodes, self._records = _tables()
         try:
-            self._engine = sa.create_engine(self.url, pool_pre_ping=True)
+            self._engine = sa.create_engine(self.url)
+            # Single statements run in autocommit: one round trip each,
+            # without BEGIN and COMMIT around it. Atomic all the same.
+            self._single = self._engine.execution_options(isolation_level="AUTOCOMMIT")
             self._pid = os.getpid()
+            self._hit = self._hit_statement()
             self._ensure_tables()
             self._node_id = self._ensure_node()
         except exceptions.FsstoreError:
@@ -227,19 +231,32 @@ class CentralDbDriver(CacheDriver):
             with self._lock:
                 if self._pid != os.getpid():
                     self._engine.dispose(close=False)
+                    self._single = self._engine.execution_options(
+                        isolation_level="AUTOCOMMIT"
+                    )
                     self._pid = os.getpid()
         return self._engine
 
-    def _run(self, statement: Any) -> Any:
-        """Execute in a transaction of its own; errors as one line."""
-        try:
-            with self._db().begin() as db:
-                result = db.execute(statement)
-                return result.fetchall() if result.returns_rows else result.rowcount
-        except Exception as exc:
-            raise exceptions.BackendException(
-                f"cache database {self.shown_url}: {_one_line(exc)}"
-            ) from None
+    def _run(self, statement: Any, params: dict[str, Any] | None = None) -> Any:
+        """Execute one statement (atomic by itself); errors as one line.
+
+        Race: the server may have closed a pooled connection (a restart, an
+        idle timeout) since its last use. SQLAlchemy then invalidates it, and
+        the statement is tried once more on a fresh one, instead of pinging
+        the server before every use.
+        """
+        self._db()
+        for attempt in (1, 2):
+            try:
+                with self._single.connect() as db:
+                    result = db.execute(statement, params)
+                    return result.fetchall() if result.returns_rows else result.rowcount
+            except Exception as exc:
+                if attempt == 1 and getattr(exc, "connection_invalidated", False):
+                    continue
+                raise exceptions.BackendException(
+                    f"cache database {self.shown_url}: {_one_line(exc)}"
+                ) from None
 
     def _mine(self, image_id: str | None = None) -> Any:
         """The where-clause of this node's records (of one image)."""
@@ -264,24 +281,28 @@ class CentralDbDriver(CacheDriver):
 
         now = _utcnow()
         records = self._records
-        try:
-            with self._db().begin() as db:
-                db.execute(sa.delete(records).where(self._mine(image_id)))
-                db.execute(
-                    sa.insert(records).values(
-                        image_id=image_id,
-                        last_accessed=now,
-                        last_modified=now,
-                        size=size,
-                        hits=0,
-                        checksum=checksum,
-                        node_reference_id=self._node_id,
+        for attempt in (1, 2):  # a stale pooled connection: see _run
+            try:
+                with self._db().begin() as db:
+                    db.execute(sa.delete(records).where(self._mine(image_id)))
+                    db.execute(
+                        sa.insert(records).values(
+                            image_id=image_id,
+                            last_accessed=now,
+                            last_modified=now,
+                            size=size,
+                            hits=0,
+                            checksum=checksum,
+                            node_reference_id=self._node_id,
+                        )
                     )
-                )
-        except Exception as exc:
-            raise exceptions.BackendException(
-                f"cache database {self.shown_url}: {_one_line(exc)}"
-            ) from None
+                return
+            except Exception as exc:
+                if attempt == 1 and getattr(exc, "connection_invalidated", False):
+                    continue
+                raise exceptions.BackendException(
+                    f"cache database {self.shown_url}: {_one_line(exc)}"
+                ) from None
 
     def _record_delete(self, image_id: str) -> None:
         import sqlalchemy as sa
@@ -325,14 +346,23 @@ class CentralDbDriver(CacheDriver):
         )
         return int(rows[0][0])
 
-    def _count_hit(self, image_id: str, fd: int) -> None:
+    def _hit_statement(self) -> Any:
+        """The hit's UPDATE, built once: a hit only binds its values."""
         import sqlalchemy as sa
 
         r = self._records
-        self._run(
+        return (
             sa.update(r)
-            .where(self._mine(image_id))
-            .values(hits=r.c.hits + 1, last_accessed=_utcnow())
+            .where(
+                (r.c.node_reference_id == sa.bindparam("node"))
+                & (r.c.image_id == sa.bindparam("image"))
+            )
+            .values(hits=r.c.hits + 1, last_accessed=sa.bindparam("now"))
+        )
+
+    def _count_hit(self, image_id: str, fd: int) -> None:
+        self._run(
+            self._hit, {"node": self._node_id, "image": image_id, "now": _utcnow()}
         )
 
     def get_hit_count(self, image_id: str) -> int:

@@ -18,6 +18,7 @@ import pytest
 from fsstore.cache import ImageCache, central
 from fsstore.exceptions import BadDriverConfiguration
 from fsstore.testing.cache_suite import CacheDriverConformanceTests, make_cache_conf
+from tests.databases import PostgresServer
 from tests.functional.test_cli import fails, ok, run
 from tests.glance_api import glance_db_sync
 from tests.helpers import write_conf
@@ -224,3 +225,26 @@ def test_the_command_names_an_unreachable_database_in_one_line(tmp_path):
     )
     err = fails(2, "--config-file", str(conf), "cache", "list", match="127.0.0.1:1")
     assert "s3cr3t" not in err
+
+
+def test_a_restarted_database_server_costs_no_operation(tmp_path):
+    # Every pooled connection dies with the server; the next statement is
+    # tried once more on a fresh connection instead of failing.
+    server = PostgresServer()
+    server.start()
+    try:
+        url = server.create_database("restarted")
+        cache = central_cache(tmp_path / "cache", url)
+        assert cache.cache_image_iter("img", iter([data("img")]), md5("img"))
+        server.restart()
+        with cache.open_for_read("img") as f:
+            assert f.read() == data("img")
+        assert cache.get_hit_count("img") == 1
+        server.restart()
+        assert cache.cache_image_iter("two", iter([data("two")]), md5("two"))
+        assert [e.image_id for e in sorted(cache.get_cached_images())] == [
+            "img",
+            "two",
+        ]
+    finally:
+        server.stop()
