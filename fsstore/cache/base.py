@@ -59,7 +59,7 @@ from typing import Any, BinaryIO, NamedTuple
 from oslo_config import cfg
 
 from fsstore import exceptions
-from fsstore.cache.hits import RECORDER, HitCountingReader, log_lost_hit
+from fsstore.cache.hits import HitCountingReader, log_lost_hit
 from fsstore.hashing import DEFAULT_HASHING_ALGO, ImageHasher
 from fsstore.pipeline import PIPELINE_THRESHOLD, WriteFailed, WritePipeline
 from fsstore.store import RESERVED_PREFIX, image_id_problem, validate_image_id
@@ -487,16 +487,15 @@ class CacheDriver:
     def open_for_read(self, image_id: str) -> BinaryIO:
         """The cached image as a file open for reading (a context manager).
 
-        The hit is recorded while the caller reads (see ``hits``); closing the
-        file waits for it and raises its error, if any.
+        Closing the file records the hit (see ``hits``); a hit that cannot
+        be recorded is logged, never raised.
         """
         fd = self._open_entry(image_id)
         try:
-            pending = RECORDER.submit(self._count_hit, image_id, fd)
+            return HitCountingReader(fd, self._count_hit, image_id)
         except BaseException:
             os.close(fd)
             raise
-        return HitCountingReader(fd, pending)
 
     # -- writing -------------------------------------------------------------
 

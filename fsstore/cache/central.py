@@ -408,13 +408,13 @@ class CentralDbDriver(CacheDriver):
 class HitStatement:
     """A hit's ``UPDATE ... SET hits = hits + 1``, one round trip.
 
-    Hits are recorded by one thread per process (fsstore.cache.hits), and
-    each costs the reader the time it takes. Through SQLAlchemy's
-    Connection a single UPDATE costs about 200 us of Python on top of the
-    round trip, so the statement is compiled once for the database's dialect
-    and run on a connection of the database's own driver, in autocommit,
-    held by the recording thread. Race: a connection the server closed (a
-    restart) fails the statement; it is tried once more on a new connection.
+    A hit is recorded when the reader closes the image (fsstore.cache.hits),
+    and costs the reader the time it takes. Through SQLAlchemy's Connection
+    a single UPDATE costs about 200 us of Python on top of the round trip,
+    so the statement is compiled once for the database's dialect and run on
+    a connection of the database's own driver, in autocommit, held per
+    thread. Race: a connection the server closed (a restart) fails the
+    statement; it is tried once more on a new connection.
     """
 
     def __init__(self, engine: Any, records: Any) -> None:
