@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 DEMO_CONF := etc/fsstore-demo.conf
 FSSTORE := $(BIN)/fsstore --config-file $(DEMO_CONF)
 
-.PHONY: demo test test-glance test-ceph stress bench bench-quick lint format genconfig clean
+.PHONY: demo test test-glance test-ceph test-mariadb stress bench bench-quick lint format genconfig clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -61,6 +61,17 @@ test-ceph: $(VENV)/.installed-test
 	$(BIN)/python -m pytest tests/functional/test_s3.py tests/functional/test_s3_races.py \
 		tests/functional/test_s3_faults.py \
 		--s3-engines rgw
+
+# The centralized_db cache driver on MariaDB (Debian's mariadb-server,
+# installed when missing; root).
+MARIADB_PACKAGES := mariadb-server
+test-mariadb: $(VENV)/.installed-test
+	@command -v mariadb-install-db >/dev/null || [ "$$(id -u)" = 0 ] || \
+		{ echo "make test-mariadb: MariaDB is not installed, and installing it needs root" >&2; exit 1; }
+	@command -v mariadb-install-db >/dev/null || { apt-get update -qq && \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(MARIADB_PACKAGES) >/dev/null; } || \
+		{ echo "make test-mariadb: could not install $(MARIADB_PACKAGES)" >&2; exit 1; }
+	$(BIN)/python -m pytest tests/functional/test_cache_central.py --mariadb -m mariadb
 
 test-glance: $(PEER_VENV)/.installed
 	$(PEER_VENV)/bin/python tests/peer/glance_store_suite.py

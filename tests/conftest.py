@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from fsstore.backends.filesystem import FilesystemStore
-from tests.databases import PostgresServer
+from tests.databases import MariaDBServer, PostgresServer
 from tests.engines import MOTO_ACCESS_KEY, MOTO_SECRET_KEY, S3Engine
 from tests.engines.swift_cluster import SwiftServer
 from tests.helpers import is_root, load_conf, tmpfs, write_conf
@@ -26,6 +26,23 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="comma-separated S3 engines for the tests that take s3_engine "
         f"(of {', '.join(ENGINES)})",
     )
+    parser.addoption(
+        "--mariadb",
+        action="store_true",
+        help="also run the tests marked mariadb (a MariaDB server must be installed)",
+    )
+
+
+def pytest_collection_modifyitems(
+    config: pytest.Config, items: list[pytest.Item]
+) -> None:
+    """Tests marked mariadb run only with --mariadb (make test-mariadb)."""
+    if config.getoption("--mariadb"):
+        return
+    dropped = [item for item in items if item.get_closest_marker("mariadb")]
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = [item for item in items if not item.get_closest_marker("mariadb")]
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
@@ -158,6 +175,15 @@ def s3_engine(request: pytest.FixtureRequest) -> S3Engine:
 def postgres() -> Iterator[PostgresServer]:
     """A real PostgreSQL server (tests/databases.py), for the session."""
     server = PostgresServer()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def mariadb() -> Iterator[MariaDBServer]:
+    """A real MariaDB server (tests/databases.py), for make test-mariadb."""
+    server = MariaDBServer()
     server.start()
     yield server
     server.stop()

@@ -20,6 +20,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 START_TIMEOUT = 60.0
 
@@ -160,3 +161,116 @@ class PostgresServer:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+
+
+class MariaDBServer:
+    """A MariaDB server (Debian's mariadb-server) on loopback, for
+    `make test-mariadb`: mariadb-install-db into a fresh directory, then
+    mariadbd in the foreground as a child of the fixture, grant tables
+    skipped (any user, no password) and bound to 127.0.0.1 only. Ready is a
+    real connection; stopped by its process id."""
+
+    BINARIES = ("mariadb-install-db", "mariadbd")
+
+    def __init__(self) -> None:
+        self.process: subprocess.Popen[bytes] | None = None
+        self.port = 0
+        self.state = Path(tempfile.mkdtemp(prefix="fsstore-mariadb-"))
+        self.user = pwd.getpwuid(os.geteuid()).pw_name
+
+    def start(self) -> None:
+        found = {
+            name: shutil.which(name) or shutil.which(name, path="/usr/sbin")
+            for name in self.BINARIES
+        }
+        missing = [name for name, path in found.items() if path is None]
+        if missing:
+            raise RuntimeError(
+                f"MariaDB is not installed ({', '.join(missing)} missing): run "
+                "`make test-mariadb` as root, which installs it"
+            )
+        data = self.state / "data"
+        done = subprocess.run(
+            [
+                str(found["mariadb-install-db"]),
+                "--no-defaults",
+                f"--datadir={data}",
+                f"--user={self.user}",
+                "--auth-root-authentication-method=normal",
+                "--skip-test-db",
+            ],
+            capture_output=True,
+            text=True,
+        )
+        if done.returncode:
+            raise RuntimeError(f"mariadb-install-db failed: {done.stderr[-2000:]}")
+        self.port = _free_port()
+        log = (self.state / "mariadbd.log").open("wb")
+        with log:
+            self.process = subprocess.Popen(
+                [
+                    str(found["mariadbd"]),
+                    "--no-defaults",
+                    f"--datadir={data}",
+                    f"--socket={self.state / 'mariadbd.sock'}",
+                    f"--pid-file={self.state / 'mariadbd.pid'}",
+                    f"--port={self.port}",
+                    "--bind-address=127.0.0.1",
+                    f"--user={self.user}",
+                    "--skip-grant-tables",
+                    "--innodb-flush-log-at-trx-commit=2",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        try:
+            self._wait()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _connect(self) -> Any:
+        import pymysql
+
+        return pymysql.connect(
+            host="127.0.0.1", port=self.port, user="root", connect_timeout=5
+        )
+
+    def _wait(self) -> None:
+        """Connect until it answers; retried because mariadbd binds its own
+        socket when it is ready."""
+        import pymysql
+
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            assert self.process is not None
+            if self.process.poll() is not None:
+                log = (self.state / "mariadbd.log").read_text(errors="replace")
+                raise RuntimeError(f"mariadbd exited: {log[-2000:]}")
+            try:
+                self._connect().close()
+                return
+            except pymysql.err.OperationalError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+
+    def create_database(self, name: str) -> str:
+        conn = self._connect()
+        try:
+            with conn.cursor() as cur:
+                cur.execute(f"CREATE DATABASE `{name}`")
+        finally:
+            conn.close()
+        return f"mysql+pymysql://root@127.0.0.1:{self.port}/{name}"
+
+    def stop(self) -> None:
+        process, self.process = self.process, None
+        if process is not None:
+            process.terminate()
+            try:
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        shutil.rmtree(self.state, ignore_errors=True)

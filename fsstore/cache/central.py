@@ -80,8 +80,13 @@ def register_opts(conf: cfg.ConfigOpts) -> None:
 def _tables() -> tuple[Any, Any, Any]:
     """(metadata, node_reference, cached_images), as Glance's models define them."""
     import sqlalchemy as sa
+    from sqlalchemy.dialects import mysql
 
     ident = sa.BigInteger().with_variant(sa.Integer, "sqlite")
+    # Glance's DateTime is DATETIME(0) on MySQL and MariaDB: whole seconds,
+    # so entries used within one second tie for least recently used. Tables
+    # fsstore creates keep microseconds there; Glance's keep their seconds.
+    moment = sa.DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
     metadata = sa.MetaData()
     node_reference = sa.Table(
         "node_reference",
@@ -97,8 +102,8 @@ def _tables() -> tuple[Any, Any, Any]:
         metadata,
         sa.Column("id", ident, primary_key=True, autoincrement=True),
         sa.Column("image_id", sa.String(MAX_ID_LENGTH), nullable=False),
-        sa.Column("last_accessed", sa.DateTime, nullable=False),
-        sa.Column("last_modified", sa.DateTime, nullable=False),
+        sa.Column("last_accessed", moment, nullable=False),
+        sa.Column("last_modified", moment, nullable=False),
         sa.Column("size", sa.BigInteger, nullable=False),
         sa.Column("hits", sa.Integer, nullable=False),
         sa.Column("checksum", sa.String(32)),
@@ -436,7 +441,8 @@ class HitStatement:
         compiled = statement.compile(dialect=engine.dialect)
         self._sql = str(compiled)
         self._order = compiled.positiontup if compiled.positional else None
-        self._now = records.c.last_accessed.type.bind_processor(engine.dialect)
+        moment = records.c.last_accessed.type.dialect_impl(engine.dialect)
+        self._now = moment.bind_processor(engine.dialect)
         self._local = threading.local()
 
     def _cursor(self) -> Any:

@@ -61,11 +61,28 @@ class TestCentralOnPostgres(CentralConformance):
         return postgres.create_database(f"t{uuid.uuid4().hex[:12]}")
 
 
+@pytest.mark.mariadb
+class TestCentralOnMariaDB(CentralConformance):
+    @pytest.fixture
+    def database_url(self, mariadb: Any) -> str:
+        return mariadb.create_database(f"t{uuid.uuid4().hex[:12]}")
+
+
+@pytest.mark.mariadb
+def test_two_nodes_on_mariadb(tmp_path, mariadb):
+    two_nodes_on_one_database(tmp_path, mariadb.create_database("two_nodes"))
+
+
 # -- what only a shared database has -------------------------------------------
 
 
 def test_two_nodes_on_one_database_see_only_their_own(tmp_path, postgres):
-    url = postgres.create_database(f"n{uuid.uuid4().hex[:12]}")
+    two_nodes_on_one_database(
+        tmp_path, postgres.create_database(f"n{uuid.uuid4().hex[:12]}")
+    )
+
+
+def two_nodes_on_one_database(tmp_path: Path, url: str) -> None:
     a = central_cache(tmp_path / "a", url, "http://a.example:9292")
     b = central_cache(
         tmp_path / "b", url, "http://b.example:9292", image_cache_max_size=3 * KiB
