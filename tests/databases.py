@@ -15,12 +15,15 @@ import importlib.util
 import os
 import pwd
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+from tests.processes import stop_process
 
 START_TIMEOUT = 60.0
 
@@ -154,13 +157,7 @@ class PostgresServer:
 
     def _shutdown(self) -> None:
         process, self.process = self.process, None
-        if process is not None:
-            process.send_signal(2)  # SIGINT: fast shutdown
-            try:
-                process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop_process(process, signal.SIGINT)  # PostgreSQL's fast shutdown
 
 
 class MariaDBServer:
@@ -266,11 +263,5 @@ class MariaDBServer:
 
     def stop(self) -> None:
         process, self.process = self.process, None
-        if process is not None:
-            process.terminate()
-            try:
-                process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop_process(process, timeout=60)
         shutil.rmtree(self.state, ignore_errors=True)

@@ -28,6 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tests.processes import stop_process
+
 ROOT = Path(__file__).resolve().parent.parent
 PEER_VENV = ROOT / "tests" / "peer" / ".venv"
 SAMPLE_CONF = ROOT / "tests" / "fixtures" / "glance-api.conf.sample"
@@ -190,14 +192,7 @@ class GlanceAPI:
 
     def stop(self) -> None:
         process, self._process = self._process, None
-        if process is None:
-            return
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process)
 
     def log_tail(self, lines: int = 40) -> str:
         text = self.log.read_text(errors="replace") if self.log.exists() else ""

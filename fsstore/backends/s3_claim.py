@@ -151,23 +151,14 @@ class UploadClaim:
             if _code(exc) in MISSING:
                 # Released since our PUT failed: whoever held it has finished
                 # (its image is checked next) or given up; try once more.
-                self._take_once_more()
+                self._put_or_duplicate(IfNoneMatch="*")
                 return
             raise
         age = self._age(head)
         if age < self.lease:
-            raise exceptions.Duplicate(
-                f"image {self.image_key!r} is being written by another writer"
-            )
-        try:
-            # Race: two writers take over one stale claim; If-Match lets one.
-            self._put(IfMatch=_bare(head["ETag"]))
-        except Exception as exc:
-            if _failed_precondition(exc):
-                raise exceptions.Duplicate(
-                    f"image {self.image_key!r} is being written by another writer"
-                ) from None
-            raise
+            raise self._taken()
+        # Race: two writers take over one stale claim; If-Match lets one.
+        self._put_or_duplicate(IfMatch=_bare(head["ETag"]))
         LOG.warning(
             "took over the claim on %s, stale for %d s: its writer died or "
             "stalled; aborting the uploads it left",
@@ -176,14 +167,19 @@ class UploadClaim:
         )
         self._abort_left_uploads()
 
-    def _take_once_more(self) -> None:
+    def _taken(self) -> exceptions.Duplicate:
+        return exceptions.Duplicate(
+            f"image {self.image_key!r} is being written by another writer"
+        )
+
+    def _put_or_duplicate(self, **condition: str) -> None:
+        """The claim's conditional PUT; a failed condition means another
+        writer holds the claim now."""
         try:
-            self._put(IfNoneMatch="*")
+            self._put(**condition)
         except Exception as exc:
             if _failed_precondition(exc):
-                raise exceptions.Duplicate(
-                    f"image {self.image_key!r} is being written by another writer"
-                ) from None
+                raise self._taken() from None
             raise
 
     @staticmethod

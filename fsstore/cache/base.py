@@ -805,7 +805,49 @@ class CacheDriver:
                     self._evict_until(self.max_size)
         return problems
 
+    def _reconcile(self, records: dict[str, CachedImage], fix: bool) -> list[Problem]:
+        """The records against the entry files, for drivers whose records
+        live apart from the files: recorded without a file, a file without a
+        record, sizes that differ. With ``fix``, the records are made to
+        match the files (``_record_delete``, ``_record_adopt``,
+        ``_record_size``)."""
+        files = self.entry_files()
+        problems = []
+        for image_id in sorted(records.keys() - files.keys()):
+            problems.append(Problem("missing-file", image_id, "recorded, no file"))
+            if fix:
+                self._record_delete(image_id)
+        unrecorded = sorted(files.keys() - records.keys())
+        for image_id in unrecorded:
+            size = files[image_id].st_size
+            problems.append(
+                Problem("unrecorded-file", image_id, f"{size} bytes, no record")
+            )
+        if fix and unrecorded:
+            self._record_adopt({image_id: files[image_id] for image_id in unrecorded})
+        for image_id in sorted(records.keys() & files.keys()):
+            recorded, actual = records[image_id].size, files[image_id].st_size
+            if recorded != actual:
+                problems.append(
+                    Problem(
+                        "wrong-size",
+                        image_id,
+                        f"recorded {recorded} bytes, file has {actual}",
+                    )
+                )
+                if fix:
+                    self._record_size(image_id, actual)
+        return problems
+
     # -- driver hooks ------------------------------------------------------------
+
+    def _record_adopt(self, files: dict[str, os.stat_result]) -> None:
+        """Record entry files that have no record (for ``_reconcile``)."""
+        raise NotImplementedError
+
+    def _record_size(self, image_id: str, size: int) -> None:
+        """Correct a record's size to the file's (for ``_reconcile``)."""
+        raise NotImplementedError
 
     def _record_commit(
         self, image_id: str, size: int, checksum: str | None, fd: int

@@ -38,6 +38,7 @@ import datetime
 import logging
 import os
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from oslo_config import cfg
@@ -251,11 +252,20 @@ class CentralDbDriver(CacheDriver):
         the server before every use.
         """
         self._db()
+
+        def run() -> Any:
+            with self._single.connect() as db:
+                result = db.execute(statement, params)
+                return result.fetchall() if result.returns_rows else result.rowcount
+
+        return self._retrying(run)
+
+    def _retrying(self, work: Callable[[], Any]) -> Any:
+        """``work()``, once more if its connection turned out to be closed by
+        the server; any other error as one line naming the database."""
         for attempt in (1, 2):
             try:
-                with self._single.connect() as db:
-                    result = db.execute(statement, params)
-                    return result.fetchall() if result.returns_rows else result.rowcount
+                return work()
             except Exception as exc:
                 if attempt == 1 and getattr(exc, "connection_invalidated", False):
                     continue
@@ -286,28 +296,23 @@ class CentralDbDriver(CacheDriver):
 
         now = _utcnow()
         records = self._records
-        for attempt in (1, 2):  # a stale pooled connection: see _run
-            try:
-                with self._db().begin() as db:
-                    db.execute(sa.delete(records).where(self._mine(image_id)))
-                    db.execute(
-                        sa.insert(records).values(
-                            image_id=image_id,
-                            last_accessed=now,
-                            last_modified=now,
-                            size=size,
-                            hits=0,
-                            checksum=checksum,
-                            node_reference_id=self._node_id,
-                        )
+
+        def replace() -> None:  # one transaction: the old row goes, ours comes
+            with self._db().begin() as db:
+                db.execute(sa.delete(records).where(self._mine(image_id)))
+                db.execute(
+                    sa.insert(records).values(
+                        image_id=image_id,
+                        last_accessed=now,
+                        last_modified=now,
+                        size=size,
+                        hits=0,
+                        checksum=checksum,
+                        node_reference_id=self._node_id,
                     )
-                return
-            except Exception as exc:
-                if attempt == 1 and getattr(exc, "connection_invalidated", False):
-                    continue
-                raise exceptions.BackendException(
-                    f"cache database {self.shown_url}: {_one_line(exc)}"
-                ) from None
+                )
+
+        self._retrying(replace)
 
     def _record_delete(self, image_id: str) -> None:
         import sqlalchemy as sa
@@ -366,48 +371,29 @@ class CentralDbDriver(CacheDriver):
         return int(rows[0][0]) if rows else 0
 
     def _check_records(self, fix: bool) -> list[Problem]:
+        return self._reconcile({e.image_id: e for e in self._entries()}, fix)
+
+    def _record_adopt(self, files: dict[str, os.stat_result]) -> None:
         import sqlalchemy as sa
 
-        records = {e.image_id: e for e in self._entries()}
-        files = self.entry_files()
-        problems = []
-        for image_id in sorted(records.keys() - files.keys()):
-            problems.append(Problem("missing-file", image_id, "recorded, no file"))
-            if fix:
-                self._record_delete(image_id)
-        for image_id in sorted(files.keys() - records.keys()):
-            st = files[image_id]
-            problems.append(
-                Problem("unrecorded-file", image_id, f"{st.st_size} bytes, no record")
+        for image_id, st in files.items():
+            self._run(
+                sa.insert(self._records).values(
+                    image_id=image_id,
+                    last_accessed=_from_epoch(st.st_atime),
+                    last_modified=_from_epoch(st.st_mtime),
+                    size=st.st_size,
+                    hits=0,
+                    node_reference_id=self._node_id,
+                )
             )
-            if fix:
-                self._run(
-                    sa.insert(self._records).values(
-                        image_id=image_id,
-                        last_accessed=_from_epoch(st.st_atime),
-                        last_modified=_from_epoch(st.st_mtime),
-                        size=st.st_size,
-                        hits=0,
-                        node_reference_id=self._node_id,
-                    )
-                )
-        for image_id in sorted(records.keys() & files.keys()):
-            recorded, actual = records[image_id].size, files[image_id].st_size
-            if recorded != actual:
-                problems.append(
-                    Problem(
-                        "wrong-size",
-                        image_id,
-                        f"recorded {recorded} bytes, file has {actual}",
-                    )
-                )
-                if fix:
-                    self._run(
-                        sa.update(self._records)
-                        .where(self._mine(image_id))
-                        .values(size=actual)
-                    )
-        return problems
+
+    def _record_size(self, image_id: str, size: int) -> None:
+        import sqlalchemy as sa
+
+        self._run(
+            sa.update(self._records).where(self._mine(image_id)).values(size=size)
+        )
 
 
 class HitStatement:

@@ -223,39 +223,18 @@ class SqliteDriver(CacheDriver):
             if not fix:
                 return [Problem("damaged-records", None, str(exc))]
             return [Problem("damaged-records", None, self._replace_damaged(str(exc)))]
-        files = self.entry_files()
-        problems = []
-        for image_id in sorted(records.keys() - files.keys()):
-            problems.append(Problem("missing-file", image_id, "recorded, no file"))
-            if fix:
-                self._record_delete(image_id)
-        unrecorded = sorted(files.keys() - records.keys())
-        for image_id in unrecorded:
-            size = files[image_id].st_size
-            problems.append(
-                Problem("unrecorded-file", image_id, f"{size} bytes, no record")
-            )
-        if fix and unrecorded:
-            try:
-                self._rebuild(self._db())
-            except sqlite3.Error as exc:
-                raise self._error(exc) from None
-        for image_id in sorted(records.keys() & files.keys()):
-            recorded, actual = records[image_id].size, files[image_id].st_size
-            if recorded != actual:
-                problems.append(
-                    Problem(
-                        "wrong-size",
-                        image_id,
-                        f"recorded {recorded} bytes, file has {actual}",
-                    )
-                )
-                if fix:
-                    self._execute(
-                        "UPDATE cached_images SET size = ? WHERE image_id = ?",
-                        (actual, image_id),
-                    )
-        return problems
+        return self._reconcile(records, fix)
+
+    def _record_adopt(self, files: dict[str, os.stat_result]) -> None:
+        try:
+            self._rebuild(self._db())
+        except sqlite3.Error as exc:
+            raise self._error(exc) from None
+
+    def _record_size(self, image_id: str, size: int) -> None:
+        self._execute(
+            "UPDATE cached_images SET size = ? WHERE image_id = ?", (size, image_id)
+        )
 
     def _replace_damaged(self, reason: str) -> str:
         """Move the damaged database aside and rebuild; what was done.

@@ -17,6 +17,7 @@ import subprocess
 from pathlib import Path
 
 from tests.engines import S3Engine, first_round_trip
+from tests.processes import stop_process
 
 HERE = Path(__file__).resolve().parent
 VENV = HERE / ".venv-swift"
@@ -74,11 +75,4 @@ class SwiftServer:
 
     def stop(self) -> None:
         process, self.process = self.process, None
-        if process is None:
-            return
-        process.terminate()
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_process(process)
