@@ -75,15 +75,18 @@ def _code(exc: Exception) -> str:
     return str(response.get("Error", {}).get("Code", ""))
 
 
-def _failed_precondition(exc: Exception) -> bool:
+def _failed_precondition(exc: Exception, if_match: bool = False) -> bool:
     """Whether a conditional PUT of the claim found it other than expected.
 
     If-Match on a claim that is gone (released by whoever took it over) is
-    404 on some engines and 412 on others: the same answer here.
+    404 on some engines and 412 on others: the same answer here. For
+    If-None-Match only 412 is (a 404 there is a missing bucket).
     """
     response = getattr(exc, "response", None) or {}
     status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-    return _code(exc) in PRECONDITION_FAILED + MISSING or status in (404, 412)
+    if _code(exc) in PRECONDITION_FAILED or status == 412:
+        return True
+    return if_match and (_code(exc) in MISSING or status == 404)
 
 
 def _bare(etag: str) -> str:
@@ -98,7 +101,8 @@ class EngineSupport:
 
 
 class UploadClaim:
-    """The claim on one image key; a context manager around an upload."""
+    """The claim on one image key: take() before the upload, renew() while
+    it runs, release() after it, whatever its end."""
 
     def __init__(
         self,
@@ -178,7 +182,7 @@ class UploadClaim:
         try:
             self._put(**condition)
         except Exception as exc:
-            if _failed_precondition(exc):
+            if _failed_precondition(exc, if_match="IfMatch" in condition):
                 raise self._taken() from None
             raise
 
@@ -253,7 +257,7 @@ class UploadClaim:
         try:
             self._put(IfMatch=self.etag)
         except Exception as exc:
-            if not _failed_precondition(exc):
+            if not _failed_precondition(exc, if_match=True):
                 raise
             self.lost = True
             raise exceptions.BackendException(
