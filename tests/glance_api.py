@@ -223,6 +223,25 @@ class GlanceAPI:
         except urllib.error.HTTPError as e:
             return Response(e.code, dict(e.headers), e.read())
 
+    def create_image(self) -> str:
+        """A new queued raw image; its id."""
+        created = self.request(
+            "POST",
+            "/v2/images",
+            {"name": "fsstore", "disk_format": "raw", "container_format": "bare"},
+        )
+        assert created.status == 201, created.body
+        image_id: str = created.json()["id"]
+        return image_id
+
+    def upload(
+        self, image_id: str, body: bytes | Iterable[bytes], store: str | None = None
+    ) -> None:
+        """PUT the image's data (to ``store``, else the default backend)."""
+        headers = {"X-Image-Meta-Store": store} if store else {}
+        put = self.request("PUT", f"/v2/images/{image_id}/file", body, headers)
+        assert put.status == 204, put.body
+
     def image(self, image_id: str) -> dict[str, Any]:
         response = self.request("GET", f"/v2/images/{image_id}")
         assert response.status == 200, response.body

@@ -89,17 +89,6 @@ def stored(glance: GlanceAPI, bucket_store: Any, backend: str) -> list[str]:
     return objects(bucket_store)
 
 
-def new_image(glance: GlanceAPI, **extra: object) -> str:
-    created = glance.request(
-        "POST",
-        "/v2/images",
-        {"name": "fsstore", "disk_format": "raw", "container_format": "bare", **extra},
-    )
-    assert created.status == 201, created.body
-    image_id: str = created.json()["id"]
-    return image_id
-
-
 def assert_serves(glance: GlanceAPI, image_id: str, data: bytes) -> None:
     image = glance.image(image_id)
     assert image["status"] == "active"
@@ -122,15 +111,9 @@ def chunks(data: bytes, size: int = 1 << 20) -> Iterator[bytes]:
 @pytest.mark.parametrize("transfer", ["sized", "chunked"])
 def test_upload_download_delete(glance, bucket_store, backend, transfer):
     data = os.urandom(SIZE)
-    image_id = new_image(glance)
+    image_id = glance.create_image()
     body = data if transfer == "sized" else chunks(data)
-    upload = glance.request(
-        "PUT",
-        f"/v2/images/{image_id}/file",
-        body,
-        headers={"X-Image-Meta-Store": backend},
-    )
-    assert upload.status == 204, upload.body
+    glance.upload(image_id, body, backend)
     assert glance.image(image_id)["stores"] == backend
     assert image_id in stored(glance, bucket_store, backend)
     assert_serves(glance, image_id, data)
@@ -147,7 +130,7 @@ def test_upload_download_delete(glance, bucket_store, backend, transfer):
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_glance_direct_import_through_the_staging_store(glance, bucket_store, backend):
     data = os.urandom(SIZE)
-    image_id = new_image(glance)
+    image_id = glance.create_image()
     staged = glance.request("PUT", f"/v2/images/{image_id}/stage", data)
     assert staged.status == 204, staged.body
     staging = datadir(glance, "staging")
@@ -209,14 +192,8 @@ def test_untagged_location_is_claimed_by_its_store(glance, bucket_store, backend
     staging store, glance_store's own driver, which reads any path.
     """
     data = os.urandom(SIZE)
-    image_id = new_image(glance)
-    upload = glance.request(
-        "PUT",
-        f"/v2/images/{image_id}/file",
-        data,
-        headers={"X-Image-Meta-Store": backend},
-    )
-    assert upload.status == 204, upload.body
+    image_id = glance.create_image()
+    glance.upload(image_id, data, backend)
     untag_locations(glance, image_id)
     assert location_tags(glance, image_id) == ["{}"]
 
@@ -227,14 +204,8 @@ def test_untagged_location_is_claimed_by_its_store(glance, bucket_store, backend
 
 def test_copy_image_then_delete_from_one_store(glance, bucket_store):
     data = os.urandom(SIZE)
-    image_id = new_image(glance)
-    upload = glance.request(
-        "PUT",
-        f"/v2/images/{image_id}/file",
-        data,
-        headers={"X-Image-Meta-Store": "fast"},
-    )
-    assert upload.status == 204, upload.body
+    image_id = glance.create_image()
+    glance.upload(image_id, data, "fast")
 
     started = glance.request(
         "POST",

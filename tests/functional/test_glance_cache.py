@@ -60,15 +60,8 @@ def fsstore_cache(glance: GlanceAPI, **options: object) -> ImageCache:
 
 
 def upload(glance: GlanceAPI, data: bytes) -> str:
-    created = glance.request(
-        "POST",
-        "/v2/images",
-        {"name": "cached", "disk_format": "raw", "container_format": "bare"},
-    )
-    assert created.status == 201, created.body
-    image_id: str = created.json()["id"]
-    put = glance.request("PUT", f"/v2/images/{image_id}/file", data)
-    assert put.status == 204, put.body
+    image_id = glance.create_image()
+    glance.upload(image_id, data)
     return image_id
 
 
