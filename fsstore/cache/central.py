@@ -432,21 +432,25 @@ class HitStatement:
         self._local = threading.local()
 
     def _cursor(self) -> Any:
+        # The connection is the driver's own, outside the engine's pool: a
+        # server with many reader threads must not hold the pool's
+        # connections, which the other operations need. It closes with its
+        # thread.
         local = self._local
         if getattr(local, "pid", None) != os.getpid():
-            raw = self._engine.raw_connection()
-            self._engine.dialect.set_isolation_level(
-                raw.driver_connection, "AUTOCOMMIT"
-            )
-            local.raw, local.cursor, local.pid = raw, raw.cursor(), os.getpid()
+            dialect = self._engine.dialect
+            args, kwargs = dialect.create_connect_args(self._engine.url)
+            conn = dialect.connect(*args, **kwargs)
+            dialect.set_isolation_level(conn, "AUTOCOMMIT")
+            local.conn, local.cursor, local.pid = conn, conn.cursor(), os.getpid()
         return local.cursor
 
     def _forget(self) -> None:
         local = self._local
-        raw, local.pid = getattr(local, "raw", None), None
-        if raw is not None:
+        conn, local.pid = getattr(local, "conn", None), None
+        if conn is not None:
             with contextlib.suppress(Exception):
-                raw.invalidate()
+                conn.close()
 
     def run(self, node_id: int | None, image_id: str) -> None:
         now: Any = _utcnow()

@@ -265,3 +265,29 @@ def test_a_restarted_database_server_costs_no_operation(tmp_path):
         ]
     finally:
         server.stop()
+
+
+def test_many_reader_threads_leave_the_pool_to_the_rest(tmp_path, postgres):
+    # Each thread that records a hit keeps a connection of its own, outside
+    # the engine's pool (5 + 10 overflow): 24 reader threads must not starve
+    # the operations that need the pool.
+    import threading
+
+    cache = central_cache(
+        tmp_path / "cache", postgres.create_database(f"r{uuid.uuid4().hex[:12]}")
+    )
+    assert cache.cache_image_iter("img", iter([data("img")]), md5("img"))
+    barrier = threading.Barrier(24)
+
+    def reader() -> None:
+        with cache.open_for_read("img") as f:
+            f.read()
+        barrier.wait(timeout=60)  # every thread has recorded its hit
+
+    threads = [threading.Thread(target=reader) for _ in range(24)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert cache.get_hit_count("img") == 24
+    assert [e.image_id for e in cache.get_cached_images()] == ["img"]
