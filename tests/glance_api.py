@@ -143,6 +143,14 @@ class GlanceAPI:
                 "config_file": str(self.etc / "glance-api-paste.ini"),
             },
             "oslo_concurrency": {"lock_path": str(self.workdir / "locks")},
+            # The reserved stores Glance 33 always makes (glance_store's own
+            # file driver): the staging store is where imports stage data.
+            "os_glance_staging_store": {
+                "filesystem_store_datadir": str(self.workdir / "data" / "staging")
+            },
+            "os_glance_tasks_store": {
+                "filesystem_store_datadir": str(self.workdir / "data" / "tasks")
+            },
         }
         (self.etc / "glance-api-paste.ini").write_text(paste_ini())
         merged = {

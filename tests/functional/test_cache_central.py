@@ -194,9 +194,9 @@ def test_ids_longer_than_glance_records_are_served_not_cached(tmp_path):
     assert cache.get_cached_images() == []
 
 
-def test_the_command_on_a_central_cache(tmp_path, postgres):
-    url = postgres.create_database(f"c{uuid.uuid4().hex[:12]}")
-    conf = write_conf(
+def central_conf_file(tmp_path: Path, url: str) -> Path:
+    """A glance-api.conf with a centralized_db cache on ``url``."""
+    return write_conf(
         tmp_path / "glance-api.conf",
         {
             "DEFAULT": {
@@ -207,7 +207,11 @@ def test_the_command_on_a_central_cache(tmp_path, postgres):
             "database": {"connection": url},
         },
     )
-    args = ["--config-file", str(conf)]
+
+
+def test_the_command_on_a_central_cache(tmp_path, postgres):
+    url = postgres.create_database(f"c{uuid.uuid4().hex[:12]}")
+    args = ["--config-file", str(central_conf_file(tmp_path, url))]
     cache = central_cache(tmp_path / "cache", url)
     assert cache.cache_image_iter("img", iter([data("img")]), md5("img"))
     listed = json.loads(ok(*args, "--format", "json", "cache", "list").stdout)
@@ -229,17 +233,7 @@ def test_the_command_on_a_central_cache(tmp_path, postgres):
 
 
 def test_the_command_names_an_unreachable_database_in_one_line(tmp_path):
-    conf = write_conf(
-        tmp_path / "glance-api.conf",
-        {
-            "DEFAULT": {
-                "image_cache_dir": str(tmp_path / "cache"),
-                "image_cache_driver": "centralized_db",
-                "worker_self_reference_url": NODE,
-            },
-            "database": {"connection": "postgresql+psycopg2://u:s3cr3t@127.0.0.1:1/x"},
-        },
-    )
+    conf = central_conf_file(tmp_path, "postgresql+psycopg2://u:s3cr3t@127.0.0.1:1/x")
     err = fails(2, "--config-file", str(conf), "cache", "list", match="127.0.0.1:1")
     assert "s3cr3t" not in err
 

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from tests.functional.test_s3 import ACCESS_KEY, SECRET_KEY, make_store, objects
+from tests.functional.test_s3 import make_store, objects, s3_options
 from tests.glance_api import GlanceAPI
 
 BACKENDS = ["fast", "cloud"]
@@ -49,20 +49,10 @@ def glance(
             },
             "glance_store": {"default_backend": "fast"},
             "fast": {"filesystem_store_datadir": str(data / "fast")},
-            "cloud": {
-                "s3_store_host": s3_endpoint,
-                "s3_store_access_key": ACCESS_KEY,
-                "s3_store_secret_key": SECRET_KEY,
-                "s3_store_bucket": bucket,
-                "s3_store_create_bucket_on_put": "true",
-                "s3_store_bucket_url_format": "path",
-                # Small parts, so that a chunked upload is a real multipart one.
-                "s3_store_large_object_chunk_size": "5",
-            },
-            "os_glance_staging_store": {
-                "filesystem_store_datadir": str(data / "staging")
-            },
-            "os_glance_tasks_store": {"filesystem_store_datadir": str(data / "tasks")},
+            # Small parts, so that a chunked upload is a real multipart one.
+            "cloud": s3_options(
+                s3_endpoint, bucket, s3_store_large_object_chunk_size="5"
+            ),
         },
     )
     api.start()

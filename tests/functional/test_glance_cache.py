@@ -38,10 +38,6 @@ def glance(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GlanceAPI]:
             },
             "glance_store": {"default_backend": "fast"},
             "fast": {"filesystem_store_datadir": str(data / "fast")},
-            "os_glance_staging_store": {
-                "filesystem_store_datadir": str(data / "staging")
-            },
-            "os_glance_tasks_store": {"filesystem_store_datadir": str(data / "tasks")},
         },
         flavor="trusted+caching",
     )
