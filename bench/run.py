@@ -344,13 +344,13 @@ def cache_cases(
         if driver == "xattr":
             os.setxattr(d / "cache" / name, "user.hits", b"0")
         rows.append((name, now - i, now, 100, 0, None))
-    if isinstance(cache.driver, SqliteDriver):
-        db = cache.driver._db()
+    if isinstance(cache.records, SqliteDriver):
+        db = cache.records._db()
         db.execute("BEGIN")
         db.executemany("INSERT INTO cached_images VALUES (?, ?, ?, ?, ?, ?)", rows)
         db.execute("COMMIT")
-    if isinstance(cache.driver, central.CentralDbDriver):
-        central_rows(cache.driver, rows)
+    if isinstance(cache.records, central.CentralDbDriver):
+        central_rows(cache.records, rows)
     times, floor = [], []
     for r in range(5):
         for who in ("cache", "floor") if r % 2 == 0 else ("floor", "cache"):
@@ -359,7 +359,7 @@ def cache_cases(
                 listed = cache.get_cached_images()
                 times.append(time.perf_counter() - start)
             elif database:
-                bare_select(cache.driver)
+                bare_select(cache.records)
                 floor.append(time.perf_counter() - start)
             else:
                 bare_listing(d / "cache", driver)

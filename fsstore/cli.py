@@ -439,7 +439,7 @@ def cmd_cache_clean(args: argparse.Namespace, ctx: Context) -> int:
 
 def cmd_cache_size(args: argparse.Namespace, ctx: Context) -> int:
     size = ctx.cache.get_cache_size()
-    limit = ctx.cache.driver.max_size
+    limit = ctx.cache.max_size
     return _done(
         args,
         {"size": size, "max_size": limit},

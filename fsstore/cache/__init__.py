@@ -1,12 +1,13 @@
-"""The image cache: a facade, its drivers, read-through and prefetching."""
+"""The image cache: a facade, the cache directory, records drivers,
+read-through and prefetching."""
 
-from fsstore.cache.base import CachedImage, CacheDriver, CacheWriter, Problem
 from fsstore.cache.caching_store import CachingStore
 from fsstore.cache.image_cache import ImageCache
 from fsstore.cache.prefetcher import Prefetcher, PrefetchReport
+from fsstore.cache.records import CachedImage, Problem, RecordsDriver
+from fsstore.cache.writer import CacheWriter
 
 __all__ = [
-    "CacheDriver",
     "CacheWriter",
     "CachedImage",
     "CachingStore",
@@ -14,4 +15,5 @@ __all__ = [
     "PrefetchReport",
     "Prefetcher",
     "Problem",
+    "RecordsDriver",
 ]

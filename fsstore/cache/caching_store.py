@@ -56,7 +56,7 @@ class CachingStore:
     def _from_cache(
         self, image_id: str, offset: int, chunk_size: int | None
     ) -> tuple[Iterator[bytes], int]:
-        fd = self.cache.driver.open_entry(image_id)
+        fd = self.cache.open_entry(image_id)
         try:
             size = os.fstat(fd).st_size
             length = range_length(size, offset, chunk_size, f"image {image_id}")

@@ -1,7 +1,7 @@
 """The centralized_db cache driver: records in Glance's own database.
 
 Glance 33's default cache driver. The entry files stay in ``image_cache_dir``
-with the usual layout (see fsstore.cache.base); the records live in the
+with the usual layout (see fsstore.cache.directory); the records live in the
 database ``[database] connection`` names (an SQLAlchemy URL: sqlite,
 postgresql, mysql+pymysql), shared by every API node::
 
@@ -38,17 +38,18 @@ import datetime
 import logging
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from oslo_config import cfg
 
 from fsstore import exceptions
-from fsstore.cache.base import CachedImage, CacheDriver, Problem
+from fsstore.cache.records import CachedImage, Directory, RecordsDriver
 
 LOG = logging.getLogger(__name__)
 
 MAX_ID_LENGTH = 36  # cached_images.image_id is VARCHAR(36)
+DELETE_BATCH = 500  # ids per DELETE ... IN (...)
 
 OPTIONS = [
     (
@@ -133,8 +134,9 @@ def _epoch(moment: datetime.datetime | None) -> float:
     return moment.replace(tzinfo=datetime.UTC).timestamp()
 
 
-class CentralDbDriver(CacheDriver):
+class CentralDbDriver(RecordsDriver):
     NAME = "centralized_db"
+    max_id_length = MAX_ID_LENGTH
 
     def __init__(self, conf: cfg.ConfigOpts) -> None:
         register_opts(conf)
@@ -146,8 +148,8 @@ class CentralDbDriver(CacheDriver):
 
     # -- configuration ---------------------------------------------------
 
-    def configure(self) -> None:
-        super().configure()
+    def configure(self, directory: Directory) -> None:
+        super().configure(directory)
         try:
             import sqlalchemy as sa
         except ImportError:
@@ -243,7 +245,7 @@ class CentralDbDriver(CacheDriver):
                     self._pid = os.getpid()
         return self._engine
 
-    def _run(self, statement: Any, params: dict[str, Any] | None = None) -> Any:
+    def _run(self, statement: Any, params: Any = None) -> Any:
         """Execute one statement (atomic by itself); errors as one line.
 
         Race: the server may have closed a pooled connection (a restart, an
@@ -281,17 +283,9 @@ class CentralDbDriver(CacheDriver):
             clause = clause & (records.c.image_id == image_id)
         return clause
 
-    def is_entry_name(self, name: str) -> bool:
-        return len(name) <= MAX_ID_LENGTH and super().is_entry_name(name)
-
-    def is_entry_file_name(self, name: str) -> bool:
-        return len(name) <= MAX_ID_LENGTH and super().is_entry_file_name(name)
-
     # -- records ---------------------------------------------------------
 
-    def _record_commit(
-        self, image_id: str, size: int, checksum: str | None, fd: int
-    ) -> None:
+    def commit(self, image_id: str, size: int, checksum: str | None, fd: int) -> None:
         import sqlalchemy as sa
 
         now = _utcnow()
@@ -314,12 +308,18 @@ class CentralDbDriver(CacheDriver):
 
         self._retrying(replace)
 
-    def _record_delete(self, image_id: str) -> None:
+    def delete(self, image_ids: Sequence[str]) -> None:
         import sqlalchemy as sa
 
-        self._run(sa.delete(self._records).where(self._mine(image_id)))
+        records = self._records
+        # A prune of thousands is a few statements, each atomic by itself.
+        for start in range(0, len(image_ids), DELETE_BATCH):
+            batch = list(image_ids[start : start + DELETE_BATCH])
+            self._run(
+                sa.delete(records).where(self._mine() & records.c.image_id.in_(batch))
+            )
 
-    def _entries(self) -> list[CachedImage]:
+    def entries(self) -> list[CachedImage]:
         import sqlalchemy as sa
 
         r = self._records
@@ -343,10 +343,9 @@ class CentralDbDriver(CacheDriver):
                 checksum,
             )
             for image_id, size, hits, accessed, modified, checksum in rows
-            if self.is_entry_name(image_id)
         ]
 
-    def _total_size(self) -> int:
+    def total_size(self) -> int:
         import sqlalchemy as sa
 
         rows = self._run(
@@ -356,7 +355,7 @@ class CentralDbDriver(CacheDriver):
         )
         return int(rows[0][0])
 
-    def _count_hit(self, image_id: str, fd: int) -> None:
+    def hit(self, image_id: str, fd: int) -> None:
         try:
             self._hit.run(self._node_id, image_id)
         except Exception as exc:
@@ -364,31 +363,30 @@ class CentralDbDriver(CacheDriver):
                 f"cache database {self.shown_url}: {_one_line(exc)}"
             ) from None
 
-    def get_hit_count(self, image_id: str) -> int:
+    def hits(self, image_id: str) -> int:
         import sqlalchemy as sa
 
         rows = self._run(sa.select(self._records.c.hits).where(self._mine(image_id)))
         return int(rows[0][0]) if rows else 0
 
-    def _check_records(self, fix: bool) -> list[Problem]:
-        return self._reconcile({e.image_id: e for e in self._entries()}, fix)
-
-    def _record_adopt(self, files: dict[str, os.stat_result]) -> None:
+    def adopt(self, files: dict[str, os.stat_result]) -> None:
         import sqlalchemy as sa
 
-        for image_id, st in files.items():
-            self._run(
-                sa.insert(self._records).values(
-                    image_id=image_id,
-                    last_accessed=_from_epoch(st.st_atime),
-                    last_modified=_from_epoch(st.st_mtime),
-                    size=st.st_size,
-                    hits=0,
-                    node_reference_id=self._node_id,
-                )
-            )
+        rows = [
+            {
+                "image_id": image_id,
+                "last_accessed": _from_epoch(st.st_atime),
+                "last_modified": _from_epoch(st.st_mtime),
+                "size": st.st_size,
+                "hits": 0,
+                "node_reference_id": self._node_id,
+            }
+            for image_id, st in files.items()
+        ]
+        # Sent as multi-row INSERTs, not one round trip per file.
+        self._run(sa.insert(self._records), rows)
 
-    def _record_size(self, image_id: str, size: int) -> None:
+    def resize(self, image_id: str, size: int) -> None:
         import sqlalchemy as sa
 
         self._run(

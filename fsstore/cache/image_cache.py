@@ -1,21 +1,26 @@
-"""``ImageCache``: the cache facade, with Glance's operation names.
+"""``ImageCache``: the image cache's one facade, with Glance's operation names.
 
-It loads the driver named by ``image_cache_driver`` from the
-``fsstore.cache_drivers`` entry points (``sqlite`` by default, ``xattr``, or a
-third-party driver) and never falls back to another one: a driver that cannot
-work raises BadDriverConfiguration with the reason.
+It loads the records driver named by ``image_cache_driver`` from the
+``fsstore.cache_drivers`` entry points (``sqlite`` by default, ``xattr``,
+``centralized_db``, or a third-party driver) and never falls back to another
+one: a driver that cannot work raises BadDriverConfiguration with the
+reason. The cache directory (fsstore.cache.directory) does the work; the
+prefetch queue is fsstore.cache.queue.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any, BinaryIO
 
 from oslo_config import cfg
 
 from fsstore import exceptions
-from fsstore.cache.base import CachedImage, CacheDriver, Problem
+from fsstore.cache.directory import CacheDirectory
+from fsstore.cache.queue import PrefetchQueue
+from fsstore.cache.records import CachedImage, Problem, RecordsDriver
+from fsstore.cache.writer import CacheWriter
 from fsstore.hashing import DEFAULT_HASHING_ALGO
 from fsstore.location import without_credentials
 from fsstore.registry import load_driver, register_opts
@@ -26,17 +31,17 @@ CACHE_DRIVERS_NAMESPACE = "fsstore.cache_drivers"
 READ_CHUNK = 64 * 1024
 
 
-def load_cache_driver(conf: cfg.ConfigOpts) -> CacheDriver:
+def load_records_driver(conf: cfg.ConfigOpts) -> RecordsDriver:
+    """The records driver ``image_cache_driver`` names, not yet configured."""
     try:
         name = conf.image_cache_driver
     except (cfg.Error, ValueError) as exc:
         raise exceptions.BadDriverConfiguration("?", str(exc)) from None
     try:
-        driver_cls = load_driver(name, CACHE_DRIVERS_NAMESPACE, CacheDriver)
+        driver_cls = load_driver(name, CACHE_DRIVERS_NAMESPACE, RecordsDriver)
     except exceptions.DriverLoadFailure as exc:
         raise exceptions.BadDriverConfiguration(name, exc.reason) from None
-    driver = driver_cls(conf)
-    driver.configure()
+    driver: RecordsDriver = driver_cls(conf)
     return driver
 
 
@@ -45,14 +50,15 @@ class CachingIterator:
 
     ``caching`` tells whether this reader is the image's writer (False: the
     image is cached or being cached by someone else, or may not be cached).
+    The writer is committed when the source ends, failed when it raises, and
+    discarded when the consumer closes the iterator before the end.
     """
 
-    def __init__(self, writer_cm: Any, source: Iterable[bytes]) -> None:
-        self._cm = writer_cm
-        self._writer = writer_cm.__enter__()
-        self._source = iter(source)
+    def __init__(self, writer: CacheWriter | None, source: Iterable[bytes]) -> None:
+        self._writer = writer
+        self._source: Iterator[bytes] = iter(source)
         self._done = False
-        self.caching = self._writer is not None
+        self.caching = writer is not None
 
     def __iter__(self) -> CachingIterator:
         return self
@@ -63,27 +69,24 @@ class CachingIterator:
         try:
             chunk = next(self._source)
         except StopIteration:
-            self._finish(None)
+            self._end()
+            if self._writer is not None:
+                self._writer.commit()
             raise
         except BaseException as exc:
-            self._finish(exc)
+            self._end()
+            if self._writer is not None:
+                self._writer.fail(f"stream failed: {exc!r}")
             raise
         if self._writer is not None:
             self._writer.write(chunk)
         return chunk
 
-    def _finish(self, exc: BaseException | None) -> None:
-        if self._done:
-            return
+    def _end(self) -> None:
         self._done = True
         close = getattr(self._source, "close", None)
         if close is not None:
             close()
-        if exc is None:
-            self._cm.__exit__(None, None, None)
-        else:
-            # Suppresses nothing: the caller re-raises.
-            self._cm.__exit__(type(exc), exc, exc.__traceback__)
 
     @property
     def published(self) -> bool:
@@ -92,7 +95,9 @@ class CachingIterator:
     def close(self) -> None:
         """Stop early: the partial entry is discarded, not published."""
         if not self._done:
-            self._finish(GeneratorExit())
+            self._end()
+            if self._writer is not None:
+                self._writer.discard()
 
     def __del__(self) -> None:
         self.close()
@@ -104,34 +109,63 @@ class ImageCache:
     def __init__(self, conf: cfg.ConfigOpts) -> None:
         register_opts(conf)
         self.conf = conf
-        self.driver = load_cache_driver(conf)
+        records = load_records_driver(conf)
+        self._directory = CacheDirectory(conf, records)
+        self._directory.configure()
+        self._queue = PrefetchQueue(self._directory)
+
+    @property
+    def driver_name(self) -> str:
+        """The records driver's name (``image_cache_driver``)."""
+        return self._directory.name
+
+    @property
+    def records(self) -> RecordsDriver:
+        """The records driver itself, for tools that inspect its own state;
+        every cache operation is a method of ImageCache."""
+        return self._directory.records
+
+    @property
+    def base_dir(self) -> str:
+        return self._directory.base_dir
+
+    @property
+    def max_size(self) -> int:
+        return self._directory.max_size
 
     # -- queries -------------------------------------------------------------
 
     def is_cached(self, image_id: str) -> bool:
-        return self.driver.is_cached(image_id)
+        return self._directory.is_cached(image_id)
 
     def is_queued(self, image_id: str) -> bool:
-        return self.driver.is_queued(image_id)
+        return self._queue.is_queued(image_id)
 
     def is_being_cached(self, image_id: str) -> bool:
-        return self.driver.is_being_cached(image_id)
+        return self._directory.is_being_cached(image_id)
 
     def is_cacheable(self, image_id: str) -> bool:
-        return self.driver.is_cacheable(image_id)
+        directory = self._directory
+        return (
+            directory.is_entry_name(validate_image_id(image_id))
+            and not directory.is_cached(image_id)
+            and not directory.is_being_cached(image_id)
+        )
 
     def get_cache_size(self) -> int:
-        return self.driver.get_cache_size()
+        return self._directory.records.total_size()
 
     def get_hit_count(self, image_id: str) -> int:
         validate_image_id(image_id)
-        return self.driver.get_hit_count(image_id)
+        if not self._directory.is_entry_name(image_id):
+            return 0
+        return self._directory.records.hits(image_id)
 
     def get_cached_images(self) -> list[CachedImage]:
-        return self.driver.get_cached_images()
+        return sorted(self._directory.entries())
 
     def get_queued_images(self) -> list[str]:
-        return self.driver.get_queued_images()
+        return self._queue.images()
 
     # -- queue ---------------------------------------------------------------
 
@@ -151,7 +185,7 @@ class ImageCache:
         ``allow_unverified`` says otherwise by name. A location's credentials
         are never recorded (the stores use their configured ones).
         """
-        return self.driver.queue_image(
+        return self._queue.add(
             image_id,
             location=None if location is None else without_credentials(location),
             checksum=checksum,
@@ -161,37 +195,82 @@ class ImageCache:
         )
 
     def queued_image_info(self, image_id: str) -> dict[str, Any]:
-        return self.driver.queued_image_info(image_id)
+        return self._queue.info(image_id)
 
     def delete_queued_image(self, image_id: str) -> bool:
-        return self.driver.delete_queued_image(image_id)
+        return self._queue.remove(image_id)
 
     def delete_all_queued_images(self) -> int:
-        return self.driver.delete_all_queued_images()
+        return self._queue.clear()
 
     # -- entries -------------------------------------------------------------
 
     def delete_cached_image(self, image_id: str) -> bool:
-        return self.driver.delete_cached_image(image_id)
+        return self._directory.delete(image_id)
 
     def delete_all_cached_images(self) -> int:
-        return self.driver.delete_all_cached_images()
+        return self._directory.delete_all()
 
     def prune(self) -> tuple[int, int]:
-        return self.driver.prune()
+        """Evict LRU entries until the cache fits its limit: (files, bytes)."""
+        return self._directory.prune()
 
     def clean(self, stall_time: int | None = None) -> tuple[int, int]:
-        return self.driver.clean(stall_time)
+        """Reap ``invalid/``, crashed writers' ``incomplete/`` files and
+        crashed queue writes: (invalid files, incomplete files) removed."""
+        self._queue.clean(
+            self._directory.stall_time if stall_time is None else stall_time
+        )
+        return self._directory.clean(stall_time)
 
     def check(self, fix: bool = False) -> list[Problem]:
-        return self.driver.check(fix)
+        """Reconcile the records with the files; with ``fix``, repair."""
+        return self._directory.check(fix)
+
+    def mark_invalid(self, image_id: str, reason: str) -> None:
+        """Put an image that failed to cache (e.g. a prefetch) in ``invalid/``."""
+        self._directory.invalidate(image_id, reason)
 
     # -- data ----------------------------------------------------------------
 
-    def open_for_read(
-        self, image_id: str
-    ) -> contextlib.AbstractContextManager[BinaryIO]:
-        return self.driver.open_for_read(image_id)
+    def open_for_read(self, image_id: str) -> BinaryIO:
+        """The cached image as a file (and context manager); closing it
+        records the hit. NotFound when it is not cached."""
+        return self._directory.open_for_read(image_id)
+
+    def open_entry(self, image_id: str) -> int:
+        """The cached image as a file descriptor, its hit recorded already.
+        NotFound when it is not cached."""
+        return self._directory.open_entry(image_id)
+
+    def start_write(
+        self,
+        image_id: str,
+        checksum: str | None = None,
+        multihash: str | None = None,
+        hashing_algo: str = DEFAULT_HASHING_ALGO,
+        size: int = 0,
+        allow_unverified: bool = False,
+    ) -> CacheWriter | None:
+        """A writer for ``image_id`` (see fsstore.cache.writer), or None when
+        it must not be cached now: cached, being cached by another writer, an
+        id the records cannot hold, or ``size`` larger than the cache.
+
+        The entry is published by ``commit()`` if the data matched
+        ``checksum`` / ``multihash``. Without either digest there is nothing
+        to verify against: Invalid, unless ``allow_unverified`` says so by
+        name, and then the entry is recorded without a checksum
+        (``CachedImage.verified`` is False).
+        """
+        validate_image_id(image_id)
+        if not (checksum or multihash or allow_unverified):
+            raise exceptions.Invalid(
+                f"image {image_id} has no checksum or multihash to verify it "
+                "against; give one, or allow unverified caching explicitly"
+            )
+        return self._directory.start_write(
+            image_id, checksum, multihash, hashing_algo, size
+        )
 
     def open_for_write(
         self,
@@ -201,10 +280,14 @@ class ImageCache:
         hashing_algo: str = DEFAULT_HASHING_ALGO,
         size: int = 0,
         allow_unverified: bool = False,
-    ) -> Any:
-        return self.driver.open_for_write(
+    ) -> contextlib.AbstractContextManager[CacheWriter | None]:
+        """``start_write`` as a context manager: a clean exit commits, an
+        exception fails the entry into ``invalid/``; None when it must not
+        be cached now."""
+        writer = self.start_write(
             image_id, checksum, multihash, hashing_algo, size, allow_unverified
         )
+        return contextlib.nullcontext() if writer is None else writer
 
     def get_caching_iter(
         self,
@@ -226,13 +309,11 @@ class ImageCache:
         """
         validate_image_id(image_id)
         if not (checksum or multihash or allow_unverified):
-            return CachingIterator(contextlib.nullcontext(None), iterator)
-        return CachingIterator(
-            self.open_for_write(
-                image_id, checksum, multihash, hashing_algo, size, allow_unverified
-            ),
-            iterator,
+            return CachingIterator(None, iterator)
+        writer = self.start_write(
+            image_id, checksum, multihash, hashing_algo, size, allow_unverified
         )
+        return CachingIterator(writer, iterator)
 
     def cache_image_iter(
         self,
@@ -247,17 +328,18 @@ class ImageCache:
         """Cache everything ``iterator`` yields; True if it was published.
 
         Invalid without ``checksum`` or ``multihash``, unless
-        ``allow_unverified`` (see open_for_write).
+        ``allow_unverified`` (see start_write).
         """
-        with self.open_for_write(
+        writer = self.start_write(
             image_id, checksum, multihash, hashing_algo, size, allow_unverified
-        ) as w:
-            if w is None:
-                return False
+        )
+        if writer is None:
+            return False
+        with writer:
             # The writer copies what it keeps: views are enough.
             for view in CheckedSource(iterator, image_id, size).views():
-                w.write(view)
-        return w.published
+                writer.write(view)
+        return writer.published
 
     def cache_image_file(
         self,

@@ -78,7 +78,7 @@ class Prefetcher:
                 if writer is None:
                     # Cached, or being cached by another writer (whose commit
                     # dequeues it), or larger than the whole cache.
-                    if length > self.cache.driver.max_size:
+                    if length > self.cache.max_size:
                         raise exceptions.Invalid(
                             f"image {image_id} ({length} bytes) is larger than "
                             "image_cache_max_size"
@@ -110,8 +110,8 @@ class Prefetcher:
                 except Exception as exc:  # one bad image must not stop the rest
                     LOG.error("prefetch of %s failed: %s", image_id, exc)
                     report.failed[image_id] = str(exc)
-                    if not self.cache.driver.is_cached(image_id):
-                        self.cache.driver.mark_invalid(image_id, str(exc))
+                    if not self.cache.is_cached(image_id):
+                        self.cache.mark_invalid(image_id, str(exc))
                     self.cache.delete_queued_image(image_id)
                     ok = False
                 else:

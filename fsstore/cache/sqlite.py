@@ -28,12 +28,13 @@ import os
 import sqlite3
 import threading
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from oslo_config import cfg
 
 from fsstore import exceptions
-from fsstore.cache.base import CachedImage, CacheDriver, Problem
+from fsstore.cache.records import CachedImage, Directory, Problem, RecordsDriver
 from fsstore.store import RESERVED_PREFIX
 
 SCHEMA = """
@@ -60,15 +61,16 @@ def _identity(st: os.stat_result) -> tuple[int, int]:
     return st.st_dev, st.st_ino
 
 
-class SqliteDriver(CacheDriver):
+class SqliteDriver(RecordsDriver):
     NAME = "sqlite"
 
     def __init__(self, conf: cfg.ConfigOpts) -> None:
         super().__init__(conf)
         self._local = threading.local()
 
-    def configure(self) -> None:
-        super().configure()
+    def configure(self, directory: Directory) -> None:
+        super().configure(directory)
+        self.db_path = directory.db_path
         try:
             self._execute(SCHEMA)  # an empty file, or one Glance never used
         except exceptions.BackendException as exc:
@@ -128,7 +130,7 @@ class SqliteDriver(CacheDriver):
             return conn, _identity(os.stat(self.db_path))
         # Race: several processes may find the file missing at once; under
         # the lock, only the first creates it and rebuilds its records.
-        with self.lock():
+        with self.directory.lock():
             created = not os.path.exists(self.db_path)
             if created:
                 # Left by a deleted database: a new one must not replay them.
@@ -156,7 +158,7 @@ class SqliteDriver(CacheDriver):
         Caller holds the lock."""
         recorded = {r[0] for r in conn.execute("SELECT image_id FROM cached_images")}
         added = 0
-        for image_id, st in self.scan_entry_files():
+        for image_id, st in self.directory.scan_entry_files():
             if image_id in recorded:
                 continue
             conn.execute(
@@ -177,9 +179,7 @@ class SqliteDriver(CacheDriver):
         except sqlite3.Error as exc:
             raise self._error(exc) from None
 
-    def _record_commit(
-        self, image_id: str, size: int, checksum: str | None, fd: int
-    ) -> None:
+    def commit(self, image_id: str, size: int, checksum: str | None, fd: int) -> None:
         now = time.time()
         self._execute(
             "INSERT OR REPLACE INTO cached_images "
@@ -188,21 +188,31 @@ class SqliteDriver(CacheDriver):
             (image_id, now, now, size, checksum),
         )
 
-    def _record_delete(self, image_id: str) -> None:
-        self._execute("DELETE FROM cached_images WHERE image_id = ?", (image_id,))
+    def delete(self, image_ids: Sequence[str]) -> None:
+        db = self._db()
+        try:
+            # One transaction: a prune of thousands is one commit.
+            with db:
+                db.execute("BEGIN IMMEDIATE")
+                db.executemany(
+                    "DELETE FROM cached_images WHERE image_id = ?",
+                    [(image_id,) for image_id in image_ids],
+                )
+        except sqlite3.Error as exc:
+            raise self._error(exc) from None
 
-    def _entries(self) -> list[CachedImage]:
+    def entries(self) -> list[CachedImage]:
         # Rows come out in CachedImage's field order with NULLs already
         # replaced, so each becomes one without a Python-level constructor.
         rows = self._execute(f"SELECT {LISTED} FROM cached_images")
-        is_entry_name, new = self.is_entry_name, tuple.__new__
-        return [new(CachedImage, r) for r in rows if is_entry_name(r[0])]
+        new = tuple.__new__
+        return [new(CachedImage, r) for r in rows]
 
-    def _total_size(self) -> int:
+    def total_size(self) -> int:
         [(total,)] = self._execute("SELECT COALESCE(SUM(size), 0) FROM cached_images")
         return int(total)
 
-    def _count_hit(self, image_id: str, fd: int) -> None:
+    def hit(self, image_id: str, fd: int) -> None:
         self._execute(
             "UPDATE cached_images SET hits = hits + 1, last_accessed = ? "
             "WHERE image_id = ?",
@@ -210,28 +220,28 @@ class SqliteDriver(CacheDriver):
             check=False,
         )
 
-    def get_hit_count(self, image_id: str) -> int:
+    def hits(self, image_id: str) -> int:
         rows = self._execute(
             "SELECT hits FROM cached_images WHERE image_id = ?", (image_id,)
         )
         return int(rows[0][0]) if rows else 0
 
-    def _check_records(self, fix: bool) -> list[Problem]:
+    def check(self, fix: bool) -> list[Problem]:
         try:
-            records = {e.image_id: e for e in self._entries()}
+            self.entries()
         except exceptions.BackendException as exc:
             if not fix:
                 return [Problem("damaged-records", None, str(exc))]
             return [Problem("damaged-records", None, self._replace_damaged(str(exc)))]
-        return self._reconcile(records, fix)
+        return super().check(fix)
 
-    def _record_adopt(self, files: dict[str, os.stat_result]) -> None:
+    def adopt(self, files: dict[str, os.stat_result]) -> None:
         try:
             self._rebuild(self._db())
         except sqlite3.Error as exc:
             raise self._error(exc) from None
 
-    def _record_size(self, image_id: str, size: int) -> None:
+    def resize(self, image_id: str, size: int) -> None:
         self._execute(
             "UPDATE cached_images SET size = ? WHERE image_id = ?", (size, image_id)
         )
@@ -243,9 +253,8 @@ class SqliteDriver(CacheDriver):
         if getattr(local, "pid", None) == os.getpid():
             local.conn.close()
             local.pid = None
-        assert self.base_dir is not None
         aside = os.path.join(
-            self.base_dir,
+            self.directory.base_dir,
             f"{RESERVED_PREFIX}damaged-{os.path.basename(self.db_path)}-"
             f"{time.strftime('%Y%m%dT%H%M%S')}",
         )

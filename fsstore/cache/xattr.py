@@ -20,10 +20,11 @@ import fcntl
 import os
 import secrets
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 
 from fsstore import exceptions
-from fsstore.cache.base import INCOMPLETE, CachedImage, CacheDriver, Problem
+from fsstore.cache.directory import INCOMPLETE
+from fsstore.cache.records import CachedImage, Directory, Problem, RecordsDriver
 
 HITS = "user.hits"
 CHECKSUM = "user.checksum"
@@ -53,47 +54,47 @@ def _read_checksum(path: str) -> str | None:
         return None
 
 
-class XattrDriver(CacheDriver):
+class XattrDriver(RecordsDriver):
     NAME = "xattr"
 
-    def configure(self) -> None:
-        super().configure()
-        probe = self.path(f".fsstore-xattr-probe-{secrets.token_hex(8)}", INCOMPLETE)
+    def configure(self, directory: Directory) -> None:
+        super().configure(directory)
+        probe = directory.path(
+            f".fsstore-xattr-probe-{secrets.token_hex(8)}", INCOMPLETE
+        )
         try:
             with open(probe, "wb") as f:
                 os.setxattr(f.fileno(), HITS, b"0")
         except OSError as exc:
             raise exceptions.BadDriverConfiguration(
                 self.NAME,
-                f"the file system of {self.base_dir} does not support user "
+                f"the file system of {directory.base_dir} does not support user "
                 f"extended attributes ({exc.strerror})",
             ) from None
         finally:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(probe)
 
-    def _record_commit(
-        self, image_id: str, size: int, checksum: str | None, fd: int
-    ) -> None:
+    def commit(self, image_id: str, size: int, checksum: str | None, fd: int) -> None:
         os.setxattr(fd, HITS, b"0")
         if checksum:
             os.setxattr(fd, CHECKSUM, checksum.encode())
 
-    def _record_delete(self, image_id: str) -> None:
+    def delete(self, image_ids: Sequence[str]) -> None:
         pass  # the records went with the file
 
     def _scan(self) -> Iterator[tuple[str, os.stat_result, int | None]]:
         """(image id, lstat result, hits) of every entry: every entry file
         that has ``user.hits``. getxattr has no *at() form: it takes the
         path."""
-        base = self.base_dir
-        for name, st in self.scan_entry_files():
+        base = self.directory.base_dir
+        for name, st in self.directory.scan_entry_files():
             hits = _read_hits(f"{base}/{name}")
             if hits != _NOT_AN_ENTRY:
                 yield name, st, hits
 
-    def _entries(self) -> list[CachedImage]:
-        base, new = self.base_dir, tuple.__new__
+    def entries(self) -> list[CachedImage]:
+        base, new = self.directory.base_dir, tuple.__new__
         return [
             new(
                 CachedImage,
@@ -109,18 +110,13 @@ class XattrDriver(CacheDriver):
             for name, st, hits in self._scan()
         ]
 
-    def _total_size(self) -> int:
+    def total_size(self) -> int:
         return sum(st.st_size for _, st, _ in self._scan())
 
-    def is_cached(self, image_id: str) -> bool:
-        return super().is_cached(image_id) and (
-            _read_hits(self.path(image_id)) != _NOT_AN_ENTRY
-        )
+    def is_entry(self, target: int | str) -> bool:
+        return _read_hits(target) != _NOT_AN_ENTRY
 
-    def _is_entry_fd(self, fd: int) -> bool:
-        return _read_hits(fd) != _NOT_AN_ENTRY
-
-    def _count_hit(self, image_id: str, fd: int) -> None:
+    def hit(self, image_id: str, fd: int) -> None:
         fcntl.flock(fd, fcntl.LOCK_EX)
         try:
             hits = max(_read_hits(fd) or 0, 0) + 1
@@ -129,16 +125,14 @@ class XattrDriver(CacheDriver):
         finally:
             fcntl.flock(fd, fcntl.LOCK_UN)
 
-    def get_hit_count(self, image_id: str) -> int:
-        if not self.is_entry_name(image_id):
-            return 0
-        return max(_read_hits(self.path(image_id)) or 0, 0)
+    def hits(self, image_id: str) -> int:
+        return max(_read_hits(self.directory.path(image_id)) or 0, 0)
 
-    def _check_records(self, fix: bool) -> list[Problem]:
+    def check(self, fix: bool) -> list[Problem]:
         problems = []
         for image_id, _, hits in sorted(self._scan()):
             if hits is None:
-                path = self.path(image_id)
+                path = self.directory.path(image_id)
                 problems.append(Problem("bad-hits", image_id, f"no valid {HITS}"))
                 if fix:
                     os.setxattr(path, HITS, b"0")

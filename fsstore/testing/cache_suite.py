@@ -73,7 +73,7 @@ class CacheDriverConformanceTests:
             return f.read()
 
     def names(self, cache: ImageCache, sub: str) -> list[str]:
-        return sorted(os.listdir(os.path.join(cache.driver.base_dir, sub)))
+        return sorted(os.listdir(os.path.join(cache.base_dir, sub)))
 
     # -- basics --------------------------------------------------------------
 
@@ -198,6 +198,68 @@ class CacheDriverConformanceTests:
         assert b"".join(first) == data
         assert self.read(cache, "img") == data
 
+    def test_writer_is_ended_explicitly(self, cache: ImageCache) -> None:
+        data = payload(64 * KiB)
+        writer = cache.start_write("kept", md5(data))
+        assert writer is not None
+        writer.write(data)
+        assert cache.is_being_cached("kept") and not cache.is_cached("kept")
+        assert cache.start_write("kept", md5(data)) is None  # one writer
+        assert writer.commit() is True
+        assert cache.is_cached("kept") and not cache.is_being_cached("kept")
+        # Ending twice changes nothing: the first end is the one that counts.
+        writer.discard()
+        writer.fail("late")
+        assert writer.commit() is True
+        assert self.read(cache, "kept") == data
+
+        dropped = cache.start_write("dropped", md5(data))
+        assert dropped is not None
+        dropped.write(data[:100])
+        dropped.discard()
+        assert not cache.is_cached("dropped") and cache.is_cacheable("dropped")
+
+        failed = cache.start_write("failed", md5(data))
+        assert failed is not None
+        failed.write(data[:100])
+        failed.fail("the source reset the connection")
+        assert not cache.is_cached("failed")
+
+        short = cache.start_write("short", md5(data))
+        assert short is not None
+        short.write(data[:100])
+        assert short.commit() is False
+        assert short.rejected is not None and "does not match" in short.rejected
+        assert self.names(cache, "incomplete") == []
+        assert self.names(cache, "invalid") == ["failed", "short"]
+        assert [e.image_id for e in cache.get_cached_images()] == ["kept"]
+
+    def test_writer_needs_a_digest_unless_unverified_is_named(
+        self, cache: ImageCache
+    ) -> None:
+        with pytest.raises(exceptions.Invalid, match="no checksum or multihash"):
+            cache.start_write("img")
+        writer = cache.start_write("img", allow_unverified=True)
+        assert writer is not None
+        writer.write(b"data")
+        assert writer.commit()
+        [entry] = cache.get_cached_images()
+        assert not entry.verified
+
+    def test_writer_as_a_context_manager(self, cache: ImageCache) -> None:
+        with cache.open_for_write("img", md5(b"abc")) as writer:
+            assert writer is not None
+            writer.write(b"abc")
+        assert writer.published and cache.is_cached("img")
+        with pytest.raises(ValueError), cache.open_for_write("bad", md5(b"x")) as w:
+            assert w is not None
+            w.write(b"x")
+            raise ValueError("the stream broke")
+        assert not cache.is_cached("bad")
+        assert self.names(cache, "invalid") == ["bad"]
+        with cache.open_for_write("img", md5(b"abc")) as again:
+            assert again is None  # cached already
+
     # -- size limit ------------------------------------------------------------
 
     def test_commit_evicts_least_recently_used(
@@ -242,6 +304,21 @@ class CacheDriverConformanceTests:
         assert {r.image_id for r in smaller.get_cached_images()} == {"a", "d"}
         assert smaller.prune() == (0, 0)
 
+    def test_prune_of_many_entries(self, make_cache: Callable[..., ImageCache]) -> None:
+        cache = make_cache()
+        for i in range(60):
+            self.put(cache, f"img{i:02d}", payload(KiB, seed=i))
+        for i in range(50, 60):
+            self.read(cache, f"img{i:02d}")  # the ten most recently used
+        smaller = make_cache(image_cache_max_size=10 * KiB)
+        assert smaller.prune() == (50, 50 * KiB)
+        kept = [f"img{i:02d}" for i in range(50, 60)]
+        assert [r.image_id for r in smaller.get_cached_images()] == kept
+        assert smaller.get_cache_size() == 10 * KiB
+        assert smaller.check() == []
+        assert smaller.delete_all_cached_images() == 10
+        assert smaller.get_cached_images() == [] and smaller.get_cache_size() == 0
+
     # -- queue -----------------------------------------------------------------
 
     def test_queue(self, cache: ImageCache) -> None:
@@ -283,7 +360,7 @@ class CacheDriverConformanceTests:
     # -- only images count ---------------------------------------------------------
 
     def test_only_images_count(self, cache: ImageCache) -> None:
-        base = Path(cache.driver.base_dir)
+        base = Path(cache.base_dir)
         junk = [
             "image_cache_db_init",
             "cache.db-journal",
@@ -330,7 +407,7 @@ class CacheDriverConformanceTests:
     def test_clean_reaps_crashed_but_never_live_writers(
         self, cache: ImageCache
     ) -> None:
-        base = Path(cache.driver.base_dir)
+        base = Path(cache.base_dir)
         (base / "incomplete" / "crashed").write_bytes(b"partial")
         live = base / "incomplete" / "live"
         live.write_bytes(b"being written")

@@ -401,8 +401,8 @@ def test_cache_from_an_unmodified_glance_sample(tmp_path, driver):
     conf_file = tmp_path / "glance-api.conf"
     conf_file.write_text(text)
     cache = ImageCache(load_conf(conf_file))
-    assert (driver or "sqlite") == cache.driver.NAME
-    assert cache.driver.max_size == 10737418240
+    assert (driver or "sqlite") == cache.driver_name
+    assert cache.max_size == 10737418240
     assert cache.cache_image_iter("img", iter([b"data"]), md5(b"data"))
     assert (tmp_path / "cache" / "img").read_bytes() == b"data"
 
@@ -429,3 +429,28 @@ def test_large_entries(tmp_path, driver):
     assert not cache.is_cached("huge")
     assert os.listdir(tmp_path / "cache" / "incomplete") == []
     assert [r.image_id for r in cache.get_cached_images()] == ["big"]
+
+
+@pytest.mark.parametrize("end", ["discard", "fail", "commit"])
+def test_a_writer_past_the_pipeline_threshold_ends_its_threads(tmp_path, end):
+    # Past PIPELINE_THRESHOLD the writer hashes and writes on threads of its
+    # own; every way of ending it must stop them and release the file.
+    import threading
+
+    from fsstore.pipeline import PIPELINE_THRESHOLD
+
+    cache = make(tmp_path / "cache")
+    data = payload(PIPELINE_THRESHOLD + 3 * 1024 * 1024)
+    before = threading.active_count()
+    writer = cache.start_write("img", md5(data))
+    assert writer is not None
+    for start in range(0, len(data), 1024 * 1024):
+        writer.write(data[start : start + 1024 * 1024])
+    assert threading.active_count() > before
+    getattr(writer, end)(*(["stream broke"] if end == "fail" else []))
+    assert threading.active_count() == before
+    assert cache.is_cached("img") == (end == "commit")
+    assert os.listdir(tmp_path / "cache" / "incomplete") == []
+    assert os.listdir(tmp_path / "cache" / "invalid") == (
+        ["img"] if end == "fail" else []
+    )

@@ -90,7 +90,7 @@ def test_example_beside_the_filesystem_store(tmp_path):
 
 def test_cache_with_the_example_driver_from_config(tmp_path):
     cache = ImageCache(make_cache_conf(tmp_path / "cache", "example_json"))
-    assert type(cache.driver).__name__ == "JsonRecordsDriver"
+    assert type(cache.records).__name__ == "JsonRecordsDriver"
     assert cache.cache_image_iter("img", iter([b"cached"]), allow_unverified=True)
     with cache.open_for_read("img") as f:
         assert f.read() == b"cached"
@@ -139,6 +139,6 @@ def test_broken_cache_plugin(tmp_path):
     conf = make_cache_conf(tmp_path, "broken_not_a_driver")
     with pytest.raises(
         exceptions.BadDriverConfiguration,
-        match="'broken_not_a_driver'.*not a subclass of fsstore.cache.base.CacheDriver",
+        match="'broken_not_a_driver'.*not a subclass of fsstore.cache.records.RecordsDriver",
     ):
         ImageCache(conf)

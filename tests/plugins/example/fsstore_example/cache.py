@@ -1,8 +1,8 @@
 """``example_json``: a cache driver that keeps its records in one JSON file.
 
 The layout, the one-writer protocol, verification, eviction and locking all
-come from fsstore.cache.base.CacheDriver; a driver only says where its
-records live. Here they live in ``.fsstore-example-records.json`` (the
+belong to the cache directory; a driver only keeps the records
+(fsstore.cache.records.RecordsDriver). Here they live in ``.fsstore-example-records.json`` (the
 ``.fsstore-`` prefix keeps it from ever counting as an image), read and
 written under an exclusive flock of its own.
 """
@@ -14,20 +14,20 @@ import fcntl
 import json
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
-from fsstore.cache.base import CachedImage, CacheDriver, Problem
+from fsstore.cache.records import CachedImage, RecordsDriver
 
 RECORDS = ".fsstore-example-records.json"
 
 
-class JsonRecordsDriver(CacheDriver):
+class JsonRecordsDriver(RecordsDriver):
     NAME = "example_json"
 
     @contextlib.contextmanager
     def _records(self) -> Iterator[dict[str, dict[str, Any]]]:
-        path = self.path(RECORDS)
+        path = self.directory.path(RECORDS)
         fd = os.open(path + ".lock", os.O_RDWR | os.O_CREAT, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
@@ -47,9 +47,9 @@ class JsonRecordsDriver(CacheDriver):
             os.close(fd)
 
     def reserved_names(self) -> set[str]:
-        return super().reserved_names() | {RECORDS, RECORDS + ".lock"}
+        return {RECORDS, RECORDS + ".lock"}
 
-    def _record_commit(self, image_id: str, size: int, checksum: str, fd: int) -> None:
+    def commit(self, image_id: str, size: int, checksum: str | None, fd: int) -> None:
         now = time.time()
         with self._records() as records:
             records[image_id] = {
@@ -60,11 +60,12 @@ class JsonRecordsDriver(CacheDriver):
                 "last_modified": now,
             }
 
-    def _record_delete(self, image_id: str) -> None:
+    def delete(self, image_ids: Sequence[str]) -> None:
         with self._records() as records:
-            records.pop(image_id, None)
+            for image_id in image_ids:
+                records.pop(image_id, None)
 
-    def _entries(self) -> list[CachedImage]:
+    def entries(self) -> list[CachedImage]:
         with self._records() as records:
             return [
                 CachedImage(
@@ -78,36 +79,35 @@ class JsonRecordsDriver(CacheDriver):
                 for i, r in records.items()
             ]
 
-    def _total_size(self) -> int:
+    def total_size(self) -> int:
         with self._records() as records:
             return sum(r["size"] for r in records.values())
 
-    def _count_hit(self, image_id: str, fd: int) -> None:
+    def hit(self, image_id: str, fd: int) -> None:
         with self._records() as records:
             if image_id in records:
                 records[image_id]["hits"] += 1
                 records[image_id]["last_accessed"] = time.time()
 
-    def get_hit_count(self, image_id: str) -> int:
+    def hits(self, image_id: str) -> int:
         with self._records() as records:
             return records.get(image_id, {}).get("hits", 0)
 
-    def _check_records(self, fix: bool) -> list[Problem]:
-        files = self.entry_files()
-        problems = []
+    # check() is the base class's: it reconciles these records with the
+    # entry files through adopt() and resize().
+
+    def adopt(self, files: dict[str, os.stat_result]) -> None:
         with self._records() as records:
-            for image_id in sorted(records.keys() - files.keys()):
-                problems.append(Problem("missing-file", image_id, "recorded, no file"))
-                if fix:
-                    del records[image_id]
-            for image_id in sorted(files.keys() - records.keys()):
-                st = files[image_id]
-                problems.append(Problem("unrecorded-file", image_id, "no record"))
-                if fix:
-                    records[image_id] = {
-                        "size": st.st_size,
-                        "hits": 0,
-                        "last_accessed": st.st_atime,
-                        "last_modified": st.st_mtime,
-                    }
-        return problems
+            for image_id, st in files.items():
+                records[image_id] = {
+                    "size": st.st_size,
+                    "hits": 0,
+                    "checksum": None,
+                    "last_accessed": st.st_atime,
+                    "last_modified": st.st_mtime,
+                }
+
+    def resize(self, image_id: str, size: int) -> None:
+        with self._records() as records:
+            if image_id in records:
+                records[image_id]["size"] = size

@@ -1,0 +1,215 @@
+"""``CacheWriter``: one image's bytes on their way into the cache.
+
+A writer is handed out by the cache directory to the one process and thread
+that holds the image's ``incomplete/`` lock (see fsstore.cache.directory).
+Its owner ends it exactly once, explicitly:
+
+* ``commit()`` when the stream ended: the data is verified and, if it
+  matches, published (False when it was not: ``rejected`` or ``abandoned``
+  says why);
+* ``discard()`` when the consumer stopped early: the partial file goes;
+* ``fail(reason)`` when the stream failed: the file moves to ``invalid/``.
+
+Used as a context manager, a clean exit commits and an exception fails; an
+owner that already ended it explicitly is left alone. Caching never raises
+into the stream: a write error, a full disk or a failed commit only leave
+the image uncached.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from types import TracebackType
+from typing import Any, Protocol
+
+from fsstore.hashing import ImageHasher
+from fsstore.pipeline import PIPELINE_THRESHOLD, WriteFailed, WritePipeline
+from fsstore.streams import byte_view
+
+LOG = logging.getLogger(__name__)
+
+
+class Publisher(Protocol):
+    """What a writer asks of its cache directory when it ends."""
+
+    max_size: int
+
+    def publish(self, writer: CacheWriter) -> bool: ...
+
+    def discard(self, image_id: str) -> None: ...
+
+    def invalidate(self, image_id: str, reason: str) -> None: ...
+
+
+class CacheWriter:
+    """Receives one image's bytes for the cache; see the module docstring."""
+
+    def __init__(
+        self,
+        directory: Publisher,
+        image_id: str,
+        fd: int,
+        checksum: str | None,
+        multihash: str | None,
+        hashing_algo: str,
+    ) -> None:
+        self._directory = directory
+        self.image_id = image_id
+        self.fd = fd
+        self.expected_checksum = checksum.lower() if checksum else None
+        self.expected_multihash = multihash.lower() if multihash else None
+        self.hasher = ImageHasher(hashing_algo)
+        self.size = 0
+        self.abandoned: str | None = None  # why caching was given up, if it was
+        self.checksum = ""
+        self.published = False
+        self.rejected: str | None = None  # why verification refused the data
+        self.ended = False
+        self._head: list[bytes] = []
+        self._pipeline: WritePipeline | None = None
+
+    # -- data ------------------------------------------------------------------
+
+    def write(self, chunk: Any) -> None:
+        """Add ``chunk`` (bytes-like); never raises for a cache problem
+        (caching stops instead), Invalid for a chunk that is not bytes-like.
+
+        The first PIPELINE_THRESHOLD bytes are held back (copied: the caller
+        may reuse its buffer); a larger image then goes through the
+        WritePipeline (digests and an O_DIRECT writer in threads of their
+        own), a smaller one is written at the end.
+        """
+        view = byte_view(chunk, self.image_id)
+        if self.abandoned or self.ended:
+            return
+        self.size += view.nbytes
+        if self.size > self._directory.max_size:
+            self._abandon("larger than image_cache_max_size")
+            return
+        try:
+            if self._pipeline is not None:
+                self._pipeline.feed(view)
+                return
+            self._head.append(chunk if type(chunk) is bytes else bytes(view))
+            if self.size > PIPELINE_THRESHOLD:
+                self._pipeline = WritePipeline(self.fd, self.hasher.digests(), True)
+                head, self._head = self._head, []
+                for piece in head:
+                    self._pipeline.feed(piece)
+        except WriteFailed as exc:
+            self._abandon(f"write failed: {exc}")
+
+    def _flush(self) -> None:
+        """Write out whatever is held back; abandons on a write error."""
+        try:
+            if self._pipeline is not None:
+                self._pipeline.finish()
+                return
+            for piece in self._head:
+                self.hasher.update(piece)
+                view = memoryview(piece)
+                while view:
+                    view = view[os.write(self.fd, view) :]
+            self._head = []
+        except (WriteFailed, OSError) as exc:
+            self._abandon(f"write failed: {exc}")
+
+    def _abandon(self, reason: str) -> None:
+        self.abandoned = reason
+        self._stop()
+
+    def _stop(self) -> None:
+        """Stop any threads; the data written so far is left to the directory."""
+        if self._pipeline is not None:
+            self._pipeline.close()
+        self._head = []
+        self.hasher.close()
+
+    def verify(self) -> str | None:
+        """Why the data may not be published, or None when it may."""
+        checksum, multihash = self.hasher.hexdigests()
+        if self.expected_checksum and checksum != self.expected_checksum:
+            return f"checksum {checksum} does not match {self.expected_checksum}"
+        if self.expected_multihash and multihash != self.expected_multihash:
+            return f"multihash {multihash} does not match {self.expected_multihash}"
+        # Recorded only when it was checked against something: an entry
+        # without a checksum says it is unverified.
+        verified = self.expected_checksum or self.expected_multihash
+        self.checksum = checksum if verified else ""
+        return None
+
+    # -- ending ----------------------------------------------------------------
+
+    def commit(self) -> bool:
+        """The stream ended: verify and publish; whether it was published."""
+        if self._end():
+            return self.published
+        try:
+            self._flush()
+            if self.abandoned:
+                LOG.info("not caching %s: %s", self.image_id, self.abandoned)
+                self._quietly(self._directory.discard, self.image_id)
+                return False
+            reason = self.verify()
+            if reason is not None:
+                self.rejected = reason
+                LOG.warning("not caching %s: %s", self.image_id, reason)
+                self._quietly(self._directory.invalidate, self.image_id, reason)
+                return False
+            self.published = self._directory.publish(self)
+        except Exception as exc:
+            # A fault in the cache (its records' file system is full, its
+            # database is damaged) never reaches the reader, who has had
+            # every byte: the image is simply not cached.
+            self.abandoned = f"caching failed: {exc}"
+            LOG.warning("not caching %s: %s", self.image_id, exc)
+            self._quietly(self._directory.invalidate, self.image_id, self.abandoned)
+        finally:
+            self._close()
+        return self.published
+
+    def discard(self) -> None:
+        """The consumer stopped early: the partial entry goes."""
+        if not self._end():
+            self._stop()
+            self._quietly(self._directory.discard, self.image_id)
+            self._close()
+
+    def fail(self, reason: str) -> None:
+        """The stream failed: the partial entry moves to ``invalid/``."""
+        if not self._end():
+            self._stop()
+            self._quietly(self._directory.invalidate, self.image_id, reason)
+            self._close()
+
+    def _end(self) -> bool:
+        """Mark the writer ended; whether it already was."""
+        ended, self.ended = self.ended, True
+        return ended
+
+    def _close(self) -> None:
+        self._stop()
+        os.close(self.fd)
+
+    def _quietly(self, cleanup: Any, *args: Any) -> None:
+        # Race: a cleanup after a failure may itself fail (the directory was
+        # removed, the disk is full); the first error is the one to report.
+        try:
+            cleanup(*args)
+        except Exception as exc:
+            LOG.warning("cache cleanup %s%r failed: %s", cleanup.__name__, args, exc)
+
+    def __enter__(self) -> CacheWriter:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc is None:
+            self.commit()
+        else:
+            self.fail(f"stream failed: {exc!r}")
