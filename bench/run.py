@@ -443,33 +443,41 @@ def bare_listing(cache_dir: Path, driver: str) -> list[tuple]:
     return rows
 
 
-def fill_throughput(src: Path, runs: int) -> float:
-    """Read-through fill: a miss that streams from the store into the cache."""
+def fill_throughput(src: Path, runs: int) -> tuple[float, float]:
+    """Read-through fill, a miss that streams from the store into the cache:
+    (MiB/s with the store's copy in the page cache, as the add's source is;
+    MiB/s with it read from the disk). The store writes with O_DIRECT, so
+    its copy is cold until read once."""
     sys.path.insert(0, str(ROOT))
     from fsstore.cache import CachingStore, ImageCache
     from fsstore.registry import StoreRegistry
     from fsstore.testing.cache_suite import make_cache_conf
 
     size = src.stat().st_size
-    speeds = []
-    for _ in range(runs):
-        d = fresh("fill")
-        conf = make_cache_conf(d / "cache", "sqlite")
-        conf.set_override(
-            "filesystem_store_datadir", str(d / "images"), group="glance_store"
-        )
-        registry = StoreRegistry(conf)
-        with open(src, "rb") as f:
-            result = registry.add("img", f, size)
-        caching = CachingStore(registry, ImageCache(conf))
-        start = time.perf_counter()
-        chunks, _ = caching.get("img", result.location, checksum=result.checksum)
-        for _chunk in chunks:
-            pass
-        speeds.append(mib_s(size, time.perf_counter() - start))
-        assert caching.cache.is_cached("img")
-        shutil.rmtree(d)
-    return median(speeds)
+    speeds: dict[str, list[float]] = {"warm": [], "cold": []}
+    for r in range(runs):
+        for how in ("warm", "cold") if r % 2 == 0 else ("cold", "warm"):
+            d = fresh("fill")
+            conf = make_cache_conf(d / "cache", "sqlite")
+            conf.set_override(
+                "filesystem_store_datadir", str(d / "images"), group="glance_store"
+            )
+            registry = StoreRegistry(conf)
+            with open(src, "rb") as f:
+                result = registry.add("img", f, size)
+            if how == "warm":
+                with open(result.location.removeprefix("file://"), "rb") as f:
+                    while f.read(4 * MiB):
+                        pass
+            caching = CachingStore(registry, ImageCache(conf))
+            start = time.perf_counter()
+            chunks, _ = caching.get("img", result.location, checksum=result.checksum)
+            for _chunk in chunks:
+                pass
+            speeds[how].append(mib_s(size, time.perf_counter() - start))
+            assert caching.cache.is_cached("img")
+            shutil.rmtree(d)
+    return median(speeds["warm"]), median(speeds["cold"])
 
 
 def memory(src: Path) -> tuple[float, float]:
@@ -774,7 +782,7 @@ def main() -> int:
                 c["plain_us"],
                 "us",
                 "<=",
-                1.5,
+                1.3,
             )
         )
         rows.append(
@@ -801,9 +809,24 @@ def main() -> int:
             )
         )
     rows += central_cache_rows(entries, 200 if args.quick else 1000, sqlite_hit_us)
-    fill = fill_throughput(src, 1 if args.quick else 3)
+    fill, fill_cold = fill_throughput(src, 1 if args.quick else 3)
     rows.append(
-        versus("7. read-through fill vs case 1 add", fill, fs, "MiB/s", ">=", 0.8)
+        versus(
+            "7. read-through fill, store's copy in the page cache, vs case 1 add",
+            fill,
+            fs,
+            "MiB/s",
+            ">=",
+            0.9,
+        )
+    )
+    rows.append(
+        versus(
+            "7. read-through fill, store's copy read from the disk, vs case 1 add",
+            fill_cold,
+            fs,
+            "MiB/s",
+        )
     )
     rss_fs, rss_s3 = memory(src)
     rows.append(

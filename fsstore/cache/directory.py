@@ -260,7 +260,14 @@ class CacheDirectory:
     # -- reading -------------------------------------------------------------
 
     def _open_entry(self, image_id: str) -> int:
-        if not self.is_entry_name(self.checked(image_id)):
+        # One id check (Invalid), then the entry name's (NotFound): a hit
+        # pays for each once.
+        problem = image_id_problem(image_id)
+        if problem is not None:
+            raise exceptions.Invalid(problem)
+        if image_id in self._reserved or (
+            self._max_id_length is not None and len(image_id) > self._max_id_length
+        ):
             raise exceptions.NotFound(f"image {image_id} is not cached")
         try:
             # O_NONBLOCK: a FIFO planted under an entry's name must not hang

@@ -53,6 +53,7 @@ LISTED = (
     "COALESCE(last_accessed, 0.0), COALESCE(last_modified, 0.0), checksum"
 )
 _SIDE_FILES = ("-wal", "-shm", "-journal")
+HIT = "UPDATE cached_images SET hits = hits + 1, last_accessed = ? WHERE image_id = ?"
 
 LOG = logging.getLogger(__name__)
 
@@ -213,12 +214,12 @@ class SqliteDriver(RecordsDriver):
         return int(total)
 
     def hit(self, image_id: str, fd: int) -> None:
-        self._execute(
-            "UPDATE cached_images SET hits = hits + 1, last_accessed = ? "
-            "WHERE image_id = ?",
-            (time.time(), image_id),
-            check=False,
-        )
+        # The reader waits for this: no fetch, no check of the file's
+        # identity (see _db), the statement from the connection's cache.
+        try:
+            self._db(check=False).execute(HIT, (time.time(), image_id))
+        except sqlite3.Error as exc:
+            raise self._error(exc) from None
 
     def hits(self, image_id: str) -> int:
         rows = self._execute(
