@@ -99,8 +99,8 @@ class CacheDriverConformanceTests:
         assert self.names(cache, "incomplete") == []
 
     def test_hits_from_many_threads_are_all_counted(self, cache: ImageCache) -> None:
-        # Hits are recorded on a thread of their own while readers read:
-        # the driver's hooks must be safe from any thread.
+        # Each reader records its hit on its own thread when it closes the
+        # file: the driver's hit() must be exact from any number of threads.
         assert self.put(cache, "img", b"x" * 4096)
 
         def read_many() -> None:
