@@ -366,7 +366,12 @@ class CacheDirectory:
             self.discard(image_id)
             os.close(fd)
             return None
-        return CacheWriter(self, image_id, fd, checksum, multihash, hashing_algo)
+        try:
+            return CacheWriter(self, image_id, fd, checksum, multihash, hashing_algo)
+        except BaseException:  # an unknown hashing_algo: nothing was written
+            self.discard(image_id)
+            os.close(fd)
+            raise
 
     def publish(self, writer: CacheWriter) -> bool:
         """Commit a verified writer's file as an entry; False if an entry

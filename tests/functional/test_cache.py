@@ -454,3 +454,12 @@ def test_a_writer_past_the_pipeline_threshold_ends_its_threads(tmp_path, end):
     assert os.listdir(tmp_path / "cache" / "invalid") == (
         ["img"] if end == "fail" else []
     )
+
+
+def test_an_unknown_hashing_algo_leaves_the_image_cacheable(tmp_path):
+    cache = make(tmp_path / "cache")
+    with pytest.raises(exceptions.FsstoreError):
+        cache.start_write("img", md5(b"x"), hashing_algo="no-such-algo")
+    assert os.listdir(tmp_path / "cache" / "incomplete") == []
+    assert cache.is_cacheable("img")
+    assert cache.cache_image_iter("img", iter([b"x"]), md5(b"x"))
