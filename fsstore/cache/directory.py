@@ -151,18 +151,21 @@ class CacheDirectory:
 
     # -- names and paths -------------------------------------------------
 
+    def _is_refused(self, name: str) -> bool:
+        """Whether a valid image id still cannot name an entry: a name the
+        cache or its driver reserves, or too long for the driver's records."""
+        return name in self._reserved or (
+            self._max_id_length is not None and len(name) > self._max_id_length
+        )
+
     def is_entry_name(self, name: str) -> bool:
-        if self._max_id_length is not None and len(name) > self._max_id_length:
-            return False
-        return name not in self._reserved and image_id_problem(name) is None
+        return image_id_problem(name) is None and not self._is_refused(name)
 
     def _is_entry_file_name(self, name: str) -> bool:
         """is_entry_name for a name read from the directory, cheaper: the
         kernel already guarantees it non-empty, free of '/' and NUL, not '.'
         or '..', and at most 255 bytes long."""
-        if self._max_id_length is not None and len(name) > self._max_id_length:
-            return False
-        if name.startswith(RESERVED_PREFIX) or name in self._reserved:
+        if name.startswith(RESERVED_PREFIX) or self._is_refused(name):
             return False
         return name.isascii() or image_id_problem(name) is None
 
@@ -265,9 +268,7 @@ class CacheDirectory:
         problem = image_id_problem(image_id)
         if problem is not None:
             raise exceptions.Invalid(problem)
-        if image_id in self._reserved or (
-            self._max_id_length is not None and len(image_id) > self._max_id_length
-        ):
+        if self._is_refused(image_id):
             raise exceptions.NotFound(f"image {image_id} is not cached")
         try:
             # O_NONBLOCK: a FIFO planted under an entry's name must not hang

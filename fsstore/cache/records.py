@@ -156,7 +156,11 @@ class RecordsDriver:
         the files: recorded without a file, a file without a record, sizes
         that differ. With ``fix``, the records are made to match the files.
         Under the lock."""
-        records = {e.image_id: e for e in self.entries()}
+        return self.reconcile(self.entries(), fix)
+
+    def reconcile(self, entries: list[CachedImage], fix: bool) -> list[Problem]:
+        """``check`` of records already read (``entries()``)."""
+        records = {e.image_id: e for e in entries}
         files = self.directory.entry_files()
         problems = []
         gone = sorted(records.keys() - files.keys())

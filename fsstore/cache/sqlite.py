@@ -229,12 +229,12 @@ class SqliteDriver(RecordsDriver):
 
     def check(self, fix: bool) -> list[Problem]:
         try:
-            self.entries()
+            entries = self.entries()
         except exceptions.BackendException as exc:
             if not fix:
                 return [Problem("damaged-records", None, str(exc))]
             return [Problem("damaged-records", None, self._replace_damaged(str(exc)))]
-        return super().check(fix)
+        return self.reconcile(entries, fix)
 
     def adopt(self, files: dict[str, os.stat_result]) -> None:
         try:
