@@ -35,7 +35,6 @@ import concurrent.futures
 import contextlib
 import dataclasses
 import errno
-import fcntl
 import hashlib
 import json
 import logging
@@ -48,7 +47,7 @@ from typing import Any, TypeVar
 
 from oslo_config import cfg
 
-from fsstore import exceptions
+from fsstore import exceptions, lockfile
 from fsstore.hashing import THREADED_THRESHOLD, ImageHasher, new_multihash
 from fsstore.location import FileLocation, Location
 from fsstore.pipeline import PIPELINE_THRESHOLD, WriteFailed, WritePipeline
@@ -368,26 +367,17 @@ class _Staging:
         )
         while True:
             name = secrets.token_hex(16)
-            fd = os.open(
-                name,
-                os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW,
-                0o666,
-                dir_fd=self.staging_fd,
-            )
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            # Race: a configure() in another process may have locked and
-            # unlinked the file between our create and our flock. Keep it
-            # only if the name still refers to our file.
             try:
-                same = (
-                    os.stat(name, dir_fd=self.staging_fd).st_ino == os.fstat(fd).st_ino
+                self.fd = lockfile.hold(
+                    name,
+                    dir_fd=self.staging_fd,
+                    flags=os.O_WRONLY | os.O_EXCL,
+                    mode=0o666,
                 )
-            except FileNotFoundError:
-                same = False
-            if same:
-                self.fd, self.name = fd, name
-                return
-            os.close(fd)
+            except (FileExistsError, lockfile.LockHeld):
+                continue  # a name taken, or reaped again and again: another
+            self.name = name
+            return
 
     def link(self, image_id: str) -> None:
         """Publish under ``image_id``; FileExistsError if it is taken."""
@@ -562,30 +552,13 @@ class FilesystemStore(Store):
             return
         try:
             for name in os.listdir(staging_fd):
-                try:
-                    fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=staging_fd)
-                except OSError:
-                    continue
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                except BlockingIOError:
-                    os.close(fd)  # a live writer holds it
-                    continue
-                try:
-                    # Unlink while holding the lock, and only the file we
-                    # locked: a writer re-checks the name after its flock.
-                    if os.stat(name, dir_fd=staging_fd).st_ino == os.fstat(fd).st_ino:
-                        os.unlink(name, dir_fd=staging_fd)
-                        LOG.info(
-                            "removed stale staging file %s/%s/%s",
-                            datadir.path,
-                            STAGING_DIR,
-                            name,
-                        )
-                except FileNotFoundError:
-                    pass
-                finally:
-                    os.close(fd)
+                if lockfile.reap(name, dir_fd=staging_fd) == "reaped":
+                    LOG.info(
+                        "removed stale staging file %s/%s/%s",
+                        datadir.path,
+                        STAGING_DIR,
+                        name,
+                    )
         finally:
             os.close(staging_fd)
 
@@ -976,7 +949,7 @@ class FilesystemStore(Store):
         except OSError as exc:
             raise self._write_error(exc, staging.datadir, image_id) from None
 
-    def _flock_publish(self) -> _Flock:
+    def _flock_publish(self) -> contextlib.AbstractContextManager[None]:
         # A lock fd inherited across fork() shares its flock with the parent,
         # so each process opens its own.
         # The lock lives in the first directory by path that exists. Race:
@@ -1000,7 +973,7 @@ class FilesystemStore(Store):
                 dir_fd=lock_dir.fd,
             )
             self._lock_pid = os.getpid()
-        return _Flock(self._lock_fd)
+        return lockfile.flocked(self._lock_fd)
 
     def _metadata_for(self, datadir: DataDir, image_id: str) -> dict[str, Any]:
         # glance_store's rule: the first entry whose mountpoint the image's
@@ -1010,14 +983,3 @@ class FilesystemStore(Store):
             if path.startswith(entry["mountpoint"]):
                 return dict(entry)
         return {}
-
-
-class _Flock:
-    def __init__(self, fd: int) -> None:
-        self.fd = fd
-
-    def __enter__(self) -> None:
-        fcntl.flock(self.fd, fcntl.LOCK_EX)
-
-    def __exit__(self, *exc: object) -> None:
-        fcntl.flock(self.fd, fcntl.LOCK_UN)

@@ -45,7 +45,6 @@ Locking protocol:
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import logging
 import os
 import stat
@@ -56,7 +55,7 @@ from typing import BinaryIO
 
 from oslo_config import cfg
 
-from fsstore import exceptions
+from fsstore import exceptions, lockfile
 from fsstore.cache.hits import HitCountingReader, log_lost_hit
 from fsstore.cache.records import CachedImage, Problem, RecordsDriver
 from fsstore.cache.writer import CacheWriter
@@ -195,12 +194,12 @@ class CacheDirectory:
             self.path(CACHE_LOCK), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600
         )
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            self._held.depth = 1
-            try:
-                yield
-            finally:
-                self._held.depth = 0
+            with lockfile.flocked(fd):
+                self._held.depth = 1
+                try:
+                    yield
+                finally:
+                    self._held.depth = 0
         finally:
             os.close(fd)
 
@@ -217,20 +216,7 @@ class CacheDirectory:
         return is_file and self.records.is_entry(path)
 
     def is_being_cached(self, image_id: str) -> bool:
-        try:
-            fd = os.open(
-                self.path(self.checked(image_id), INCOMPLETE),
-                os.O_RDONLY | os.O_NOFOLLOW,
-            )
-        except OSError:
-            return False
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            return True
-        finally:
-            os.close(fd)
-        return False
+        return lockfile.is_held(self.path(self.checked(image_id), INCOMPLETE))
 
     def entries(self) -> list[CachedImage]:
         """The records of every entry, in any order."""
@@ -318,26 +304,12 @@ class CacheDirectory:
 
     def _open_incomplete(self, image_id: str) -> int | None:
         """Our locked ``incomplete/`` file, or None if another writer is live."""
-        path = self.path(image_id, INCOMPLETE)
-        for _ in range(8):
-            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o644)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                os.close(fd)
-                return None  # one writer per image: someone else has it
-            # Race: between our open and our flock, the previous holder may
-            # have published (linked and unlinked) the file, or clean() may
-            # have reaped it. Write only to a file the name still refers to.
-            try:
-                same = os.stat(path).st_ino == os.fstat(fd).st_ino
-            except FileNotFoundError:
-                same = False
-            if same:
-                os.ftruncate(fd, 0)  # a crashed writer's leftovers
-                return fd
-            os.close(fd)
-        return None
+        try:
+            fd = lockfile.hold(self.path(image_id, INCOMPLETE), mode=0o644, wait=False)
+        except lockfile.LockHeld:
+            return None  # one writer per image: someone else has it
+        os.ftruncate(fd, 0)  # a crashed writer's leftovers
+        return fd
 
     def start_write(
         self,
@@ -484,27 +456,14 @@ class CacheDirectory:
         now = time.time()
         for name in os.listdir(incomplete_dir):
             path = os.path.join(incomplete_dir, name)
-            try:
-                fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
-            except OSError:
-                continue
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                age = now - os.fstat(fd).st_mtime
-                if age > stall_time:
-                    LOG.warning("%s: live writer stalled for %d s", path, age)
-                os.close(fd)
-                continue
-            try:
-                # Holding the lock: only our inode goes (see _open_incomplete).
-                if os.stat(path).st_ino == os.fstat(fd).st_ino:
-                    os.unlink(path)
-                    incomplete += 1
-            except FileNotFoundError:
-                pass
-            finally:
-                os.close(fd)
+            reaped = lockfile.reap(path)
+            if reaped == "reaped":
+                incomplete += 1
+            elif reaped == "held":
+                with contextlib.suppress(FileNotFoundError):
+                    age = now - os.lstat(path).st_mtime
+                    if age > stall_time:
+                        LOG.warning("%s: live writer stalled for %d s", path, age)
         return invalid, incomplete
 
     # -- repair ----------------------------------------------------------------

@@ -16,13 +16,12 @@ hits are never lost.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import secrets
 import time
 from collections.abc import Iterator, Sequence
 
-from fsstore import exceptions
+from fsstore import exceptions, lockfile
 from fsstore.cache.directory import INCOMPLETE
 from fsstore.cache.records import CachedImage, Directory, Problem, RecordsDriver
 
@@ -117,13 +116,10 @@ class XattrDriver(RecordsDriver):
         return _read_hits(target) != _NOT_AN_ENTRY
 
     def hit(self, image_id: str, fd: int) -> None:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        try:
+        with lockfile.flocked(fd):
             hits = max(_read_hits(fd) or 0, 0) + 1
             os.setxattr(fd, HITS, str(hits).encode())
             os.utime(fd, ns=(time.time_ns(), os.fstat(fd).st_mtime_ns))
-        finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
 
     def hits(self, image_id: str) -> int:
         return max(_read_hits(self.directory.path(image_id)) or 0, 0)
