@@ -27,8 +27,6 @@ from typing import Any
 
 from fsstore.streams import CheckedSource
 
-# Streams past this size are worth the threads and buffers.
-PIPELINE_THRESHOLD = 4 * 1024 * 1024
 BUFFER_SIZE = 4 * 1024 * 1024
 BUFFERS = 4
 ALIGN = 4096
@@ -45,7 +43,24 @@ def enable_direct_io(fd: int) -> bool:
 
 
 class WriteFailed(Exception):
-    """Writing to the file failed; ``__cause__`` is the OSError."""
+    """Writing to the file failed; ``oserror`` says how."""
+
+    def __init__(self, oserror: OSError) -> None:
+        super().__init__(str(oserror))
+        self.oserror = oserror
+
+
+def write_all(fd: int, data: bytes | memoryview, offset: int | None = None) -> None:
+    """Write all of ``data`` to ``fd`` (at ``offset``, if given), however
+    short each write(2) is."""
+    view = memoryview(data).cast("B")
+    while view:
+        if offset is None:
+            written = os.write(fd, view)
+        else:
+            written = os.pwrite(fd, view, offset)
+            offset += written
+        view = view[written:]
 
 
 def _disable_direct_io(fd: int) -> None:
@@ -101,9 +116,7 @@ class WritePipeline:
                 _disable_direct_io(self.fd)
                 self.direct = False
             view, offset = view[done:], offset + done
-        while view:
-            written = os.pwrite(self.fd, view, offset)
-            view, offset = view[written:], offset + written
+        write_all(self.fd, view, offset)
 
     def _run(self, q: Any, work: Any) -> None:
         while (item := q.get()) is not None:
@@ -132,7 +145,7 @@ class WritePipeline:
     def _raise_worker_error(self) -> None:
         if self.error is not None:
             if isinstance(self.error, OSError):
-                raise WriteFailed(str(self.error)) from self.error
+                raise WriteFailed(self.error) from self.error
             raise self.error
 
     def _take(self) -> int:
@@ -166,33 +179,26 @@ class WritePipeline:
         self.close()
         self._raise_worker_error()
 
-    def run(self, head: list[bytes], source: CheckedSource) -> int:
-        """Write ``head`` (chunks already read from ``source``), then the rest.
-
-        The rest is read straight into the buffers where ``source`` can
-        ``readinto``, else copied in from its views. Errors of the caller's
-        stream propagate as they are; a failed write raises WriteFailed.
-        Returns the number of bytes, checked against the declared size.
-        """
-        for chunk in head:
-            self.feed(chunk)
+    def drain(self, source: CheckedSource) -> None:
+        """Feed the rest of ``source``: read straight into the buffers where
+        it can ``readinto``, else copied in from its views. Errors of the
+        caller's stream propagate as they are; a failed write raises
+        WriteFailed. ``finish`` writes out the last buffer."""
         if not source.can_readinto:
             for view in source.views():
                 self.feed(view)
-        else:
-            while True:
-                if self._current is None:
-                    self._current, self._filled = self._take(), 0
-                start = self._filled
-                n = source.readinto(self.views[self._current][start:])
-                if n == 0:
-                    break
-                self._filled += n
-                if self._filled == BUFFER_SIZE:
-                    self._dispatch(self._current, self._filled)
-                    self._current = None
-        self.finish()
-        return source.finish()
+            return
+        while True:
+            if self._current is None:
+                self._current, self._filled = self._take(), 0
+            start = self._filled
+            n = source.readinto(self.views[self._current][start:])
+            if n == 0:
+                return
+            self._filled += n
+            if self._filled == BUFFER_SIZE:
+                self._dispatch(self._current, self._filled)
+                self._current = None
 
     def close(self) -> None:
         """Stop the workers (after the queued buffers) and free the buffers."""

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import enum
-import os
 from collections.abc import Iterator
 from typing import Any, ClassVar, NamedTuple
 
@@ -21,7 +20,12 @@ from fsstore.hashing import DEFAULT_HASHING_ALGO, new_multihash
 from fsstore.location import Location
 
 # Re-exported: drivers written against earlier releases import them from here.
-from fsstore.streams import SizeCheck, Verifier, read_chunks  # noqa: F401
+from fsstore.streams import (  # noqa: F401
+    FileChunkIterator,
+    SizeCheck,
+    Verifier,
+    read_chunks,
+)
 
 # Image ids with this prefix are reserved for the stores' own files (staging
 # files, lock files), so that no image can ever collide with one of them.
@@ -102,69 +106,6 @@ def range_length(size: int, offset: int, chunk_size: int | None, what: str) -> i
         )
     length = size - offset
     return length if chunk_size is None else min(length, chunk_size)
-
-
-class _OpenFile:
-    """A descriptor closed once: explicitly, or when the last holder lets go."""
-
-    __slots__ = ("fd",)
-
-    def __init__(self, fd: int) -> None:
-        self.fd = fd
-
-    def close(self) -> None:
-        fd, self.fd = self.fd, -1
-        if fd >= 0:
-            os.close(fd)
-
-    __del__ = close
-
-
-def _pread_chunks(
-    file: _OpenFile, pos: int, left: int, chunk_size: int
-) -> Iterator[bytes]:
-    # A generator, not a __next__ method: resuming one costs less than a
-    # method call, and at 64 KiB a chunk that is a few percent of a full read.
-    fd, pread = file.fd, os.pread
-    try:
-        while left > 0:
-            chunk = pread(fd, chunk_size if chunk_size < left else left, pos)
-            if not chunk:
-                return  # truncated under us (only possible by hand): stop
-            pos += len(chunk)
-            left -= len(chunk)
-            yield chunk
-    finally:
-        file.close()
-
-
-class FileChunkIterator:
-    """Chunks of one open image file; closes the file when done or closed.
-
-    ``for chunk in it`` iterates the generator underneath directly. It holds
-    the file too, so the loop may outlive this object (``for chunk in
-    store.get(uri)[0]``): the file closes when the last of them goes.
-    """
-
-    def __init__(self, fd: int, offset: int, length: int, chunk_size: int) -> None:
-        self._file = _OpenFile(fd)
-        self._chunks = _pread_chunks(self._file, offset, length, chunk_size)
-
-    def __iter__(self) -> Iterator[bytes]:
-        return self._chunks
-
-    def __next__(self) -> bytes:
-        return next(self._chunks)
-
-    def close(self) -> None:
-        self._chunks.close()  # runs its finally only if it had started
-        self._file.close()
-
-    def __enter__(self) -> FileChunkIterator:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 class Store:

@@ -48,18 +48,24 @@ from typing import Any, TypeVar
 from oslo_config import cfg
 
 from fsstore import exceptions, lockfile
-from fsstore.hashing import THREADED_THRESHOLD, ImageHasher, new_multihash
+from fsstore.hashing import ImageHasher, new_multihash
 from fsstore.location import FileLocation, Location
-from fsstore.pipeline import PIPELINE_THRESHOLD, WriteFailed, WritePipeline
 from fsstore.store import (
     RESERVED_PREFIX,
     AddResult,
-    FileChunkIterator,
     Store,
     image_id_problem,
     range_length,
 )
-from fsstore.streams import CheckedSource, Verifier
+from fsstore.streams import CheckedSource, FileChunkIterator, Verifier
+from fsstore.writepath import (
+    PIPELINE_THRESHOLD,
+    ImageFileWriter,
+    one_read_limit,
+    write_all,
+    write_error,
+    write_errors,
+)
 
 LOG = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -67,8 +73,6 @@ T = TypeVar("T")
 STAGING_DIR = RESERVED_PREFIX + "staging"
 PUBLISH_LOCK = RESERVED_PREFIX + "publish.lock"
 
-_STORAGE_FULL = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT}
-_WRITE_DENIED = {errno.EACCES, errno.EPERM, errno.EROFS}
 # What open(O_TMPFILE) fails with where the file system does not offer it.
 _NO_TMPFILE = {errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL, errno.ENOENT}
 
@@ -150,6 +154,10 @@ class DataDir:
 
     def __post_init__(self) -> None:
         self.uri_prefix = FileLocation.from_path(os.path.join(self.path, "")).uri
+
+    @property
+    def described(self) -> str:
+        return f"data directory {self.path}"
 
     def free_bytes(self) -> int:
         st = os.statvfs(self.fd)
@@ -425,7 +433,7 @@ class FilesystemStore(Store):
         self.file_mode = 0
         self.chunk_size = 64 * 1024
         self.thin = False
-        self._one_chunk_limit = 0
+        self._one_read_limit = 0
         self._zero_block = b""
         self.fsync = True
         self._publish_lock = threading.Lock()
@@ -465,11 +473,7 @@ class FilesystemStore(Store):
         self.metadata = load_metadata(self.name, metadata_file) if metadata_file else []
         self.chunk_size = self.option("filesystem_store_chunk_size")
         self.thin = self.option("filesystem_thin_provisioning")
-        # Up to this size an image from a file is read whole and hashed
-        # inline (_add_one_chunk); past it digest threads pay for themselves.
-        self._one_chunk_limit = (
-            0 if self.thin else min(self.chunk_size, THREADED_THRESHOLD)
-        )
+        self._one_read_limit = 0 if self.thin else one_read_limit(self.chunk_size)
         self._zero_block = bytes(self.chunk_size) if self.thin else b""
         self.fsync = self.option("filesystem_store_fsync")
         timed = (
@@ -736,8 +740,8 @@ class FilesystemStore(Store):
         verifier: Verifier | None,
     ) -> AddResult:
         source = CheckedSource(data, image_id, size, verifier, self.chunk_size)
-        if 0 < size <= self._one_chunk_limit and hasattr(data, "read"):
-            return self._add_one_chunk(image_id, source, size, hashing_algo)
+        if 0 < size <= self._one_read_limit and hasattr(data, "read"):
+            return self._add_one_read(image_id, source, size, hashing_algo)
         if not 0 < size <= PIPELINE_THRESHOLD:
             # Fail fast before streaming a large image; for a small one the
             # publish step (link(2), and the check under the publish lock)
@@ -745,24 +749,34 @@ class FilesystemStore(Store):
             self._check_absent(image_id)
         datadir = self._choose_datadir(image_id, size)
         staging = _Staging(datadir)
-        hasher = ImageHasher(hashing_algo)
+        writer = ImageFileWriter(
+            -1,
+            ImageHasher(hashing_algo),
+            inline=self.thin or 0 < size <= PIPELINE_THRESHOLD,
+            write=self._write,
+        )
         try:
-            self._os_call(staging.open, datadir, image_id)
-            written = self._write_stream(datadir, image_id, staging.fd, source, hasher)
-            checksum, multihash = hasher.hexdigests()
-            self._os_call(self._finish, datadir, image_id, staging.fd, written)
+            with write_errors(datadir.described, image_id):
+                staging.open()
+            writer.fd = staging.fd
+            with write_errors(datadir.described, image_id, stream_inside=True):
+                written = self._write_stream(writer, source)
+            checksum, multihash = writer.hasher.hexdigests()
+            with write_errors(datadir.described, image_id):
+                self._finish(staging.fd, written)
             self._publish(staging, image_id)
         finally:
-            hasher.close()
+            writer.close()
             staging.close()
         return self._added(datadir, image_id, written, checksum, multihash)
 
-    def _add_one_chunk(
+    def _add_one_read(
         self, image_id: str, source: CheckedSource, size: int, hashing_algo: str
     ) -> AddResult:
-        """``_add`` for a file-like source of at most one chunk: the same
-        steps without the streaming machinery, which at a few KiB costs as
-        much as the file system's own work."""
+        """``_add`` for a file-like source small enough to read at once
+        (writepath.one_read_limit): the same steps without the streaming
+        machinery, which at a few KiB costs as much as the file system's
+        own work."""
         chunk = source.read_whole()
         md5 = hashlib.md5(chunk, usedforsecurity=False)
         multihash = new_multihash(hashing_algo)
@@ -777,12 +791,10 @@ class FilesystemStore(Store):
             datadir = self._choose_datadir(image_id, size)
         staging = _Staging(datadir)
         try:
-            try:
+            with write_errors(datadir.described, image_id):
                 staging.open()
                 self._write(staging.fd, chunk)
                 self._finish(staging.fd, size)
-            except OSError as exc:
-                raise self._write_error(exc, datadir, image_id) from None
             self._publish(staging, image_id)
         finally:
             staging.close()
@@ -802,45 +814,17 @@ class FilesystemStore(Store):
             self._metadata_for(datadir, image_id),
         )
 
-    def _write_stream(
-        self,
-        datadir: DataDir,
-        image_id: str,
-        fd: int,
-        source: CheckedSource,
-        hasher: ImageHasher,
-    ) -> int:
-        """Write and hash the checked stream; the bytes written.
-
-        Small images (up to PIPELINE_THRESHOLD) are written inline. Larger
-        ones, known by their declared size or found by reading that far, go
-        through the WritePipeline. Thin provisioning writes inline.
-        """
-        head: list[bytes] = []
-        head_size = 0
-        use_pipeline = not self.thin and not 0 < source.check.expected <= (
-            PIPELINE_THRESHOLD
-        )
+    @staticmethod
+    def _write_stream(writer: ImageFileWriter, source: CheckedSource) -> int:
+        """Write and hash the checked stream (see fsstore.writepath); the
+        bytes written. Once the pipeline runs, the rest of the source is
+        read straight into its buffers."""
         for chunk in source.chunks():
-            if not use_pipeline:
-                hasher.update(chunk)
-                self._os_call(self._write, datadir, image_id, fd, chunk)
-                continue
-            head.append(chunk)
-            head_size += len(chunk)
-            if head_size >= PIPELINE_THRESHOLD:
-                pipeline = WritePipeline(fd, hasher.digests(), direct=True)
-                try:
-                    return pipeline.run(head, source)
-                except WriteFailed as exc:
-                    cause = exc.__cause__
-                    assert isinstance(cause, OSError)
-                    raise self._write_error(cause, datadir, image_id) from None
-                finally:
-                    pipeline.close()
-        for chunk in head:  # a stream that ended below the threshold
-            hasher.update(chunk)
-            self._os_call(self._write, datadir, image_id, fd, chunk)
+            writer.add(chunk)
+            if writer.pipeline is not None:
+                writer.drain(source)
+                break
+        writer.finish()
         return source.finish()
 
     def _check_absent(self, image_id: str, skip: DataDir | None = None) -> None:
@@ -882,35 +866,11 @@ class FilesystemStore(Store):
             + (f"; missing: {', '.join(missing)}" if missing else "")
         )
 
-    def _os_call(self, fn: Any, datadir: DataDir, image_id: str, *args: Any) -> Any:
-        try:
-            return fn(*args)
-        except OSError as exc:
-            raise self._write_error(exc, datadir, image_id) from None
-
-    @staticmethod
-    def _write_error(
-        exc: OSError, datadir: DataDir, image_id: str
-    ) -> exceptions.FsstoreError:
-        if exc.errno in _STORAGE_FULL:
-            return exceptions.StorageFull(
-                f"data directory {datadir.path} has no room for image {image_id}"
-            )
-        if exc.errno in _WRITE_DENIED:
-            return exceptions.StorageWriteDenied(
-                f"writing image {image_id} to {datadir.path} was denied: {exc.strerror}"
-            )
-        return exceptions.BackendException(
-            f"writing image {image_id} to {datadir.path} failed: {exc.strerror}"
-        )
-
     def _write(self, fd: int, chunk: bytes) -> None:
         if self.thin and chunk == self._zeros(len(chunk)):
             os.lseek(fd, len(chunk), os.SEEK_CUR)
             return
-        view = memoryview(chunk)
-        while view:
-            view = view[os.write(fd, view) :]
+        write_all(fd, chunk)
 
     def _zeros(self, length: int) -> bytes:
         if len(self._zero_block) != length:
@@ -937,7 +897,8 @@ class FilesystemStore(Store):
         else:
             self._link(staging, image_id)
         if self.fsync:
-            self._os_call(os.fsync, datadir, image_id, datadir.fd)
+            with write_errors(datadir.described, image_id):
+                os.fsync(datadir.fd)
 
     def _link(self, staging: _Staging, image_id: str) -> None:
         try:
@@ -947,7 +908,7 @@ class FilesystemStore(Store):
                 f"image {image_id} already exists in {staging.datadir.path}"
             ) from None
         except OSError as exc:
-            raise self._write_error(exc, staging.datadir, image_id) from None
+            raise write_error(exc, staging.datadir.described, image_id) from None
 
     def _flock_publish(self) -> contextlib.AbstractContextManager[None]:
         # A lock fd inherited across fork() shares its flock with the parent,

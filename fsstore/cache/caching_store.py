@@ -9,7 +9,8 @@ from fsstore import exceptions
 from fsstore.cache.image_cache import READ_CHUNK, ImageCache
 from fsstore.hashing import DEFAULT_HASHING_ALGO
 from fsstore.registry import StoreRegistry
-from fsstore.store import FileChunkIterator, range_length, validate_image_id
+from fsstore.store import range_length, validate_image_id
+from fsstore.streams import FileChunkIterator
 
 
 class CachingStore:

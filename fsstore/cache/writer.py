@@ -24,8 +24,8 @@ from types import TracebackType
 from typing import Any, Protocol
 
 from fsstore.hashing import ImageHasher
-from fsstore.pipeline import PIPELINE_THRESHOLD, WriteFailed, WritePipeline
 from fsstore.streams import byte_view
+from fsstore.writepath import ImageFileWriter, WriteFailed
 
 LOG = logging.getLogger(__name__)
 
@@ -60,14 +60,13 @@ class CacheWriter:
         self.expected_checksum = checksum.lower() if checksum else None
         self.expected_multihash = multihash.lower() if multihash else None
         self.hasher = ImageHasher(hashing_algo)
+        self._file = ImageFileWriter(fd, self.hasher)
         self.size = 0
         self.abandoned: str | None = None  # why caching was given up, if it was
         self.checksum = ""
         self.published = False
         self.rejected: str | None = None  # why verification refused the data
         self.ended = False
-        self._head: list[bytes] = []
-        self._pipeline: WritePipeline | None = None
 
     # -- data ------------------------------------------------------------------
 
@@ -75,10 +74,9 @@ class CacheWriter:
         """Add ``chunk`` (bytes-like); never raises for a cache problem
         (caching stops instead), Invalid for a chunk that is not bytes-like.
 
-        The first PIPELINE_THRESHOLD bytes are held back (copied: the caller
-        may reuse its buffer); a larger image then goes through the
-        WritePipeline (digests and an O_DIRECT writer in threads of their
-        own), a smaller one is written at the end.
+        The path to the file is fsstore.writepath's: the first chunks are
+        held back (copied: the caller may reuse its buffer), a large image
+        then goes through the pipeline.
         """
         view = byte_view(chunk, self.image_id)
         if self.abandoned or self.ended:
@@ -88,31 +86,15 @@ class CacheWriter:
             self._abandon("larger than image_cache_max_size")
             return
         try:
-            if self._pipeline is not None:
-                self._pipeline.feed(view)
-                return
-            self._head.append(chunk if type(chunk) is bytes else bytes(view))
-            if self.size > PIPELINE_THRESHOLD:
-                self._pipeline = WritePipeline(self.fd, self.hasher.digests(), True)
-                head, self._head = self._head, []
-                for piece in head:
-                    self._pipeline.feed(piece)
+            self._file.add(chunk if type(chunk) is bytes else view)
         except WriteFailed as exc:
             self._abandon(f"write failed: {exc}")
 
     def _flush(self) -> None:
         """Write out whatever is held back; abandons on a write error."""
         try:
-            if self._pipeline is not None:
-                self._pipeline.finish()
-                return
-            for piece in self._head:
-                self.hasher.update(piece)
-                view = memoryview(piece)
-                while view:
-                    view = view[os.write(self.fd, view) :]
-            self._head = []
-        except (WriteFailed, OSError) as exc:
+            self._file.finish()
+        except WriteFailed as exc:
             self._abandon(f"write failed: {exc}")
 
     def _abandon(self, reason: str) -> None:
@@ -121,10 +103,7 @@ class CacheWriter:
 
     def _stop(self) -> None:
         """Stop any threads; the data written so far is left to the directory."""
-        if self._pipeline is not None:
-            self._pipeline.close()
-        self._head = []
-        self.hasher.close()
+        self._file.close()
 
     def verify(self) -> str | None:
         """Why the data may not be published, or None when it may."""

@@ -437,7 +437,7 @@ def test_a_writer_past_the_pipeline_threshold_ends_its_threads(tmp_path, end):
     # own; every way of ending it must stop them and release the file.
     import threading
 
-    from fsstore.pipeline import PIPELINE_THRESHOLD
+    from fsstore.writepath import PIPELINE_THRESHOLD
 
     cache = make(tmp_path / "cache")
     data = payload(PIPELINE_THRESHOLD + 3 * 1024 * 1024)
