@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 try:
@@ -48,6 +48,7 @@ from fsstore import exceptions
 from fsstore.backends import filesystem, s3
 from fsstore.location import FileLocation, S3Location
 from fsstore.store import Store as FsstoreStore
+from fsstore.streams import ImageChunks
 
 T = TypeVar("T")
 
@@ -58,8 +59,8 @@ def to_glance(exc: exceptions.FsstoreError) -> Exception:
     table: list[tuple[type, Callable[[], Exception]]] = [
         (
             exceptions.StoreTimeout,
-            lambda: gs_exceptions.TimeoutError(timeout=exc.timeout),
-        ),  # type: ignore[attr-defined]
+            lambda: gs_exceptions.TimeoutError(timeout=getattr(exc, "timeout", None)),
+        ),
         (exceptions.NotFound, lambda: gs_exceptions.NotFound(message)),
         (exceptions.Duplicate, lambda: gs_exceptions.Duplicate(message)),
         (exceptions.StorageFull, lambda: gs_exceptions.StorageFull(message)),
@@ -70,17 +71,18 @@ def to_glance(exc: exceptions.FsstoreError) -> Exception:
         (exceptions.Forbidden, lambda: gs_exceptions.Forbidden(message)),
         (
             exceptions.UnknownHashingAlgo,
-            lambda: gs_exceptions.UnknownHashingAlgo(algo=exc.algo),
-        ),  # type: ignore[attr-defined]
+            lambda: gs_exceptions.UnknownHashingAlgo(algo=getattr(exc, "algo", "")),
+        ),
         (exceptions.Invalid, lambda: gs_exceptions.Invalid(message)),
         (exceptions.BadStoreUri, lambda: gs_exceptions.BadStoreUri(message)),
         (exceptions.UnknownScheme, lambda: gs_exceptions.UnknownScheme(message)),
         (
             exceptions.BadStoreConfiguration,
             lambda: gs_exceptions.BadStoreConfiguration(
-                store_name=exc.store_name, reason=exc.reason
+                store_name=getattr(exc, "store_name", ""),
+                reason=getattr(exc, "reason", message),
             ),
-        ),  # type: ignore[attr-defined]
+        ),
         (
             exceptions.StoreRandomGetNotSupported,
             lambda: gs_exceptions.StoreRandomGetNotSupported(
@@ -100,7 +102,8 @@ def to_glance(exc: exceptions.FsstoreError) -> Exception:
     for cls, make in table:
         if isinstance(exc, cls):
             return make()
-    return gs_exceptions.BackendException(message)
+    unmapped: Exception = gs_exceptions.BackendException(message)
+    return unmapped
 
 
 def translated(fn: Callable[..., T]) -> Callable[..., T]:
@@ -128,7 +131,7 @@ class _StoreLocation(glance_store.location.StoreLocation):
         self.uri = self.parsed.uri
 
     def get_uri(self) -> str:
-        return self.uri
+        return str(self.uri)
 
 
 class FileStoreLocation(_StoreLocation):
@@ -208,7 +211,7 @@ class _Adapter(glance_store.driver.Store):
 
     @staticmethod
     def _uri(location: Any) -> str:
-        return location.store_location.get_uri()
+        return str(location.store_location.get_uri())
 
     @capabilities.check
     @translated
@@ -218,7 +221,7 @@ class _Adapter(glance_store.driver.Store):
         offset: int = 0,
         chunk_size: int | None = None,
         context: Any = None,
-    ) -> tuple[Iterator[bytes], int]:
+    ) -> tuple[ImageChunks, int]:
         return self.store.get(self._uri(location), offset, chunk_size)
 
     @translated

@@ -20,7 +20,6 @@ shapes, and work on the registry that :func:`create_stores` made last.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 from oslo_config import cfg
@@ -30,7 +29,8 @@ from stevedore.exception import NoMatches
 from fsstore import exceptions, opts
 from fsstore.hashing import DEFAULT_HASHING_ALGO
 from fsstore.location import Location, redact, split_scheme
-from fsstore.store import SHARED_GROUP, AddResult, Store, Verifier
+from fsstore.store import SHARED_GROUP, AddResult, Store
+from fsstore.streams import ImageChunks, ImageData, Verifier
 
 BACKENDS_NAMESPACE = "fsstore.backends"
 
@@ -120,13 +120,14 @@ class StoreRegistry:
             self.conf.register_opts(driver_cls.OPTIONS, group=opts.STORE_GROUP)
             self.stores[name] = driver_cls(self.conf)
         default = self._opt(opts.STORE_GROUP, "default_store")
-        self.default_name = self._find_name(default)
-        if self.default_name is None:
+        found = self._find_name(default)
+        if found is None:
             raise exceptions.BadStoreConfiguration(
                 opts.STORE_GROUP,
                 f"default_store {default!r} is not one of the configured stores "
                 f"({', '.join(names)})",
             )
+        self.default_name = found
 
     def _load_backends(self) -> None:
         backends: dict[str, str] = self._opt(None, "enabled_backends")
@@ -206,7 +207,7 @@ class StoreRegistry:
     def add(
         self,
         image_id: str,
-        data: Any,
+        data: ImageData,
         size: int = 0,
         backend: str | None = None,
         hashing_algo: str = DEFAULT_HASHING_ALGO,
@@ -220,7 +221,7 @@ class StoreRegistry:
 
     def get(
         self, uri: str, offset: int = 0, chunk_size: int | None = None
-    ) -> tuple[Iterator[bytes], int]:
+    ) -> tuple[ImageChunks, int]:
         store, location = self.store_for(uri)
         return store.get(location, offset, chunk_size)
 
@@ -268,7 +269,7 @@ def _registry(conf: cfg.ConfigOpts | None = None) -> StoreRegistry:
 def add_to_backend(
     conf: cfg.ConfigOpts,
     image_id: str,
-    data: Any,
+    data: ImageData,
     size: int,
     scheme: str | None = None,
     context: Any = None,
@@ -282,7 +283,7 @@ def add_to_backend(
 def add_to_backend_with_multihash(
     conf: cfg.ConfigOpts,
     image_id: str,
-    data: Any,
+    data: ImageData,
     size: int,
     hashing_algo: str,
     scheme: str | None = None,
@@ -294,7 +295,7 @@ def add_to_backend_with_multihash(
 
 def get_from_backend(
     uri: str, offset: int = 0, chunk_size: int | None = None, context: Any = None
-) -> tuple[Iterator[bytes], int]:
+) -> tuple[ImageChunks, int]:
     return _registry().get(uri, offset, chunk_size)
 
 

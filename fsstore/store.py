@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import contextlib
 import enum
-from collections.abc import Iterator
 from typing import Any, ClassVar, NamedTuple
 
 from oslo_config import cfg
@@ -22,6 +21,8 @@ from fsstore.location import Location
 # Re-exported: drivers written against earlier releases import them from here.
 from fsstore.streams import (  # noqa: F401
     FileChunkIterator,
+    ImageChunks,
+    ImageData,
     SizeCheck,
     Verifier,
     read_chunks,
@@ -219,7 +220,7 @@ class Store:
     def add(
         self,
         image_id: str,
-        data: Any,
+        data: ImageData,
         size: int = 0,
         hashing_algo: str = DEFAULT_HASHING_ALGO,
         verifier: Verifier | None = None,
@@ -236,7 +237,7 @@ class Store:
         location: Location | str,
         offset: int = 0,
         chunk_size: int | None = None,
-    ) -> tuple[Iterator[bytes], int]:
+    ) -> tuple[ImageChunks, int]:
         """``(iterator of bytes, length)`` of the image, or of a range of it.
 
         ``chunk_size`` is the length of the range, as in glance_store.
@@ -269,7 +270,7 @@ class Store:
     def _add(
         self,
         image_id: str,
-        data: Any,
+        data: ImageData,
         size: int,
         hashing_algo: str,
         verifier: Verifier | None,
@@ -278,7 +279,7 @@ class Store:
 
     def _get(
         self, location: Location, offset: int, chunk_size: int | None
-    ) -> tuple[Iterator[bytes], int]:
+    ) -> tuple[ImageChunks, int]:
         raise NotImplementedError
 
     def _get_size(self, location: Location) -> int:

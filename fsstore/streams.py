@@ -31,12 +31,37 @@ chunks, for the filesystem store and the image cache.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
-from typing import Any, Protocol
+from collections.abc import Generator, Iterable, Iterator
+from typing import Protocol, TypeAlias, cast
 
 from fsstore import exceptions
 
 READ_CHUNK = 64 * 1024
+
+
+class Readable(Protocol):
+    def read(self, size: int, /) -> object: ...
+
+
+# Image data as callers hand it to a store: a file-like object, or an
+# iterable of bytes-like chunks (``bytes`` itself is taken as one chunk).
+ImageData: TypeAlias = Readable | Iterable[object]
+
+
+def no_chunks() -> Generator[bytes, None, None]:
+    """The chunks of an empty image."""
+    yield from ()
+
+
+class ImageChunks(Protocol):
+    """What a get returns: the chunks of an image, closable before the end
+    (a generator is one)."""
+
+    def __iter__(self) -> Iterator[bytes]: ...
+
+    def __next__(self) -> bytes: ...
+
+    def close(self) -> None: ...
 
 
 class Verifier(Protocol):
@@ -104,7 +129,7 @@ class CheckedSource:
 
     def __init__(
         self,
-        data: Any,
+        data: ImageData,
         image_id: str,
         size: int = 0,
         verifier: Verifier | None = None,
@@ -124,7 +149,7 @@ class CheckedSource:
                 # would give ints, a str characters.
                 data = [data]
             try:
-                self._iter: Iterator[object] = iter(data)
+                self._iter: Iterator[object] = iter(cast(Iterable[object], data))
             except TypeError:
                 raise exceptions.Invalid(
                     f"image {image_id}: data must be a file-like object or an "
@@ -245,7 +270,7 @@ class CheckedSource:
 
 
 def read_chunks(
-    data: Any,
+    data: ImageData,
     chunk_size: int,
     image_id: str,
     expected_size: int = 0,
@@ -276,7 +301,7 @@ class _OpenFile:
 
 def _pread_chunks(
     file: _OpenFile, pos: int, left: int, chunk_size: int
-) -> Iterator[bytes]:
+) -> Generator[bytes, None, None]:
     # A generator, not a __next__ method: resuming one costs less than a
     # method call, and at 64 KiB a chunk that is a few percent of a full read.
     fd, pread = file.fd, os.pread

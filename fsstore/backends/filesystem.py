@@ -42,7 +42,7 @@ import os
 import secrets
 import stat
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 from oslo_config import cfg
@@ -57,7 +57,13 @@ from fsstore.store import (
     image_id_problem,
     range_length,
 )
-from fsstore.streams import CheckedSource, FileChunkIterator, Verifier
+from fsstore.streams import (
+    CheckedSource,
+    FileChunkIterator,
+    ImageChunks,
+    ImageData,
+    Verifier,
+)
 from fsstore.writepath import (
     PIPELINE_THRESHOLD,
     ImageFileWriter,
@@ -447,7 +453,7 @@ class FilesystemStore(Store):
 
     # -- configuration ---------------------------------------------------
 
-    def configure(self) -> None:
+    def _configured_datadirs(self) -> list[DataDir]:
         datadir = self.option("filesystem_store_datadir")
         specs = self.option("filesystem_store_datadirs") or []
         if specs:
@@ -458,14 +464,16 @@ class FilesystemStore(Store):
                     "set either filesystem_store_datadir or filesystem_store_datadirs, "
                     "not both",
                 )
-            dirs = parse_datadirs(self.name, specs)
-        elif datadir:
-            dirs = parse_datadirs(self.name, [datadir + ":0"])
-        else:
-            raise exceptions.BadStoreConfiguration(
-                self.name,
-                "set filesystem_store_datadir or filesystem_store_datadirs",
-            )
+            return parse_datadirs(self.name, specs)
+        if datadir:
+            return parse_datadirs(self.name, [datadir + ":0"])
+        raise exceptions.BadStoreConfiguration(
+            self.name,
+            "set filesystem_store_datadir or filesystem_store_datadirs",
+        )
+
+    def configure(self) -> None:
+        dirs = self._configured_datadirs()
         self.file_mode = parse_file_perm(
             self.name, self.option("filesystem_store_file_perm")
         )
@@ -685,7 +693,7 @@ class FilesystemStore(Store):
 
     def _get(
         self, location: Location, offset: int, chunk_size: int | None
-    ) -> tuple[Iterator[bytes], int]:
+    ) -> tuple[ImageChunks, int]:
         datadir, name = self._resolve(location)
         try:
             fd = self._timed(
@@ -734,7 +742,7 @@ class FilesystemStore(Store):
     def _add(
         self,
         image_id: str,
-        data: Any,
+        data: ImageData,
         size: int,
         hashing_algo: str,
         verifier: Verifier | None,

@@ -27,7 +27,6 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterator
 from typing import Any
 
 from oslo_config import cfg
@@ -35,6 +34,7 @@ from oslo_config import cfg
 from fsstore import exceptions
 from fsstore.location import HttpLocation, Location, redact
 from fsstore.store import Capability, Store
+from fsstore.streams import ImageChunks
 
 MAX_REDIRECTS = 5
 READ_CHUNK = 64 * 1024
@@ -252,7 +252,7 @@ class ResponseIterator:
         try:
             # read1: one network read at most, so that the deadline is
             # checked between reads however slowly the bytes come.
-            chunk = self._response.read1(want)
+            chunk: bytes = self._response.read1(want)
         except TimeoutError:
             if (
                 self._deadline.end is not None
@@ -344,7 +344,7 @@ class HttpStore(Store):
 
     def _get(
         self, location: Location, offset: int, chunk_size: int | None
-    ) -> tuple[Iterator[bytes], int]:
+    ) -> tuple[ImageChunks, int]:
         response, deadline = self._open(location, "GET")
         try:
             length = content_length(response, deadline.what)

@@ -27,28 +27,32 @@ Options keep glance_store's ``s3_store_*`` names. What it does differently:
 from __future__ import annotations
 
 import base64
-import concurrent.futures
 import hashlib
 import logging
 import re
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 from oslo_config import cfg
 
 from fsstore import exceptions
 from fsstore.backends.s3_claim import EngineSupport, UploadClaim
+from fsstore.backends.s3_multipart import MAX_PARTS, MultipartUpload
 from fsstore.backends.s3_read import ResumingBody
 from fsstore.hashing import ImageHasher
 from fsstore.location import Location, S3Location
 from fsstore.store import AddResult, Store, image_id_problem
-from fsstore.streams import CheckedSource, Verifier
+from fsstore.streams import (
+    CheckedSource,
+    ImageChunks,
+    ImageData,
+    Verifier,
+    no_chunks,
+)
 
 LOG = logging.getLogger(__name__)
 
 MiB = 1024 * 1024
-MAX_PARTS = 10000
 MIN_PART = 5 * MiB
 READ_CHUNK = 64 * 1024
 
@@ -171,6 +175,19 @@ class S3Store(Store):
     def __init__(self, conf: cfg.ConfigOpts, backend_group: str | None = None) -> None:
         super().__init__(conf, backend_group)
         self.client: Any = None
+        self.bucket = ""
+        self.scheme, self.endpoint, self.host = "s3", "", ""
+        self.large_object_size = 0
+        self.part_size = 0
+        self.thread_pools = 1
+        self.upload_lease = 0
+        self.retry_get_count = 0
+        self.timeouts: tuple[float, float] = (0.0, 0.0)
+        self.max_retries = 0
+        self.create_bucket_on_put = False
+        self.addressing_style = "auto"
+        self.checksums: tuple[str, str] = ("when_required", "when_required")
+        self.content_md5 = True
         self._bucket_ready = False
         self._bucket_lock = threading.Lock()
         self._engine = EngineSupport()
@@ -190,24 +207,7 @@ class S3Store(Store):
         ]:
             if not value:
                 raise exceptions.BadStoreConfiguration(self.name, f"{name} is not set")
-        # Locations in glance_store's form: s3+https:// for an https
-        # endpoint, s3:// otherwise, so that either driver places the
-        # other's (s3+http:// locations are still read).
-        if host.startswith("https://"):
-            self.scheme, self.endpoint = "s3+https", host
-        elif host.startswith("http://"):
-            self.scheme, self.endpoint = "s3", host
-        elif "://" in host:
-            raise exceptions.BadStoreConfiguration(
-                self.name, f"s3_store_host {host!r} must be http:// or https://"
-            )
-        else:
-            self.scheme, self.endpoint = "s3", "https://" + host
-        self.host = self.endpoint.split("://", 1)[1].rstrip("/")
-        if not self.host or "/" in self.host:
-            raise exceptions.BadStoreConfiguration(
-                self.name, f"s3_store_host {host!r} must be a host[:port] URL"
-            )
+        self.scheme, self.endpoint, self.host = parse_endpoint(self.name, host)
         self.large_object_size = self.option("s3_store_large_object_size") * MiB
         self.part_size = self.option("s3_store_large_object_chunk_size") * MiB
         self.thread_pools = self.option("s3_store_thread_pools")
@@ -220,21 +220,6 @@ class S3Store(Store):
         self.max_retries = self.option("s3_store_max_retries")
         self.create_bucket_on_put = self.option("s3_store_create_bucket_on_put")
         self.addressing_style = self.option("s3_store_bucket_url_format")
-        region = self.option("s3_store_region_name") or region_from_host(self.host)
-        cacert = self.option("s3_store_cacert") or None
-        try:
-            import boto3
-        except ImportError:
-            raise exceptions.BadStoreConfiguration(
-                self.name, "boto3 is not installed (pip install 'fsstore[s3]')"
-            ) from None
-        from botocore.exceptions import InvalidRegionError
-
-        session = boto3.session.Session(
-            aws_access_key_id=access_key,
-            aws_secret_access_key=secret_key,
-            region_name=region,
-        )
         # As glance_store: off, both only when required (what engines without
         # the newer checksums accept); on, as the two options say.
         # Both are read (and so checked) whether or not they are used.
@@ -249,33 +234,49 @@ class S3Store(Store):
         # when it computes one, else our Content-MD5, which every engine
         # checks.
         self.content_md5 = self.checksums[0] != "when_supported"
+        self.client = self._make_client(access_key, secret_key)
+        self._bucket_ready = False
+
+    def _make_client(self, access_key: str, secret_key: str) -> Any:
+        """The one boto3 client of this store (thread-safe, reused by
+        every operation: no session per operation)."""
         try:
-            self.client = self._make_client(session, cacert)
+            import boto3
+        except ImportError:
+            raise exceptions.BadStoreConfiguration(
+                self.name, "boto3 is not installed (pip install 'fsstore[s3]')"
+            ) from None
+        from botocore.config import Config
+        from botocore.exceptions import InvalidRegionError
+
+        region = self.option("s3_store_region_name") or region_from_host(self.host)
+        session = boto3.session.Session(
+            aws_access_key_id=access_key,
+            aws_secret_access_key=secret_key,
+            region_name=region,
+        )
+        config = Config(
+            s3={"addressing_style": self.addressing_style},
+            max_pool_connections=self.thread_pools + 2,
+            connect_timeout=self.timeouts[0],
+            read_timeout=self.timeouts[1],
+            # botocore's standard mode: exponential backoff with jitter;
+            # its max_attempts counts retries, not attempts.
+            retries={"max_attempts": self.max_retries, "mode": "standard"},
+            request_checksum_calculation=self.checksums[0],
+            response_checksum_validation=self.checksums[1],
+        )
+        try:
+            return session.client(
+                "s3",
+                endpoint_url=self.endpoint,
+                verify=self.option("s3_store_cacert") or None,
+                config=config,
+            )
         except InvalidRegionError:
             raise exceptions.BadStoreConfiguration(
                 self.name, f"s3_store_region_name {region!r} is not a valid region"
             ) from None
-        self._bucket_ready = False
-
-    def _make_client(self, session: Any, cacert: str | None) -> Any:
-        from botocore.config import Config
-
-        return session.client(
-            "s3",
-            endpoint_url=self.endpoint,
-            verify=cacert,
-            config=Config(
-                s3={"addressing_style": self.addressing_style},
-                max_pool_connections=self.thread_pools + 2,
-                connect_timeout=self.timeouts[0],
-                read_timeout=self.timeouts[1],
-                # botocore's standard mode: exponential backoff with jitter;
-                # its max_attempts counts retries, not attempts.
-                retries={"max_attempts": self.max_retries, "mode": "standard"},
-                request_checksum_calculation=self.checksums[0],
-                response_checksum_validation=self.checksums[1],
-            ),
-        )
 
     def describe(self) -> dict[str, Any]:
         info = super().describe()
@@ -292,7 +293,7 @@ class S3Store(Store):
 
     # -- errors ----------------------------------------------------------
 
-    def _error(self, exc: Exception, what: str) -> exceptions.FsstoreError:
+    def _error(self, exc: BaseException, what: str) -> exceptions.FsstoreError:
         """An fsstore error for a botocore one; messages never carry secrets."""
         from botocore.exceptions import BotoCoreError, ClientError
 
@@ -364,7 +365,7 @@ class S3Store(Store):
 
     def _get(
         self, location: Location, offset: int, chunk_size: int | None
-    ) -> tuple[Iterator[bytes], int]:
+    ) -> tuple[ImageChunks, int]:
         key = self._key(location)
         what = f"image {location.uri}"
         last = None if chunk_size is None else offset + chunk_size - 1
@@ -394,7 +395,7 @@ class S3Store(Store):
         except Exception as exc:
             if self._code(exc) == "InvalidRange":
                 if offset == 0:  # a range of an empty object
-                    return iter(()), 0
+                    return no_chunks(), 0
                 raise exceptions.Invalid(
                     f"offset {offset} is past the end of {location.uri}"
                 ) from None
@@ -462,7 +463,7 @@ class S3Store(Store):
     def _add(
         self,
         image_id: str,
-        data: Any,
+        data: ImageData,
         size: int,
         hashing_algo: str,
         verifier: Verifier | None,
@@ -540,7 +541,7 @@ class S3Store(Store):
         return {"ContentMD5": base64.b64encode(digest).decode()}
 
     def _part_size_for(self, size: int) -> int:
-        part = self.part_size
+        part: int = self.part_size
         if size and size > part * MAX_PARTS:
             part = -(-size // MAX_PARTS)  # the fewest bytes that fit in 10000 parts
         return max(part, MIN_PART)
@@ -553,108 +554,92 @@ class S3Store(Store):
         hasher: ImageHasher,
         claim: UploadClaim,
     ) -> int:
-        key = location.key
         what = f"writing image {location.uri}"
-        part_size = self._part_size_for(size)
-        try:
-            upload_id = self.client.create_multipart_upload(
-                Bucket=self.bucket, Key=key
-            )["UploadId"]
-        except Exception as exc:
-            raise self._error(exc, what) from None
-        slots = threading.BoundedSemaphore(self.thread_pools)
-        pool = concurrent.futures.ThreadPoolExecutor(
-            self.thread_pools, thread_name_prefix="fsstore-s3-part"
+        upload = MultipartUpload(
+            self.client,
+            self.bucket,
+            location.key,
+            threads=self.thread_pools,
+            what=what,
+            error=self._error,
+            body_checksum=self._body_checksum,
         )
-        futures: list[concurrent.futures.Future[dict[str, Any]]] = []
-
-        def upload(number: int, body: bytearray) -> dict[str, Any]:
-            try:
-                response = self.client.upload_part(
-                    Bucket=self.bucket,
-                    Key=key,
-                    UploadId=upload_id,
-                    PartNumber=number,
-                    Body=body,
-                    **self._body_checksum(body),
-                )
-            except Exception as exc:
-                raise self._error(exc, f"{what}: part {number}") from exc
-            finally:
-                slots.release()
-            return {"PartNumber": number, "ETag": response["ETag"]}
-
-        def submit(body: bytearray) -> None:
-            for done in futures:
-                if done.done() and done.exception() is not None:
-                    raise done.exception()  # type: ignore[misc]
-            if len(futures) >= MAX_PARTS:
-                raise exceptions.Invalid(
-                    f"image {location.uri} needs more than {MAX_PARTS} parts of "
-                    f"{part_size} bytes; raise s3_store_large_object_chunk_size"
-                )
-            claim.renew()
-            # Blocks while thread_pools parts are in flight: the bound on memory.
-            slots.acquire()
-            futures.append(pool.submit(upload, len(futures) + 1, body))
-
-        written = 0
         try:
-            # Each part's buffer is allocated whole and filled in place:
-            # growing it by appends would reallocate, and for a moment hold
-            # two copies of a part.
-            buf, filled = bytearray(part_size), 0
-            for chunk in source.chunks():  # kept by the digest threads: copies
-                hasher.update(chunk)
-                written += len(chunk)
-                view = memoryview(chunk)
-                while view:
-                    n = min(part_size - filled, len(view))
-                    buf[filled : filled + n] = view[:n]
-                    filled += n
-                    view = view[n:]
-                    if filled == part_size:
-                        submit(buf)
-                        buf, filled = bytearray(part_size), 0
-            source.finish()
-            if filled or not futures:
-                # The last part may be short, or the only one empty.
-                del buf[filled:]
-                submit(buf)
-            parts = [f.result() for f in futures]
+            written = self._send_parts(
+                upload, source, hasher, claim, self._part_size_for(size)
+            )
             claim.renew(force=True)  # Complete starts with a whole lease ahead
             try:
-                self.client.complete_multipart_upload(
-                    Bucket=self.bucket,
-                    Key=key,
-                    UploadId=upload_id,
-                    MultipartUpload={"Parts": parts},
-                    IfNoneMatch="*",
-                )
+                upload.complete(IfNoneMatch="*")
             except Exception as exc:
                 raise self._conditional_write_error(exc, location) from None
         except BaseException as exc:
-            pool.shutdown(wait=True, cancel_futures=True)
-            self._abort(key, upload_id)
+            upload.abort()
             if isinstance(exc, exceptions.FsstoreError) or not _is_boto_error(exc):
                 raise
             raise self._error(exc, what) from None
-        finally:
-            pool.shutdown(wait=True)
         return written
 
-    def _abort(self, key: str, upload_id: str) -> None:
-        try:
-            self.client.abort_multipart_upload(
-                Bucket=self.bucket, Key=key, UploadId=upload_id
-            )
-        except Exception as exc:
-            LOG.error(
-                "could not abort multipart upload of %s in bucket %s: %s",
-                key,
-                self.bucket,
-                type(exc).__name__,
-            )
+    @staticmethod
+    def _send_parts(
+        upload: MultipartUpload,
+        source: CheckedSource,
+        hasher: ImageHasher,
+        claim: UploadClaim,
+        part_size: int,
+    ) -> int:
+        """Cut the checked stream into parts and send them; the bytes sent.
+
+        Each part's buffer is allocated whole and filled in place: growing
+        it by appends would reallocate, and for a moment hold two copies.
+        """
+        written = 0
+        buf, filled = bytearray(part_size), 0
+        for chunk in source.chunks():  # kept by the digest threads: copies
+            hasher.update(chunk)
+            written += len(chunk)
+            view = memoryview(chunk)
+            while view:
+                n = min(part_size - filled, len(view))
+                buf[filled : filled + n] = view[:n]
+                filled += n
+                view = view[n:]
+                if filled == part_size:
+                    claim.renew()
+                    upload.upload_part(buf)
+                    buf, filled = bytearray(part_size), 0
+        source.finish()
+        if filled or not upload.part_count:
+            # The last part may be short, or the only one empty.
+            del buf[filled:]
+            claim.renew()
+            upload.upload_part(buf)
+        return written
+
+
+def parse_endpoint(store_name: str, host: str) -> tuple[str, str, str]:
+    """``s3_store_host`` as (location scheme, endpoint URL, host[:port]).
+
+    Locations take glance_store's form: s3+https:// for an https endpoint,
+    s3:// otherwise, so that either driver places the other's (s3+http://
+    locations are still read). A bare host means https.
+    """
+    if host.startswith("https://"):
+        scheme, endpoint = "s3+https", host
+    elif host.startswith("http://"):
+        scheme, endpoint = "s3", host
+    elif "://" in host:
+        raise exceptions.BadStoreConfiguration(
+            store_name, f"s3_store_host {host!r} must be http:// or https://"
+        )
+    else:
+        scheme, endpoint = "s3", "https://" + host
+    netloc = endpoint.split("://", 1)[1].rstrip("/")
+    if not netloc or "/" in netloc:
+        raise exceptions.BadStoreConfiguration(
+            store_name, f"s3_store_host {host!r} must be a host[:port] URL"
+        )
+    return scheme, endpoint, netloc
 
 
 def region_from_host(host: str) -> str | None:

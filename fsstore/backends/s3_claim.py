@@ -193,7 +193,8 @@ class UploadClaim:
         now = email.utils.parsedate_to_datetime(date) if date else None
         if now is None:
             return 0.0  # cannot tell: treat it as live
-        return (now - head["LastModified"]).total_seconds()
+        age: float = (now - head["LastModified"]).total_seconds()
+        return age
 
     def _abort_left_uploads(self) -> None:
         listed = self.client.list_multipart_uploads(

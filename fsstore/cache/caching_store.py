@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 
 from fsstore import exceptions
 from fsstore.cache.image_cache import READ_CHUNK, ImageCache
 from fsstore.hashing import DEFAULT_HASHING_ALGO
 from fsstore.registry import StoreRegistry
 from fsstore.store import range_length, validate_image_id
-from fsstore.streams import FileChunkIterator
+from fsstore.streams import FileChunkIterator, ImageChunks
 
 
 class CachingStore:
@@ -36,7 +35,7 @@ class CachingStore:
         hashing_algo: str = DEFAULT_HASHING_ALGO,
         offset: int = 0,
         chunk_size: int | None = None,
-    ) -> tuple[Iterator[bytes], int]:
+    ) -> tuple[ImageChunks, int]:
         validate_image_id(image_id)
         try:
             # Opening is the check: a separate is_cached() would cost a
@@ -56,7 +55,7 @@ class CachingStore:
 
     def _from_cache(
         self, image_id: str, offset: int, chunk_size: int | None
-    ) -> tuple[Iterator[bytes], int]:
+    ) -> tuple[ImageChunks, int]:
         fd = self.cache.open_entry(image_id)
         try:
             size = os.fstat(fd).st_size

@@ -15,7 +15,7 @@ import fcntl
 import hashlib
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -167,7 +167,7 @@ class CacheDriverConformanceTests:
         assert self.read(cache, "img") == data
 
     def test_caching_iter_stream_error_reaches_caller(self, cache: ImageCache) -> None:
-        def broken():
+        def broken() -> Iterator[bytes]:
             yield b"some"
             raise OSError("the store went away")
 

@@ -6,13 +6,14 @@ import concurrent.futures
 import hashlib
 import io
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
 from fsstore import exceptions
 from fsstore.store import Capability, Store
+from fsstore.streams import ImageData
 from fsstore.testing.streams import SHAPES, NoneRead, Recorder, TextRead, shaped
 
 HOSTILE_IDS = [
@@ -222,14 +223,15 @@ class StoreConformanceTests:
         "kind", ["read-none", "read-str", "read-empty-str", "str", "int", "none"]
     )
     def test_non_bytes_data_is_invalid(self, store: Store, kind: str) -> None:
-        stream = {
+        makers: dict[str, Callable[[], ImageData]] = {
             "read-none": lambda: NoneRead(b"x" * 1000),
             "read-str": lambda: TextRead("text"),
             "read-empty-str": lambda: TextRead(""),  # '' is no end of bytes
             "str": lambda: iter([b"ok", "text"]),
             "int": lambda: iter([b"ok", 7]),
             "none": lambda: iter([b"ok", None]),
-        }[kind]()
+        }
+        stream = makers[kind]()
         image_id = new_id()
         before = self.leftovers(store)
         with pytest.raises(exceptions.Invalid, match="image " + image_id):

@@ -1,0 +1,123 @@
+"""One S3 multipart upload, as an object: ``upload_part``, ``complete``,
+``abort``.
+
+Parts go up in a pool of ``threads`` threads; ``upload_part`` blocks while
+that many are in flight, which bounds memory at ``threads`` parts whatever
+the image's size (glance_store's part queue is unbounded). A failed part
+fails the next ``upload_part`` or the ``complete``; whoever sees a failure
+calls ``abort``, so no failed upload is left behind to be billed.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from fsstore import exceptions
+
+LOG = logging.getLogger(__name__)
+
+MAX_PARTS = 10000
+
+# An fsstore error for a botocore one, given what was being done.
+ErrorMapper = Callable[[BaseException, str], exceptions.FsstoreError]
+# The checksum headers for a part's body (Content-MD5, or none).
+BodyChecksum = Callable[[bytearray], dict[str, str]]
+
+
+class MultipartUpload:
+    """An upload of ``key`` to ``bucket``, started on construction."""
+
+    def __init__(
+        self,
+        client: Any,
+        bucket: str,
+        key: str,
+        *,
+        threads: int,
+        what: str,
+        error: ErrorMapper,
+        body_checksum: BodyChecksum,
+    ) -> None:
+        self.client, self.bucket, self.key = client, bucket, key
+        self.what = what
+        self._error = error
+        self._body_checksum = body_checksum
+        try:
+            response = client.create_multipart_upload(Bucket=bucket, Key=key)
+        except Exception as exc:
+            raise error(exc, what) from None
+        self.upload_id: str = response["UploadId"]
+        self._slots = threading.BoundedSemaphore(threads)
+        self._pool = concurrent.futures.ThreadPoolExecutor(
+            threads, thread_name_prefix="fsstore-s3-part"
+        )
+        self._parts: list[concurrent.futures.Future[dict[str, Any]]] = []
+
+    @property
+    def part_count(self) -> int:
+        return len(self._parts)
+
+    def upload_part(self, body: bytearray) -> None:
+        """Send the next part; raises the error of any part that failed."""
+        for done in self._parts:
+            if done.done():
+                failed = done.exception()
+                if failed is not None:
+                    raise failed
+        if len(self._parts) >= MAX_PARTS:
+            raise exceptions.Invalid(
+                f"{self.what}: more than {MAX_PARTS} parts of {len(body)} bytes "
+                "are needed; raise s3_store_large_object_chunk_size"
+            )
+        self._slots.acquire()  # the bound on memory: see the module docstring
+        number = len(self._parts) + 1
+        self._parts.append(self._pool.submit(self._send, number, body))
+
+    def _send(self, number: int, body: bytearray) -> dict[str, Any]:
+        try:
+            response = self.client.upload_part(
+                Bucket=self.bucket,
+                Key=self.key,
+                UploadId=self.upload_id,
+                PartNumber=number,
+                Body=body,
+                **self._body_checksum(body),
+            )
+        except Exception as exc:
+            raise self._error(exc, f"{self.what}: part {number}") from exc
+        finally:
+            self._slots.release()
+        return {"PartNumber": number, "ETag": response["ETag"]}
+
+    def complete(self, **conditions: str) -> None:
+        """Wait for every part, then complete the upload (``conditions``:
+        ``IfNoneMatch="*"``). The caller maps a refused completion."""
+        parts = [part.result() for part in self._parts]
+        self._pool.shutdown(wait=True)
+        self.client.complete_multipart_upload(
+            Bucket=self.bucket,
+            Key=self.key,
+            UploadId=self.upload_id,
+            MultipartUpload={"Parts": parts},
+            **conditions,
+        )
+
+    def abort(self) -> None:
+        """Cancel the parts not yet sent, wait for those in flight, and
+        abort the upload; a failure to abort is logged."""
+        self._pool.shutdown(wait=True, cancel_futures=True)
+        try:
+            self.client.abort_multipart_upload(
+                Bucket=self.bucket, Key=self.key, UploadId=self.upload_id
+            )
+        except Exception as exc:
+            LOG.error(
+                "could not abort multipart upload of %s in bucket %s: %s",
+                self.key,
+                self.bucket,
+                type(exc).__name__,
+            )
