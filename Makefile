@@ -95,6 +95,7 @@ bench-quick: $(VENV)/.installed-bench $(SWIFT_VENV)/.installed
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check fsstore tests bench
 	$(BIN)/ruff format --check fsstore tests bench
+	$(BIN)/mypy
 
 format: $(VENV)/.installed-test
 	$(BIN)/ruff format fsstore tests bench

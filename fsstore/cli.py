@@ -18,7 +18,7 @@ import sys
 import time
 import uuid
 from collections.abc import Iterator
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Protocol, cast
 
 from oslo_config import cfg
 
@@ -61,10 +61,16 @@ def _progress(args: argparse.Namespace, total: int | None, desc: str) -> Any:
     )
 
 
+class _BinaryFile(Protocol):
+    def read(self, n: int = -1, /) -> bytes: ...
+
+    def readinto(self, buffer: Any, /) -> int | None: ...
+
+
 class _CountingReader:
     """A file wrapper that reports each read to a progress bar."""
 
-    def __init__(self, f: BinaryIO, bar: Any) -> None:
+    def __init__(self, f: _BinaryFile, bar: Any) -> None:
         self._f = f
         self._bar = bar
 
@@ -130,12 +136,18 @@ def cmd_add(args: argparse.Namespace, ctx: Context) -> int:
     try:
         size = args.size
         if size is None:
-            st = os.fstat(source.fileno())
-            size = st.st_size if os.path.isfile(args.file) else 0
+            # A regular file, named or on stdin (add - < image), has a
+            # size to check the data against; a pipe has none.
+            fd = source.fileno()
+            st = os.fstat(fd)
+            size = 0
+            if stat.S_ISREG(st.st_mode):
+                size = max(st.st_size - os.lseek(fd, 0, os.SEEK_CUR), 0)
         with _progress(args, size, f"add {image_id}") as bar:
             result = registry.add(
                 image_id,
-                _CountingReader(source, bar),
+                # sys.stdin.buffer and open(..., "rb") both have readinto.
+                _CountingReader(cast(_BinaryFile, source), bar),
                 size,
                 backend=args.backend,
                 hashing_algo=args.hashing_algo,
@@ -198,7 +210,7 @@ def _output(path: str | None) -> Iterator[BinaryIO]:
         except OSError as exc:
             raise UsageError(f"cannot write {path}: {exc.strerror}") from None
         with device:
-            yield device  # type: ignore[misc]
+            yield device
         return
     directory = os.path.dirname(os.path.abspath(target))
     tmp = os.path.join(directory, f".fsstore-get-{os.getpid()}-{uuid.uuid4().hex[:8]}")
@@ -581,7 +593,7 @@ def build_parser() -> argparse.ArgumentParser:
     # Global options are accepted before and after the subcommand. Their
     # defaults are SUPPRESS so that a subparser does not overwrite a value
     # given before it; parse_args() fills them in afterwards.
-    common = argparse.ArgumentParser(add_help=False, argument_default=argparse.SUPPRESS)
+    common = _Parser(add_help=False, argument_default=argparse.SUPPRESS)
     common.add_argument(
         "--config-file",
         action="append",
@@ -652,7 +664,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-GLOBAL_DEFAULTS = {
+GLOBAL_DEFAULTS: dict[str, object] = {
     "config_file": [],
     "config_dir": [],
     "format": "text",
@@ -693,7 +705,8 @@ def main(argv: list[str] | None = None) -> int:
         args = parse_args(argv)
         ctx = Context(load_conf(args))
         try:
-            return args.func(args, ctx)
+            status: int = args.func(args, ctx)
+            return status
         finally:
             ctx.close()
     except UsageError as exc:

@@ -282,3 +282,24 @@ def test_large_file_with_progress(conf, tmp_path):
     assert record["checksum"] == hashlib.md5(data).hexdigest()
     assert b"add" in proc.stderr  # the bar was shown
     assert ok(*conf, "get", record["location"]).stdout == data
+
+
+def test_add_from_stdin_keeps_the_size_of_a_regular_file(conf, tmp_path):
+    # `add - < image`: stdin is the file itself, whose size fstat gives; the
+    # progress bar shows it as a total (a pipe has none).
+    data = payload(300_000, seed=3)
+    image = tmp_path / "image"
+    image.write_bytes(b"skipped" + data)
+    with image.open("rb") as f:
+        f.seek(len(b"skipped"))  # the size is what is left to read
+        proc = subprocess.run(
+            [FSSTORE, *conf, "add", "--progress", "--id", "redirected", "-"],
+            stdin=f,
+            capture_output=True,
+            timeout=120,
+        )
+    assert proc.returncode == 0, proc.stderr.decode()
+    assert "/293k" in proc.stderr.decode()  # 300,000 bytes, as a total
+    piped = run(*conf, "add", "--progress", "--id", "piped-again", "-", stdin=data)
+    assert piped.returncode == 0, piped.stderr.decode()
+    assert "/293k" not in piped.stderr.decode()
