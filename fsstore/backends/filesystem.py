@@ -47,7 +47,7 @@ from typing import Any, TypeVar
 
 from oslo_config import cfg
 
-from fsstore import exceptions, lockfile
+from fsstore import exceptions, locking
 from fsstore.hashing import ImageHasher, new_multihash
 from fsstore.location import FileLocation, Location
 from fsstore.store import (
@@ -382,13 +382,13 @@ class _Staging:
         while True:
             name = secrets.token_hex(16)
             try:
-                self.fd = lockfile.hold(
+                self.fd = locking.hold(
                     name,
                     dir_fd=self.staging_fd,
                     flags=os.O_WRONLY | os.O_EXCL,
                     mode=0o666,
                 )
-            except (FileExistsError, lockfile.LockHeld):
+            except (FileExistsError, locking.LockHeld):
                 continue  # a name taken, or reaped again and again: another
             self.name = name
             return
@@ -564,7 +564,7 @@ class FilesystemStore(Store):
             return
         try:
             for name in os.listdir(staging_fd):
-                if lockfile.reap(name, dir_fd=staging_fd) == "reaped":
+                if locking.reap(name, dir_fd=staging_fd) == "reaped":
                     LOG.info(
                         "removed stale staging file %s/%s/%s",
                         datadir.path,
@@ -942,7 +942,7 @@ class FilesystemStore(Store):
                 dir_fd=lock_dir.fd,
             )
             self._lock_pid = os.getpid()
-        return lockfile.flocked(self._lock_fd)
+        return locking.flocked(self._lock_fd)
 
     def _metadata_for(self, datadir: DataDir, image_id: str) -> dict[str, Any]:
         # glance_store's rule: the first entry whose mountpoint the image's

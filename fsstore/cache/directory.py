@@ -55,7 +55,7 @@ from typing import BinaryIO
 
 from oslo_config import cfg
 
-from fsstore import exceptions, lockfile
+from fsstore import exceptions, locking
 from fsstore.cache.hits import HitCountingReader, log_lost_hit
 from fsstore.cache.records import CachedImage, Problem, RecordsDriver
 from fsstore.cache.writer import CacheWriter
@@ -194,7 +194,7 @@ class CacheDirectory:
             self.path(CACHE_LOCK), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600
         )
         try:
-            with lockfile.flocked(fd):
+            with locking.flocked(fd):
                 self._held.depth = 1
                 try:
                     yield
@@ -216,7 +216,7 @@ class CacheDirectory:
         return is_file and self.records.is_entry(path)
 
     def is_being_cached(self, image_id: str) -> bool:
-        return lockfile.is_held(self.path(self.checked(image_id), INCOMPLETE))
+        return locking.is_held(self.path(self.checked(image_id), INCOMPLETE))
 
     def entries(self) -> list[CachedImage]:
         """The records of every entry, in any order."""
@@ -305,8 +305,8 @@ class CacheDirectory:
     def _open_incomplete(self, image_id: str) -> int | None:
         """Our locked ``incomplete/`` file, or None if another writer is live."""
         try:
-            fd = lockfile.hold(self.path(image_id, INCOMPLETE), mode=0o644, wait=False)
-        except lockfile.LockHeld:
+            fd = locking.hold(self.path(image_id, INCOMPLETE), mode=0o644, wait=False)
+        except locking.LockHeld:
             return None  # one writer per image: someone else has it
         os.ftruncate(fd, 0)  # a crashed writer's leftovers
         return fd
@@ -456,7 +456,7 @@ class CacheDirectory:
         now = time.time()
         for name in os.listdir(incomplete_dir):
             path = os.path.join(incomplete_dir, name)
-            reaped = lockfile.reap(path)
+            reaped = locking.reap(path)
             if reaped == "reaped":
                 incomplete += 1
             elif reaped == "held":

@@ -21,7 +21,7 @@ import secrets
 import time
 from collections.abc import Iterator, Sequence
 
-from fsstore import exceptions, lockfile
+from fsstore import exceptions, locking
 from fsstore.cache.directory import INCOMPLETE
 from fsstore.cache.records import CachedImage, Directory, Problem, RecordsDriver
 
@@ -116,7 +116,7 @@ class XattrDriver(RecordsDriver):
         return _read_hits(target) != _NOT_AN_ENTRY
 
     def hit(self, image_id: str, fd: int) -> None:
-        with lockfile.flocked(fd):
+        with locking.flocked(fd):
             hits = max(_read_hits(fd) or 0, 0) + 1
             os.setxattr(fd, HITS, str(hits).encode())
             os.utime(fd, ns=(time.time_ns(), os.fstat(fd).st_mtime_ns))

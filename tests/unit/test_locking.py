@@ -1,4 +1,4 @@
-"""The lock-file protocol (fsstore.lockfile), alone: holders and reapers in
+"""The lock-file protocol (fsstore.locking), alone: holders and reapers in
 real processes, and both sides of the open/flock race forced by hooks."""
 
 from __future__ import annotations
@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from fsstore import lockfile
+from fsstore import locking
 
 HOLDER = """
 import sys
-from fsstore import lockfile
-fd = lockfile.hold(sys.argv[1])
+from fsstore import locking
+fd = locking.hold(sys.argv[1])
 print("held", flush=True)
 sys.stdin.read()
 """
@@ -41,34 +41,34 @@ def holder(tmp_path: Path):
 
 def test_hold_creates_and_locks(tmp_path: Path) -> None:
     path = tmp_path / "lock"
-    fd = lockfile.hold(str(path))
+    fd = locking.hold(str(path))
     try:
         assert path.is_file()
-        assert lockfile.is_held(str(path))
-        with pytest.raises(lockfile.LockHeld):
-            lockfile.hold(str(path), wait=False)  # another open file description
+        assert locking.is_held(str(path))
+        with pytest.raises(locking.LockHeld):
+            locking.hold(str(path), wait=False)  # another open file description
     finally:
         os.close(fd)
-    assert not lockfile.is_held(str(path))
+    assert not locking.is_held(str(path))
 
 
 def test_a_live_holder_is_never_reaped(holder) -> None:
     path, _ = holder
-    assert lockfile.is_held(str(path))
-    assert lockfile.reap(str(path)) == "held"
+    assert locking.is_held(str(path))
+    assert locking.reap(str(path)) == "held"
     assert path.exists()
-    with pytest.raises(lockfile.LockHeld):
-        lockfile.hold(str(path), wait=False)
+    with pytest.raises(locking.LockHeld):
+        locking.hold(str(path), wait=False)
 
 
 def test_a_killed_holder_is_reaped_at_once(holder) -> None:
     path, process = holder
     process.send_signal(signal.SIGKILL)
     process.wait()
-    assert not lockfile.is_held(str(path))
-    assert lockfile.reap(str(path)) == "reaped"
+    assert not locking.is_held(str(path))
+    assert locking.reap(str(path)) == "reaped"
     assert not path.exists()
-    assert lockfile.reap(str(path)) == "gone"
+    assert locking.reap(str(path)) == "gone"
 
 
 def test_holder_retries_when_the_name_is_reaped_between_open_and_flock(
@@ -82,13 +82,13 @@ def test_holder_retries_when_the_name_is_reaped_between_open_and_flock(
         # just opened, before the holder's flock.
         opened.append(os.stat(path).st_ino)
         if len(opened) == 1:
-            assert lockfile.reap(str(path)) == "reaped"
+            assert locking.reap(str(path)) == "reaped"
 
-    fd = lockfile.hold(str(path), between=reaper_wins)
+    fd = locking.hold(str(path), between=reaper_wins)
     try:
         assert len(opened) == 2  # the first file was given up
         assert os.fstat(fd).st_ino == os.stat(path).st_ino
-        assert lockfile.reap(str(path)) == "held"
+        assert locking.reap(str(path)) == "held"
     finally:
         os.close(fd)
 
@@ -99,8 +99,8 @@ def test_holder_gives_up_when_the_name_keeps_moving(tmp_path: Path) -> None:
     def always_replaced() -> None:
         os.unlink(path)
 
-    with pytest.raises(lockfile.LockHeld, match="kept being replaced"):
-        lockfile.hold(str(path), between=always_replaced)
+    with pytest.raises(locking.LockHeld, match="kept being replaced"):
+        locking.hold(str(path), between=always_replaced)
     assert not path.exists()
 
 
@@ -114,21 +114,21 @@ def test_reaper_leaves_a_file_that_replaced_the_locked_one(tmp_path: Path) -> No
         os.unlink(path)
         path.write_bytes(b"new")
 
-    assert lockfile.reap(str(path), between=new_holder_wins) == "gone"
+    assert locking.reap(str(path), between=new_holder_wins) == "gone"
     assert path.read_bytes() == b"new"
 
 
 def test_fresh_names_and_dir_fd(tmp_path: Path) -> None:
     dir_fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
     try:
-        fd = lockfile.hold("a", dir_fd=dir_fd, flags=os.O_WRONLY | os.O_EXCL)
+        fd = locking.hold("a", dir_fd=dir_fd, flags=os.O_WRONLY | os.O_EXCL)
         try:
             with pytest.raises(FileExistsError):
-                lockfile.hold("a", dir_fd=dir_fd, flags=os.O_WRONLY | os.O_EXCL)
-            assert lockfile.is_held("a", dir_fd=dir_fd)
+                locking.hold("a", dir_fd=dir_fd, flags=os.O_WRONLY | os.O_EXCL)
+            assert locking.is_held("a", dir_fd=dir_fd)
         finally:
             os.close(fd)
-        assert lockfile.reap("a", dir_fd=dir_fd) == "reaped"
+        assert locking.reap("a", dir_fd=dir_fd) == "reaped"
         assert not (tmp_path / "a").exists()
     finally:
         os.close(dir_fd)
@@ -139,23 +139,23 @@ def test_symlinks_are_never_followed(tmp_path: Path) -> None:
     target.write_bytes(b"keep")
     (tmp_path / "link").symlink_to(target)
     with pytest.raises(OSError):
-        lockfile.hold(str(tmp_path / "link"))
-    assert lockfile.reap(str(tmp_path / "link")) == "gone"
+        locking.hold(str(tmp_path / "link"))
+    assert locking.reap(str(tmp_path / "link")) == "gone"
     assert target.read_bytes() == b"keep"
 
 
 def test_a_fifo_does_not_hang_the_reaper(tmp_path: Path) -> None:
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)
-    assert lockfile.reap(str(fifo)) == "reaped"  # nobody holds it
+    assert locking.reap(str(fifo)) == "reaped"  # nobody holds it
 
 
 def test_flocked_excludes_another_description(tmp_path: Path) -> None:
     path = tmp_path / "mutex"
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     try:
-        with lockfile.flocked(fd):
-            assert lockfile.is_held(str(path))
-        assert not lockfile.is_held(str(path))
+        with locking.flocked(fd):
+            assert locking.is_held(str(path))
+        assert not locking.is_held(str(path))
     finally:
         os.close(fd)
