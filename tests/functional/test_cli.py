@@ -122,6 +122,63 @@ def test_json_output(conf, image):
     assert deleted == {"location": location, "deleted": True}
 
 
+def json_error(code: int, *args: str) -> dict:
+    """Run a command that fails with ``--format json``: its stderr is one
+    JSON object and its stdout holds no record."""
+    proc = run(*args)
+    err = proc.stderr.decode()
+    assert proc.returncode == code, (proc.returncode, err)
+    assert len(err.splitlines()) == 1, err
+    error = json.loads(err)
+    assert set(error) == {"error", "type"}, error
+    return error
+
+
+@pytest.mark.parametrize("where", ["before", "after"])
+def test_errors_are_json_with_format_json(conf, image, tmp_path, where):
+    def cmd(*args: str) -> list[str]:
+        fmt = ["--format", "json"]
+        return [*fmt, *args] if where == "before" else [*args, *fmt]
+
+    missing = f"file://{tmp_path}/hi/missing"
+    error = json_error(1, *conf, *cmd("size", missing))
+    assert error["type"] == "NotFound" and "missing" in error["error"]
+    # Bad usage, found while parsing: still JSON, still exit 2.
+    error = json_error(2, *conf, *cmd("get", missing, "--offset", "-1"))
+    assert error["type"] == "UsageError" and "negative" in error["error"]
+    error = json_error(2, *cmd("stores", "--config-file", str(tmp_path / "none")))
+    assert error["type"] == "UsageError"
+    bad = write_conf(
+        tmp_path / "bad.conf",
+        {
+            "glance_store": {
+                "filesystem_store_datadir": "",
+                "filesystem_store_datadirs": [f"{tmp_path}/x:first"],
+            }
+        },
+    )
+    error = json_error(2, "--config-file", str(bad), *cmd("stores"))
+    assert error["type"] == "BadStoreConfiguration"
+
+
+def test_a_digest_mismatch_is_a_record_and_a_json_error(conf, image):
+    location = add_json(conf, str(image))["location"]
+    proc = run(*conf, "--format", "json", "verify", location, "--checksum", "0" * 32)
+    assert proc.returncode == 1
+    record = json.loads(proc.stdout)
+    assert record["ok"] is False and record["expected"] == "0" * 32
+    error = json.loads(proc.stderr)
+    assert error["type"] == "ChecksumMismatch"
+    assert location in error["error"] and record["actual"] in error["error"]
+
+
+def test_text_errors_stay_one_line_with_the_program_name(conf, tmp_path):
+    err = fails(2, *conf, "get", "x", "--offset", "-1", match="negative")
+    assert err.startswith("fsstore get: ")
+    err = fails(1, *conf, "size", f"file://{tmp_path}/hi/missing", match="not found")
+    assert err.startswith("fsstore: ")
+
+
 def test_add_from_stdin(conf):
     data = payload(100_000, seed=2)
     record = add_json(conf, "--id", "piped", "-", stdin=data)

@@ -1,0 +1,5 @@
+import sys
+
+from fsstore.cli.main import main
+
+sys.exit(main())

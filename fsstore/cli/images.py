@@ -1,0 +1,291 @@
+"""``fsstore add|get|size|delete|verify|stores``: the store operations."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import os
+import stat
+import sys
+import uuid
+from collections.abc import Iterator
+from typing import Any, BinaryIO, cast
+
+from fsstore.cli.command import (
+    Command,
+    Context,
+    OneOf,
+    UsageError,
+    arg,
+    hashing_algo,
+    nonnegative,
+    positive,
+)
+from fsstore.cli.output import (
+    EXIT_FAILED,
+    CountingReader,
+    Failure,
+    Result,
+    human_size,
+    progress,
+)
+from fsstore.hashing import DEFAULT_HASHING_ALGO, ImageHasher
+
+
+@contextlib.contextmanager
+def _source(path: str) -> Iterator[io.BufferedReader]:
+    if path == "-":
+        # typeshed calls it a BinaryIO; it is a BufferedReader (readinto).
+        yield cast(io.BufferedReader, sys.stdin.buffer)
+        return
+    try:
+        f = open(path, "rb")  # noqa: SIM115 - closed below
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror}") from None
+    with f:
+        yield f
+
+
+def _size_left(f: BinaryIO) -> int:
+    """What is left to read of a regular file, named or on stdin (add - <
+    image); 0 (unknown) for a pipe."""
+    fd = f.fileno()
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        return 0
+    return max(st.st_size - os.lseek(fd, 0, os.SEEK_CUR), 0)
+
+
+def cmd_add(args: argparse.Namespace, ctx: Context) -> Result:
+    image_id = str(uuid.uuid4()) if args.id is None else args.id
+    with _source(args.file) as source:
+        size = _size_left(source) if args.size is None else args.size
+        with progress(args.progress, size, f"add {image_id}") as bar:
+            result = ctx.registry.add(
+                image_id,
+                CountingReader(source, bar),
+                size,
+                backend=args.backend,
+                hashing_algo=args.hashing_algo,
+            )
+    record = {
+        "id": image_id,
+        "location": result.location,
+        "size": result.size,
+        "checksum": result.checksum,
+        "multihash": result.multihash,
+        "hashing_algo": args.hashing_algo,
+        "metadata": result.metadata,
+    }
+    text = (
+        f"id:        {image_id}\n"
+        f"location:  {result.location}\n"
+        f"size:      {result.size} ({human_size(result.size)})\n"
+        f"checksum:  {result.checksum} (md5)\n"
+        f"multihash: {result.multihash} ({args.hashing_algo})"
+    )
+    return Result(record, text)
+
+
+def _cannot_write(path: str, exc: OSError) -> UsageError:
+    return UsageError(f"cannot write {path}: {exc.strerror}")
+
+
+@contextlib.contextmanager
+def _write_through(path: str, target: str) -> Iterator[BinaryIO]:
+    try:
+        device = open(target, "wb", buffering=0)  # noqa: SIM115 - closed below
+    except OSError as exc:
+        raise _cannot_write(path, exc) from None
+    with device:
+        yield device
+
+
+@contextlib.contextmanager
+def _replace(path: str, target: str, st: os.stat_result | None) -> Iterator[BinaryIO]:
+    directory = os.path.dirname(os.path.abspath(target))
+    tmp = os.path.join(directory, f".fsstore-get-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    try:
+        # As a new file would be made: mode 0666 less the umask.
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    except OSError as exc:
+        raise _cannot_write(path, exc) from None
+    try:
+        if st is not None:
+            os.fchmod(fd, stat.S_IMODE(st.st_mode))
+            if os.geteuid() == 0:
+                os.fchown(fd, st.st_uid, st.st_gid)
+        with os.fdopen(fd, "wb") as f:
+            yield f
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+@contextlib.contextmanager
+def _destination(path: str | None) -> Iterator[BinaryIO]:
+    """Where ``get`` writes: stdout, or ``path``.
+
+    A regular file (or a new one) is written whole or not at all: a
+    temporary file beside it, renamed over it on success, with the existing
+    file's mode (and, as root, owner). A device or a FIFO is written
+    through, as ``cat`` would. Anything else (a directory, a socket) is
+    refused. A symlink is followed, never replaced.
+    """
+    if path is None or path == "-":
+        yield sys.stdout.buffer
+        sys.stdout.buffer.flush()
+        return
+    target = os.path.realpath(path) if os.path.islink(path) else path
+    try:
+        st: os.stat_result | None = os.stat(target)
+    except FileNotFoundError:
+        st = None
+    except OSError as exc:
+        raise _cannot_write(path, exc) from None
+    if st is None or stat.S_ISREG(st.st_mode):
+        with _replace(path, target, st) as f:
+            yield f
+    elif (
+        stat.S_ISCHR(st.st_mode)
+        or stat.S_ISBLK(st.st_mode)
+        or stat.S_ISFIFO(st.st_mode)
+    ):
+        with _write_through(path, target) as f:
+            yield f
+    else:
+        kind = "a directory" if stat.S_ISDIR(st.st_mode) else "not a file"
+        raise UsageError(f"cannot write {path}: it is {kind}")
+
+
+def cmd_get(args: argparse.Namespace, ctx: Context) -> Result:
+    chunks, length = ctx.registry.get(args.uri, args.offset, args.length)
+    with (
+        contextlib.closing(chunks),
+        _destination(args.output) as out,
+        progress(args.progress, length, "get") as bar,
+    ):
+        for chunk in chunks:
+            out.write(chunk)
+            bar.update(len(chunk))
+    # The data is the output: nothing is printed after it.
+    return Result(None)
+
+
+def cmd_size(args: argparse.Namespace, ctx: Context) -> Result:
+    size = ctx.registry.get_size(args.uri)
+    return Result({"location": args.uri, "size": size}, str(size))
+
+
+def cmd_delete(args: argparse.Namespace, ctx: Context) -> Result:
+    ctx.registry.delete(args.uri)
+    return Result({"location": args.uri, "deleted": True}, f"deleted {args.uri}")
+
+
+def cmd_verify(args: argparse.Namespace, ctx: Context) -> Result:
+    chunks, length = ctx.registry.get(args.uri)
+    hasher = ImageHasher(args.hashing_algo)
+    with contextlib.closing(chunks), progress(args.progress, length, "verify") as bar:
+        for chunk in chunks:
+            hasher.update(chunk)
+            bar.update(len(chunk))
+    checksum, multihash = hasher.hexdigests()
+    if args.checksum is not None:
+        kind, expected, actual = "checksum", args.checksum.lower(), checksum
+    else:
+        kind, expected, actual = "multihash", args.multihash.lower(), multihash
+    record = {
+        "location": args.uri,
+        "kind": kind,
+        "expected": expected,
+        "actual": actual,
+        "ok": expected == actual,
+    }
+    if expected == actual:
+        return Result(record, f"OK {args.uri} {kind} {actual}")
+    failure = Failure(
+        f"{kind} mismatch for {args.uri}: expected {expected}, got {actual}",
+        "ChecksumMismatch",
+    )
+    return Result(record, None, EXIT_FAILED, failure)
+
+
+def _store_text(info: dict[str, Any]) -> str:
+    default = " (default)" if info["default"] else ""
+    lines = [
+        f"{info['name']}{default}: driver {info['driver']}, "
+        f"schemes {','.join(info['schemes'])}, "
+        f"capabilities {','.join(info['capabilities'])}"
+    ]
+    for d in info.get("datadirs", []):
+        lines.append(
+            f"    {d['path']}  priority {d['priority']}  "
+            f"free {human_size(d['free_bytes'])}"
+        )
+    shown = {"name", "default", "driver", "schemes", "capabilities", "datadirs"}
+    lines += [f"    {key}: {info[key]}" for key in sorted(set(info) - shown)]
+    return "\n".join(lines)
+
+
+def cmd_stores(args: argparse.Namespace, ctx: Context) -> Result:
+    registry = ctx.registry
+    records = []
+    for name, store in registry.stores.items():
+        info = store.describe()
+        info["name"] = name
+        info["default"] = name == registry.default_name
+        records.append(info)
+    return Result(records, "\n".join(_store_text(info) for info in records) or None)
+
+
+_URI = arg("uri")
+_HASHING_ALGO = arg("--hashing-algo", type=hashing_algo, default=DEFAULT_HASHING_ALGO)
+
+COMMANDS = (
+    Command(
+        "add",
+        "store an image",
+        cmd_add,
+        (
+            arg("file", metavar="FILE|-"),
+            arg("--id", help="image id (default: a new UUID)"),
+            arg("--backend", help="backend name or scheme (default: the default)"),
+            arg(
+                "--size",
+                type=nonnegative,
+                help="declared size in bytes, checked against the data",
+            ),
+            _HASHING_ALGO,
+        ),
+    ),
+    Command(
+        "get",
+        "read an image",
+        cmd_get,
+        (
+            _URI,
+            arg("-o", "--output", metavar="FILE", help="write here, not stdout"),
+            arg("--offset", type=nonnegative, default=0),
+            arg("--length", type=positive, default=None),
+        ),
+    ),
+    Command("size", "print an image's size", cmd_size, (_URI,)),
+    Command("delete", "delete an image", cmd_delete, (_URI,)),
+    Command(
+        "verify",
+        "check an image's digest",
+        cmd_verify,
+        (
+            _URI,
+            OneOf(
+                (arg("--checksum", metavar="MD5"), arg("--multihash", metavar="HEX")),
+                required=True,
+            ),
+            _HASHING_ALGO,
+        ),
+    ),
+    Command("stores", "list the configured stores", cmd_stores),
+)
