@@ -1,0 +1,383 @@
+"""The data directories of a filesystem store, and the staging files images
+are written to before they are published in one of them.
+
+See fsstore.backends.filesystem for the on-disk layout and the writing
+protocol; this module holds its mechanisms: opening the directories,
+noticing one that was replaced, choosing where an image goes, the staging
+file (anonymous ``O_TMPFILE``, or named and flock'ed), and the publish lock
+that makes an id unique across directories.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import errno
+import logging
+import os
+import secrets
+import stat
+import threading
+from collections.abc import Iterator
+
+from fsstore import exceptions, locking
+from fsstore.backends.filesystem_timed import TimedCalls
+from fsstore.location import FileLocation, Location
+from fsstore.store import RESERVED_PREFIX, image_id_problem
+
+LOG = logging.getLogger(__name__)
+
+STAGING_DIR = RESERVED_PREFIX + "staging"
+PUBLISH_LOCK = RESERVED_PREFIX + "publish.lock"
+
+# What open(O_TMPFILE) fails with where the file system does not offer it.
+_NO_TMPFILE = {errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL, errno.ENOENT}
+
+
+@dataclasses.dataclass
+class DataDir:
+    path: str
+    priority: int
+    fd: int = -1
+    tmpfile: bool = True
+    ident: tuple[int, int] = (0, 0)  # (st_dev, st_ino) of the open directory
+    uri_prefix: str = dataclasses.field(init=False)  # + image id: its location
+
+    def __post_init__(self) -> None:
+        self.uri_prefix = FileLocation.from_path(os.path.join(self.path, "")).uri
+
+    @property
+    def described(self) -> str:
+        return f"data directory {self.path}"
+
+    def free_bytes(self) -> int:
+        st = os.statvfs(self.fd)
+        return st.f_bavail * st.f_frsize
+
+
+def _identity(st: os.stat_result) -> tuple[int, int]:
+    return st.st_dev, st.st_ino
+
+
+class Staging:
+    """The file an image is written to before it is published."""
+
+    def __init__(self, datadir: DataDir) -> None:
+        self.datadir = datadir
+        self.fd = -1
+        self.name: str | None = None  # None: anonymous O_TMPFILE
+        self.staging_fd = -1
+
+    def open(self) -> None:
+        if self.datadir.tmpfile:
+            try:
+                self.fd = os.open(
+                    ".", os.O_TMPFILE | os.O_WRONLY, 0o666, dir_fd=self.datadir.fd
+                )
+                return
+            except OSError as exc:
+                if exc.errno not in _NO_TMPFILE:
+                    raise
+                LOG.info(
+                    "%s: no O_TMPFILE, using named staging files", self.datadir.path
+                )
+                self.datadir.tmpfile = False
+        self._open_named()
+
+    def _open_named(self) -> None:
+        with contextlib.suppress(FileExistsError):
+            os.mkdir(STAGING_DIR, 0o700, dir_fd=self.datadir.fd)
+        self.staging_fd = os.open(
+            STAGING_DIR,
+            os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW,
+            dir_fd=self.datadir.fd,
+        )
+        while True:
+            name = secrets.token_hex(16)
+            try:
+                self.fd = locking.hold(
+                    name,
+                    dir_fd=self.staging_fd,
+                    flags=os.O_WRONLY | os.O_EXCL,
+                    mode=0o666,
+                )
+            except (FileExistsError, locking.LockHeld):
+                continue  # a name taken, or reaped again and again: another
+            self.name = name
+            return
+
+    def link(self, image_id: str) -> None:
+        """Publish under ``image_id``; FileExistsError if it is taken."""
+        if self.name is None:
+            os.link(
+                f"/proc/self/fd/{self.fd}",
+                image_id,
+                dst_dir_fd=self.datadir.fd,
+                follow_symlinks=True,  # linkat(AT_SYMLINK_FOLLOW): the file itself
+            )
+        else:
+            os.link(
+                self.name,
+                image_id,
+                src_dir_fd=self.staging_fd,
+                dst_dir_fd=self.datadir.fd,
+                follow_symlinks=False,
+            )
+
+    def close(self) -> None:
+        if self.name is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.name, dir_fd=self.staging_fd)
+            self.name = None
+        fd, self.fd = self.fd, -1
+        if fd >= 0:
+            os.close(fd)
+        fd, self.staging_fd = self.staging_fd, -1
+        if fd >= 0:
+            os.close(fd)
+
+
+class DataDirs:
+    """The open data directories of one store, by priority and by path."""
+
+    def __init__(self, store_name: str, timed: TimedCalls) -> None:
+        self.store_name = store_name
+        self.timed = timed
+        self.all: list[DataDir] = []
+        self._by_priority: list[list[DataDir]] = []
+        self._by_path: list[DataDir] = []
+        self._reopen_lock = threading.Lock()
+        self._retired_fds: list[int] = []
+        self._publish_lock = threading.Lock()
+        self._lock_dir: DataDir | None = None
+        self._lock_fd = -1
+        self._lock_pid = 0
+
+    def open(self, dirs: list[DataDir], file_mode: int) -> None:
+        """Open (creating them if needed) every directory of ``dirs``, give
+        them the search bits ``file_mode`` asks for, and remove the staging
+        files no live writer holds."""
+        try:
+            for d in dirs:
+                d.fd = self._open_datadir(d.path)
+                d.ident = _identity(os.fstat(d.fd))
+                d.tmpfile = os.path.isdir("/proc/self/fd")
+        except BaseException:
+            for d in dirs:
+                if d.fd >= 0:
+                    os.close(d.fd)
+            raise
+        self.all = dirs
+        for d in dirs:
+            _let_readers_search(d, file_mode)
+        priorities = sorted({d.priority for d in dirs}, reverse=True)
+        self._by_priority = [[d for d in dirs if d.priority == p] for p in priorities]
+        self._by_path = sorted(dirs, key=lambda d: d.path)
+        for d in dirs:
+            _remove_stale_staging(d)
+
+    def _open_datadir(self, path: str) -> int:
+        def bad(reason: str) -> exceptions.BadStoreConfiguration:
+            return exceptions.BadStoreConfiguration(
+                self.store_name, f"data directory {path} {reason}"
+            )
+
+        try:
+            os.makedirs(path, mode=0o755, exist_ok=True)
+        except OSError as exc:
+            raise bad(f"cannot be created: {exc.strerror}") from None
+        if not os.path.isdir(path):
+            raise bad("is not a directory")
+        if not os.access(path, os.R_OK | os.W_OK | os.X_OK):
+            raise bad("is not readable and writable")
+        return os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+
+    def close(self) -> None:
+        for d in self.all:
+            if d.fd >= 0:
+                os.close(d.fd)
+                d.fd = -1
+        self.all = []
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)
+            self._lock_fd = -1
+        self._lock_dir = None
+        fds, self._retired_fds = self._retired_fds, []
+        for fd in fds:
+            os.close(fd)
+
+    def find(self, location: Location) -> tuple[DataDir, str] | None:
+        """The data directory and image id ``location`` names, if it names
+        a file directly inside one of them."""
+        if not isinstance(location, FileLocation):
+            return None
+        path = os.path.normpath(location.path)
+        parent, name = os.path.split(path)
+        if image_id_problem(name) is not None:
+            return None
+        for d in self.all:
+            if parent == d.path:
+                return d, name
+        real_parent = os.path.realpath(parent)
+        for d in self.all:
+            if real_parent == os.path.realpath(d.path):
+                return d, name
+        return None
+
+    def available(self, datadir: DataDir) -> bool:
+        """Whether ``datadir`` exists, reopening it if it was replaced.
+
+        Race: the directory at a data directory's path may be replaced while
+        the store runs (a remount, an operator's ``rm -r`` and ``mkdir``).
+        The descriptor opened at configure would then go on naming the old
+        one: writes fail (a deleted directory takes no new files) or land
+        where nobody sees them (a directory a new mount hides), and images
+        put into the new one stay unreadable. So each operation compares the
+        path's identity with the descriptor's and reopens on a difference. A
+        missing directory is never recreated (it may be an unmounted mount
+        point): it is skipped until it is back.
+        """
+        try:
+            st = self.timed(os.stat, datadir.path)
+        except OSError:
+            return False
+        if _identity(st) == datadir.ident:
+            return True
+        with self._reopen_lock:
+            try:
+                if _identity(os.stat(datadir.path)) == datadir.ident:
+                    return True  # another thread reopened it
+                fd = os.open(datadir.path, os.O_RDONLY | os.O_DIRECTORY)
+            except OSError:
+                return False  # gone again
+            LOG.warning("data directory %s was replaced; reopened it", datadir.path)
+            # Other threads may be using the old descriptor right now: it is
+            # closed with the store, not here.
+            self._retired_fds.append(datadir.fd)
+            datadir.fd, datadir.ident = fd, _identity(os.fstat(fd))
+            datadir.tmpfile = os.path.isdir("/proc/self/fd")
+            if datadir is self._lock_dir:
+                self._lock_pid = 0  # the publish lock lived in the old one
+            _remove_stale_staging(datadir)
+        return True
+
+    def choose(self, image_id: str, size: int) -> DataDir:
+        """Where an image of ``size`` bytes (0: unknown) goes: the highest
+        priority with room, and within it the most free space."""
+        missing = []
+        for group in self._by_priority:
+            present = [d for d in group if self.available(d)]
+            missing += [d.path for d in group if d not in present]
+            if not present:
+                continue
+            if len(present) == 1:
+                best, free = present[0], self.timed(present[0].free_bytes)
+            else:
+                free, i = max(
+                    (self.timed(d.free_bytes), i) for i, d in enumerate(present)
+                )
+                best = present[i]
+            if free > 0 and free >= size:
+                return best
+        raise exceptions.StorageFull(
+            f"no data directory of store {self.store_name!r} has room for image "
+            f"{image_id}"
+            + (f" ({size} bytes)" if size else "")
+            + (f"; missing: {', '.join(missing)}" if missing else "")
+        )
+
+    def preferred(self) -> DataDir:
+        """Where an image of unknown size would go now (the first directory
+        of the highest priority when none has room)."""
+        try:
+            return self.choose("of unknown size", 0)
+        except exceptions.StorageFull:
+            return self._by_priority[0][0]
+
+    def check_absent(self, image_id: str, skip: DataDir | None = None) -> None:
+        for d in self.all:
+            if d is skip:
+                continue
+            if not os.access(image_id, os.F_OK, dir_fd=d.fd, follow_symlinks=False):
+                continue
+            raise exceptions.Duplicate(f"image {image_id} already exists in {d.path}")
+
+    @contextlib.contextmanager
+    def publish_lock(self) -> Iterator[None]:
+        """Held while an id is checked absent from every directory and
+        linked into one: this process's threads, then other processes."""
+        with self._publish_lock, locking.flocked(self._publish_lock_fd()):
+            yield
+
+    def _publish_lock_fd(self) -> int:
+        # A lock fd inherited across fork() shares its flock with the parent,
+        # so each process opens its own.
+        # The lock lives in the first directory by path that exists. Race:
+        # while an operator removes or restores that directory, processes may
+        # for an instant disagree on where the lock is (see available()).
+        lock_dir = next(
+            (d for d in self._by_path if self.available(d)), self._by_path[0]
+        )
+        if (
+            self._lock_fd < 0
+            or self._lock_pid != os.getpid()
+            or lock_dir is not self._lock_dir
+        ):
+            if self._lock_fd >= 0:
+                os.close(self._lock_fd)  # the parent's, or a replaced directory's
+            self._lock_dir = lock_dir
+            self._lock_fd = os.open(
+                PUBLISH_LOCK,
+                os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW,
+                0o600,
+                dir_fd=lock_dir.fd,
+            )
+            self._lock_pid = os.getpid()
+        return self._lock_fd
+
+
+def _let_readers_search(datadir: DataDir, perm: int) -> None:
+    """Give the data directory the search (x) bit for the group and others
+    when ``filesystem_store_file_perm`` lets them read images, as
+    glance_store does: a readable file in a directory they cannot enter is
+    no use to them. A failure is logged, as there."""
+    if not perm:
+        return
+    try:
+        mode = stat.S_IMODE(os.fstat(datadir.fd).st_mode)
+        wanted = mode
+        if perm & stat.S_IRWXO:
+            wanted |= stat.S_IXOTH
+        if perm & stat.S_IRWXG:
+            wanted |= stat.S_IXGRP
+        if wanted != mode:
+            os.fchmod(datadir.fd, wanted)
+    except OSError as exc:
+        LOG.warning(
+            "cannot let other users search data directory %s: %s",
+            datadir.path,
+            exc.strerror,
+        )
+
+
+def _remove_stale_staging(datadir: DataDir) -> None:
+    """Remove named staging files that no live writer holds."""
+    try:
+        staging_fd = os.open(
+            STAGING_DIR,
+            os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW,
+            dir_fd=datadir.fd,
+        )
+    except (FileNotFoundError, NotADirectoryError):
+        return
+    try:
+        for name in os.listdir(staging_fd):
+            if locking.reap(name, dir_fd=staging_fd) == "reaped":
+                LOG.info(
+                    "removed stale staging file %s/%s/%s",
+                    datadir.path,
+                    STAGING_DIR,
+                    name,
+                )
+    finally:
+        os.close(staging_fd)
