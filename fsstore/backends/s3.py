@@ -29,7 +29,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import logging
-import re
 import threading
 from typing import Any
 
@@ -37,6 +36,21 @@ from oslo_config import cfg
 
 from fsstore import exceptions
 from fsstore.backends.s3_claim import EngineSupport, UploadClaim
+from fsstore.backends.s3_config import (
+    OPTIONS,
+    ClientSettings,
+    MiB,
+    make_client,
+    parse_endpoint,
+    region_from_host,
+)
+from fsstore.backends.s3_errors import (
+    PRECONDITION_FAILED,
+    error_code,
+    error_status,
+    is_boto_error,
+    translate,
+)
 from fsstore.backends.s3_multipart import MAX_PARTS, MultipartUpload
 from fsstore.backends.s3_read import ResumingBody
 from fsstore.hashing import ImageHasher
@@ -50,120 +64,12 @@ from fsstore.streams import (
     no_chunks,
 )
 
+__all__ = ["OPTIONS", "MiB", "S3Store", "key_problem"]
+
 LOG = logging.getLogger(__name__)
 
-MiB = 1024 * 1024
 MIN_PART = 5 * MiB
 READ_CHUNK = 64 * 1024
-
-OPTIONS = [
-    cfg.StrOpt(
-        "s3_store_host",
-        help="The S3 endpoint, e.g. https://s3.example.com:8080. An http:// or "
-        "https:// prefix sets the location scheme s3+http or s3+https; without "
-        "one, https is used and the scheme is s3.",
-    ),
-    cfg.StrOpt("s3_store_access_key", secret=True, help="The S3 access key."),
-    cfg.StrOpt("s3_store_secret_key", secret=True, help="The S3 secret key."),
-    cfg.StrOpt("s3_store_bucket", help="The bucket images are stored in."),
-    cfg.StrOpt("s3_store_region_name", default="", help="The S3 region name."),
-    cfg.BoolOpt(
-        "s3_store_create_bucket_on_put",
-        default=False,
-        help="Create the bucket on the first add if it does not exist.",
-    ),
-    cfg.StrOpt(
-        "s3_store_bucket_url_format",
-        default="auto",
-        choices=("auto", "virtual", "path"),
-        help="Addressing style: virtual (bucket.host/key), path (host/bucket/key) "
-        "or auto.",
-    ),
-    cfg.IntOpt(
-        "s3_store_large_object_size",
-        default=100,
-        min=1,
-        help="Size, in MB, from which an image goes up as a multipart upload.",
-    ),
-    cfg.IntOpt(
-        "s3_store_large_object_chunk_size",
-        default=10,
-        min=5,
-        help="Part size, in MB, of multipart uploads.",
-    ),
-    cfg.IntOpt(
-        "s3_store_thread_pools",
-        default=10,
-        min=1,
-        help="Parts uploaded in parallel.",
-    ),
-    cfg.BoolOpt(
-        "s3_store_enable_data_integrity_protection",
-        default=False,
-        help="Let botocore compute request checksums and validate response "
-        "checksums as s3_store_request_checksum_calculation and "
-        "s3_store_response_checksum_validation say. Off (the default): both "
-        "only when required, which S3-compatible engines without the newer "
-        "checksums accept.",
-    ),
-    cfg.StrOpt(
-        "s3_store_request_checksum_calculation",
-        default="when_required",
-        choices=("when_required", "when_supported"),
-        help="botocore's request_checksum_calculation, used only with "
-        "s3_store_enable_data_integrity_protection.",
-    ),
-    cfg.StrOpt(
-        "s3_store_response_checksum_validation",
-        default="when_required",
-        choices=("when_required", "when_supported"),
-        help="botocore's response_checksum_validation, used only with "
-        "s3_store_enable_data_integrity_protection.",
-    ),
-    cfg.FloatOpt(
-        "s3_store_connect_timeout",
-        default=60.0,
-        min=0.1,
-        help="Seconds to wait for a connection to the endpoint.",
-    ),
-    cfg.FloatOpt(
-        "s3_store_read_timeout",
-        default=60.0,
-        min=0.1,
-        help="Seconds to wait for each read from a connection (the stall that "
-        "counts as a dropped connection).",
-    ),
-    cfg.IntOpt(
-        "s3_store_max_retries",
-        default=4,
-        min=0,
-        help="Retries of each request (each part of a multipart upload on its "
-        "own) after a connection error, a timeout, throttling or a 5xx answer, "
-        "with exponential backoff and jitter.",
-    ),
-    cfg.IntOpt(
-        "s3_store_retry_get_count",
-        default=5,
-        min=0,
-        help="Times one read of an image resumes, from the next byte, after its "
-        "connection drops mid-body (as swift_store_retry_get_count).",
-    ),
-    cfg.IntOpt(
-        "s3_store_upload_lease",
-        default=300,
-        min=1,
-        help="Seconds a multipart upload's claim on its image id lasts without "
-        "renewal (renewed while parts go up). A writer killed mid-upload "
-        "blocks its id this long; a writer that stalls longer than this "
-        "between its last part and completing may lose exactly-one-winner.",
-    ),
-    cfg.StrOpt(
-        "s3_store_cacert",
-        default="",
-        help="CA bundle to verify the endpoint's certificate with; empty: the "
-        "system's.",
-    ),
-]
 
 
 class S3Store(Store):
@@ -234,49 +140,18 @@ class S3Store(Store):
         # when it computes one, else our Content-MD5, which every engine
         # checks.
         self.content_md5 = self.checksums[0] != "when_supported"
-        self.client = self._make_client(access_key, secret_key)
+        settings = ClientSettings(
+            endpoint=self.endpoint,
+            region=self.option("s3_store_region_name") or region_from_host(self.host),
+            addressing_style=self.addressing_style,
+            connections=self.thread_pools + 2,
+            timeouts=self.timeouts,
+            max_retries=self.max_retries,
+            checksums=self.checksums,
+            cacert=self.option("s3_store_cacert") or None,
+        )
+        self.client = make_client(self.name, settings, access_key, secret_key)
         self._bucket_ready = False
-
-    def _make_client(self, access_key: str, secret_key: str) -> Any:
-        """The one boto3 client of this store (thread-safe, reused by
-        every operation: no session per operation)."""
-        try:
-            import boto3
-        except ImportError:
-            raise exceptions.BadStoreConfiguration(
-                self.name, "boto3 is not installed (pip install 'fsstore[s3]')"
-            ) from None
-        from botocore.config import Config
-        from botocore.exceptions import InvalidRegionError
-
-        region = self.option("s3_store_region_name") or region_from_host(self.host)
-        session = boto3.session.Session(
-            aws_access_key_id=access_key,
-            aws_secret_access_key=secret_key,
-            region_name=region,
-        )
-        config = Config(
-            s3={"addressing_style": self.addressing_style},
-            max_pool_connections=self.thread_pools + 2,
-            connect_timeout=self.timeouts[0],
-            read_timeout=self.timeouts[1],
-            # botocore's standard mode: exponential backoff with jitter;
-            # its max_attempts counts retries, not attempts.
-            retries={"max_attempts": self.max_retries, "mode": "standard"},
-            request_checksum_calculation=self.checksums[0],
-            response_checksum_validation=self.checksums[1],
-        )
-        try:
-            return session.client(
-                "s3",
-                endpoint_url=self.endpoint,
-                verify=self.option("s3_store_cacert") or None,
-                config=config,
-            )
-        except InvalidRegionError:
-            raise exceptions.BadStoreConfiguration(
-                self.name, f"s3_store_region_name {region!r} is not a valid region"
-            ) from None
 
     def describe(self) -> dict[str, Any]:
         info = super().describe()
@@ -294,37 +169,7 @@ class S3Store(Store):
     # -- errors ----------------------------------------------------------
 
     def _error(self, exc: BaseException, what: str) -> exceptions.FsstoreError:
-        """An fsstore error for a botocore one; messages never carry secrets."""
-        from botocore.exceptions import BotoCoreError, ClientError
-
-        if isinstance(exc, ClientError):
-            error = exc.response.get("Error", {})
-            code = str(error.get("Code", ""))
-            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-            if code in ("NoSuchKey", "NotFound", "404") or status == 404:
-                if code == "NoSuchBucket":
-                    return exceptions.BadStoreConfiguration(
-                        self.name, f"bucket {self.bucket!r} does not exist"
-                    )
-                return exceptions.NotFound(f"{what}: not found")
-            if code in ("AccessDenied", "403", "Forbidden") or status == 403:
-                return exceptions.Forbidden(f"{what}: access denied by {self.host}")
-            if code in ("BadDigest", "InvalidDigest", "XAmzContentSHA256Mismatch"):
-                return exceptions.BackendException(
-                    f"{what}: the data the engine received differs from what was "
-                    f"sent ({code}); it kept none of it"
-                )
-            if code in ("EntityTooLarge", "QuotaExceeded"):
-                return exceptions.StorageFull(f"{what}: {code}")
-            return exceptions.BackendException(f"{what}: S3 error {code or status}")
-        if isinstance(exc, BotoCoreError):
-            return exceptions.BackendException(f"{what}: {type(exc).__name__}")
-        return exceptions.BackendException(f"{what}: {exc}")
-
-    @staticmethod
-    def _code(exc: Exception) -> str:
-        response = getattr(exc, "response", None) or {}
-        return str(response.get("Error", {}).get("Code", ""))
+        return translate(exc, what, self.name, self.bucket, self.host)
 
     # -- locations -------------------------------------------------------
 
@@ -381,7 +226,7 @@ class S3Store(Store):
                     Bucket=self.bucket, Key=key, **kwargs
                 )
             except Exception as exc:
-                if etag and self._code(exc) == "PreconditionFailed":
+                if etag and error_code(exc) == "PreconditionFailed":
                     raise exceptions.BackendException(
                         f"{what} was replaced while it was read"
                     ) from None
@@ -393,7 +238,7 @@ class S3Store(Store):
         except exceptions.FsstoreError:
             raise
         except Exception as exc:
-            if self._code(exc) == "InvalidRange":
+            if error_code(exc) == "InvalidRange":
                 if offset == 0:  # a range of an empty object
                     return no_chunks(), 0
                 raise exceptions.Invalid(
@@ -434,10 +279,7 @@ class S3Store(Store):
             try:
                 self.client.head_bucket(Bucket=self.bucket)
             except Exception as exc:
-                status = (getattr(exc, "response", None) or {}).get(
-                    "ResponseMetadata", {}
-                )
-                if status.get("HTTPStatusCode") != 404:
+                if error_status(exc) != 404:
                     raise self._error(exc, f"bucket {self.bucket!r}") from None
                 if not self.create_bucket_on_put:
                     raise exceptions.BadStoreConfiguration(
@@ -456,7 +298,7 @@ class S3Store(Store):
         try:
             self.client.create_bucket(**kwargs)
         except Exception as exc:
-            if self._code(exc) not in ("BucketAlreadyOwnedByYou",):
+            if error_code(exc) not in ("BucketAlreadyOwnedByYou",):
                 raise self._error(exc, f"creating bucket {self.bucket!r}") from None
         LOG.info("created bucket %s on %s", self.bucket, self.host)
 
@@ -505,7 +347,7 @@ class S3Store(Store):
     def _conditional_write_error(
         self, exc: Exception, location: S3Location
     ) -> Exception:
-        if self._code(exc) in ("PreconditionFailed", "ConditionalRequestConflict"):
+        if error_code(exc) in PRECONDITION_FAILED[:2]:
             return exceptions.Duplicate(f"image {location.uri} already exists")
         return self._error(exc, f"writing image {location.uri}")
 
@@ -575,7 +417,7 @@ class S3Store(Store):
                 raise self._conditional_write_error(exc, location) from None
         except BaseException as exc:
             upload.abort()
-            if isinstance(exc, exceptions.FsstoreError) or not _is_boto_error(exc):
+            if isinstance(exc, exceptions.FsstoreError) or not is_boto_error(exc):
                 raise
             raise self._error(exc, what) from None
         return written
@@ -617,43 +459,6 @@ class S3Store(Store):
         return written
 
 
-def parse_endpoint(store_name: str, host: str) -> tuple[str, str, str]:
-    """``s3_store_host`` as (location scheme, endpoint URL, host[:port]).
-
-    Locations take glance_store's form: s3+https:// for an https endpoint,
-    s3:// otherwise, so that either driver places the other's (s3+http://
-    locations are still read). A bare host means https.
-    """
-    if host.startswith("https://"):
-        scheme, endpoint = "s3+https", host
-    elif host.startswith("http://"):
-        scheme, endpoint = "s3", host
-    elif "://" in host:
-        raise exceptions.BadStoreConfiguration(
-            store_name, f"s3_store_host {host!r} must be http:// or https://"
-        )
-    else:
-        scheme, endpoint = "s3", "https://" + host
-    netloc = endpoint.split("://", 1)[1].rstrip("/")
-    if not netloc or "/" in netloc:
-        raise exceptions.BadStoreConfiguration(
-            store_name, f"s3_store_host {host!r} must be a host[:port] URL"
-        )
-    return scheme, endpoint, netloc
-
-
-def region_from_host(host: str) -> str | None:
-    """The AWS region a legacy regional endpoint names
-    (``s3-us-west-2.amazonaws.com``, ``s3.eu-west-1.amazonaws.com``), so
-    that requests are signed for it; None for any other host, and for the
-    global ``s3.amazonaws.com``."""
-    match = re.fullmatch(
-        r"s3[.-]([a-z]{2}(?:-[a-z]+)+-\d)\.amazonaws\.com(?:\.cn)?",
-        host.split(":", 1)[0].lower(),
-    )
-    return match.group(1) if match else None
-
-
 def key_problem(image_id: str) -> str | None:
     """Why ``image_id`` cannot be an object key of this store, or None.
 
@@ -665,9 +470,3 @@ def key_problem(image_id: str) -> str | None:
     if problem is None and any(ord(c) < 32 or ord(c) == 127 for c in image_id):
         problem = f"image id {image_id!r} contains a control character"
     return problem
-
-
-def _is_boto_error(exc: BaseException) -> bool:
-    from botocore.exceptions import BotoCoreError, ClientError
-
-    return isinstance(exc, (BotoCoreError, ClientError))

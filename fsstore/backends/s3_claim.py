@@ -58,21 +58,20 @@ import uuid
 from typing import Any
 
 from fsstore import exceptions
+from fsstore.backends.s3_errors import (
+    MISSING,
+    PRECONDITION_FAILED,
+    error_code,
+    error_status,
+)
 
 LOG = logging.getLogger(__name__)
 
 PREFIX = ".fsstore-claims/"
-PRECONDITION_FAILED = ("PreconditionFailed", "ConditionalRequestConflict", "412")
-MISSING = ("404", "NoSuchKey", "NotFound")
 
 
 def claim_key(image_key: str) -> str:
     return PREFIX + image_key
-
-
-def _code(exc: Exception) -> str:
-    response = getattr(exc, "response", None) or {}
-    return str(response.get("Error", {}).get("Code", ""))
 
 
 def _failed_precondition(exc: Exception, if_match: bool = False) -> bool:
@@ -82,11 +81,10 @@ def _failed_precondition(exc: Exception, if_match: bool = False) -> bool:
     404 on some engines and 412 on others: the same answer here. For
     If-None-Match only 412 is (a 404 there is a missing bucket).
     """
-    response = getattr(exc, "response", None) or {}
-    status = response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-    if _code(exc) in PRECONDITION_FAILED or status == 412:
+    status = error_status(exc)
+    if error_code(exc) in PRECONDITION_FAILED or status == 412:
         return True
-    return if_match and (_code(exc) in MISSING or status == 404)
+    return if_match and (error_code(exc) in MISSING or status == 404)
 
 
 def _bare(etag: str) -> str:
@@ -152,7 +150,7 @@ class UploadClaim:
         try:
             head = self.client.head_object(Bucket=self.bucket, Key=self.key)
         except Exception as exc:
-            if _code(exc) in MISSING:
+            if error_code(exc) in MISSING:
                 # Released since our PUT failed: whoever held it has finished
                 # (its image is checked next) or given up; try once more.
                 self._put_or_duplicate(IfNoneMatch="*")
@@ -218,7 +216,7 @@ class UploadClaim:
         try:
             self.client.head_object(Bucket=self.bucket, Key=self.image_key)
         except Exception as exc:
-            if _code(exc) in MISSING:
+            if error_code(exc) in MISSING:
                 return False
             raise
         return True
@@ -231,7 +229,7 @@ class UploadClaim:
                 Bucket=self.bucket, Key=self.key, Body=self._body, **condition
             )
         except Exception as exc:
-            if "IfMatch" not in condition or _code(exc) != "NotImplemented":
+            if "IfMatch" not in condition or error_code(exc) != "NotImplemented":
                 raise
             LOG.info(
                 "%s: no If-Match on PutObject; claims renew unconditionally",
