@@ -267,11 +267,12 @@ class FileStore(_Adapter):
     store: filesystem.FilesystemStore
 
     def _expose(self) -> None:
-        # GET /v2/info/stores/detail reads these.
+        # GET /v2/info/stores/detail reads these, under glance_store's names
+        # (its chunk_size is the I/O size, our io_size).
         store = self.store
         self.multiple_datadirs = len(store.datadirs) > 1
         self.datadir = store.preferred_datadir().path
-        self.chunk_size = self.READ_CHUNKSIZE = self.WRITE_CHUNKSIZE = store.chunk_size
+        self.chunk_size = self.READ_CHUNKSIZE = self.WRITE_CHUNKSIZE = store.io_size
         self.thin_provisioning = store.thin
 
     def _glance_url_prefix(self) -> str:

@@ -20,7 +20,7 @@ shapes, and work on the registry that :func:`create_stores` made last.
 from __future__ import annotations
 
 import threading
-from typing import Any
+from typing import Any, TypeVar, overload
 
 from oslo_config import cfg
 from stevedore import driver as stevedore_driver
@@ -33,6 +33,7 @@ from fsstore.store import SHARED_GROUP, AddResult, Store
 from fsstore.streams import ImageChunks, ImageData, Verifier
 
 BACKENDS_NAMESPACE = "fsstore.backends"
+DriverT = TypeVar("DriverT")
 
 
 def register_opts(conf: cfg.ConfigOpts) -> None:
@@ -43,10 +44,20 @@ def register_opts(conf: cfg.ConfigOpts) -> None:
     conf.register_opts(opts.builtin_store_opts(), group=opts.STORE_GROUP)
 
 
+@overload
+def load_driver(name: str) -> type[Store]: ...
+
+
+@overload
+def load_driver(name: str, namespace: str, base: type[DriverT]) -> type[DriverT]: ...
+
+
 def load_driver(
-    name: str, namespace: str = BACKENDS_NAMESPACE, base: type = Store
-) -> Any:
-    """The class registered as ``name`` in ``namespace``, a subclass of ``base``.
+    name: str, namespace: str = BACKENDS_NAMESPACE, base: type[Any] = Store
+) -> type[Any]:
+    """The class registered as ``name`` in ``namespace``, a subclass of ``base``
+    (by default a store driver); typed as ``base`` is, as stevedore's
+    ``DriverManager[T]``.
 
     Anything else (no such entry point, an import error, a class of the wrong
     kind) is a DriverLoadFailure that names the driver.

@@ -96,8 +96,9 @@ def validate_size(size: object) -> int:
     return size
 
 
-def range_length(size: int, offset: int, chunk_size: int | None, what: str) -> int:
-    """Length of the range ``offset``/``chunk_size`` of ``size`` bytes.
+def range_length(size: int, offset: int, limit: int | None, what: str) -> int:
+    """Length of the range of ``size`` bytes that starts at ``offset`` and
+    holds at most ``limit`` bytes (None: to the end).
 
     An offset at or past the end of a non-empty image is Invalid.
     """
@@ -106,7 +107,7 @@ def range_length(size: int, offset: int, chunk_size: int | None, what: str) -> i
             f"offset {offset} is past the end of {what} ({size} bytes)"
         )
     length = size - offset
-    return length if chunk_size is None else min(length, chunk_size)
+    return length if limit is None else min(length, limit)
 
 
 class Store:
@@ -240,7 +241,9 @@ class Store:
     ) -> tuple[ImageChunks, int]:
         """``(iterator of bytes, length)`` of the image, or of a range of it.
 
-        ``chunk_size`` is the length of the range, as in glance_store.
+        ``chunk_size`` is glance_store's name for the range's length (at most
+        that many bytes from ``offset``); drivers' ``_get`` receive it as
+        ``limit``. It is never an I/O size.
         """
         self._require(Capability.READ, exceptions.StoreGetNotSupported)
         if offset or chunk_size is not None:
@@ -278,7 +281,7 @@ class Store:
         raise NotImplementedError
 
     def _get(
-        self, location: Location, offset: int, chunk_size: int | None
+        self, location: Location, offset: int, limit: int | None
     ) -> tuple[ImageChunks, int]:
         raise NotImplementedError
 

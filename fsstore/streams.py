@@ -271,14 +271,14 @@ class CheckedSource:
 
 def read_chunks(
     data: ImageData,
-    chunk_size: int,
+    read_size: int,
     image_id: str,
     expected_size: int = 0,
     verifier: Verifier | None = None,
 ) -> Iterator[bytes]:
     """The checked chunks of ``data``, each safe to keep, then the size check:
     for drivers that need nothing more of :class:`CheckedSource`."""
-    source = CheckedSource(data, image_id, expected_size, verifier, chunk_size)
+    source = CheckedSource(data, image_id, expected_size, verifier, read_size)
     yield from source.chunks()
     source.finish()
 
@@ -300,14 +300,14 @@ class _OpenFile:
 
 
 def _pread_chunks(
-    file: _OpenFile, pos: int, left: int, chunk_size: int
+    file: _OpenFile, pos: int, left: int, read_size: int
 ) -> Generator[bytes, None, None]:
     # A generator, not a __next__ method: resuming one costs less than a
     # method call, and at 64 KiB a chunk that is a few percent of a full read.
     fd, pread = file.fd, os.pread
     try:
         while left > 0:
-            chunk = pread(fd, chunk_size if chunk_size < left else left, pos)
+            chunk = pread(fd, read_size if read_size < left else left, pos)
             if not chunk:
                 return  # truncated under us (only possible by hand): stop
             pos += len(chunk)
@@ -325,9 +325,9 @@ class FileChunkIterator:
     store.get(uri)[0]``): the file closes when the last of them goes.
     """
 
-    def __init__(self, fd: int, offset: int, length: int, chunk_size: int) -> None:
+    def __init__(self, fd: int, offset: int, length: int, read_size: int) -> None:
         self._file = _OpenFile(fd)
-        self._chunks = _pread_chunks(self._file, offset, length, chunk_size)
+        self._chunks = _pread_chunks(self._file, offset, length, read_size)
 
     def __iter__(self) -> Iterator[bytes]:
         return self._chunks

@@ -52,10 +52,10 @@ __all__ = [
 ]
 
 
-def one_read_limit(chunk_size: int) -> int:
+def one_read_limit(io_size: int) -> int:
     """Up to this declared size an image from a file is read whole and
     hashed inline: past it, digest threads pay for themselves."""
-    return min(chunk_size, THREADED_THRESHOLD)
+    return min(io_size, THREADED_THRESHOLD)
 
 
 def write_error(exc: OSError, where: str, image_id: str) -> exceptions.FsstoreError:

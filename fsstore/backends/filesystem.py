@@ -90,7 +90,7 @@ class FilesystemStore(Store):
         super().__init__(conf, backend_group)
         self.metadata: list[dict[str, Any]] = []
         self.file_mode = 0
-        self.chunk_size = 64 * 1024
+        self.io_size = 64 * 1024  # filesystem_store_chunk_size
         self.thin = False
         self._one_read_limit = 0
         self._zero_block = b""
@@ -130,10 +130,10 @@ class FilesystemStore(Store):
         )
         metadata_file = self.option("filesystem_store_metadata_file")
         self.metadata = load_metadata(self.name, metadata_file) if metadata_file else []
-        self.chunk_size = self.option("filesystem_store_chunk_size")
+        self.io_size = self.option("filesystem_store_chunk_size")
         self.thin = self.option("filesystem_thin_provisioning")
-        self._one_read_limit = 0 if self.thin else one_read_limit(self.chunk_size)
-        self._zero_block = bytes(self.chunk_size) if self.thin else b""
+        self._one_read_limit = 0 if self.thin else one_read_limit(self.io_size)
+        self._zero_block = bytes(self.io_size) if self.thin else b""
         self.fsync = self.option("filesystem_store_fsync")
         timed = (
             self.option("filesystem_store_timeout"),
@@ -200,7 +200,7 @@ class FilesystemStore(Store):
     # -- operations ------------------------------------------------------
 
     def _get(
-        self, location: Location, offset: int, chunk_size: int | None
+        self, location: Location, offset: int, limit: int | None
     ) -> tuple[ImageChunks, int]:
         datadir, name = self._resolve(location)
         try:
@@ -226,12 +226,12 @@ class FilesystemStore(Store):
                 raise exceptions.Forbidden(
                     f"location {location.uri} is not an image file"
                 )
-            length = range_length(st.st_size, offset, chunk_size, location.uri)
+            length = range_length(st.st_size, offset, limit, location.uri)
             os.posix_fadvise(fd, offset, length, os.POSIX_FADV_SEQUENTIAL)
         except BaseException:
             os.close(fd)
             raise
-        return FileChunkIterator(fd, offset, length, self.chunk_size), length
+        return FileChunkIterator(fd, offset, length, self.io_size), length
 
     def _get_size(self, location: Location) -> int:
         return self._stat(location)[2].st_size
@@ -255,7 +255,7 @@ class FilesystemStore(Store):
         hashing_algo: str,
         verifier: Verifier | None,
     ) -> AddResult:
-        source = CheckedSource(data, image_id, size, verifier, self.chunk_size)
+        source = CheckedSource(data, image_id, size, verifier, self.io_size)
         if 0 < size <= self._one_read_limit and hasattr(data, "read"):
             return self._add_one_read(image_id, source, size, hashing_algo)
         if not 0 < size <= PIPELINE_THRESHOLD:

@@ -343,7 +343,7 @@ class HttpStore(Store):
             ) from None
 
     def _get(
-        self, location: Location, offset: int, chunk_size: int | None
+        self, location: Location, offset: int, limit: int | None
     ) -> tuple[ImageChunks, int]:
         response, deadline = self._open(location, "GET")
         try:

@@ -209,11 +209,11 @@ class S3Store(Store):
     # -- operations ------------------------------------------------------
 
     def _get(
-        self, location: Location, offset: int, chunk_size: int | None
+        self, location: Location, offset: int, limit: int | None
     ) -> tuple[ImageChunks, int]:
         key = self._key(location)
         what = f"image {location.uri}"
-        last = None if chunk_size is None else offset + chunk_size - 1
+        last = None if limit is None else offset + limit - 1
 
         def fetch(first: int, last: int | None, etag: str | None) -> dict[str, Any]:
             kwargs: dict[str, Any] = {}

@@ -36,14 +36,14 @@ class ResumingBody:
         fetch: Fetch,
         start: int,
         end: int | None,
-        chunk_size: int,
+        read_size: int,
         resumes: int,
         what: str,
     ) -> None:
         self._fetch = fetch
         self._next = start  # the offset of the next byte the caller gets
         self._end = end
-        self._chunk_size = chunk_size
+        self._read_size = read_size
         self._resumes_left = resumes
         self._what = what
         self._etag: str | None = response.get("ETag")
@@ -52,7 +52,7 @@ class ResumingBody:
 
     def _open(self, response: dict[str, Any]) -> None:
         self._body: Any = response["Body"]
-        self._chunks = self._body.iter_chunks(self._chunk_size)
+        self._chunks = self._body.iter_chunks(self._read_size)
 
     def __iter__(self) -> ResumingBody:
         return self

@@ -54,12 +54,12 @@ class CachingStore:
         )
 
     def _from_cache(
-        self, image_id: str, offset: int, chunk_size: int | None
+        self, image_id: str, offset: int, limit: int | None
     ) -> tuple[ImageChunks, int]:
         fd = self.cache.open_entry(image_id)
         try:
             size = os.fstat(fd).st_size
-            length = range_length(size, offset, chunk_size, f"image {image_id}")
+            length = range_length(size, offset, limit, f"image {image_id}")
         except BaseException:
             os.close(fd)
             raise

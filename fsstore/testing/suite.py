@@ -76,8 +76,9 @@ class FailingStream:
 class StoreConformanceTests:
     """Subclass this and provide a ``store`` fixture."""
 
-    #: The store's I/O chunk size, for the chunk-boundary round trips.
-    chunk_size = 64 * 1024
+    #: The store's I/O size (filesystem_store_chunk_size for the filesystem
+    #: store), for the round trips at its boundaries.
+    io_size = 64 * 1024
 
     @pytest.fixture
     def store(self) -> Store:  # pragma: no cover - provided by subclasses
@@ -107,9 +108,9 @@ class StoreConformanceTests:
         size = {
             "empty": 0,
             "one": 1,
-            "chunk-1": self.chunk_size - 1,
-            "chunk": self.chunk_size,
-            "chunk+1": self.chunk_size + 1,
+            "chunk-1": self.io_size - 1,
+            "chunk": self.io_size,
+            "chunk+1": self.io_size + 1,
             "several-mib": 5 * 1024 * 1024 + 7,
         }[size_name]
         data = payload(size, seed=size)
@@ -127,7 +128,7 @@ class StoreConformanceTests:
             store.get_size(result.location)
 
     def test_file_like_data_and_unknown_size(self, store: Store) -> None:
-        data = payload(3 * self.chunk_size + 5, seed=3)
+        data = payload(3 * self.io_size + 5, seed=3)
         result = store.add(new_id(), io.BytesIO(data), 0)
         assert result.size == len(data)
         assert result.checksum == hashlib.md5(data).hexdigest()
@@ -148,7 +149,7 @@ class StoreConformanceTests:
 
     @pytest.mark.parametrize("size_name", ["one-chunk", "several-chunks"])
     def test_verifier_sees_every_chunk(self, store: Store, size_name: str) -> None:
-        size = 100 if size_name == "one-chunk" else 2 * self.chunk_size + 3
+        size = 100 if size_name == "one-chunk" else 2 * self.io_size + 3
         data = payload(size, seed=5)
 
         class Verifier:
@@ -181,11 +182,11 @@ class StoreConformanceTests:
         self.assert_nothing_left(store, image_id, before)
 
     def test_stream_exception_is_reraised(self, store: Store) -> None:
-        data = payload(4 * self.chunk_size)
+        data = payload(4 * self.io_size)
         image_id = new_id()
         before = self.leftovers(store)
         with pytest.raises(FailingStream.Boom):
-            store.add(image_id, FailingStream(data, 2 * self.chunk_size + 1), 0)
+            store.add(image_id, FailingStream(data, 2 * self.io_size + 1), 0)
         self.assert_nothing_left(store, image_id, before)
 
     # -- hostile stream shapes -----------------------------------------------
@@ -265,7 +266,7 @@ class StoreConformanceTests:
 
     @pytest.fixture
     def ranged(self, store: Store) -> Iterator[tuple[Store, str, bytes]]:
-        data = payload(3 * self.chunk_size + 11, seed=7)
+        data = payload(3 * self.io_size + 11, seed=7)
         result = store.add(new_id(), iter([data]), len(data))
         if Capability.READ_RANDOM not in store.capabilities:
             with pytest.raises(exceptions.StoreRandomGetNotSupported):
@@ -279,9 +280,9 @@ class StoreConformanceTests:
 
     def test_range_middle(self, ranged: tuple[Store, str, bytes]) -> None:
         store, location, data = ranged
-        off = self.chunk_size - 10
-        got = read_all(store, location, offset=off, chunk_size=self.chunk_size + 20)
-        assert got == data[off : off + self.chunk_size + 20]
+        off = self.io_size - 10
+        got = read_all(store, location, offset=off, chunk_size=self.io_size + 20)
+        assert got == data[off : off + self.io_size + 20]
 
     def test_range_offset_only(self, ranged: tuple[Store, str, bytes]) -> None:
         store, location, data = ranged

@@ -13,7 +13,7 @@ from tests.helpers import tree
 
 
 class TestFilesystemStoreConformance(StoreConformanceTests):
-    chunk_size = 64 * 1024
+    io_size = 64 * 1024
 
     @pytest.fixture(params=["tmpfile", "named"])
     def store(self, request: pytest.FixtureRequest, make_fs_store: Any, tmp_path: Path):

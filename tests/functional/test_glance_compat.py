@@ -205,8 +205,8 @@ def test_backend_defaults_fill_what_a_backend_does_not_set(tmp_path, s3_endpoint
     )
     registry = StoreRegistry(load_conf(conf))
     a, b = registry.get_store("a"), registry.get_store("b")
-    assert (a.file_mode, a.chunk_size) == (0o640, 4096)
-    assert (b.file_mode, b.chunk_size) == (0o600, 4096)
+    assert (a.file_mode, a.io_size) == (0o640, 4096)
+    assert (b.file_mode, b.io_size) == (0o600, 4096)
     cloud = registry.get_store("cloud")
     assert cloud.bucket == "from-defaults"
     result = registry.add("img", iter([b"data"]), 4, backend="cloud")

@@ -103,10 +103,10 @@ class MemoryStore(Store):
             raise exceptions.NotFound(f"image {location.uri} not found") from None
 
     def _get(
-        self, location: Location, offset: int, chunk_size: int | None
+        self, location: Location, offset: int, limit: int | None
     ) -> tuple[Iterator[bytes], int]:
         body = self._body(location)
-        length = range_length(len(body), offset, chunk_size, location.uri)
+        length = range_length(len(body), offset, limit, location.uri)
         view = body[offset : offset + length]
         chunks = [view[i : i + 65536] for i in range(0, len(view), 65536)]
         return iter(chunks), length
