@@ -53,57 +53,51 @@ from fsstore.streams import ImageChunks
 T = TypeVar("T")
 
 
+# fsstore errors whose glance_store counterpart takes the message as it is.
+_SAME_MESSAGE: tuple[tuple[type[exceptions.FsstoreError], type[Exception]], ...] = (
+    (exceptions.NotFound, gs_exceptions.NotFound),
+    (exceptions.Duplicate, gs_exceptions.Duplicate),
+    (exceptions.StorageFull, gs_exceptions.StorageFull),
+    (exceptions.StorageWriteDenied, gs_exceptions.StorageWriteDenied),
+    (exceptions.Forbidden, gs_exceptions.Forbidden),
+    (exceptions.Invalid, gs_exceptions.Invalid),
+    (exceptions.BadStoreUri, gs_exceptions.BadStoreUri),
+    (exceptions.UnknownScheme, gs_exceptions.UnknownScheme),
+    (exceptions.StoreGetNotSupported, gs_exceptions.StoreGetNotSupported),
+    (exceptions.StoreAddDisabled, gs_exceptions.StoreAddDisabled),
+    (exceptions.StoreDeleteNotSupported, gs_exceptions.StoreDeleteNotSupported),
+)
+
+
 def to_glance(exc: exceptions.FsstoreError) -> Exception:
-    """The glance_store exception for an fsstore one, message kept."""
+    """The glance_store exception for an fsstore one, message kept.
+
+    The four whose glance_store constructors take other arguments come
+    first; each is more specific than any class of _SAME_MESSAGE it is a
+    subclass of (UnknownHashingAlgo of Invalid).
+    """
     message = str(exc)
-    table: list[tuple[type, Callable[[], Exception]]] = [
-        (
-            exceptions.StoreTimeout,
-            lambda: gs_exceptions.TimeoutError(timeout=getattr(exc, "timeout", None)),
-        ),
-        (exceptions.NotFound, lambda: gs_exceptions.NotFound(message)),
-        (exceptions.Duplicate, lambda: gs_exceptions.Duplicate(message)),
-        (exceptions.StorageFull, lambda: gs_exceptions.StorageFull(message)),
-        (
-            exceptions.StorageWriteDenied,
-            lambda: gs_exceptions.StorageWriteDenied(message),
-        ),
-        (exceptions.Forbidden, lambda: gs_exceptions.Forbidden(message)),
-        (
-            exceptions.UnknownHashingAlgo,
-            lambda: gs_exceptions.UnknownHashingAlgo(algo=getattr(exc, "algo", "")),
-        ),
-        (exceptions.Invalid, lambda: gs_exceptions.Invalid(message)),
-        (exceptions.BadStoreUri, lambda: gs_exceptions.BadStoreUri(message)),
-        (exceptions.UnknownScheme, lambda: gs_exceptions.UnknownScheme(message)),
-        (
-            exceptions.BadStoreConfiguration,
-            lambda: gs_exceptions.BadStoreConfiguration(
-                store_name=getattr(exc, "store_name", ""),
-                reason=getattr(exc, "reason", message),
-            ),
-        ),
-        (
-            exceptions.StoreRandomGetNotSupported,
-            lambda: gs_exceptions.StoreRandomGetNotSupported(
-                message, offset=0, chunk_size=None
-            ),
-        ),
-        (
-            exceptions.StoreGetNotSupported,
-            lambda: gs_exceptions.StoreGetNotSupported(message),
-        ),
-        (exceptions.StoreAddDisabled, lambda: gs_exceptions.StoreAddDisabled(message)),
-        (
-            exceptions.StoreDeleteNotSupported,
-            lambda: gs_exceptions.StoreDeleteNotSupported(message),
-        ),
-    ]
-    for cls, make in table:
-        if isinstance(exc, cls):
-            return make()
-    unmapped: Exception = gs_exceptions.BackendException(message)
-    return unmapped
+    error: Exception  # glance_store is untyped: its classes are Any here
+    if isinstance(exc, exceptions.StoreTimeout):
+        error = gs_exceptions.TimeoutError(timeout=getattr(exc, "timeout", None))
+    elif isinstance(exc, exceptions.UnknownHashingAlgo):
+        error = gs_exceptions.UnknownHashingAlgo(algo=getattr(exc, "algo", ""))
+    elif isinstance(exc, exceptions.BadStoreConfiguration):
+        error = gs_exceptions.BadStoreConfiguration(
+            store_name=getattr(exc, "store_name", ""),
+            reason=getattr(exc, "reason", message),
+        )
+    elif isinstance(exc, exceptions.StoreRandomGetNotSupported):
+        error = gs_exceptions.StoreRandomGetNotSupported(
+            message, offset=0, chunk_size=None
+        )
+    else:
+        glance_cls = next(
+            (g for cls, g in _SAME_MESSAGE if isinstance(exc, cls)),
+            gs_exceptions.BackendException,
+        )
+        error = glance_cls(message)
+    return error
 
 
 def translated(fn: Callable[..., T]) -> Callable[..., T]:

@@ -126,21 +126,32 @@ class S3Store(Store):
         self.max_retries = self.option("s3_store_max_retries")
         self.create_bucket_on_put = self.option("s3_store_create_bucket_on_put")
         self.addressing_style = self.option("s3_store_bucket_url_format")
-        # As glance_store: off, both only when required (what engines without
-        # the newer checksums accept); on, as the two options say.
-        # Both are read (and so checked) whether or not they are used.
-        checksums = (
-            self.option("s3_store_request_checksum_calculation"),
-            self.option("s3_store_response_checksum_validation"),
-        )
-        self.checksums = ("when_required", "when_required")
-        if self.option("s3_store_enable_data_integrity_protection"):
-            self.checksums = checksums
+        self.checksums = self._checksums()
         # The engine checks every body it stores: botocore's x-amz-checksum
         # when it computes one, else our Content-MD5, which every engine
         # checks.
         self.content_md5 = self.checksums[0] != "when_supported"
-        settings = ClientSettings(
+        self.client = make_client(
+            self.name, self._client_settings(), access_key, secret_key
+        )
+        self._bucket_ready = False
+
+    def _checksums(self) -> tuple[str, str]:
+        """botocore's request_checksum_calculation and
+        response_checksum_validation. As glance_store: with integrity
+        protection off, both only when required (what engines without the
+        newer checksums accept); on, as the two options say. Both are read
+        (and so checked) whether or not they are used."""
+        checksums = (
+            self.option("s3_store_request_checksum_calculation"),
+            self.option("s3_store_response_checksum_validation"),
+        )
+        if self.option("s3_store_enable_data_integrity_protection"):
+            return checksums
+        return ("when_required", "when_required")
+
+    def _client_settings(self) -> ClientSettings:
+        return ClientSettings(
             endpoint=self.endpoint,
             region=self.option("s3_store_region_name") or region_from_host(self.host),
             addressing_style=self.addressing_style,
@@ -150,8 +161,6 @@ class S3Store(Store):
             checksums=self.checksums,
             cacert=self.option("s3_store_cacert") or None,
         )
-        self.client = make_client(self.name, settings, access_key, secret_key)
-        self._bucket_ready = False
 
     def describe(self) -> dict[str, Any]:
         info = super().describe()
