@@ -184,6 +184,8 @@ class DataDirs:
 
         try:
             os.makedirs(path, mode=0o755, exist_ok=True)
+        except FileExistsError:
+            pass  # a file (or a dangling symlink) in its place: named below
         except OSError as exc:
             raise bad(f"cannot be created: {exc.strerror}") from None
         if not os.path.isdir(path):

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from fsstore.testing.suite import payload
+from tests import bad_configs
 from tests.helpers import write_conf
 
 FSSTORE = str(Path(sys.executable).with_name("fsstore"))
@@ -310,22 +311,12 @@ def test_duplicate_keeps_the_stored_image(conf, image, tmp_path):
     assert ok(*conf, "get", first["location"]).stdout == image.read_bytes()
 
 
+@pytest.mark.parametrize("output_format", ["text", "json"])
 @pytest.mark.parametrize(
-    ("options", "match"),
-    [
-        ({"filesystem_store_datadirs": ["/tmp/x:1", "/tmp/x:2"]}, "listed twice"),
-        ({"filesystem_store_datadirs": ["/tmp/x:first"]}, "not an integer"),
-        ({"stores": "file,nosuch"}, "driver 'nosuch'"),
-        ({"filesystem_store_chunk_size": "-1"}, "filesystem_store_chunk_size"),
-    ],
+    "case", bad_configs.cases("store", "registry", "cache"), ids=bad_configs.ids
 )
-def test_bad_configuration_is_one_line(tmp_path, options, match):
-    if "filesystem_store_datadirs" in options:
-        options["filesystem_store_datadir"] = ""
-    else:
-        options["filesystem_store_datadir"] = str(tmp_path / "images")
-    path = write_conf(tmp_path / "bad.conf", {"glance_store": options})
-    fails(2, "--config-file", str(path), "stores", match=match)
+def test_bad_configuration_is_one_line(tmp_path, case, output_format):
+    assert bad_configs.command_refuses(FSSTORE, case, tmp_path, output_format) is None
 
 
 def test_large_file_with_progress(conf, tmp_path):

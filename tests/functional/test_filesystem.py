@@ -18,7 +18,8 @@ import pytest
 from fsstore import exceptions
 from fsstore.backends.filesystem import STAGING_DIR
 from fsstore.testing.suite import FailingStream, payload, read_all
-from tests.helpers import is_root, tree
+from tests import bad_configs
+from tests.helpers import is_root, load_conf, tree
 
 MiB = 1024 * 1024
 
@@ -115,48 +116,12 @@ def test_unwritable_directory_is_write_denied(make_fs_store, tmp_path):
 # -- configuration errors --------------------------------------------------------
 
 
-@pytest.mark.parametrize(
-    ("datadirs", "message"),
-    [
-        (["{d}/a:1", "{d}/a:2"], "listed twice"),
-        (["{d}/a:1", "{d}/./a:2"], "listed twice"),
-        ([":100"], "empty path"),
-        (["{d}/a:high"], "not an integer"),
-        (["{d}/a:1.5"], "not an integer"),
-    ],
-)
-def test_bad_datadirs(make_fs_store, tmp_path, datadirs, message):
-    specs = [s.format(d=tmp_path) for s in datadirs]
-    with pytest.raises(exceptions.BadStoreConfiguration, match=message):
-        make_fs_store(filesystem_store_datadirs=specs)
-
-
-def test_datadir_listed_twice_through_a_symlink(make_fs_store, tmp_path):
-    (tmp_path / "real").mkdir()
-    (tmp_path / "alias").symlink_to(tmp_path / "real")
-    with pytest.raises(exceptions.BadStoreConfiguration, match="listed twice"):
-        make_fs_store(
-            filesystem_store_datadirs=[f"{tmp_path}/real:1", f"{tmp_path}/alias:2"]
-        )
-
-
-def test_datadir_and_datadirs_are_exclusive(make_fs_store, tmp_path):
-    with pytest.raises(exceptions.BadStoreConfiguration, match="either"):
-        make_fs_store(
-            filesystem_store_datadir=str(tmp_path / "one"),
-            filesystem_store_datadirs=[f"{tmp_path}/two:1"],
-        )
-
-
-def test_no_datadir_at_all(make_fs_store):
-    with pytest.raises(exceptions.BadStoreConfiguration, match="set filesystem_store"):
-        make_fs_store(filesystem_store_datadir="")
-
-
-def test_datadir_that_is_a_file(make_fs_store, tmp_path):
-    (tmp_path / "file").write_text("x")
-    with pytest.raises(exceptions.BadStoreConfiguration, match="file"):
-        make_fs_store(filesystem_store_datadir=str(tmp_path / "file"))
+@pytest.mark.parametrize("case", bad_configs.cases("store"), ids=bad_configs.ids)
+def test_bad_configuration(case, tmp_path):
+    conf = load_conf(case.write(tmp_path))
+    with pytest.raises(case.error) as raised:
+        bad_configs.build_store(conf)
+    assert case.matches(str(raised.value)), raised.value
 
 
 def test_missing_datadir_is_created(make_fs_store, tmp_path):
@@ -172,22 +137,6 @@ def test_unwritable_datadir_is_a_configuration_error(mount_tmpfs, make_fs_store)
     subprocess.run(["mount", "-o", "remount,ro", str(path)], check=True)
     with pytest.raises(exceptions.BadStoreConfiguration, match="writable"):
         make_fs_store(filesystem_store_datadir=str(path))
-
-
-@pytest.mark.parametrize(
-    ("options", "message"),
-    [
-        ({"filesystem_store_chunk_size": "0"}, "filesystem_store_chunk_size"),
-        ({"filesystem_store_chunk_size": "big"}, "filesystem_store_chunk_size"),
-        ({"filesystem_store_file_perm": "689"}, "not an octal mode"),
-        ({"filesystem_store_file_perm": "200"}, "owner read"),
-        ({"filesystem_store_file_perm": "7777"}, "not a permission mode"),
-        ({"filesystem_thin_provisioning": "maybe"}, "filesystem_thin_provisioning"),
-    ],
-)
-def test_bad_option_values(make_fs_store, options, message):
-    with pytest.raises(exceptions.BadStoreConfiguration, match=message):
-        make_fs_store(**options)
 
 
 # -- metadata file ---------------------------------------------------------------
@@ -228,31 +177,6 @@ def test_metadata_file_list_matches_as_glance_store_does(make_fs_store, tmp_path
             filesystem_store_metadata_file=str(meta), conf_name=f"c{len(content)}.conf"
         )
         assert add(store, f"y{len(content)}", b"1").metadata == {}
-
-
-@pytest.mark.parametrize(
-    ("content", "message"),
-    [
-        ("{not json", "not JSON"),
-        ('{"id": "a", "mountpoint": "/", "size": 10}', "size"),
-        ('{"id": "a", "mountpoint": "/", "k": ["v", 1]}', r"k\[1\]"),
-        ('{"mountpoint": "/"}', "entry 0"),
-        ('"text"', "must hold an object"),
-        ('[{"id": "a"}]', "entry 0"),
-        ('[{"id": 1, "mountpoint": "/"}]', "entry 0"),
-        ('[{"id": "a", "mountpoint": "/"}, 3]', "entry 1"),
-    ],
-)
-def test_bad_metadata_file(make_fs_store, tmp_path, content, message):
-    meta = tmp_path / "meta.json"
-    meta.write_text(content)
-    with pytest.raises(exceptions.BadStoreConfiguration, match=message):
-        make_fs_store(filesystem_store_metadata_file=str(meta))
-
-
-def test_missing_metadata_file(make_fs_store, tmp_path):
-    with pytest.raises(exceptions.BadStoreConfiguration, match="cannot be read"):
-        make_fs_store(filesystem_store_metadata_file=str(tmp_path / "nope.json"))
 
 
 # -- file permissions, chunk size, thin provisioning ------------------------------

@@ -12,6 +12,7 @@ import fsstore
 from fsstore import exceptions
 from fsstore.registry import StoreRegistry, load_driver
 from fsstore.testing.suite import read_all
+from tests import bad_configs
 from tests.helpers import load_conf, write_conf
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
@@ -119,63 +120,10 @@ def single_conf(tmp_path: Path, **glance_store: object):
 
 
 @pytest.mark.parametrize(
-    ("options", "error", "message"),
-    [
-        ({"stores": "file,nosuch"}, exceptions.DriverLoadFailure, "'nosuch'"),
-        ({"stores": ""}, exceptions.BadStoreConfiguration, "names no store"),
-        ({"default_store": "s3"}, exceptions.BadStoreConfiguration, "default_store"),
-        (
-            {"filesystem_store_datadirs": "x:y", "filesystem_store_datadir": ""},
-            exceptions.BadStoreConfiguration,
-            "not an integer",
-        ),
-    ],
+    "case", bad_configs.cases("store", "registry", "cache"), ids=bad_configs.ids
 )
-def test_bad_single_store_configuration(tmp_path, options, error, message):
-    with pytest.raises(error, match=message):
-        StoreRegistry(single_conf(tmp_path, **options))
-
-
-@pytest.mark.parametrize(
-    ("default", "glance_store", "message"),
-    [
-        ({"enabled_backends": "a:file"}, {}, "default_backend must be set"),
-        ({"enabled_backends": "a:file"}, {"default_backend": "b"}, "not one of"),
-        ({"enabled_backends": "a:nosuch"}, {"default_backend": "a"}, "'nosuch'"),
-        ({"enabled_backends": "a:"}, {"default_backend": "a"}, "name:type"),
-    ],
-)
-def test_bad_multi_store_configuration(tmp_path, default, glance_store, message):
-    conf = load_conf(
-        write_conf(
-            tmp_path / "c.conf",
-            {
-                "DEFAULT": default,
-                "glance_store": glance_store,
-                "a": {"filesystem_store_datadir": str(tmp_path / "a")},
-            },
-        )
-    )
-    with pytest.raises(exceptions.BadStoreConfiguration, match=message):
-        StoreRegistry(conf)
-
-
-def test_bad_option_in_backend_group_names_the_backend(tmp_path):
-    conf = load_conf(
-        write_conf(
-            tmp_path / "c.conf",
-            {
-                "DEFAULT": {"enabled_backends": "fast:file"},
-                "glance_store": {"default_backend": "fast"},
-                "fast": {
-                    "filesystem_store_datadir": str(tmp_path / "a"),
-                    "filesystem_store_chunk_size": "lots",
-                },
-            },
-        )
-    )
-    with pytest.raises(exceptions.BadStoreConfiguration, match="'fast'.*chunk_size"):
-        StoreRegistry(conf)
+def test_bad_configuration_is_refused_on_load(case, tmp_path):
+    assert bad_configs.refused(case, tmp_path) is None
 
 
 def test_lookups(tmp_path):

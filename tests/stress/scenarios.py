@@ -18,6 +18,7 @@ from fsstore.cache import CachingStore, ImageCache, Prefetcher
 from fsstore.registry import StoreRegistry
 from fsstore.testing.cache_suite import make_cache_conf
 from fsstore.testing.streams import SHAPES, NoneRead, Recorder, TextRead, shaped
+from tests import bad_configs
 from tests.helpers import is_root, load_conf, tmpfs, write_conf
 from tests.stress.common import (
     KiB,
@@ -639,133 +640,22 @@ def hostile(workdir: Path, with_cli: bool = True) -> Result:
 
 
 def bad_configuration(workdir: Path, with_cli: bool = True) -> Result:
+    """Every case of tests/bad_configs.py, loaded in this process and given
+    to the command: refused with a message that names the problem."""
     result = Result("bad configuration")
-    (workdir / "afile").write_text("not a dir")
-    meta = workdir / "meta.json"
-    meta.write_text("[{not json")
-    fs = {"filesystem_store_datadir": ""}
-    cases = [
-        (
-            "missing datadir option",
-            {"glance_store": {"filesystem_store_datadir": ""}},
-            "filesystem_store_datadir",
-        ),
-        (
-            "datadir is a file",
-            {"glance_store": {"filesystem_store_datadir": str(workdir / "afile")}},
-            "afile",
-        ),
-        (
-            "directory listed twice",
-            {
-                "glance_store": {
-                    **fs,
-                    "filesystem_store_datadirs": [f"{workdir}/a:1", f"{workdir}/a:2"],
-                }
-            },
-            "listed twice",
-        ),
-        (
-            "bad priority",
-            {"glance_store": {**fs, "filesystem_store_datadirs": f"{workdir}/a:top"}},
-            "not an integer",
-        ),
-        (
-            "empty path",
-            {"glance_store": {**fs, "filesystem_store_datadirs": ":3"}},
-            "empty path",
-        ),
-        (
-            "malformed metadata file",
-            {
-                "glance_store": {
-                    "filesystem_store_datadir": str(workdir / "a"),
-                    "filesystem_store_metadata_file": str(meta),
-                }
-            },
-            "meta.json",
-        ),
-        (
-            "unknown store driver",
-            {
-                "glance_store": {
-                    "stores": "file,nosuch",
-                    "filesystem_store_datadir": str(workdir / "a"),
-                }
-            },
-            "nosuch",
-        ),
-        (
-            "broken store plugin",
-            {
-                "glance_store": {
-                    "stores": "file,broken_import",
-                    "filesystem_store_datadir": str(workdir / "a"),
-                }
-            },
-            "broken_import",
-        ),
-        (
-            "unknown cache driver",
-            {
-                "DEFAULT": {
-                    "image_cache_dir": str(workdir / "c"),
-                    "image_cache_driver": "nosuch",
-                }
-            },
-            "nosuch",
-        ),
-        (
-            "broken cache plugin",
-            {
-                "DEFAULT": {
-                    "image_cache_dir": str(workdir / "c"),
-                    "image_cache_driver": "broken_not_a_driver",
-                }
-            },
-            "broken_not_a_driver",
-        ),
-    ]
-    if is_root():
-        cases.append(
-            (
-                "unwritable datadir",
-                {"glance_store": {"filesystem_store_datadir": "/proc/fsstore-images"}},
-                "/proc/fsstore-images",
-            )
-        )
-    for name, sections, needle in cases:
-        conf_path = write_conf(workdir / "bad.conf", sections)
-        is_cache = "image_cache_driver" in sections.get("DEFAULT", {})
+    cases = bad_configs.cases("store", "registry", "cache")
+    for case in cases:
+        casedir = workdir / f"case-{result.operations}"
+        casedir.mkdir()
         result.operations += 1
-        try:
-            conf = load_conf(conf_path)
-            ImageCache(conf) if is_cache else StoreRegistry(conf)
-            result.fail(f"{name}: accepted")
-        except (
-            exceptions.BadStoreConfiguration,
-            exceptions.BadDriverConfiguration,
-        ) as e:
-            if needle not in str(e):
-                result.fail(f"{name}: message does not name {needle!r}: {e}")
+        problem = bad_configs.refused(case, casedir)
+        if problem is not None:
+            result.fail(f"{case.name}: {problem}")
         if with_cli:
             result.operations += 1
-            proc = subprocess.run(
-                [
-                    FSSTORE,
-                    "--config-file",
-                    str(conf_path),
-                    *(["cache", "size"] if is_cache else ["stores"]),
-                ],
-                capture_output=True,
-                text=True,
-            )
-            if (
-                proc.returncode != 2
-                or needle not in proc.stderr
-                or len(proc.stderr.splitlines()) != 1
-            ):
-                result.fail(f"{name}: fsstore said {proc.stderr!r} ({proc.returncode})")
+            problem = bad_configs.command_refuses(FSSTORE, case, casedir)
+            if problem is not None:
+                result.fail(f"{case.name}: {problem}")
     result.figures = {"configurations": len(cases)}
     return result
 
