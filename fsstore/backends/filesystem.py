@@ -36,6 +36,7 @@ import hashlib
 import logging
 import os
 import stat
+from collections.abc import Callable
 from typing import Any
 
 from oslo_config import cfg
@@ -97,6 +98,9 @@ class FilesystemStore(Store):
         self.fsync = True
         self._timed = TimedCalls(self.name, 0, 1, 100)
         self._dirs = DataDirs(self.name, self._timed)
+        # A test's hook into the publish race: called under the publish lock
+        # between the check across directories and the link.
+        self.between_check_and_link: Callable[[str], None] | None = None
 
     @property
     def datadirs(self) -> list[DataDir]:
@@ -370,6 +374,8 @@ class FilesystemStore(Store):
                 # directory between this check and our link. Our own
                 # directory needs no check: link(2) refuses an existing name.
                 self._dirs.check_absent(image_id, skip=datadir)
+                if self.between_check_and_link is not None:
+                    self.between_check_and_link(image_id)
                 self._link(staging, image_id)
         else:
             self._link(staging, image_id)

@@ -10,13 +10,15 @@ import json
 import os
 import stat
 import subprocess
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from fsstore import exceptions
-from fsstore.backends.filesystem import STAGING_DIR
+from fsstore.backends.filesystem import PUBLISH_LOCK, STAGING_DIR
 from fsstore.testing.suite import FailingStream, payload, read_all
 from tests import bad_configs
 from tests.helpers import is_root, load_conf, tree
@@ -401,6 +403,60 @@ def test_add_that_loses_the_publish_race_is_duplicate(
         for i in range(ndirs)
         if (tmp_path / str(i) / STAGING_DIR).exists()
     )
+
+
+def _blocked_on(lock_path: Path) -> bool:
+    """Whether some process or thread waits for an flock on ``lock_path``
+    (a waiter's line in /proc/locks reads "N: -> FLOCK ...")."""
+    try:
+        ino = f":{os.stat(lock_path).st_ino} "
+    except FileNotFoundError:
+        return False  # nobody took it
+    with open("/proc/locks") as f:
+        return any("->" in line and ino in line for line in f)
+
+
+def test_the_check_and_the_link_are_one_step_across_directories(
+    make_fs_store, tmp_path
+):
+    # Two stores on the same two directories, each preferring another one:
+    # without the publish lock, both would pass the check for the other
+    # directory and link, one copy each. The hook holds the first inside
+    # its window until the second is seen waiting for the lock.
+    first = make_fs_store(
+        filesystem_store_datadirs=[f"{tmp_path}/x:2", f"{tmp_path}/y:1"]
+    )
+    second = make_fs_store(
+        conf_name="second.conf",
+        filesystem_store_datadirs=[f"{tmp_path}/x:1", f"{tmp_path}/y:2"],
+    )
+    lock = tmp_path / "x" / PUBLISH_LOCK  # the first directory by path
+    outcome: list[BaseException | str] = []
+
+    def add_second() -> None:
+        try:
+            add(second, "contested", b"second")
+            outcome.append("linked")
+        except BaseException as exc:  # noqa: BLE001 - examined below
+            outcome.append(exc)
+
+    def inside_the_window(image_id: str) -> None:
+        contender = threading.Thread(target=add_second)
+        contender.start()
+        deadline = time.monotonic() + 30
+        while not _blocked_on(lock) and contender.is_alive():
+            assert time.monotonic() < deadline, "the contender neither ran nor waited"
+            time.sleep(0.001)  # polling a condition, not waiting out a race
+        first.between_check_and_link = None
+        threads.append(contender)
+
+    threads: list[threading.Thread] = []
+    first.between_check_and_link = inside_the_window
+    add(first, "contested", b"first")
+    threads[0].join(30)
+    assert len(outcome) == 1 and isinstance(outcome[0], exceptions.Duplicate), outcome
+    assert (tmp_path / "x" / "contested").read_bytes() == b"first"
+    assert not (tmp_path / "y" / "contested").exists()
 
 
 # -- the write pipeline for large images ------------------------------------------
