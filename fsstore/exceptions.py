@@ -106,6 +106,10 @@ class StoreCapabilityError(FsstoreError):
         self.store_name = store_name
 
 
+class StoreListNotSupported(StoreCapabilityError):
+    operation = "listing its images (scrub)"
+
+
 class StoreGetNotSupported(StoreCapabilityError):
     operation = "reading images"
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
+from collections.abc import Iterator
 from typing import Any, ClassVar, NamedTuple
 
 from oslo_config import cfg
@@ -34,6 +35,16 @@ RESERVED_PREFIX = ".fsstore-"
 # glance_store's group of defaults for every backend's options.
 SHARED_GROUP = "backend_defaults"
 MAX_IMAGE_ID_BYTES = 255
+
+
+class KeptDigests(NamedTuple):
+    """What a store keeps with an image when it is added, to verify it
+    later (fsstore.scrub): the digests Glance records, and the size."""
+
+    checksum: str  # MD5, hex
+    multihash: str  # hex
+    hashing_algo: str
+    size: int
 
 
 class Capability(enum.Flag):
@@ -267,6 +278,18 @@ class Store:
     def delete(self, location: Location | str) -> None:
         self._require(Capability.DELETE, exceptions.StoreDeleteNotSupported)
         self._delete(self._location(location))
+
+    # -- integrity ---------------------------------------------------------
+
+    def images(self) -> Iterator[tuple[str, str]]:
+        """``(image id, location)`` of every image in the store, for a
+        scrub; a store that cannot list its images does not offer it."""
+        raise exceptions.StoreListNotSupported(self.name)
+
+    def kept_digests(self, location: Location | str) -> KeptDigests | None:
+        """What was kept with the image at ``location`` when it was added;
+        None when nothing was (or the store keeps nothing)."""
+        return None
 
     # -- driver hooks ------------------------------------------------------
 

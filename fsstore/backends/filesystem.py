@@ -36,7 +36,7 @@ import hashlib
 import logging
 import os
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from oslo_config import cfg
@@ -55,10 +55,17 @@ from fsstore.backends.filesystem_datadirs import (
     DataDirs,
     Staging,
 )
+from fsstore.backends.filesystem_digests import keep_digests, read_kept_digests
 from fsstore.backends.filesystem_timed import TimedCalls
 from fsstore.hashing import ImageHasher, new_multihash
 from fsstore.location import FileLocation, Location
-from fsstore.store import AddResult, Store, range_length
+from fsstore.store import (
+    RESERVED_PREFIX,
+    AddResult,
+    KeptDigests,
+    Store,
+    range_length,
+)
 from fsstore.streams import (
     CheckedSource,
     FileChunkIterator,
@@ -282,8 +289,9 @@ class FilesystemStore(Store):
             with write_errors(datadir.described, image_id, stream_inside=True):
                 written = self._write_stream(writer, source)
             checksum, multihash = writer.hasher.hexdigests()
+            kept = KeptDigests(checksum, multihash, hashing_algo, written)
             with write_errors(datadir.described, image_id):
-                self._finish(staging.fd, written)
+                self._finish(staging.fd, kept)
             self._publish(staging, image_id)
         finally:
             writer.close()
@@ -301,6 +309,7 @@ class FilesystemStore(Store):
         md5 = hashlib.md5(chunk, usedforsecurity=False)
         multihash = new_multihash(hashing_algo)
         multihash.update(chunk)
+        kept = KeptDigests(md5.hexdigest(), multihash.hexdigest(), hashing_algo, size)
         if len(self.datadirs) == 1:
             # No choice to make, and nothing large to stream before a full
             # file system shows: a failed write is StorageFull all the same.
@@ -314,13 +323,11 @@ class FilesystemStore(Store):
             with write_errors(datadir.described, image_id):
                 staging.open()
                 self._write(staging.fd, chunk)
-                self._finish(staging.fd, size)
+                self._finish(staging.fd, kept)
             self._publish(staging, image_id)
         finally:
             staging.close()
-        return self._added(
-            datadir, image_id, size, md5.hexdigest(), multihash.hexdigest()
-        )
+        return self._added(datadir, image_id, size, kept.checksum, kept.multihash)
 
     def _added(
         self, datadir: DataDir, image_id: str, size: int, checksum: str, multihash: str
@@ -358,9 +365,11 @@ class FilesystemStore(Store):
             return bytes(length)
         return self._zero_block
 
-    def _finish(self, fd: int, written: int) -> None:
+    def _finish(self, fd: int, kept: KeptDigests) -> None:
         if self.thin:
-            os.ftruncate(fd, written)  # a trailing hole has no write to size it
+            os.ftruncate(fd, kept.size)  # a trailing hole has no write to size it
+        # Before the link: a published image always has its digests.
+        keep_digests(fd, kept)
         if self.file_mode:
             os.fchmod(fd, self.file_mode)
         if self.fsync:
@@ -392,6 +401,29 @@ class FilesystemStore(Store):
             ) from None
         except OSError as exc:
             raise write_error(exc, staging.datadir.described, image_id) from None
+
+    # -- integrity -------------------------------------------------------
+
+    def images(self) -> Iterator[tuple[str, str]]:
+        for datadir in self.datadirs:
+            if not self._dirs.available(datadir):
+                continue
+            for entry in os.scandir(datadir.fd):
+                if entry.name.startswith(RESERVED_PREFIX):
+                    continue
+                if entry.is_file(follow_symlinks=False):
+                    yield entry.name, datadir.uri_prefix + entry.name
+
+    def kept_digests(self, location: Location | str) -> KeptDigests | None:
+        datadir, name = self._resolve(self._location(location))
+        try:
+            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=datadir.fd)
+        except OSError:
+            return None  # read() will name the problem
+        try:
+            return read_kept_digests(fd)
+        finally:
+            os.close(fd)
 
     def preferred_datadir(self) -> DataDir:
         """Where an image of unknown size would go now."""

@@ -1,4 +1,4 @@
-"""The ``fsstore`` command: add, get, size, delete, verify, stores, cache.
+"""The ``fsstore`` command: add, get, size, delete, verify, stores, scrub, cache.
 
 Configured like the library, through oslo.config (``--config-file``,
 ``--config-dir``, Glance-style files). Every error a user can cause is one
@@ -21,6 +21,7 @@ from fsstore.cli.cache import CACHE
 from fsstore.cli.command import Arg, Command, Context, OneOf, UsageError, arg
 from fsstore.cli.images import COMMANDS
 from fsstore.cli.output import EXIT_FAILED, EXIT_USAGE, emit, emit_error
+from fsstore.cli.scrub import SCRUB
 from fsstore.location import redact
 from fsstore.registry import register_opts
 
@@ -100,7 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="fsstore", description=__doc__.split("\n")[0], parents=[common]
     )
-    _add_commands(parser, (*COMMANDS, CACHE), "command", common)
+    _add_commands(parser, (*COMMANDS, SCRUB, CACHE), "command", common)
     return parser
 
 

@@ -1,0 +1,230 @@
+"""Integrity over time: read every image of a store again and compare its
+digests with the ones kept when it was added.
+
+A store that keeps digests (see :class:`fsstore.store.KeptDigests`) lists
+its images with ``images()`` and returns what it kept with
+``kept_digests()``. :func:`scrub` reads each image whole, in id order,
+recomputes MD5 and the multihash, and gives it one verdict:
+
+========== ============================================================
+ok           both digests and the size match
+corrupt      a digest differs, or there is more data than was kept
+truncated    less data than the kept size
+unverifiable nothing was kept for it (added before digests were kept,
+             or by another writer)
+unreadable   reading it failed
+========== ============================================================
+
+``rate`` (bytes per second) bounds how fast it reads, so that a scrub does
+not saturate a production disk. With a ``checkpoint`` file the verdicts so
+far are written after each image (atomically: a temporary file renamed over
+it), so a scrub that was interrupted, even by ``kill -9``, resumes after the
+last image it finished; an image it was reading is read again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import enum
+import json
+import os
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+from fsstore import exceptions
+from fsstore.hashing import ImageHasher
+from fsstore.store import KeptDigests, Store
+
+
+class Verdict(enum.StrEnum):
+    OK = "ok"
+    CORRUPT = "corrupt"
+    TRUNCATED = "truncated"
+    UNVERIFIABLE = "unverifiable"
+    UNREADABLE = "unreadable"
+
+
+FAILED = frozenset({Verdict.CORRUPT, Verdict.TRUNCATED})
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageCheck:
+    image_id: str
+    location: str
+    verdict: Verdict
+    detail: str
+    bytes_read: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "verdict": self.verdict.value}
+
+
+@dataclasses.dataclass
+class ScrubReport:
+    checks: list[ImageCheck] = dataclasses.field(default_factory=list)
+    resumed: int = 0  # how many of the checks an earlier scrub made
+
+    @property
+    def bytes_read(self) -> int:
+        return sum(c.bytes_read for c in self.checks)
+
+    @property
+    def failed(self) -> bool:
+        """Whether any image is corrupt or truncated."""
+        return any(c.verdict in FAILED for c in self.checks)
+
+    def counts(self) -> dict[str, int]:
+        counts = {v.value: 0 for v in Verdict}
+        for c in self.checks:
+            counts[c.verdict.value] += 1
+        return counts
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "images": [c.as_dict() for c in self.checks],
+            "counts": self.counts(),
+            "bytes_read": self.bytes_read,
+            "resumed": self.resumed,
+        }
+
+
+class RateLimit:
+    """At most ``rate`` bytes per second on average, from the first byte."""
+
+    def __init__(
+        self,
+        rate: float | None,
+        clock: Callable[[], float] = time.monotonic,
+        pause: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.rate = rate
+        self._clock, self._pause = clock, pause
+        self._start = clock()
+        self._allowed = 0
+
+    def took(self, n: int) -> None:
+        """``n`` more bytes were read: wait until they fit the rate."""
+        if not self.rate:
+            return
+        self._allowed += n
+        ahead = self._allowed / self.rate - (self._clock() - self._start)
+        if ahead > 0:
+            self._pause(ahead)
+
+
+def check_image(
+    store: Store,
+    image_id: str,
+    location: str,
+    limit: RateLimit,
+    on_bytes: Callable[[int], None] | None = None,
+) -> ImageCheck:
+    """Read one image whole and judge it against what was kept for it."""
+    kept = store.kept_digests(location)
+    hasher = ImageHasher(kept.hashing_algo if kept is not None else "sha512")
+    read = 0
+    try:
+        chunks, _length = store.get(location)
+        with contextlib.closing(chunks):
+            for chunk in chunks:
+                hasher.update(chunk)
+                read += len(chunk)
+                limit.took(len(chunk))
+                if on_bytes is not None:
+                    on_bytes(len(chunk))
+    except (exceptions.FsstoreError, OSError) as exc:
+        return ImageCheck(image_id, location, Verdict.UNREADABLE, str(exc), read)
+    finally:
+        hasher.close()
+    checksum, multihash = hasher.hexdigests()
+    if kept is None:
+        detail = "no digests were kept for it"
+        return ImageCheck(image_id, location, Verdict.UNVERIFIABLE, detail, read)
+    return ImageCheck(
+        image_id, location, *_judge(kept, read, checksum, multihash), read
+    )
+
+
+def _judge(
+    kept: KeptDigests, read: int, checksum: str, multihash: str
+) -> tuple[Verdict, str]:
+    if read < kept.size:
+        return Verdict.TRUNCATED, f"{read} of {kept.size} bytes"
+    if read > kept.size:
+        return Verdict.CORRUPT, f"{read} bytes, {kept.size} were kept"
+    if checksum != kept.checksum:
+        return Verdict.CORRUPT, f"md5 {checksum}, {kept.checksum} was kept"
+    if multihash != kept.multihash:
+        return (
+            Verdict.CORRUPT,
+            f"{kept.hashing_algo} {multihash}, {kept.multihash} was kept",
+        )
+    return Verdict.OK, ""
+
+
+def _load_checkpoint(path: Path) -> list[ImageCheck]:
+    try:
+        data = json.loads(path.read_text())
+        return [
+            ImageCheck(
+                c["image_id"],
+                c["location"],
+                Verdict(c["verdict"]),
+                c["detail"],
+                int(c["bytes_read"]),
+            )
+            for c in data["images"]
+        ]
+    except FileNotFoundError:
+        return []
+    except (ValueError, KeyError, TypeError) as exc:
+        raise exceptions.Invalid(
+            f"scrub checkpoint {path} is damaged ({exc}); remove it to start over"
+        ) from None
+
+
+def _save_checkpoint(path: Path, report: ScrubReport) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    with open(tmp, "w") as f:
+        json.dump(report.as_dict(), f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def scrub(
+    store: Store,
+    rate: float | None = None,
+    checkpoint: Path | None = None,
+    resume: bool = False,
+    on_bytes: Callable[[int], None] | None = None,
+    on_image: Callable[[ImageCheck], None] | None = None,
+) -> ScrubReport:
+    """Check every image of ``store`` (see the module docstring).
+
+    ``resume`` continues from ``checkpoint``'s verdicts; without it a
+    checkpoint left by an earlier scrub is started over.
+    """
+    report = ScrubReport()
+    if checkpoint is not None and resume:
+        report.checks = _load_checkpoint(checkpoint)
+        report.resumed = len(report.checks)
+    done = {c.image_id for c in report.checks}
+    limit = RateLimit(rate)
+    for image_id, location in _pending(store, done):
+        check = check_image(store, image_id, location, limit, on_bytes)
+        report.checks.append(check)
+        if checkpoint is not None:
+            _save_checkpoint(checkpoint, report)
+        if on_image is not None:
+            on_image(check)
+    return report
+
+
+def _pending(store: Store, done: set[str]) -> Iterator[tuple[str, str]]:
+    for image_id, location in sorted(store.images()):
+        if image_id not in done:
+            yield image_id, location

@@ -1,0 +1,69 @@
+"""``fsstore scrub`` as a user runs it, ``kill -9`` included."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+from fsstore.testing.suite import payload
+from tests.functional.test_cli import FSSTORE, add_json, conf, run  # noqa: F401
+
+
+def test_scrub_reports_and_exits_1_on_corruption(conf, tmp_path):  # noqa: F811
+    for i in range(3):
+        src = tmp_path / f"src{i}"
+        src.write_bytes(payload(10_000, seed=i))
+        add_json(conf, "--id", f"img{i}", str(src))
+    checkpoint = ["--checkpoint", str(tmp_path / "scrub.json")]
+    clean = run(*conf, "scrub", *checkpoint)
+    assert clean.returncode == 0, clean.stderr
+    assert clean.stdout.decode().splitlines() == ["3 images, 29.3 KiB read: 3 ok"]
+    with open(tmp_path / "hi" / "img1", "r+b") as f:
+        f.write(b"\0")
+    found = run(*conf, "--format", "json", "scrub", *checkpoint)
+    assert found.returncode == 1
+    record = json.loads(found.stdout)
+    assert record["counts"]["corrupt"] == 1 and record["counts"]["ok"] == 2
+    bad = [i for i in record["images"] if i["verdict"] != "ok"]
+    assert [i["image_id"] for i in bad] == ["img1"]
+    assert found.stderr == b""
+
+
+@pytest.mark.parametrize("rate", ["0", "-1", "fast"])
+def test_a_bad_rate_is_a_usage_error(conf, rate):  # noqa: F811
+    proc = run(*conf, "scrub", "--rate", rate)
+    assert proc.returncode == 2
+    assert len(proc.stderr.splitlines()) == 1 and b"--rate" in proc.stderr
+
+
+def test_kill_9_then_resume(conf, tmp_path):  # noqa: F811
+    for i in range(4):
+        src = tmp_path / f"src{i}"
+        src.write_bytes(payload(300_000, seed=i))
+        add_json(conf, "--id", f"img{i}", str(src))
+    checkpoint = tmp_path / "scrub.json"
+    # 0.5 MB/s: 0.6 s an image, slow enough to kill it mid-scrub.
+    args = [*conf, "scrub", "--rate", "0.5", "--checkpoint", str(checkpoint)]
+    proc = subprocess.Popen([FSSTORE, *args], stdout=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while not (checkpoint.exists() and json.loads(checkpoint.read_text())["images"]):
+        assert proc.poll() is None, "the scrub ended before it could be killed"
+        assert time.monotonic() < deadline
+        time.sleep(0.01)  # polling for the first checkpoint
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done = len(json.loads(checkpoint.read_text())["images"])
+    assert 1 <= done < 4
+    resumed = run(
+        *conf, "--format", "json", "scrub", "--resume", "--checkpoint", str(checkpoint)
+    )
+    assert resumed.returncode == 0, resumed.stderr
+    record = json.loads(resumed.stdout)
+    assert record["resumed"] == done
+    assert [i["image_id"] for i in record["images"]] == [f"img{i}" for i in range(4)]
+    assert record["counts"]["ok"] == 4

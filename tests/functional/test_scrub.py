@@ -1,0 +1,123 @@
+"""Scrub on real files: damage one image in each way behind the store's back;
+each is found and named, and nothing else is reported."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from fsstore.backends.filesystem_digests import PREFIX
+from fsstore.scrub import Verdict, scrub
+from fsstore.store import KeptDigests
+from fsstore.testing.suite import payload
+
+
+def _add(store, image_id: str, data: bytes) -> str:
+    return store.add(image_id, iter([data]), len(data)).location
+
+
+@pytest.fixture
+def damaged(make_fs_store, tmp_path):
+    """A store of eight images, five of them damaged, each its own way."""
+    store = make_fs_store(
+        filesystem_store_datadirs=[f"{tmp_path}/a:2", f"{tmp_path}/b:1"]
+    )
+    images = tmp_path / "a"
+    sizes = {
+        "flipped": 300_000,
+        "truncated": 70_000,
+        "replaced": 5000,
+        "stripped": 1000,
+        "grown": 4096,
+        "whole": 2 * 1024 * 1024 + 5,
+        "empty": 0,
+        "also-whole": 12,
+    }
+    for i, (image_id, size) in enumerate(sorted(sizes.items())):
+        _add(store, image_id, payload(size, seed=i))
+    with open(images / "flipped", "r+b") as f:
+        f.seek(123_456)
+        byte = f.read(1)
+        f.seek(123_456)
+        f.write(bytes([byte[0] ^ 0x01]))
+    os.truncate(images / "truncated", 69_999)
+    with open(images / "grown", "ab") as f:
+        f.write(b"x")
+    # Replaced by a copy with the digests kept too (cp --preserve=xattr):
+    # only the content tells.
+    other = tmp_path / "other"
+    other.write_bytes(payload(5000, seed=99))
+    for name in os.listxattr(images / "replaced"):
+        os.setxattr(other, name, os.getxattr(images / "replaced", name))
+    os.replace(other, images / "replaced")
+    for name in os.listxattr(images / "stripped"):
+        os.removexattr(images / "stripped", name)
+    return store
+
+
+def test_each_damage_is_found_and_named(damaged):
+    report = scrub(damaged)
+    verdicts = {c.image_id: c.verdict for c in report.checks}
+    assert verdicts == {
+        "also-whole": Verdict.OK,
+        "empty": Verdict.OK,
+        "flipped": Verdict.CORRUPT,
+        "grown": Verdict.CORRUPT,
+        "replaced": Verdict.CORRUPT,
+        "stripped": Verdict.UNVERIFIABLE,
+        "truncated": Verdict.TRUNCATED,
+        "whole": Verdict.OK,
+    }
+    assert report.failed
+    details = {c.image_id: c.detail for c in report.checks}
+    assert details["truncated"] == "69999 of 70000 bytes"
+    assert details["flipped"].startswith("md5 ")
+    assert report.bytes_read == sum(c.bytes_read for c in report.checks) > 0
+
+
+def test_digests_are_kept_before_publish(make_fs_store, tmp_path):
+    store = make_fs_store()
+    data = payload(70_000, seed=3)
+    result = store.add("img", iter([data]), 0, hashing_algo="sha256")
+    path = tmp_path / "images" / "img"
+    assert os.getxattr(path, PREFIX + "md5").decode() == result.checksum
+    assert store.kept_digests(result.location) == KeptDigests(
+        result.checksum, result.multihash, "sha256", len(data)
+    )
+
+
+def test_an_image_that_cannot_be_read_is_unreadable(damaged, tmp_path):
+    # Listed, then removed before its turn: the read fails, the scrub goes on.
+    def remove_whole(check) -> None:
+        if check.image_id == "also-whole":
+            os.unlink(tmp_path / "a" / "whole")
+
+    report = scrub(damaged, on_image=remove_whole)
+    checks = {c.image_id: c for c in report.checks}
+    assert checks["whole"].verdict is Verdict.UNREADABLE
+    assert "not found" in checks["whole"].detail
+    assert len(checks) == 8
+
+
+def test_resume_skips_what_was_checked(damaged, tmp_path):
+    checkpoint = tmp_path / "scrub.json"
+    seen: list[str] = []
+
+    def stop_after_three(check) -> None:
+        seen.append(check.image_id)
+        if len(seen) == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        scrub(damaged, checkpoint=checkpoint, on_image=stop_after_three)
+    again: list[str] = []
+    report = scrub(
+        damaged,
+        checkpoint=checkpoint,
+        resume=True,
+        on_image=lambda c: again.append(c.image_id),
+    )
+    assert seen == ["also-whole", "empty", "flipped"]
+    assert again == ["grown", "replaced", "stripped", "truncated", "whole"]
+    assert [c.image_id for c in report.checks] == seen + again
