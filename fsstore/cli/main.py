@@ -116,11 +116,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def requested_format(argv: list[str] | None) -> str:
     """The ``--format`` asked for, wherever it is, so that errors found
     while parsing the rest are already in that format."""
-    pre = argparse.ArgumentParser(add_help=False)
+    pre = _Parser(add_help=False)
     pre.add_argument("--format", choices=("text", "json"), default="text")
-    # exit_on_error=False does not cover every argparse error (3.11): a
-    # bad --format value still calls error(), which exits.
-    with contextlib.suppress(SystemExit, argparse.ArgumentError):
+    # A bad --format is reported by the full parse, in text.
+    with contextlib.suppress(UsageError):
         known, _ = pre.parse_known_args(sys.argv[1:] if argv is None else argv)
         return str(known.format)
     return "text"

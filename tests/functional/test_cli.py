@@ -178,6 +178,8 @@ def test_text_errors_stay_one_line_with_the_program_name(conf, tmp_path):
     assert err.startswith("fsstore get: ")
     err = fails(1, *conf, "size", f"file://{tmp_path}/hi/missing", match="not found")
     assert err.startswith("fsstore: ")
+    fails(2, *conf, "--format", "xml", "stores", match="invalid choice: 'xml'")
+    fails(2, *conf, "stores", "--format", match="expected one argument")
 
 
 def test_add_from_stdin(conf):
