@@ -96,6 +96,10 @@ class BadDriverConfiguration(FsstoreError):
         self.reason = reason
 
 
+class Corrupt(FsstoreError):
+    """An image's data differs from the digests kept when it was stored."""
+
+
 class StoreCapabilityError(FsstoreError):
     """The store does not offer the operation asked of it."""
 

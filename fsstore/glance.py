@@ -253,7 +253,11 @@ class FileStore(_Adapter):
 
     OPTIONS = [
         *gs_filesystem._FILESYSTEM_CONFIGS,
-        *[o for o in filesystem.OPTIONS if o.name == "filesystem_store_fsync"],
+        *[
+            o
+            for o in filesystem.OPTIONS
+            if o.name in ("filesystem_store_fsync", "filesystem_store_verify_on_read")
+        ],
     ]
     FSSTORE_CLASS = filesystem.FilesystemStore
     LOCATION_CLASS = FileStoreLocation

@@ -14,10 +14,10 @@ import functools
 import hashlib
 import queue
 import threading
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Generator, Iterable
+from typing import Any, NamedTuple
 
-from fsstore.exceptions import UnknownHashingAlgo
+from fsstore.exceptions import Corrupt, UnknownHashingAlgo
 
 DEFAULT_HASHING_ALGO = "sha512"
 
@@ -27,6 +27,16 @@ THREADED_THRESHOLD = 1 << 20
 QUEUE_DEPTH = 8
 
 _STOP = None
+
+
+class KeptDigests(NamedTuple):
+    """What a store keeps with an image when it is added, to verify it
+    later (fsstore.scrub): the digests Glance records, and the size."""
+
+    checksum: str  # MD5, hex
+    multihash: str  # hex
+    hashing_algo: str
+    size: int
 
 
 # Constructors of the algorithms seen so far: hashlib.new() looks a name up
@@ -119,3 +129,32 @@ class ImageHasher:
         """``(md5 hex digest, multihash hex digest)``; ends the stream."""
         self.close()
         return self._md5.hexdigest(), self._multihash.hexdigest()
+
+
+def verified_chunks(
+    chunks: Iterable[bytes], kept: KeptDigests, what: str
+) -> Generator[bytes, None, None]:
+    """``chunks``, hashed on the way; at the end, Corrupt instead of the end
+    when they differ from ``kept`` (their size or either digest).
+
+    Closing the generator early closes ``chunks`` and checks nothing: a
+    reader that stops before the end has not read the whole image.
+    """
+    hasher = ImageHasher(kept.hashing_algo)
+    size = 0
+    try:
+        for chunk in chunks:
+            hasher.update(chunk)
+            size += len(chunk)
+            yield chunk
+    finally:
+        close = getattr(chunks, "close", None)
+        if close is not None:
+            close()
+        hasher.close()
+    checksum, multihash = hasher.hexdigests()
+    if size != kept.size:
+        raise Corrupt(f"{what} is {size} bytes; {kept.size} were stored")
+    if (checksum, multihash) != (kept.checksum, kept.multihash):
+        which = "md5" if checksum != kept.checksum else kept.hashing_algo
+        raise Corrupt(f"{what} does not match the {which} digest kept with it")

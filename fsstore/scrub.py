@@ -35,8 +35,8 @@ from pathlib import Path
 from typing import Any
 
 from fsstore import exceptions
-from fsstore.hashing import ImageHasher
-from fsstore.store import KeptDigests, Store
+from fsstore.hashing import ImageHasher, KeptDigests
+from fsstore.store import Store
 
 
 class Verdict(enum.StrEnum):
@@ -135,6 +135,8 @@ def check_image(
                 limit.took(len(chunk))
                 if on_bytes is not None:
                     on_bytes(len(chunk))
+    except exceptions.Corrupt:
+        pass  # the store verifies on read: judged below, from what was read
     except (exceptions.FsstoreError, OSError) as exc:
         return ImageCheck(image_id, location, Verdict.UNREADABLE, str(exc), read)
     finally:

@@ -16,7 +16,12 @@ from typing import Any, ClassVar, NamedTuple
 from oslo_config import cfg
 
 from fsstore import exceptions
-from fsstore.hashing import DEFAULT_HASHING_ALGO, new_multihash
+from fsstore.hashing import (
+    DEFAULT_HASHING_ALGO,
+    KeptDigests,
+    new_multihash,
+    verified_chunks,
+)
 from fsstore.location import Location
 
 # Re-exported: drivers written against earlier releases import them from here.
@@ -35,16 +40,6 @@ RESERVED_PREFIX = ".fsstore-"
 # glance_store's group of defaults for every backend's options.
 SHARED_GROUP = "backend_defaults"
 MAX_IMAGE_ID_BYTES = 255
-
-
-class KeptDigests(NamedTuple):
-    """What a store keeps with an image when it is added, to verify it
-    later (fsstore.scrub): the digests Glance records, and the size."""
-
-    checksum: str  # MD5, hex
-    multihash: str  # hex
-    hashing_algo: str
-    size: int
 
 
 class Capability(enum.Flag):
@@ -136,6 +131,10 @@ class Store:
     CAPABILITIES: ClassVar[Capability] = Capability.ALL
     #: Used in messages when no backend name is given.
     DRIVER_NAME: ClassVar[str] = "store"
+    #: Whether a get of a whole image checks it against the digests kept
+    #: with it and raises Corrupt at the end when they differ (a driver's
+    #: configure sets it from its *_verify_on_read option).
+    verify_on_read = False
 
     def __init__(self, conf: cfg.ConfigOpts, backend_group: str | None = None) -> None:
         self.conf = conf
@@ -269,7 +268,13 @@ class Store:
             raise exceptions.Invalid(
                 f"chunk_size must be a positive integer, not {chunk_size!r}"
             )
-        return self._get(self._location(location), offset, chunk_size)
+        where = self._location(location)
+        chunks, length = self._get(where, offset, chunk_size)
+        if self.verify_on_read and not offset and chunk_size is None:
+            kept = self.kept_digests(where)
+            if kept is not None:
+                chunks = verified_chunks(chunks, kept, f"image {where.uri}")
+        return chunks, length
 
     def get_size(self, location: Location | str) -> int:
         self._require(Capability.READ, exceptions.StoreGetNotSupported)

@@ -57,12 +57,11 @@ from fsstore.backends.filesystem_datadirs import (
 )
 from fsstore.backends.filesystem_digests import keep_digests, read_kept_digests
 from fsstore.backends.filesystem_timed import TimedCalls
-from fsstore.hashing import ImageHasher, new_multihash
+from fsstore.hashing import ImageHasher, KeptDigests, new_multihash
 from fsstore.location import FileLocation, Location
 from fsstore.store import (
     RESERVED_PREFIX,
     AddResult,
-    KeptDigests,
     Store,
     range_length,
 )
@@ -146,6 +145,7 @@ class FilesystemStore(Store):
         self._one_read_limit = 0 if self.thin else one_read_limit(self.io_size)
         self._zero_block = bytes(self.io_size) if self.thin else b""
         self.fsync = self.option("filesystem_store_fsync")
+        self.verify_on_read = self.option("filesystem_store_verify_on_read")
         timed = (
             self.option("filesystem_store_timeout"),
             self.option("filesystem_store_thread_pool_size"),

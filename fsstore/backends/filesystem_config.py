@@ -79,6 +79,14 @@ OPTIONS = [
         help="Busy share of those threads, in percent, from which a warning is logged.",
     ),
     cfg.BoolOpt(
+        "filesystem_store_verify_on_read",
+        default=False,
+        help="Check every read of a whole image against the digests kept with "
+        "it when it was stored: one that differs raises an error at its end "
+        "instead of ending normally (the image cache then never keeps it). "
+        "Ranged reads are not checked.",
+    ),
+    cfg.BoolOpt(
         "filesystem_store_fsync",
         default=True,
         help="Flush each image to disk before it is published, so that a "

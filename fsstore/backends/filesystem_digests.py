@@ -18,7 +18,7 @@ import errno
 import logging
 import os
 
-from fsstore.store import KeptDigests
+from fsstore.hashing import KeptDigests
 
 LOG = logging.getLogger(__name__)
 

@@ -4,12 +4,17 @@ each is found and named, and nothing else is reported."""
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
+from fsstore import exceptions
 from fsstore.backends.filesystem_digests import PREFIX
+from fsstore.cache import ImageCache, Prefetcher
+from fsstore.hashing import KeptDigests
+from fsstore.registry import StoreRegistry
 from fsstore.scrub import Verdict, scrub
-from fsstore.store import KeptDigests
+from fsstore.testing.cache_suite import make_cache_conf
 from fsstore.testing.suite import payload
 
 
@@ -121,3 +126,68 @@ def test_resume_skips_what_was_checked(damaged, tmp_path):
     assert seen == ["also-whole", "empty", "flipped"]
     assert again == ["grown", "replaced", "stripped", "truncated", "whole"]
     assert [c.image_id for c in report.checks] == seen + again
+
+
+# -- verify on read ---------------------------------------------------------------
+
+
+def _flip(path: Path, at: int) -> None:
+    with open(path, "r+b") as f:
+        f.seek(at)
+        byte = f.read(1)
+        f.seek(at)
+        f.write(bytes([byte[0] ^ 0x80]))
+
+
+@pytest.fixture
+def rotten(make_fs_store, tmp_path):
+    """A store that verifies on read, one of whose images rotted."""
+    store = make_fs_store(filesystem_store_verify_on_read="true")
+    data = payload(3 * 1024 * 1024 + 7, seed=5)
+    location = _add(store, "rotten", data)
+    whole = _add(store, "whole", data)
+    _flip(tmp_path / "images" / "rotten", len(data) - 3)
+    return store, location, data, whole
+
+
+def test_a_whole_read_of_a_rotten_image_raises_at_its_end(rotten):
+    store, location, data, whole_location = rotten
+    chunks, length = store.get(location)
+    received = bytearray()
+    with pytest.raises(exceptions.Corrupt, match="rotten.*md5"):
+        for chunk in chunks:
+            received += chunk
+    assert len(received) == length == len(data)  # every byte, then the error
+    whole = store.get(whole_location)[0]
+    assert b"".join(whole) == data
+
+
+def test_ranged_reads_and_stores_that_do_not_verify_are_unchanged(
+    rotten, make_fs_store, tmp_path
+):
+    store, location, data, _ = rotten
+    chunks, _ = store.get(location, offset=0, chunk_size=len(data))
+    assert len(b"".join(chunks)) == len(data)  # a range is not checked
+    plain = make_fs_store(conf_name="plain.conf")
+    assert plain.verify_on_read is False
+    assert len(b"".join(plain.get(location)[0])) == len(data)
+
+
+def test_the_cache_never_keeps_a_rotten_image(rotten, tmp_path):
+    store, location, _, whole = rotten
+    registry = StoreRegistry(store.conf)
+    cache = ImageCache(make_cache_conf(tmp_path / "cache", "sqlite"))
+    # Unverified on purpose: only the store's own check can stop it.
+    cache.queue_image("rotten", location=location, allow_unverified=True)
+    cache.queue_image("whole", location=whole, allow_unverified=True)
+    report = Prefetcher(cache, registry, workers=1).run()
+    assert sorted(report.cached) == ["whole"]
+    assert "rotten" in report.failed and "md5" in report.failed["rotten"]
+    assert not cache.is_cached("rotten")
+    assert os.listdir(tmp_path / "cache" / "incomplete") == []
+
+
+def test_scrub_on_a_store_that_verifies_still_says_corrupt(rotten):
+    store = rotten[0]
+    verdicts = {c.image_id: c.verdict for c in scrub(store).checks}
+    assert verdicts == {"rotten": Verdict.CORRUPT, "whole": Verdict.OK}

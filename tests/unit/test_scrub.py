@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 
 from fsstore import exceptions
+from fsstore.hashing import KeptDigests
 from fsstore.scrub import (
     ImageCheck,
     RateLimit,
@@ -15,7 +16,6 @@ from fsstore.scrub import (
     _load_checkpoint,
     _save_checkpoint,
 )
-from fsstore.store import KeptDigests
 
 
 class FakeClock:
