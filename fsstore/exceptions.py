@@ -114,6 +114,10 @@ class StoreListNotSupported(StoreCapabilityError):
     operation = "listing its images (scrub)"
 
 
+class StoreKeepDigestsNotSupported(StoreCapabilityError):
+    operation = "keeping digests with images"
+
+
 class StoreGetNotSupported(StoreCapabilityError):
     operation = "reading images"
 

@@ -11,9 +11,15 @@ ok           both digests and the size match
 corrupt      a digest differs, or there is more data than was kept
 truncated    less data than the kept size
 unverifiable nothing was kept for it (added before digests were kept,
-             or by another writer)
+             or by another writer) and nothing was expected
+recorded     nothing was kept; with ``record`` its digests are kept now
+             (trust on first scrub, or on matching the expected ones)
 unreadable   reading it failed
 ========== ============================================================
+
+``expected`` (see :func:`load_expected`) holds the digests an operator
+expects, e.g. Glance's database: an image that differs from them is
+corrupt, whatever was kept.
 
 ``rate`` (bytes per second) bounds how fast it reads, so that a scrub does
 not saturate a production disk. With a ``checkpoint`` file the verdicts so
@@ -25,8 +31,10 @@ last image it finished; an image it was reading is read again.
 from __future__ import annotations
 
 import contextlib
+import csv
 import dataclasses
 import enum
+import io
 import json
 import os
 import time
@@ -35,12 +43,13 @@ from pathlib import Path
 from typing import Any
 
 from fsstore import exceptions
-from fsstore.hashing import ImageHasher, KeptDigests
+from fsstore.hashing import DEFAULT_HASHING_ALGO, ImageHasher, KeptDigests
 from fsstore.store import Store
 
 
 class Verdict(enum.StrEnum):
     OK = "ok"
+    RECORDED = "recorded"
     CORRUPT = "corrupt"
     TRUNCATED = "truncated"
     UNVERIFIABLE = "unverifiable"
@@ -115,16 +124,25 @@ class RateLimit:
             self._pause(ahead)
 
 
-def check_image(
+@dataclasses.dataclass(frozen=True)
+class Expected:
+    """Digests an operator expects an image to have (what Glance's database
+    holds: ``checksum``, ``os_hash_algo``, ``os_hash_value``)."""
+
+    checksum: str | None
+    multihash: str | None
+    hashing_algo: str = DEFAULT_HASHING_ALGO
+
+
+def _read(
     store: Store,
-    image_id: str,
     location: str,
+    hashing_algo: str,
     limit: RateLimit,
-    on_bytes: Callable[[int], None] | None = None,
-) -> ImageCheck:
-    """Read one image whole and judge it against what was kept for it."""
-    kept = store.kept_digests(location)
-    hasher = ImageHasher(kept.hashing_algo if kept is not None else "sha512")
+    on_bytes: Callable[[int], None] | None,
+) -> tuple[int, str, str]:
+    """Read the image whole: its size and digests (FsstoreError, OSError)."""
+    hasher = ImageHasher(hashing_algo)
     read = 0
     try:
         chunks, _length = store.get(location)
@@ -136,35 +154,109 @@ def check_image(
                 if on_bytes is not None:
                     on_bytes(len(chunk))
     except exceptions.Corrupt:
-        pass  # the store verifies on read: judged below, from what was read
-    except (exceptions.FsstoreError, OSError) as exc:
-        return ImageCheck(image_id, location, Verdict.UNREADABLE, str(exc), read)
+        pass  # the store verifies on read: judged from what was read
     finally:
         hasher.close()
-    checksum, multihash = hasher.hexdigests()
-    if kept is None:
-        detail = "no digests were kept for it"
-        return ImageCheck(image_id, location, Verdict.UNVERIFIABLE, detail, read)
-    return ImageCheck(
-        image_id, location, *_judge(kept, read, checksum, multihash), read
+    return (read, *hasher.hexdigests())
+
+
+def check_image(
+    store: Store,
+    image_id: str,
+    location: str,
+    limit: RateLimit,
+    on_bytes: Callable[[int], None] | None = None,
+    expected: Expected | None = None,
+    record: bool = False,
+) -> ImageCheck:
+    """Read one image whole and judge it against what was kept for it, and
+    against ``expected`` when given. With ``record``, an image that has
+    nothing kept (and matches ``expected``, if given) gets its digests kept
+    now: trust on first scrub."""
+    kept = store.kept_digests(location)
+    algo = (
+        kept.hashing_algo
+        if kept is not None
+        else expected.hashing_algo
+        if expected is not None
+        else DEFAULT_HASHING_ALGO
     )
+    try:
+        read, checksum, multihash = _read(store, location, algo, limit, on_bytes)
+    except (exceptions.FsstoreError, OSError) as exc:
+        return ImageCheck(image_id, location, Verdict.UNREADABLE, str(exc), 0)
+    actual = KeptDigests(checksum, multihash, algo, read)
+    verdict, detail = Verdict.OK, ""
+    if kept is not None:
+        verdict, detail = _judge(kept, actual)
+    if verdict is Verdict.OK and expected is not None:
+        verdict, detail = _against_expected(expected, actual)
+    if kept is None and verdict is Verdict.OK:
+        if record:
+            store.keep_digests(location, actual)
+            verdict, detail = Verdict.RECORDED, "digests kept now"
+        elif expected is None:
+            verdict, detail = Verdict.UNVERIFIABLE, "no digests were kept for it"
+    return ImageCheck(image_id, location, verdict, detail, read)
 
 
-def _judge(
-    kept: KeptDigests, read: int, checksum: str, multihash: str
-) -> tuple[Verdict, str]:
-    if read < kept.size:
-        return Verdict.TRUNCATED, f"{read} of {kept.size} bytes"
-    if read > kept.size:
-        return Verdict.CORRUPT, f"{read} bytes, {kept.size} were kept"
-    if checksum != kept.checksum:
-        return Verdict.CORRUPT, f"md5 {checksum}, {kept.checksum} was kept"
-    if multihash != kept.multihash:
+def _judge(kept: KeptDigests, actual: KeptDigests) -> tuple[Verdict, str]:
+    if actual.size < kept.size:
+        return Verdict.TRUNCATED, f"{actual.size} of {kept.size} bytes"
+    if actual.size > kept.size:
+        return Verdict.CORRUPT, f"{actual.size} bytes, {kept.size} were kept"
+    if actual.checksum != kept.checksum:
+        return Verdict.CORRUPT, f"md5 {actual.checksum}, {kept.checksum} was kept"
+    if actual.multihash != kept.multihash:
         return (
             Verdict.CORRUPT,
-            f"{kept.hashing_algo} {multihash}, {kept.multihash} was kept",
+            f"{kept.hashing_algo} {actual.multihash}, {kept.multihash} was kept",
         )
     return Verdict.OK, ""
+
+
+def _against_expected(expected: Expected, actual: KeptDigests) -> tuple[Verdict, str]:
+    if expected.checksum and expected.checksum.lower() != actual.checksum:
+        return (
+            Verdict.CORRUPT,
+            f"md5 {actual.checksum}, {expected.checksum} was expected",
+        )
+    if expected.multihash and expected.multihash.lower() != actual.multihash:
+        return (
+            Verdict.CORRUPT,
+            f"{actual.hashing_algo} {actual.multihash}, {expected.multihash} "
+            "was expected",
+        )
+    return Verdict.OK, ""
+
+
+def load_expected(path: Path) -> dict[str, Expected]:
+    """Expected digests by image id, from JSON (a list of objects) or CSV
+    (with a header row). Fields: ``id``, ``checksum``, ``multihash`` or
+    ``os_hash_value``, ``hashing_algo`` or ``os_hash_algo`` (default
+    sha512): the columns of Glance's ``images`` table."""
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise exceptions.Invalid(f"cannot read {path}: {exc.strerror}") from None
+    try:
+        if path.suffix.lower() == ".csv":
+            rows: list[Any] = list(csv.DictReader(io.StringIO(text)))
+        else:
+            rows = json.loads(text)
+        if not isinstance(rows, list):
+            raise ValueError("not a list of images")
+        return {str(row["id"]): _expected(row) for row in rows}
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise exceptions.Invalid(
+            f"expected digests in {path} are not usable: {exc!r}"
+        ) from None
+
+
+def _expected(row: dict[str, Any]) -> Expected:
+    multihash = row.get("multihash") or row.get("os_hash_value") or None
+    algo = row.get("hashing_algo") or row.get("os_hash_algo") or DEFAULT_HASHING_ALGO
+    return Expected(row.get("checksum") or None, multihash, str(algo))
 
 
 def _load_checkpoint(path: Path) -> list[ImageCheck]:
@@ -204,6 +296,8 @@ def scrub(
     resume: bool = False,
     on_bytes: Callable[[int], None] | None = None,
     on_image: Callable[[ImageCheck], None] | None = None,
+    expected: dict[str, Expected] | None = None,
+    record: bool = False,
 ) -> ScrubReport:
     """Check every image of ``store`` (see the module docstring).
 
@@ -217,7 +311,8 @@ def scrub(
     done = {c.image_id for c in report.checks}
     limit = RateLimit(rate)
     for image_id, location in _pending(store, done):
-        check = check_image(store, image_id, location, limit, on_bytes)
+        wanted = expected.get(image_id) if expected is not None else None
+        check = check_image(store, image_id, location, limit, on_bytes, wanted, record)
         report.checks.append(check)
         if checkpoint is not None:
             _save_checkpoint(checkpoint, report)

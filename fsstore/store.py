@@ -296,6 +296,11 @@ class Store:
         None when nothing was (or the store keeps nothing)."""
         return None
 
+    def keep_digests(self, location: Location | str, kept: KeptDigests) -> None:
+        """Keep ``kept`` with an image stored without them (``scrub
+        --record``)."""
+        raise exceptions.StoreKeepDigestsNotSupported(self.name)
+
     # -- driver hooks ------------------------------------------------------
 
     def _add(

@@ -28,14 +28,16 @@ _NO_XATTRS = {errno.ENOTSUP, errno.EOPNOTSUPP}
 _warned = False
 
 
-def keep_digests(fd: int, kept: KeptDigests) -> None:
+def keep_digests(fd: int, kept: KeptDigests, required: bool = False) -> None:
+    """Set the attributes on ``fd``; where the file system has none, log it
+    once, or raise the OSError when they are ``required``."""
     global _warned
     values = (kept.checksum, kept.multihash, kept.hashing_algo, str(kept.size))
     try:
         for field, value in zip(_FIELDS, values, strict=True):
             os.setxattr(fd, PREFIX + field, value.encode("ascii"))
     except OSError as exc:
-        if exc.errno not in _NO_XATTRS:
+        if required or exc.errno not in _NO_XATTRS:
             raise
         if not _warned:
             LOG.warning(

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from fsstore.cli.command import Command, Context, arg
 from fsstore.cli.output import EXIT_FAILED, Result, human_size, progress
-from fsstore.scrub import ImageCheck, Verdict, scrub
+from fsstore.scrub import ImageCheck, Verdict, load_expected, scrub
 
 MB = 1000 * 1000
 
@@ -53,6 +53,8 @@ def cmd_scrub(args: argparse.Namespace, ctx: Context) -> Result:
             checkpoint=checkpoint,
             resume=args.resume,
             on_bytes=read,
+            expected=load_expected(Path(args.expected)) if args.expected else None,
+            record=args.record,
         )
     lines = [_line(c) for c in report.checks if c.verdict is not Verdict.OK]
     counts = ", ".join(f"{n} {v}" for v, n in report.counts().items() if n)
@@ -80,6 +82,18 @@ SCRUB = Command(
             "--resume",
             action="store_true",
             help="continue the last scrub of this store where it stopped",
+        ),
+        arg(
+            "--record",
+            action="store_true",
+            help="keep the digests of images that have none (trust on first "
+            "scrub; with --expected, only of those that match)",
+        ),
+        arg(
+            "--expected",
+            metavar="FILE",
+            help="expected digests, JSON or CSV of id, checksum, multihash "
+            "(or Glance's os_hash_algo, os_hash_value); differing is corrupt",
         ),
         arg(
             "--checkpoint",

@@ -67,3 +67,27 @@ def test_kill_9_then_resume(conf, tmp_path):  # noqa: F811
     assert record["resumed"] == done
     assert [i["image_id"] for i in record["images"]] == [f"img{i}" for i in range(4)]
     assert record["counts"]["ok"] == 4
+
+
+def test_record_and_expected_from_the_command(conf, tmp_path):  # noqa: F811
+    src = tmp_path / "src"
+    data = payload(5000, seed=1)
+    src.write_bytes(data)
+    record = add_json(conf, "--id", "img", str(src))
+    path = tmp_path / "hi" / "img"
+    for name in os.listxattr(path):
+        os.removexattr(path, name)
+    checkpoint = ["--checkpoint", str(tmp_path / "scrub.json")]
+    expected = tmp_path / "glance.csv"
+    expected.write_text(f"id,checksum\nimg,{'0' * 32}\n")
+    differs = run(*conf, "scrub", "--record", "--expected", str(expected), *checkpoint)
+    assert differs.returncode == 1
+    assert differs.stdout.decode().startswith("corrupt img ")
+    assert os.listxattr(path) == []  # a mismatch is never recorded
+    expected.write_text(f"id,checksum\nimg,{record['checksum']}\n")
+    kept = run(*conf, "scrub", "--record", "--expected", str(expected), *checkpoint)
+    assert kept.returncode == 0, kept.stderr
+    assert kept.stdout.decode().splitlines()[-1].endswith("1 recorded")
+    assert run(*conf, "scrub", *checkpoint).stdout.decode().endswith("1 ok\n")
+    bad = run(*conf, "scrub", "--expected", str(tmp_path / "none.csv"))
+    assert bad.returncode == 1 and b"cannot read" in bad.stderr

@@ -3,6 +3,8 @@ each is found and named, and nothing else is reported."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from pathlib import Path
 
@@ -13,7 +15,7 @@ from fsstore.backends.filesystem_digests import PREFIX
 from fsstore.cache import ImageCache, Prefetcher
 from fsstore.hashing import KeptDigests
 from fsstore.registry import StoreRegistry
-from fsstore.scrub import Verdict, scrub
+from fsstore.scrub import Verdict, load_expected, scrub
 from fsstore.testing.cache_suite import make_cache_conf
 from fsstore.testing.suite import payload
 
@@ -191,3 +193,48 @@ def test_scrub_on_a_store_that_verifies_still_says_corrupt(rotten):
     store = rotten[0]
     verdicts = {c.image_id: c.verdict for c in scrub(store).checks}
     assert verdicts == {"rotten": Verdict.CORRUPT, "whole": Verdict.OK}
+
+
+# -- images without kept digests: --record, --expected ------------------------------
+
+
+def test_record_keeps_digests_once_then_they_are_checked(damaged, tmp_path):
+    first = {c.image_id: c for c in scrub(damaged, record=True).checks}
+    assert first["stripped"].verdict is Verdict.RECORDED
+    assert first["flipped"].verdict is Verdict.CORRUPT  # never recorded over
+    kept = damaged.kept_digests(first["stripped"].location)
+    assert kept is not None and kept.size == 1000
+    again = {c.image_id: c.verdict for c in scrub(damaged).checks}
+    assert again["stripped"] is Verdict.OK
+    _flip(tmp_path / "a" / "stripped", 10)
+    assert {c.image_id: c.verdict for c in scrub(damaged).checks}[
+        "stripped"
+    ] is Verdict.CORRUPT
+
+
+def test_expected_digests_name_what_differs(damaged, tmp_path):
+    def digests(image_id: str, seed: int, size: int) -> dict[str, str]:
+        data = payload(size, seed=seed)
+        return {
+            "id": image_id,
+            "checksum": hashlib.md5(data).hexdigest(),
+            "os_hash_algo": "sha512",
+            "os_hash_value": hashlib.sha512(data).hexdigest(),
+        }
+
+    # Seeds as the fixture gave them, in sorted id order.
+    rows = [
+        digests("stripped", 5, 1000),  # nothing kept: the expectation decides
+        digests("whole", 7, 2 * 1024 * 1024 + 5),
+        {**digests("also-whole", 0, 12), "checksum": "0" * 32},  # Glance disagrees
+    ]
+    listed = tmp_path / "expected.json"
+    listed.write_text(json.dumps(rows))
+    verdicts = {
+        c.image_id: c.verdict
+        for c in scrub(damaged, expected=load_expected(listed), record=True).checks
+    }
+    assert verdicts["stripped"] is Verdict.RECORDED
+    assert verdicts["whole"] is Verdict.OK
+    assert verdicts["also-whole"] is Verdict.CORRUPT
+    assert verdicts["empty"] is Verdict.OK  # no expectation: what was kept

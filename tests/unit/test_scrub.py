@@ -8,13 +8,16 @@ import pytest
 from fsstore import exceptions
 from fsstore.hashing import KeptDigests
 from fsstore.scrub import (
+    Expected,
     ImageCheck,
     RateLimit,
     ScrubReport,
     Verdict,
+    _against_expected,
     _judge,
     _load_checkpoint,
     _save_checkpoint,
+    load_expected,
 )
 
 
@@ -64,7 +67,8 @@ KEPT = KeptDigests("a" * 32, "b" * 128, "sha512", 10)
     ],
 )
 def test_verdicts(read, checksum, multihash, verdict):
-    assert _judge(KEPT, read, checksum, multihash)[0] is verdict
+    actual = KeptDigests(checksum, multihash, "sha512", read)
+    assert _judge(KEPT, actual)[0] is verdict
 
 
 def test_checkpoint_round_trip_and_damage(tmp_path):
@@ -78,3 +82,31 @@ def test_checkpoint_round_trip_and_damage(tmp_path):
     path.write_text('{"images": [{"image_id": "a"}]}')
     with pytest.raises(exceptions.Invalid, match="damaged"):
         _load_checkpoint(path)
+
+
+def test_expected_digests_from_json_and_csv(tmp_path):
+    listed = tmp_path / "images.json"
+    listed.write_text(
+        '[{"id": "a", "checksum": "AB", "os_hash_algo": "sha256", '
+        '"os_hash_value": "cd"}, {"id": "b", "multihash": "ef"}]'
+    )
+    table = tmp_path / "images.csv"
+    table.write_text("id,checksum,os_hash_algo,os_hash_value\na,AB,sha256,cd\nb,,,ef\n")
+    for path in (listed, table):
+        assert load_expected(path) == {
+            "a": Expected("AB", "cd", "sha256"),
+            "b": Expected(None, "ef", "sha512"),
+        }
+    broken = tmp_path / "broken.json"
+    broken.write_text('{"a": 1}')
+    with pytest.raises(exceptions.Invalid, match="broken.json"):
+        load_expected(broken)
+    with pytest.raises(exceptions.Invalid, match="cannot read"):
+        load_expected(tmp_path / "none.json")
+
+
+def test_against_expected_compares_case_blind_and_names_the_digest():
+    actual = KeptDigests("ab", "cd", "sha256", 1)
+    assert _against_expected(Expected("AB", "CD", "sha256"), actual)[0] is Verdict.OK
+    verdict, detail = _against_expected(Expected(None, "00", "sha256"), actual)
+    assert verdict is Verdict.CORRUPT and detail.startswith("sha256 cd")
