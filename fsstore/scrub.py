@@ -56,6 +56,8 @@ class Verdict(enum.StrEnum):
     UNREADABLE = "unreadable"
 
 
+HASH_BATCH = 4 * 1024 * 1024
+
 FAILED = frozenset({Verdict.CORRUPT, Verdict.TRUNCATED})
 
 
@@ -144,18 +146,27 @@ def _read(
     """Read the image whole: its size and digests (FsstoreError, OSError)."""
     hasher = ImageHasher(hashing_algo)
     read = 0
+    batch = bytearray()
     try:
         chunks, _length = store.get(location)
         with contextlib.closing(chunks):
             for chunk in chunks:
-                hasher.update(chunk)
+                # The digest threads are fed in batches: per store chunk
+                # (64 KiB for files) their queues would cost more than
+                # the hashing.
+                batch += chunk
                 read += len(chunk)
+                if len(batch) >= HASH_BATCH:
+                    hasher.update(bytes(batch))
+                    batch.clear()
                 limit.took(len(chunk))
                 if on_bytes is not None:
                     on_bytes(len(chunk))
     except exceptions.Corrupt:
         pass  # the store verifies on read: judged from what was read
     finally:
+        if batch:
+            hasher.update(bytes(batch))
         hasher.close()
     return (read, *hasher.hexdigests())
 
