@@ -59,3 +59,10 @@ def test_hostile_cache_options(tmp_path):
     result = scenarios.hostile_cache_options(tmp_path)
     check(result)
     assert result.figures["configurations"] == 33
+
+
+def test_scrub_rot(tmp_path):
+    result = scenarios.scrub_rot(tmp_path, images=24, kills=2, seed=21)
+    check(result)
+    assert result.figures["rotten"] > 0
+    assert result.figures["scrubs killed"] > 0

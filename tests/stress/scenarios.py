@@ -877,6 +877,108 @@ def _cache_options_case(
         result.figures["records rebuilt"] += 1
 
 
+# -- 10. rot found by scrub, through kill -9 and --resume -------------------------------
+
+_ROT = ("flip", "truncate", "grow", "strip")
+_ROT_VERDICT = {
+    "flip": "corrupt",
+    "truncate": "truncated",
+    "grow": "corrupt",
+    "strip": "unverifiable",
+}
+
+
+def _rot(path: Path, how: str, rng: random.Random) -> None:
+    size = path.stat().st_size
+    if how == "flip":
+        with open(path, "r+b") as f:
+            at = rng.randrange(size)
+            f.seek(at)
+            byte = f.read(1)[0]
+            f.seek(at)
+            f.write(bytes([byte ^ (1 << rng.randrange(8))]))
+    elif how == "truncate":
+        os.truncate(path, rng.randrange(size))
+    elif how == "grow":
+        with open(path, "ab") as f:
+            f.write(os.urandom(rng.randint(1, 4096)))
+    else:
+        for name in os.listxattr(path):
+            os.removexattr(path, name)
+
+
+def _scrub_killed(args: list[str], checkpoint: Path, after: int) -> bool:
+    """Start a scrub and ``kill -9`` it once its checkpoint holds ``after``
+    images; False if it finished first."""
+    proc = subprocess.Popen([FSSTORE, *args], stdout=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while proc.poll() is None and time.monotonic() < deadline:
+        with contextlib.suppress(FileNotFoundError, ValueError):
+            if len(json.loads(checkpoint.read_text())["images"]) >= after:
+                os.kill(proc.pid, signal.SIGKILL)
+                proc.wait()
+                return True
+        time.sleep(0.005)  # polling the checkpoint, not waiting out a race
+    proc.kill()
+    proc.wait()
+    return False
+
+
+def scrub_rot(
+    workdir: Path, images: int = 100, kills: int = 3, seed: int = 10
+) -> Result:
+    """Images rot in each way behind the store's back; a scrub killed with
+    ``kill -9`` several times and resumed names exactly the rotten ones,
+    each once, with the right verdict."""
+    result = Result("scrub: rot found through kill -9 and --resume")
+    rng = random.Random(seed)
+    conf = write_conf(
+        workdir / "scrub.conf",
+        {"glance_store": {"filesystem_store_datadir": str(workdir / "images")}},
+    )
+    registry = StoreRegistry(load_conf(conf))
+    truth: dict[str, str] = {}
+    for i in range(images):
+        image_id = f"img-{i:04d}"
+        size = rng.choice([1, 100, 4096, 65537, rng.randint(2, 2 * MiB)])
+        registry.add(image_id, iter([os.urandom(size)]), size)
+        truth[image_id] = "ok"
+    for image_id in rng.sample(sorted(truth), images // 3):
+        how = rng.choice(_ROT)
+        _rot(workdir / "images" / image_id, how, rng)
+        truth[image_id] = _ROT_VERDICT[how]
+    checkpoint = workdir / "scrub.json"
+    base = ["--config-file", str(conf), "--format", "json", "scrub"]
+    base += ["--checkpoint", str(checkpoint), "--rate", "20"]
+    done = 0
+    for k in range(kills):
+        after = done + rng.randint(1, max(1, (images - done) // (kills - k + 1)))
+        args = base + (["--resume"] if k else [])
+        if _scrub_killed(args, checkpoint, after):
+            result.figures["scrubs killed"] = result.figures.get("scrubs killed", 0) + 1
+        done = len(json.loads(checkpoint.read_text())["images"])
+    proc = subprocess.run(
+        [FSSTORE, *base[:-2], "--resume"], capture_output=True, text=True
+    )
+    result.operations += images
+    record = json.loads(proc.stdout)
+    seen = [i["image_id"] for i in record["images"]]
+    if sorted(seen) != sorted(truth) or len(set(seen)) != len(seen):
+        result.fail(f"images reported {len(seen)} times for {len(truth)} images")
+    for image in record["images"]:
+        if image["verdict"] != truth[image["image_id"]]:
+            result.fail(
+                f"{image['image_id']}: {image['verdict']}, "
+                f"expected {truth[image['image_id']]} ({image['detail']})"
+            )
+    failed = any(v in ("corrupt", "truncated") for v in truth.values())
+    if proc.returncode != (1 if failed else 0):
+        result.fail(f"exit status {proc.returncode}: {proc.stderr.strip()}")
+    result.figures["rotten"] = sum(v != "ok" for v in truth.values())
+    result.figures["resumed images"] = record["resumed"]
+    return result
+
+
 def run_all(workdir: Path, quick: bool = False) -> list[Result]:
     scale = 0.1 if quick else 1.0
     n = lambda x: max(2, int(x * scale))  # noqa: E731
@@ -890,6 +992,7 @@ def run_all(workdir: Path, quick: bool = False) -> list[Result]:
         ("config", lambda d: bad_configuration(d, with_cli=True)),
         ("streams", lambda d: hostile_streams(d, adds=n(300))),
         ("cache-options", lambda d: hostile_cache_options(d)),
+        ("scrub", lambda d: scrub_rot(d, images=n(200))),
     ]
     results = []
     for name, step in steps:
