@@ -184,7 +184,10 @@ def check_image(
     against ``expected`` when given. With ``record``, an image that has
     nothing kept (and matches ``expected``, if given) gets its digests kept
     now: trust on first scrub."""
-    kept = store.kept_digests(location)
+    try:
+        kept = store.kept_digests(location)
+    except (exceptions.FsstoreError, OSError) as exc:
+        return ImageCheck(image_id, location, Verdict.UNREADABLE, str(exc), 0)
     algo = (
         kept.hashing_algo
         if kept is not None
@@ -204,11 +207,18 @@ def check_image(
         verdict, detail = _against_expected(expected, actual)
     if kept is None and verdict is Verdict.OK:
         if record:
-            store.keep_digests(location, actual)
-            verdict, detail = Verdict.RECORDED, "digests kept now"
+            verdict, detail = _record(store, location, actual)
         elif expected is None:
             verdict, detail = Verdict.UNVERIFIABLE, "no digests were kept for it"
     return ImageCheck(image_id, location, verdict, detail, read)
+
+
+def _record(store: Store, location: str, actual: KeptDigests) -> tuple[Verdict, str]:
+    try:
+        store.keep_digests(location, actual)
+    except exceptions.FsstoreError as exc:
+        return Verdict.UNVERIFIABLE, f"no digests were kept, nor could be: {exc}"
+    return Verdict.RECORDED, "digests kept now"
 
 
 def _judge(kept: KeptDigests, actual: KeptDigests) -> tuple[Verdict, str]:

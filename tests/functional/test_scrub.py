@@ -238,3 +238,26 @@ def test_expected_digests_name_what_differs(damaged, tmp_path):
     assert verdicts["whole"] is Verdict.OK
     assert verdicts["also-whole"] is Verdict.CORRUPT
     assert verdicts["empty"] is Verdict.OK  # no expectation: what was kept
+
+
+def test_a_scrub_goes_on_when_digests_cannot_be_kept(damaged, tmp_path):
+    # "stripped" grows while it is read (after its size was taken): the
+    # digests just computed are not its own, so they are not kept.
+    reading_stripped = []
+
+    def after(check) -> None:
+        reading_stripped.append(check.image_id == "replaced")
+
+    def grow(_n: int) -> None:
+        if reading_stripped and reading_stripped[-1]:
+            with open(tmp_path / "a" / "stripped", "ab") as f:
+                f.write(b"late")
+            reading_stripped.append(False)
+
+    report = scrub(damaged, record=True, on_image=after, on_bytes=grow)
+    checks = {c.image_id: c for c in report.checks}
+    assert checks["stripped"].verdict is Verdict.UNVERIFIABLE
+    assert "changed while it was scrubbed" in checks["stripped"].detail
+    assert os.listxattr(tmp_path / "a" / "stripped") == []
+    assert checks["truncated"].verdict is Verdict.TRUNCATED  # and it went on
+    assert len(checks) == 8
