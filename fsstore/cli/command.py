@@ -97,6 +97,16 @@ def positive(text: str) -> int:
     return value
 
 
+def positive_number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0:  # also refuses nan
+        raise argparse.ArgumentTypeError("must be greater than 0")
+    return value
+
+
 def hashing_algo(text: str) -> str:
     if text not in hashlib.algorithms_available:
         raise argparse.ArgumentTypeError(f"unknown hashing algorithm {text!r}")

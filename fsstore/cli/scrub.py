@@ -7,27 +7,28 @@ import argparse
 import os
 from pathlib import Path
 
-from fsstore.cli.command import Command, Context, arg
+from fsstore import exceptions
+from fsstore.cli.command import Command, Context, arg, positive_number
 from fsstore.cli.output import EXIT_FAILED, Result, human_size, progress
 from fsstore.scrub import ImageCheck, Verdict, load_expected, scrub
+from fsstore.store import Store
 
 MB = 1000 * 1000
-
-
-def _megabytes(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError("must be greater than 0")
-    return value
 
 
 def default_checkpoint(store_name: str) -> Path:
     """Where a scrub of ``store_name`` keeps its progress for ``--resume``."""
     state = os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")
     return Path(state) / "fsstore" / f"scrub-{store_name}.json"
+
+
+def _size(store: Store, location: str) -> int:
+    """An image's size for the progress total; 0 for one gone since it was
+    listed (the scrub itself reports it)."""
+    try:
+        return store.get_size(location)
+    except exceptions.FsstoreError:
+        return 0
 
 
 def _line(check: ImageCheck) -> str:
@@ -41,7 +42,7 @@ def cmd_scrub(args: argparse.Namespace, ctx: Context) -> Result:
     store = registry.get_store(name)
     checkpoint = Path(args.checkpoint) if args.checkpoint else default_checkpoint(name)
     checkpoint.parent.mkdir(parents=True, exist_ok=True)
-    total = sum(store.get_size(location) for _, location in store.images())
+    total = sum(_size(store, location) for _, location in store.images())
     with progress(args.progress, total, f"scrub {name}") as bar:
 
         def read(n: int) -> None:
@@ -74,7 +75,7 @@ SCRUB = Command(
         arg("--backend", help="backend name or scheme (default: the default)"),
         arg(
             "--rate",
-            type=_megabytes,
+            type=positive_number,
             metavar="MB/s",
             help="read at most this many MB (10^6 bytes) per second",
         ),

@@ -34,7 +34,7 @@ def test_scrub_reports_and_exits_1_on_corruption(conf, tmp_path):  # noqa: F811
     assert found.stderr == b""
 
 
-@pytest.mark.parametrize("rate", ["0", "-1", "fast"])
+@pytest.mark.parametrize("rate", ["0", "-1", "fast", "nan"])
 def test_a_bad_rate_is_a_usage_error(conf, rate):  # noqa: F811
     proc = run(*conf, "scrub", "--rate", rate)
     assert proc.returncode == 2
