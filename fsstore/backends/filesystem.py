@@ -210,9 +210,11 @@ class FilesystemStore(Store):
 
     # -- operations ------------------------------------------------------
 
-    def _get(
-        self, location: Location, offset: int, limit: int | None
-    ) -> tuple[ImageChunks, int]:
+    def _open_image(self, location: Location) -> tuple[DataDir, str, int, int]:
+        """The image file at ``location`` opened for reading: its data
+        directory, its name, the descriptor and its size. Never a symlink,
+        and never anything but a regular file (O_NONBLOCK: a FIFO planted in
+        a data directory must not hang the open)."""
         datadir, name = self._resolve(location)
         try:
             fd = self._timed(
@@ -237,7 +239,17 @@ class FilesystemStore(Store):
                 raise exceptions.Forbidden(
                     f"location {location.uri} is not an image file"
                 )
-            length = range_length(st.st_size, offset, limit, location.uri)
+        except BaseException:
+            os.close(fd)
+            raise
+        return datadir, name, fd, st.st_size
+
+    def _get(
+        self, location: Location, offset: int, limit: int | None
+    ) -> tuple[ImageChunks, int]:
+        _, _, fd, size = self._open_image(location)
+        try:
+            length = range_length(size, offset, limit, location.uri)
             os.posix_fadvise(fd, offset, length, os.POSIX_FADV_SEQUENTIAL)
         except BaseException:
             os.close(fd)
@@ -415,11 +427,10 @@ class FilesystemStore(Store):
                     yield entry.name, datadir.uri_prefix + entry.name
 
     def kept_digests(self, location: Location | str) -> KeptDigests | None:
-        datadir, name = self._resolve(self._location(location))
         try:
-            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=datadir.fd)
-        except OSError:
-            return None  # read() will name the problem
+            _, _, fd, _ = self._open_image(self._location(location))
+        except (exceptions.NotFound, exceptions.Forbidden):
+            return None  # reading it will name the problem
         try:
             return read_kept_digests(fd)
         finally:
@@ -427,16 +438,12 @@ class FilesystemStore(Store):
 
     def keep_digests(self, location: Location | str, kept: KeptDigests) -> None:
         where = self._location(location)
-        datadir, name = self._resolve(where)
-        try:
-            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW, dir_fd=datadir.fd)
-        except OSError as exc:
-            raise exceptions.NotFound(f"image {where.uri}: {exc.strerror}") from None
+        datadir, name, fd, size = self._open_image(where)
         try:
             # Race: the file may have been replaced since it was read. Only
             # one of the same size gets these digests, and then the next
             # scrub calls it corrupt: a false alarm, never a false ok.
-            if os.fstat(fd).st_size != kept.size:
+            if size != kept.size:
                 raise exceptions.Invalid(
                     f"image {where.uri} changed while it was scrubbed"
                 )

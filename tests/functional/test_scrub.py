@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import threading
 from pathlib import Path
 
 import pytest
@@ -261,3 +262,27 @@ def test_a_scrub_goes_on_when_digests_cannot_be_kept(damaged, tmp_path):
     assert os.listxattr(tmp_path / "a" / "stripped") == []
     assert checks["truncated"].verdict is Verdict.TRUNCATED  # and it went on
     assert len(checks) == 8
+
+
+def test_a_fifo_at_an_image_name_neither_hangs_nor_gets_digests(
+    make_fs_store, tmp_path
+):
+    store = make_fs_store()
+    os.mkfifo(tmp_path / "images" / "planted")
+    location = f"file://{tmp_path}/images/planted"
+    outcome: list[object] = []
+
+    def touch_it() -> None:
+        outcome.append(store.kept_digests(location))
+        try:
+            store.keep_digests(location, KeptDigests("a" * 32, "b" * 128, "sha512", 0))
+        except exceptions.Forbidden as exc:
+            outcome.append(str(exc))
+
+    worker = threading.Thread(target=touch_it, daemon=True)
+    worker.start()
+    worker.join(30)
+    assert not worker.is_alive(), "opening a FIFO blocked"
+    assert outcome[0] is None
+    assert "is not an image file" in str(outcome[1])
+    assert os.listxattr(tmp_path / "images" / "planted") == []
