@@ -45,7 +45,7 @@ from fsstore.backends.s3_config import (
     region_from_host,
 )
 from fsstore.backends.s3_errors import (
-    PRECONDITION_FAILED,
+    CONDITION_LOST,
     error_code,
     error_status,
     is_boto_error,
@@ -356,7 +356,7 @@ class S3Store(Store):
     def _conditional_write_error(
         self, exc: Exception, location: S3Location
     ) -> Exception:
-        if error_code(exc) in PRECONDITION_FAILED[:2]:
+        if error_code(exc) in CONDITION_LOST:
             return exceptions.Duplicate(f"image {location.uri} already exists")
         return self._error(exc, f"writing image {location.uri}")
 

@@ -7,7 +7,9 @@ from __future__ import annotations
 from fsstore import exceptions
 
 MISSING = ("404", "NoSuchKey", "NotFound")
-PRECONDITION_FAILED = ("PreconditionFailed", "ConditionalRequestConflict", "412")
+# What a conditional write that lost (If-None-Match on an existing key) answers.
+CONDITION_LOST = ("PreconditionFailed", "ConditionalRequestConflict")
+PRECONDITION_FAILED = (*CONDITION_LOST, "412")
 DIGEST_REFUSED = ("BadDigest", "InvalidDigest", "XAmzContentSHA256Mismatch")
 
 

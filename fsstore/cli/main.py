@@ -157,9 +157,12 @@ def describe_error(exc: BaseException) -> tuple[str, str, int]:
     """What to say about an error that ended the command: its message, its
     kind (the exception's class name) and the exit status."""
     kind = type(exc).__name__
-    if isinstance(exc, UsageError | exceptions.BadStoreConfiguration):
-        return str(exc), kind, EXIT_USAGE
-    if isinstance(exc, exceptions.BadDriverConfiguration):
+    usage = (
+        UsageError,
+        exceptions.BadStoreConfiguration,
+        exceptions.BadDriverConfiguration,
+    )
+    if isinstance(exc, usage):
         return str(exc), kind, EXIT_USAGE
     if isinstance(exc, exceptions.FsstoreError):
         return str(exc), kind, EXIT_FAILED
