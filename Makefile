@@ -59,7 +59,7 @@ test-ceph: $(VENV)/.installed-test
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(CEPH_PACKAGES) >/dev/null; } || \
 		{ echo "make test-ceph: could not install $(CEPH_PACKAGES)" >&2; exit 1; }
 	$(BIN)/python -m pytest tests/functional/test_s3.py tests/functional/test_s3_races.py \
-		tests/functional/test_s3_faults.py \
+		tests/functional/test_s3_faults.py tests/functional/test_s3_scrub.py \
 		--s3-engines rgw
 
 # The centralized_db cache driver on MariaDB (Debian's mariadb-server,

@@ -39,6 +39,30 @@ class KeptDigests(NamedTuple):
     size: int
 
 
+def kept_as_record(kept: KeptDigests) -> dict[str, object]:
+    """``kept`` as the JSON object stores write where they keep records."""
+    return {
+        "md5": kept.checksum,
+        "multihash": kept.multihash,
+        "hashing_algo": kept.hashing_algo,
+        "size": kept.size,
+    }
+
+
+def kept_from_record(record: object) -> KeptDigests | None:
+    """What ``kept_as_record`` wrote, or None for anything else: a record
+    that is not whole is never trusted."""
+    if not isinstance(record, dict):
+        return None
+    fields = [record.get(name) for name in ("md5", "multihash", "hashing_algo")]
+    size = record.get("size")
+    if not all(isinstance(value, str) for value in fields):
+        return None
+    if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+        return None
+    return KeptDigests(str(fields[0]), str(fields[1]), str(fields[2]), size)
+
+
 # Constructors of the algorithms seen so far: hashlib.new() looks a name up
 # each time, which costs as much as hashing a small image's first KiB.
 _CONSTRUCTORS: dict[str, Callable[[], Any]] = {}

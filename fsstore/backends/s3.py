@@ -9,7 +9,8 @@ Options keep glance_store's ``s3_store_*`` names. What it does differently:
   upload threads; the reader blocks while that many are in flight. Memory
   stays below about ``(thread_pools + 2) x chunk size`` whatever the size.
 * One pass. MD5 and the multihash are computed while reading, as in the
-  filesystem store.
+  filesystem store, and kept with the image (s3_digests.py) before it is
+  published; a scrub or a verifying read checks the image against them.
 * Nothing orphaned. Any failure after a multipart upload started (a part
   error, the caller's stream raising, a size mismatch, losing a race) aborts
   the upload.
@@ -30,6 +31,7 @@ import base64
 import hashlib
 import logging
 import threading
+from collections.abc import Iterator
 from typing import Any
 
 from oslo_config import cfg
@@ -44,6 +46,7 @@ from fsstore.backends.s3_config import (
     parse_endpoint,
     region_from_host,
 )
+from fsstore.backends.s3_digests import DigestRecords, as_metadata, from_metadata
 from fsstore.backends.s3_errors import (
     CONDITION_LOST,
     error_code,
@@ -53,9 +56,9 @@ from fsstore.backends.s3_errors import (
 )
 from fsstore.backends.s3_multipart import MAX_PARTS, MultipartUpload
 from fsstore.backends.s3_read import ResumingBody
-from fsstore.hashing import ImageHasher
+from fsstore.hashing import ImageHasher, KeptDigests
 from fsstore.location import Location, S3Location
-from fsstore.store import AddResult, Store, image_id_problem
+from fsstore.store import RESERVED_PREFIX, AddResult, Store, image_id_problem
 from fsstore.streams import (
     CheckedSource,
     ImageChunks,
@@ -97,6 +100,7 @@ class S3Store(Store):
         self._bucket_ready = False
         self._bucket_lock = threading.Lock()
         self._engine = EngineSupport()
+        self.records = DigestRecords(None, "")
 
     # -- configuration ---------------------------------------------------
 
@@ -131,9 +135,11 @@ class S3Store(Store):
         # when it computes one, else our Content-MD5, which every engine
         # checks.
         self.content_md5 = self.checksums[0] != "when_supported"
+        self.verify_on_read = self.option("s3_store_verify_on_read")
         self.client = make_client(
             self.name, self._client_settings(), access_key, secret_key
         )
+        self.records = DigestRecords(self.client, self.bucket)
         self._bucket_ready = False
 
     def _checksums(self) -> tuple[str, str]:
@@ -276,8 +282,59 @@ class S3Store(Store):
         self._head(key, what)  # S3 deletes missing keys silently
         try:
             self.client.delete_object(Bucket=self.bucket, Key=key)
+            # After the image: a crash between the two leaves a record of no
+            # image, which the next add of the id replaces.
+            self.records.delete(key)
         except Exception as exc:
             raise self._error(exc, what) from None
+
+    # -- integrity -------------------------------------------------------
+
+    def images(self) -> Iterator[tuple[str, str]]:
+        pages = self.client.get_paginator("list_objects_v2").paginate(
+            Bucket=self.bucket
+        )
+        try:
+            for page in pages:
+                for listed in page.get("Contents", []):
+                    key = listed["Key"]
+                    # Claims and digest records; an object no add could
+                    # have written is not this store's image either.
+                    if key.startswith(RESERVED_PREFIX) or key_problem(key):
+                        continue
+                    yield key, S3Location(self.scheme, self.host, self.bucket, key).uri
+        except Exception as exc:
+            raise self._error(exc, f"listing bucket {self.bucket!r}") from None
+
+    def kept_digests(self, location: Location | str) -> KeptDigests | None:
+        """The image's digest record; for an image without one, the digests
+        its metadata carries (see s3_digests.py)."""
+        where = self._location(location)
+        key = self._key(where)
+        try:
+            kept = self.records.get(key)
+            if kept is None:
+                head = self.client.head_object(Bucket=self.bucket, Key=key)
+                kept = from_metadata(head.get("Metadata", {}))
+        except Exception as exc:
+            error = self._error(exc, f"digests of image {where.uri}")
+            if isinstance(error, exceptions.NotFound):
+                return None  # reading it will name the problem
+            raise error from None
+        return kept
+
+    def keep_digests(self, location: Location | str, kept: KeptDigests) -> None:
+        where = self._location(location)
+        key = self._key(where)
+        size = self._head(key, f"image {where.uri}")
+        # Race: the object may have been replaced since it was read; as in
+        # the filesystem store, only one of the same size gets these digests.
+        if size != kept.size:
+            raise exceptions.Invalid(f"image {where.uri} changed while it was scrubbed")
+        try:
+            self.records.put(key, kept)
+        except Exception as exc:
+            raise self._error(exc, f"keeping the digests of {where.uri}") from None
 
     def _ensure_bucket(self) -> None:
         if self._bucket_ready:
@@ -344,14 +401,43 @@ class S3Store(Store):
         source = CheckedSource(data, image_id, size, verifier, READ_CHUNK)
         try:
             if 0 < size < self.large_object_size:
-                written = self._put_whole(location, source, hasher, claim)
+                kept = self._put_whole(location, source, hasher, claim)
             else:
-                written = self._put_multipart(location, source, size, hasher, claim)
-            checksum, multihash = hasher.hexdigests()
+                kept = self._put_multipart(location, source, size, hasher, claim)
         finally:
             hasher.close()
             claim.release()
-        return AddResult(location.uri, written, checksum, multihash, {})
+        return AddResult(location.uri, kept.size, kept.checksum, kept.multihash, {})
+
+    def _keep(
+        self,
+        location: S3Location,
+        hasher: ImageHasher,
+        size: int,
+        claim: UploadClaim,
+    ) -> KeptDigests:
+        """Write the digest record of the image about to be published, with
+        a whole lease ahead for the publish (see s3_digests.py)."""
+        checksum, multihash = hasher.hexdigests()
+        kept = KeptDigests(checksum, multihash, hasher.hashing_algo, size)
+        claim.renew(force=True)
+        try:
+            self.records.put(location.key, kept)
+        except Exception as exc:
+            raise self._error(exc, f"keeping the digests of {location.uri}") from None
+        return kept
+
+    def _forget(self, location: S3Location) -> None:
+        """Remove the record of an add that failed after writing it; if that
+        fails too, the next add of the id replaces it."""
+        try:
+            self.records.delete(location.key)
+        except Exception as exc:
+            LOG.error(
+                "could not remove the digest record of the failed add of %s: %s",
+                location.uri,
+                type(exc).__name__,
+            )
 
     def _conditional_write_error(
         self, exc: Exception, location: S3Location
@@ -366,24 +452,26 @@ class S3Store(Store):
         source: CheckedSource,
         hasher: ImageHasher,
         claim: UploadClaim,
-    ) -> int:
+    ) -> KeptDigests:
         body = bytearray()
         for chunk in source.chunks():  # kept by the digest threads: copies
             hasher.update(chunk)
             body += chunk
         source.finish()
-        claim.renew(force=True)
+        kept = self._keep(location, hasher, len(body), claim)
         try:
             self.client.put_object(
                 Bucket=self.bucket,
                 Key=location.key,
                 Body=body,
                 IfNoneMatch="*",
+                Metadata=as_metadata(kept),
                 **self._body_checksum(body),
             )
         except Exception as exc:
+            self._forget(location)
             raise self._conditional_write_error(exc, location) from None
-        return len(body)
+        return kept
 
     def _body_checksum(self, body: bytes | bytearray) -> dict[str, str]:
         if not self.content_md5:
@@ -404,7 +492,7 @@ class S3Store(Store):
         size: int,
         hasher: ImageHasher,
         claim: UploadClaim,
-    ) -> int:
+    ) -> KeptDigests:
         what = f"writing image {location.uri}"
         upload = MultipartUpload(
             self.client,
@@ -415,21 +503,24 @@ class S3Store(Store):
             error=self._error,
             body_checksum=self._body_checksum,
         )
+        kept: KeptDigests | None = None
         try:
             written = self._send_parts(
                 upload, source, hasher, claim, self._part_size_for(size)
             )
-            claim.renew(force=True)  # Complete starts with a whole lease ahead
+            kept = self._keep(location, hasher, written, claim)
             try:
                 upload.complete(IfNoneMatch="*")
             except Exception as exc:
                 raise self._conditional_write_error(exc, location) from None
         except BaseException as exc:
             upload.abort()
+            if kept is not None:
+                self._forget(location)
             if isinstance(exc, exceptions.FsstoreError) or not is_boto_error(exc):
                 raise
             raise self._error(exc, what) from None
-        return written
+        return kept
 
     @staticmethod
     def _send_parts(

@@ -104,6 +104,14 @@ OPTIONS = [
         help="Times one read of an image resumes, from the next byte, after its "
         "connection drops mid-body (as swift_store_retry_get_count).",
     ),
+    cfg.BoolOpt(
+        "s3_store_verify_on_read",
+        default=False,
+        help="Check every read of a whole image against the digests kept with "
+        "it when it was stored: one that differs raises an error at its end "
+        "instead of ending normally (the image cache then never keeps it). "
+        "Ranged reads are not checked. Costs one more request per read.",
+    ),
     cfg.IntOpt(
         "s3_store_upload_lease",
         default=300,

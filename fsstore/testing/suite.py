@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from fsstore import exceptions
+from fsstore.hashing import KeptDigests
 from fsstore.store import Capability, Store
 from fsstore.streams import ImageData
 from fsstore.testing.streams import SHAPES, NoneRead, Recorder, TextRead, shaped
@@ -80,6 +81,10 @@ class StoreConformanceTests:
     #: store), for the round trips at its boundaries.
     io_size = 64 * 1024
 
+    #: Whether the store keeps each image's digests (Store.kept_digests) and
+    #: lists its images (Store.images), for a scrub.
+    keeps_digests = False
+
     @pytest.fixture
     def store(self) -> Store:  # pragma: no cover - provided by subclasses
         raise NotImplementedError("provide a 'store' fixture")
@@ -126,6 +131,23 @@ class StoreConformanceTests:
         store.delete(result.location)
         with pytest.raises(exceptions.NotFound):
             store.get_size(result.location)
+
+    @pytest.mark.parametrize("size", [0, 5 * 1024 * 1024 + 7], ids=["empty", "large"])
+    def test_digests_are_kept_and_listed(self, store: Store, size: int) -> None:
+        if not self.keeps_digests:
+            pytest.skip("the store keeps no digests")
+        data = payload(size, seed=11)
+        image_id = new_id()
+        result = store.add(image_id, iter([data]), 0, hashing_algo="sha256")
+        assert store.kept_digests(result.location) == KeptDigests(
+            hashlib.md5(data).hexdigest(),
+            hashlib.sha256(data).hexdigest(),
+            "sha256",
+            size,
+        )
+        assert (image_id, result.location) in list(store.images())
+        store.delete(result.location)
+        assert image_id not in {listed for listed, _ in store.images()}
 
     def test_file_like_data_and_unknown_size(self, store: Store) -> None:
         data = payload(3 * self.io_size + 5, seed=3)

@@ -12,6 +12,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from fsstore.backends.s3_digests import PREFIX as RECORDS_PREFIX
+
+
+def with_records(*image_ids: str) -> list[str]:
+    """The keys an S3 store holds for images it added: each image and its
+    digest record (fsstore.backends.s3_digests), sorted as S3 lists them."""
+    return sorted([*image_ids, *(RECORDS_PREFIX + i for i in image_ids)])
+
+
 # moto accepts any credentials; these are what its tests sign with.
 MOTO_ACCESS_KEY = "AKIAFSSTORETESTKEY01"
 MOTO_SECRET_KEY = "fsstore-test-secret-never-shown-0123456789"

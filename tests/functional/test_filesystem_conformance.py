@@ -14,6 +14,7 @@ from tests.helpers import tree
 
 class TestFilesystemStoreConformance(StoreConformanceTests):
     io_size = 64 * 1024
+    keeps_digests = True
 
     @pytest.fixture(params=["tmpfile", "named"])
     def store(self, request: pytest.FixtureRequest, make_fs_store: Any, tmp_path: Path):

@@ -1,0 +1,125 @@
+"""The digests the S3 store keeps with each image.
+
+Layout, in the store's bucket::
+
+    <image id>                      the image; sent in one PutObject, it
+                                    carries the digests as its metadata:
+                                    x-amz-meta-fsstore-md5, -multihash,
+                                    -hashing-algo, -size
+    .fsstore-digests/<image id>     the digest record, for every image:
+                                    {"md5", "multihash", "hashing_algo", "size"}
+
+The record is what the store trusts; the metadata is what any S3 tool shows.
+Both are needed because each misses a case the other covers:
+
+* A multipart upload fixes its metadata at CreateMultipartUpload, before
+  the first byte is read, so an image sent in parts cannot carry its own
+  digests (copying it onto itself to add them would rewrite the image, and
+  past 5 GiB needs a second multipart upload).
+* An object overwritten behind the store by a plain PutObject loses its
+  metadata: judged by metadata alone it would be merely unverifiable, while
+  the record, which the overwrite does not touch, names it corrupt.
+
+Protocol. The record is written while the writer holds the image's upload
+claim (s3_claim.py), after the whole stream was read and checked and before
+the PutObject or CompleteMultipartUpload that publishes the image, so an
+image the store published never exists without its record. It is written
+unconditionally: a record already there is stale (left by an add that
+crashed before publishing, or by a delete that crashed before removing it),
+since the claim admits one writer per id. A failed add removes its record;
+a delete removes the image, then the record.
+
+Races, each handled where named: a crash between the record and the publish
+leaves a record with no image (harmless: never listed, replaced by the next
+add of the id); a writer that outlives its claim's lease (the one race the
+claim cannot close) can leave a record of its own data beside the other
+writer's image, which a scrub then reports as corrupt: a false alarm, never
+a false ok.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from fsstore.backends.s3_errors import MISSING, error_code
+from fsstore.hashing import KeptDigests, kept_as_record, kept_from_record
+
+PREFIX = ".fsstore-digests/"
+_MAX_RECORD = 4096
+_META = ("fsstore-md5", "fsstore-multihash", "fsstore-hashing-algo", "fsstore-size")
+
+
+def record_key(image_key: str) -> str:
+    return PREFIX + image_key
+
+
+def as_metadata(kept: KeptDigests) -> dict[str, str]:
+    """``kept`` as the user metadata of a PutObject."""
+    values = (kept.checksum, kept.multihash, kept.hashing_algo, str(kept.size))
+    return dict(zip(_META, values, strict=True))
+
+
+def from_metadata(metadata: dict[str, str]) -> KeptDigests | None:
+    """What ``as_metadata`` put on an object; None when any of it is missing
+    or malformed. Names are matched in any case: HTTP header names have none,
+    and engines differ (Swift's s3api answers ``Fsstore-Md5``)."""
+    named = {name.lower(): value for name, value in metadata.items()}
+    try:
+        values = [named[name] for name in _META]
+        return KeptDigests(values[0], values[1], values[2], int(values[3]))
+    except (KeyError, ValueError):
+        return None
+
+
+def _encode(kept: KeptDigests) -> bytes:
+    return json.dumps(kept_as_record(kept), sort_keys=True).encode("ascii")
+
+
+def _decode(body: bytes) -> KeptDigests | None:
+    try:
+        return kept_from_record(json.loads(body))
+    except ValueError:
+        return None
+
+
+class DigestRecords:
+    """The records of one bucket. Errors are botocore's, for the store to
+    translate; a missing record is None, never an error."""
+
+    def __init__(self, client: Any, bucket: str) -> None:
+        self.client = client
+        self.bucket = bucket
+
+    def put(self, image_key: str, kept: KeptDigests) -> None:
+        self.client.put_object(
+            Bucket=self.bucket,
+            Key=record_key(image_key),
+            Body=_encode(kept),
+            ContentType="application/json",
+        )
+
+    def get(self, image_key: str) -> KeptDigests | None:
+        """The record of ``image_key``; None when there is none, or when
+        what is there is not a record (a scrub then calls the image
+        unverifiable rather than trust it)."""
+        try:
+            response = self.client.get_object(
+                Bucket=self.bucket, Key=record_key(image_key)
+            )
+        except Exception as exc:
+            if error_code(exc) in MISSING:
+                return None
+            raise
+        stream = response["Body"]
+        try:
+            # A record is under 300 bytes; anything planted there that is
+            # far longer is not one, and is not read whole.
+            body = stream.read(_MAX_RECORD + 1)
+        finally:
+            stream.close()
+        return _decode(body) if len(body) <= _MAX_RECORD else None
+
+    def delete(self, image_key: str) -> None:
+        """Remove the record; engines answer a missing key with success."""
+        self.client.delete_object(Bucket=self.bucket, Key=record_key(image_key))
