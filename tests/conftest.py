@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 import socket
 import subprocess
 import sys
@@ -13,7 +14,7 @@ from fsstore.backends.filesystem import FilesystemStore
 from tests.databases import MariaDBServer, PostgresServer
 from tests.engines import MOTO_ACCESS_KEY, MOTO_SECRET_KEY, S3Engine
 from tests.engines.swift_cluster import SwiftServer
-from tests.helpers import is_root, load_conf, tmpfs, write_conf
+from tests.helpers import is_root, load_conf, ramfs, tmpfs, write_conf
 
 # The S3 engines the tests run on; `make test-ceph` adds rgw.
 ENGINES = ("moto", "swift", "rgw")
@@ -101,6 +102,16 @@ def mount_tmpfs(tmp_path: Path) -> Iterator[Callable[[str, str], Path]]:
     yield mount
     for cm in reversed(stack):
         cm.__exit__(None, None, None)  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+def mount_ramfs(tmp_path: Path) -> Iterator[Callable[[str], Path]]:
+    """Mount ramfs file systems, which have no user extended attributes
+    (root only; skipped otherwise)."""
+    if not is_root():
+        pytest.skip("mounting a ramfs needs root")
+    with contextlib.ExitStack() as stack:
+        yield lambda name: stack.enter_context(ramfs(tmp_path / name))
 
 
 @pytest.fixture(scope="session")

@@ -61,6 +61,22 @@ def tmpfs(path: Path, size: str) -> Iterator[Path]:
         subprocess.run(["umount", "-l", str(path)], check=False, capture_output=True)
 
 
+@contextlib.contextmanager
+def ramfs(path: Path) -> Iterator[Path]:
+    """Mount a ramfs at ``path`` for the duration: a real file system with
+    no user extended attributes (setxattr fails with ENOTSUP)."""
+    path.mkdir(parents=True, exist_ok=True)
+    subprocess.run(
+        ["mount", "-t", "ramfs", "-o", "mode=0755", "ramfs", str(path)],
+        check=True,
+        capture_output=True,
+    )
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], check=False, capture_output=True)
+
+
 def tree(root: Path) -> dict[str, int]:
     """Every file below ``root`` (hidden ones included) with its size."""
     found: dict[str, int] = {}

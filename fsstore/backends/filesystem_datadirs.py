@@ -30,6 +30,9 @@ LOG = logging.getLogger(__name__)
 STAGING_DIR = RESERVED_PREFIX + "staging"
 PUBLISH_LOCK = RESERVED_PREFIX + "publish.lock"
 
+# free_bytes() of a file system that reports no capacity at all.
+UNKNOWN_ROOM = 2**63 - 1
+
 # What open(O_TMPFILE) fails with where the file system does not offer it.
 _NO_TMPFILE = {errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL, errno.ENOENT}
 
@@ -52,6 +55,10 @@ class DataDir:
 
     def free_bytes(self) -> int:
         st = os.statvfs(self.fd)
+        if st.f_blocks == 0:
+            # No capacity to report (ramfs): room is unknown, not none, and
+            # only a failed write can tell.
+            return UNKNOWN_ROOM
         return st.f_bavail * st.f_frsize
 
 

@@ -524,3 +524,14 @@ def test_pipeline_verifier_sees_every_byte(make_fs_store, tmp_path):
 
     store.add("big", _sources(data, tmp_path)["file"](), BIG, verifier=Verifier())
     assert seen.digest() == hashlib.sha256(data).digest()
+
+
+def test_a_file_system_without_capacity_figures_takes_images(
+    make_fs_store, mount_ramfs
+):
+    # ramfs reports zero blocks in statvfs: room unknown, not none.
+    images = mount_ramfs("images")
+    assert os.statvfs(images).f_blocks == 0
+    store = make_fs_store(filesystem_store_datadir=str(images))
+    result = store.add("img", iter([b"data"]), 4)
+    assert store.get_size(result.location) == 4
