@@ -7,6 +7,8 @@ On-disk layout, per data directory::
         .fsstore-publish.lock      (multi-directory stores) serializes publish
         .fsstore-staging/          named staging files, only on file systems
             <random>               without O_TMPFILE; each flock'ed by its writer
+        .fsstore-digests/          digest records, only on file systems
+            <inode>                without user xattrs (filesystem_digests.py)
 
 Writing protocol. An image is written to an anonymous ``O_TMPFILE`` file in
 the chosen data directory (or, where the file system lacks it, to a named
@@ -55,7 +57,11 @@ from fsstore.backends.filesystem_datadirs import (
     DataDirs,
     Staging,
 )
-from fsstore.backends.filesystem_digests import keep_digests, read_kept_digests
+from fsstore.backends.filesystem_digests import (
+    forget_record,
+    keep_digests,
+    read_kept_digests,
+)
 from fsstore.backends.filesystem_timed import TimedCalls
 from fsstore.hashing import ImageHasher, KeptDigests, new_multihash
 from fsstore.location import FileLocation, Location
@@ -260,9 +266,12 @@ class FilesystemStore(Store):
         return self._stat(location)[2].st_size
 
     def _delete(self, location: Location) -> None:
-        datadir, name, _ = self._stat(location)
+        datadir, name, st = self._stat(location)
         try:
             self._timed(os.unlink, name, dir_fd=datadir.fd)
+            # After the file: a crash between the two leaves a record of an
+            # inode no image has (see filesystem_digests).
+            self._timed(forget_record, datadir.fd, st.st_ino)
         except FileNotFoundError:
             raise exceptions.NotFound(f"image {location.uri} not found") from None
         except OSError as exc:
@@ -303,7 +312,7 @@ class FilesystemStore(Store):
             checksum, multihash = writer.hasher.hexdigests()
             kept = KeptDigests(checksum, multihash, hashing_algo, written)
             with write_errors(datadir.described, image_id):
-                self._finish(staging.fd, kept)
+                self._finish(staging, image_id, kept)
             self._publish(staging, image_id)
         finally:
             writer.close()
@@ -335,7 +344,7 @@ class FilesystemStore(Store):
             with write_errors(datadir.described, image_id):
                 staging.open()
                 self._write(staging.fd, chunk)
-                self._finish(staging.fd, kept)
+                self._finish(staging, image_id, kept)
             self._publish(staging, image_id)
         finally:
             staging.close()
@@ -377,11 +386,14 @@ class FilesystemStore(Store):
             return bytes(length)
         return self._zero_block
 
-    def _finish(self, fd: int, kept: KeptDigests) -> None:
+    def _finish(self, staging: Staging, image_id: str, kept: KeptDigests) -> None:
+        fd = staging.fd
         if self.thin:
             os.ftruncate(fd, kept.size)  # a trailing hole has no write to size it
         # Before the link: a published image always has its digests.
-        keep_digests(fd, kept)
+        staging.record_inode = keep_digests(
+            fd, kept, staging.datadir.fd, image_id, self.fsync
+        )
         if self.file_mode:
             os.fchmod(fd, self.file_mode)
         if self.fsync:
@@ -428,11 +440,11 @@ class FilesystemStore(Store):
 
     def kept_digests(self, location: Location | str) -> KeptDigests | None:
         try:
-            _, _, fd, _ = self._open_image(self._location(location))
+            datadir, name, fd, _ = self._open_image(self._location(location))
         except (exceptions.NotFound, exceptions.Forbidden):
             return None  # reading it will name the problem
         try:
-            return read_kept_digests(fd)
+            return read_kept_digests(fd, datadir.fd, name)
         finally:
             os.close(fd)
 
@@ -448,7 +460,7 @@ class FilesystemStore(Store):
                     f"image {where.uri} changed while it was scrubbed"
                 )
             with write_errors(datadir.described, name):
-                keep_digests(fd, kept, required=True)
+                keep_digests(fd, kept, datadir.fd, name, self.fsync)
         finally:
             os.close(fd)
 

@@ -21,6 +21,7 @@ import threading
 from collections.abc import Iterator
 
 from fsstore import exceptions, locking
+from fsstore.backends.filesystem_digests import forget_record
 from fsstore.backends.filesystem_timed import TimedCalls
 from fsstore.location import FileLocation, Location
 from fsstore.store import RESERVED_PREFIX, image_id_problem
@@ -74,6 +75,10 @@ class Staging:
         self.fd = -1
         self.name: str | None = None  # None: anonymous O_TMPFILE
         self.staging_fd = -1
+        # The inode whose digest record was written (filesystem_digests), on
+        # file systems without user xattrs; removed unless the link succeeds.
+        self.record_inode: int | None = None
+        self.published = False
 
     def open(self) -> None:
         if self.datadir.tmpfile:
@@ -130,8 +135,11 @@ class Staging:
                 dst_dir_fd=self.datadir.fd,
                 follow_symlinks=False,
             )
+        self.published = True
 
     def close(self) -> None:
+        if self.record_inode is not None and not self.published:
+            forget_record(self.datadir.fd, self.record_inode)
         if self.name is not None:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.name, dir_fd=self.staging_fd)

@@ -10,7 +10,10 @@ test to ``kill -9`` it there:
 * ``start``: inside add, before the first chunk;
 * ``mid``: half of the data written;
 * ``end``: all data given, before the final flush;
-* ``fsync``: the file flushed, not yet published;
+* ``fsync``: the first flush (the file's, or where the file system has no
+  xattrs its digest record's, before the record is in place);
+* ``recorded``: the digest record in place (file systems without xattrs),
+  the file not yet published;
 * ``linked``: published, staging not yet cleaned up.
 
 On completion it prints a JSON line: ``{"ok": checksum}`` or
@@ -58,7 +61,7 @@ def main() -> None:
         if stop_at == "end":
             stop_here()
 
-    real_fsync, real_link = os.fsync, os.link
+    real_fsync, real_link, real_replace = os.fsync, os.link, os.replace
     fsynced = []
 
     def fsync(fd: int) -> None:
@@ -72,7 +75,12 @@ def main() -> None:
         if stop_at == "linked":
             stop_here()
 
-    os.fsync, os.link = fsync, link
+    def replace(*args, **kwargs) -> None:
+        real_replace(*args, **kwargs)
+        if stop_at == "recorded":
+            stop_here()
+
+    os.fsync, os.link, os.replace = fsync, link, replace
     print("READY", flush=True)
     sys.stdin.readline()
     try:
