@@ -65,11 +65,12 @@ def from_metadata(metadata: dict[str, str]) -> KeptDigests | None:
     or malformed. Names are matched in any case: HTTP header names have none,
     and engines differ (Swift's s3api answers ``Fsstore-Md5``)."""
     named = {name.lower(): value for name, value in metadata.items()}
-    try:
-        values = [named[name] for name in _META]
-        return KeptDigests(values[0], values[1], values[2], int(values[3]))
-    except (KeyError, ValueError):
+    md5, multihash, algo, size = (named.get(name) for name in _META)
+    if size is None or not (size.isascii() and size.isdigit()):
         return None
+    return kept_from_record(
+        {"md5": md5, "multihash": multihash, "hashing_algo": algo, "size": int(size)}
+    )
 
 
 def _encode(kept: KeptDigests) -> bytes:
