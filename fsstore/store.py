@@ -59,6 +59,14 @@ class AddResult(NamedTuple):
     metadata: dict[str, Any]
 
 
+class ListedImage(NamedTuple):
+    """One image as a store lists it (Store.images)."""
+
+    image_id: str
+    location: str
+    size: int  # when listed; it may differ by the time the image is read
+
+
 def image_id_problem(image_id: object) -> str | None:
     """Why ``image_id`` is not safe as a single file name, or None if it is.
 
@@ -286,9 +294,9 @@ class Store:
 
     # -- integrity ---------------------------------------------------------
 
-    def images(self) -> Iterator[tuple[str, str]]:
-        """``(image id, location)`` of every image in the store, for a
-        scrub; a store that cannot list its images does not offer it."""
+    def images(self) -> Iterator[ListedImage]:
+        """Every image in the store, for a scrub; a store that cannot list
+        its images does not offer it."""
         raise exceptions.StoreListNotSupported(self.name)
 
     def kept_digests(self, location: Location | str) -> KeptDigests | None:

@@ -68,6 +68,7 @@ from fsstore.location import FileLocation, Location
 from fsstore.store import (
     RESERVED_PREFIX,
     AddResult,
+    ListedImage,
     Store,
     range_length,
 )
@@ -428,15 +429,20 @@ class FilesystemStore(Store):
 
     # -- integrity -------------------------------------------------------
 
-    def images(self) -> Iterator[tuple[str, str]]:
+    def images(self) -> Iterator[ListedImage]:
         for datadir in self.datadirs:
             if not self._dirs.available(datadir):
                 continue
             for entry in os.scandir(datadir.fd):
                 if entry.name.startswith(RESERVED_PREFIX):
                     continue
-                if entry.is_file(follow_symlinks=False):
-                    yield entry.name, datadir.uri_prefix + entry.name
+                try:
+                    st = entry.stat(follow_symlinks=False)
+                except FileNotFoundError:
+                    continue  # deleted since the directory was read
+                if stat.S_ISREG(st.st_mode):
+                    location = datadir.uri_prefix + entry.name
+                    yield ListedImage(entry.name, location, st.st_size)
 
     def kept_digests(self, location: Location | str) -> KeptDigests | None:
         try:

@@ -58,7 +58,13 @@ from fsstore.backends.s3_multipart import MAX_PARTS, MultipartUpload
 from fsstore.backends.s3_read import ResumingBody
 from fsstore.hashing import ImageHasher, KeptDigests
 from fsstore.location import Location, S3Location
-from fsstore.store import RESERVED_PREFIX, AddResult, Store, image_id_problem
+from fsstore.store import (
+    RESERVED_PREFIX,
+    AddResult,
+    ListedImage,
+    Store,
+    image_id_problem,
+)
 from fsstore.streams import (
     CheckedSource,
     ImageChunks,
@@ -290,7 +296,7 @@ class S3Store(Store):
 
     # -- integrity -------------------------------------------------------
 
-    def images(self) -> Iterator[tuple[str, str]]:
+    def images(self) -> Iterator[ListedImage]:
         pages = self.client.get_paginator("list_objects_v2").paginate(
             Bucket=self.bucket
         )
@@ -302,7 +308,8 @@ class S3Store(Store):
                     # have written is not this store's image either.
                     if key.startswith(RESERVED_PREFIX) or key_problem(key):
                         continue
-                    yield key, S3Location(self.scheme, self.host, self.bucket, key).uri
+                    location = S3Location(self.scheme, self.host, self.bucket, key)
+                    yield ListedImage(key, location.uri, int(listed["Size"]))
         except Exception as exc:
             raise self._error(exc, f"listing bucket {self.bucket!r}") from None
 

@@ -7,11 +7,9 @@ import argparse
 import os
 from pathlib import Path
 
-from fsstore import exceptions
 from fsstore.cli.command import Command, Context, arg, positive_number
 from fsstore.cli.output import EXIT_FAILED, Result, human_size, progress
 from fsstore.scrub import ImageCheck, Verdict, load_expected, scrub
-from fsstore.store import Store
 
 MB = 1000 * 1000
 
@@ -20,15 +18,6 @@ def default_checkpoint(store_name: str) -> Path:
     """Where a scrub of ``store_name`` keeps its progress for ``--resume``."""
     state = os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")
     return Path(state) / "fsstore" / f"scrub-{store_name}.json"
-
-
-def _size(store: Store, location: str) -> int:
-    """An image's size for the progress total; 0 for one gone since it was
-    listed (the scrub itself reports it)."""
-    try:
-        return store.get_size(location)
-    except exceptions.FsstoreError:
-        return 0
 
 
 def _line(check: ImageCheck) -> str:
@@ -42,20 +31,17 @@ def cmd_scrub(args: argparse.Namespace, ctx: Context) -> Result:
     store = registry.get_store(name)
     checkpoint = Path(args.checkpoint) if args.checkpoint else default_checkpoint(name)
     checkpoint.parent.mkdir(parents=True, exist_ok=True)
-    total = sum(_size(store, location) for _, location in store.images())
-    with progress(args.progress, total, f"scrub {name}") as bar:
-
-        def read(n: int) -> None:
-            bar.update(n)
-
+    expected = load_expected(Path(args.expected)) if args.expected else None
+    with progress(args.progress, None, f"scrub {name}") as bar:
         report = scrub(
             store,
             rate=args.rate * MB if args.rate else None,
             checkpoint=checkpoint,
             resume=args.resume,
-            on_bytes=read,
-            expected=load_expected(Path(args.expected)) if args.expected else None,
+            on_bytes=bar.update,
+            expected=expected,
             record=args.record,
+            on_total=lambda total: bar.reset(total=total or None),
         )
     lines = [_line(c) for c in report.checks if c.verdict is not Verdict.OK]
     counts = ", ".join(f"{n} {v}" for v, n in report.counts().items() if n)

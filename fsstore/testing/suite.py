@@ -145,9 +145,9 @@ class StoreConformanceTests:
             "sha256",
             size,
         )
-        assert (image_id, result.location) in list(store.images())
+        assert (image_id, result.location, size) in list(store.images())
         store.delete(result.location)
-        assert image_id not in {listed for listed, _ in store.images()}
+        assert image_id not in {listed.image_id for listed in store.images()}
 
     def test_file_like_data_and_unknown_size(self, store: Store) -> None:
         data = payload(3 * self.io_size + 5, seed=3)

@@ -90,7 +90,7 @@ def assert_digests_kept(conf: Path, tmp_path: Path, leftovers: int = 0) -> None:
     store.configure()
     try:
         published = images(tmp_path)
-        for image_id, location in store.images():
+        for image_id, location, _ in store.images():
             kept = store.kept_digests(location)
             assert kept is not None, image_id
             assert kept.checksum == hashlib.md5(published[image_id]).hexdigest()

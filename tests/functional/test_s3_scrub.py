@@ -62,7 +62,9 @@ def test_digests_are_kept_on_both_paths(tmp_path, s3_engine, size):
         assert metadata["fsstore-multihash"] == kept.multihash
         assert metadata["fsstore-hashing-algo"] == "sha256"
         assert metadata["fsstore-size"] == str(size)
-    assert [image_id for image_id, _ in store.images()] == ["img"]
+    assert list(store.images()) == [
+        (result.location.rsplit("/")[-1], result.location, size)
+    ]
     store.delete(result.location)
     assert objects(store) == []
 
@@ -144,7 +146,7 @@ def test_the_listing_leaves_out_claims_records_and_foreign_keys(tmp_path, s3_eng
     store.add("img", iter([b"abc"]), 3)
     _put_behind(store, ".fsstore-claims/other", b"{}")
     _put_behind(store, "dir/nested", b"no add writes a key with a slash")
-    assert list(store.images()) == [("img", f"s3://{store.host}/{store.bucket}/img")]
+    assert list(store.images()) == [("img", f"s3://{store.host}/{store.bucket}/img", 3)]
 
 
 @pytest.mark.parametrize(

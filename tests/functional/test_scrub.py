@@ -118,17 +118,50 @@ def test_resume_skips_what_was_checked(damaged, tmp_path):
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        scrub(damaged, checkpoint=checkpoint, on_image=stop_after_three)
+        scrub(
+            damaged,
+            checkpoint=checkpoint,
+            on_image=stop_after_three,
+            checkpoint_every=0,  # after every image
+        )
     again: list[str] = []
+    totals: list[int] = []
     report = scrub(
         damaged,
         checkpoint=checkpoint,
         resume=True,
         on_image=lambda c: again.append(c.image_id),
+        on_total=totals.append,
     )
     assert seen == ["also-whole", "empty", "flipped"]
     assert again == ["grown", "replaced", "stripped", "truncated", "whole"]
     assert [c.image_id for c in report.checks] == seen + again
+    # The bytes left when resumed: what the images not yet checked held.
+    assert totals == [sum(c.bytes_read for c in report.checks[3:])]
+
+
+def test_between_checkpoints_a_stopped_scrub_checks_again_only_since(damaged, tmp_path):
+    # Written after the first image, then at most once an hour here: the
+    # images after the first are checked again, each reported once.
+    checkpoint = tmp_path / "scrub.json"
+    seen: list[str] = []
+
+    def stop_after_three(check) -> None:
+        seen.append(check.image_id)
+        if len(seen) == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        scrub(
+            damaged,
+            checkpoint=checkpoint,
+            on_image=stop_after_three,
+            checkpoint_every=3600,
+        )
+    report = scrub(damaged, checkpoint=checkpoint, resume=True)
+    assert report.resumed == 1
+    ids = [c.image_id for c in report.checks]
+    assert ids == sorted(ids) and len(ids) == len(set(ids)) == 8
 
 
 # -- verify on read ---------------------------------------------------------------
