@@ -23,8 +23,12 @@ DEFAULT_HASHING_ALGO = "sha512"
 
 # Below this many bytes a stream is hashed in the caller's thread.
 THREADED_THRESHOLD = 1 << 20
-# Chunks waiting per digest thread; bounds memory at this many chunks.
+# Blocks waiting per digest thread; bounds memory at this many blocks.
 QUEUE_DEPTH = 8
+# The digest threads are fed blocks of at least this many bytes: per 64 KiB
+# chunk (a file read, an HTTP body), handing a chunk to two queues costs more
+# than hashing it.
+HASH_BLOCK = 1 << 20
 
 _STOP = None
 
@@ -123,21 +127,36 @@ class ImageHasher:
         self._multihash = new_multihash(hashing_algo)
         self._md5 = hashlib.md5(usedforsecurity=False)
         self._threads: list[_DigestThread] = []
+        self._block = bytearray()
         self._seen = 0
 
     def update(self, chunk: bytes) -> None:
         if self._threads:
-            for thread in self._threads:
-                thread.put(chunk)
+            self._feed(chunk)
             return
         self._seen += len(chunk)
         if self._seen > THREADED_THRESHOLD and len(chunk) >= 16384:
             self._threads = [_DigestThread(self._md5), _DigestThread(self._multihash)]
-            for thread in self._threads:
-                thread.put(chunk)
+            self._feed(chunk)
             return
         self._md5.update(chunk)
         self._multihash.update(chunk)
+
+    def _feed(self, chunk: bytes) -> None:
+        """Hand ``chunk`` to the digest threads, gathered into blocks. A
+        large ``bytes`` goes as it is (it cannot change while queued);
+        anything else is copied, so a caller may reuse its buffer."""
+        if not self._block and len(chunk) >= HASH_BLOCK and type(chunk) is bytes:
+            self._put(chunk)
+            return
+        self._block += chunk
+        if len(self._block) >= HASH_BLOCK:
+            self._put(bytes(self._block))
+            self._block.clear()
+
+    def _put(self, block: bytes) -> None:
+        for thread in self._threads:
+            thread.put(block)
 
     def digests(self) -> list[Any]:
         """The two hash objects, for a caller that feeds them itself."""
@@ -145,6 +164,9 @@ class ImageHasher:
         return [self._md5, self._multihash]
 
     def close(self) -> None:
+        if self._block:
+            self._put(bytes(self._block))
+            self._block.clear()
         threads, self._threads = self._threads, []
         for thread in threads:
             thread.join()

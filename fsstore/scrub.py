@@ -60,7 +60,6 @@ class Verdict(enum.StrEnum):
     UNREADABLE = "unreadable"
 
 
-HASH_BATCH = 4 * 1024 * 1024
 CHECKPOINT_EVERY = 1.0  # seconds
 
 FAILED = frozenset({Verdict.CORRUPT, Verdict.TRUNCATED})
@@ -151,27 +150,18 @@ def _read(
     """Read the image whole: its size and digests (FsstoreError, OSError)."""
     hasher = ImageHasher(hashing_algo)
     read = 0
-    batch = bytearray()
     try:
         chunks, _length = store.get(location)
         with contextlib.closing(chunks):
             for chunk in chunks:
-                # The digest threads are fed in batches: per store chunk
-                # (64 KiB for files) their queues would cost more than
-                # the hashing.
-                batch += chunk
+                hasher.update(chunk)
                 read += len(chunk)
-                if len(batch) >= HASH_BATCH:
-                    hasher.update(bytes(batch))
-                    batch.clear()
                 limit.took(len(chunk))
                 if on_bytes is not None:
                     on_bytes(len(chunk))
     except exceptions.Corrupt:
         pass  # the store verifies on read: judged from what was read
     finally:
-        if batch:
-            hasher.update(bytes(batch))
         hasher.close()
     return (read, *hasher.hexdigests())
 

@@ -9,6 +9,8 @@ import io
 import os
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fsstore import exceptions
 from fsstore.hashing import THREADED_THRESHOLD, ImageHasher
@@ -66,6 +68,32 @@ def test_hasher_matches_hashlib(size, algo):
     assert hasher.hexdigests() == (
         hashlib.md5(data).hexdigest(),
         hashlib.new(algo, data).hexdigest(),
+    )
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    st.lists(st.integers(min_value=1, max_value=3 * 2**20), min_size=1, max_size=12),
+    st.sampled_from(["bytes", "bytearray", "memoryview"]),
+)
+def test_hasher_with_reused_buffers_matches_hashlib(sizes, kind):
+    # Whatever the chunk sizes and types, and though the caller overwrites
+    # its buffer right after each update (as a reader reusing one buffer
+    # does), the digests are of what was given.
+    data = (bytes(range(251)) * (sum(sizes) // 251 + 1))[: sum(sizes)]
+    hasher = ImageHasher("sha256")
+    pos = 0
+    for size in sizes:
+        buffer = bytearray(data[pos : pos + size])
+        chunk = {"bytes": bytes(buffer), "bytearray": buffer}.get(
+            kind, memoryview(buffer)
+        )
+        hasher.update(chunk)
+        buffer[:] = bytes(size)  # reused
+        pos += size
+    assert hasher.hexdigests() == (
+        hashlib.md5(data).hexdigest(),
+        hashlib.sha256(data).hexdigest(),
     )
 
 
