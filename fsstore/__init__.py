@@ -5,6 +5,7 @@ from fsstore.exceptions import (
     BadDriverConfiguration,
     BadStoreConfiguration,
     BadStoreUri,
+    Corrupt,
     DriverLoadFailure,
     Duplicate,
     Forbidden,
@@ -17,10 +18,13 @@ from fsstore.exceptions import (
     StoreCapabilityError,
     StoreDeleteNotSupported,
     StoreGetNotSupported,
+    StoreKeepDigestsNotSupported,
+    StoreListNotSupported,
     StoreRandomGetNotSupported,
     UnknownHashingAlgo,
     UnknownScheme,
 )
+from fsstore.hashing import KeptDigests
 from fsstore.location import FileLocation, Location
 from fsstore.registry import (
     StoreRegistry,
@@ -32,7 +36,7 @@ from fsstore.registry import (
     get_size_from_backend,
     register_opts,
 )
-from fsstore.store import AddResult, Capability, Store
+from fsstore.store import AddResult, Capability, ListedImage, Store
 
 __all__ = [
     "AddResult",
@@ -41,12 +45,15 @@ __all__ = [
     "BadStoreConfiguration",
     "BadStoreUri",
     "Capability",
+    "Corrupt",
     "DriverLoadFailure",
     "Duplicate",
     "FileLocation",
     "Forbidden",
     "FsstoreError",
     "Invalid",
+    "KeptDigests",
+    "ListedImage",
     "Location",
     "NotFound",
     "StorageFull",
@@ -56,6 +63,8 @@ __all__ = [
     "StoreCapabilityError",
     "StoreDeleteNotSupported",
     "StoreGetNotSupported",
+    "StoreKeepDigestsNotSupported",
+    "StoreListNotSupported",
     "StoreRandomGetNotSupported",
     "StoreRegistry",
     "UnknownHashingAlgo",
