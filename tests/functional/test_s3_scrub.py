@@ -14,6 +14,7 @@ from fsstore.backends.s3_digests import record_key
 from fsstore.hashing import KeptDigests
 from fsstore.scrub import Verdict, scrub
 from fsstore.testing.suite import payload, read_all
+from tests.engines import with_records
 from tests.functional.test_cli import run
 from tests.functional.test_s3 import make_store, objects
 from tests.helpers import write_conf
@@ -208,3 +209,39 @@ def test_scrub_command_on_an_s3_store(tmp_path, s3_engine):
     verdicts = {i["image_id"]: i["verdict"] for i in record["images"]}
     assert verdicts == {"kept": "ok", "rotten": "corrupt"}
     assert found.stderr == b""
+
+
+@pytest.mark.parametrize("size", [1000, LARGE + 7], ids=["put", "multipart"])
+def test_an_image_whose_record_cannot_be_written_is_not_published(
+    tmp_path, s3_engine, size
+):
+    from botocore.exceptions import ConnectionClosedError
+
+    store = big_store(tmp_path, s3_engine)
+    store.add("bucket-made", iter([b"x"]), 1)
+
+    def refuse_records(params, **kwargs):
+        if params["Key"].startswith(".fsstore-digests/img"):
+            raise ConnectionClosedError(endpoint_url=s3_engine.endpoint)
+
+    store.client.meta.events.register(
+        "before-parameter-build.s3.PutObject", refuse_records
+    )
+    with pytest.raises(exceptions.BackendException, match="keeping the digests"):
+        store.add("img", iter([payload(size)]), 0 if size > LARGE else size)
+    assert objects(store) == with_records("bucket-made")
+    listed = store.client.list_multipart_uploads(Bucket=store.bucket)
+    assert listed.get("Uploads", []) == []
+
+
+def test_a_stale_record_is_replaced_by_the_next_add(tmp_path, s3_engine):
+    # Left by an add that died between its record and its publish.
+    store = big_store(tmp_path, s3_engine)
+    store.add("bucket-made", iter([b"x"]), 1)
+    stale = KeptDigests("0" * 32, "0" * 128, "sha512", 3)
+    store.records.put("img", stale)
+    result = store.add("img", iter([b"new image"]), 9)
+    assert store.kept_digests(result.location) == KeptDigests(
+        result.checksum, result.multihash, "sha512", 9
+    )
+    assert {c.image_id: c.verdict for c in scrub(store).checks}["img"] is Verdict.OK
