@@ -30,27 +30,27 @@ from __future__ import annotations
 import base64
 import hashlib
 import logging
-import threading
 from collections.abc import Iterator
 from typing import Any
 
 from oslo_config import cfg
 
 from fsstore import exceptions
+from fsstore.backends.s3_bucket import Bucket
 from fsstore.backends.s3_claim import EngineSupport, UploadClaim
 from fsstore.backends.s3_config import (
     OPTIONS,
     ClientSettings,
     MiB,
+    checksum_policy,
     make_client,
     parse_endpoint,
     region_from_host,
 )
-from fsstore.backends.s3_digests import DigestRecords, as_metadata, from_metadata
+from fsstore.backends.s3_digests import DigestRecords, as_metadata
 from fsstore.backends.s3_errors import (
     CONDITION_LOST,
     error_code,
-    error_status,
     is_boto_error,
     translate,
 )
@@ -99,12 +99,9 @@ class S3Store(Store):
         self.retry_get_count = 0
         self.timeouts: tuple[float, float] = (0.0, 0.0)
         self.max_retries = 0
-        self.create_bucket_on_put = False
         self.addressing_style = "auto"
         self.checksums: tuple[str, str] = ("when_required", "when_required")
         self.content_md5 = True
-        self._bucket_ready = False
-        self._bucket_lock = threading.Lock()
         self._engine = EngineSupport()
         self.records = DigestRecords(None, "")
 
@@ -134,9 +131,8 @@ class S3Store(Store):
             self.option("s3_store_read_timeout"),
         )
         self.max_retries = self.option("s3_store_max_retries")
-        self.create_bucket_on_put = self.option("s3_store_create_bucket_on_put")
         self.addressing_style = self.option("s3_store_bucket_url_format")
-        self.checksums = self._checksums()
+        self.checksums = checksum_policy(self.option)
         # The engine checks every body it stores: botocore's x-amz-checksum
         # when it computes one, else our Content-MD5, which every engine
         # checks.
@@ -146,21 +142,14 @@ class S3Store(Store):
             self.name, self._client_settings(), access_key, secret_key
         )
         self.records = DigestRecords(self.client, self.bucket)
-        self._bucket_ready = False
-
-    def _checksums(self) -> tuple[str, str]:
-        """botocore's request_checksum_calculation and
-        response_checksum_validation. As glance_store: with integrity
-        protection off, both only when required (what engines without the
-        newer checksums accept); on, as the two options say. Both are read
-        (and so checked) whether or not they are used."""
-        checksums = (
-            self.option("s3_store_request_checksum_calculation"),
-            self.option("s3_store_response_checksum_validation"),
+        self.bucket_ready = Bucket(
+            self.client,
+            self.bucket,
+            store_name=self.name,
+            host=self.host,
+            create=self.option("s3_store_create_bucket_on_put"),
+            error=self._error,
         )
-        if self.option("s3_store_enable_data_integrity_protection"):
-            return checksums
-        return ("when_required", "when_required")
 
     def _client_settings(self) -> ClientSettings:
         return ClientSettings(
@@ -288,11 +277,11 @@ class S3Store(Store):
         self._head(key, what)  # S3 deletes missing keys silently
         try:
             self.client.delete_object(Bucket=self.bucket, Key=key)
-            # After the image: a crash between the two leaves a record of no
-            # image, which the next add of the id replaces.
-            self.records.delete(key)
         except Exception as exc:
             raise self._error(exc, what) from None
+        # After the image: a crash between the two leaves a record of no
+        # image, which the next add of the id replaces.
+        self.records.forget(key)
 
     # -- integrity -------------------------------------------------------
 
@@ -319,10 +308,7 @@ class S3Store(Store):
         where = self._location(location)
         key = self._key(where)
         try:
-            kept = self.records.get(key)
-            if kept is None:
-                head = self.client.head_object(Bucket=self.bucket, Key=key)
-                kept = from_metadata(head.get("Metadata", {}))
+            kept = self.records.kept(key)
         except Exception as exc:
             error = self._error(exc, f"digests of image {where.uri}")
             if isinstance(error, exceptions.NotFound):
@@ -343,38 +329,6 @@ class S3Store(Store):
         except Exception as exc:
             raise self._error(exc, f"keeping the digests of {where.uri}") from None
 
-    def _ensure_bucket(self) -> None:
-        if self._bucket_ready:
-            return
-        with self._bucket_lock:
-            if self._bucket_ready:
-                return
-            try:
-                self.client.head_bucket(Bucket=self.bucket)
-            except Exception as exc:
-                if error_status(exc) != 404:
-                    raise self._error(exc, f"bucket {self.bucket!r}") from None
-                if not self.create_bucket_on_put:
-                    raise exceptions.BadStoreConfiguration(
-                        self.name,
-                        f"bucket {self.bucket!r} does not exist on {self.host} "
-                        "(create it, or set s3_store_create_bucket_on_put)",
-                    ) from None
-                self._create_bucket()
-            self._bucket_ready = True
-
-    def _create_bucket(self) -> None:
-        kwargs: dict[str, Any] = {"Bucket": self.bucket}
-        region = self.client.meta.region_name
-        if region and region != "us-east-1":
-            kwargs["CreateBucketConfiguration"] = {"LocationConstraint": region}
-        try:
-            self.client.create_bucket(**kwargs)
-        except Exception as exc:
-            if error_code(exc) not in ("BucketAlreadyOwnedByYou",):
-                raise self._error(exc, f"creating bucket {self.bucket!r}") from None
-        LOG.info("created bucket %s on %s", self.bucket, self.host)
-
     def _add(
         self,
         image_id: str,
@@ -386,7 +340,7 @@ class S3Store(Store):
         problem = key_problem(image_id)
         if problem is not None:
             raise exceptions.Invalid(problem)
-        self._ensure_bucket()
+        self.bucket_ready.ensure()
         location = S3Location(self.scheme, self.host, self.bucket, image_id)
         try:
             self.client.head_object(Bucket=self.bucket, Key=image_id)
@@ -434,18 +388,6 @@ class S3Store(Store):
             raise self._error(exc, f"keeping the digests of {location.uri}") from None
         return kept
 
-    def _forget(self, location: S3Location) -> None:
-        """Remove the record of an add that failed after writing it; if that
-        fails too, the next add of the id replaces it."""
-        try:
-            self.records.delete(location.key)
-        except Exception as exc:
-            LOG.error(
-                "could not remove the digest record of the failed add of %s: %s",
-                location.uri,
-                type(exc).__name__,
-            )
-
     def _conditional_write_error(
         self, exc: Exception, location: S3Location
     ) -> Exception:
@@ -461,10 +403,8 @@ class S3Store(Store):
         claim: UploadClaim,
     ) -> KeptDigests:
         body = bytearray()
-        for chunk in source.chunks():  # kept by the digest threads: copies
-            hasher.update(chunk)
+        for chunk in _hashed(source, hasher):
             body += chunk
-        source.finish()
         kept = self._keep(location, hasher, len(body), claim)
         try:
             self.client.put_object(
@@ -476,7 +416,7 @@ class S3Store(Store):
                 **self._body_checksum(body),
             )
         except Exception as exc:
-            self._forget(location)
+            self.records.forget(location.key)
             raise self._conditional_write_error(exc, location) from None
         return kept
 
@@ -512,8 +452,8 @@ class S3Store(Store):
         )
         kept: KeptDigests | None = None
         try:
-            written = self._send_parts(
-                upload, source, hasher, claim, self._part_size_for(size)
+            written = upload.send(
+                _hashed(source, hasher), self._part_size_for(size), claim.renew
             )
             kept = self._keep(location, hasher, written, claim)
             try:
@@ -523,47 +463,20 @@ class S3Store(Store):
         except BaseException as exc:
             upload.abort()
             if kept is not None:
-                self._forget(location)
+                self.records.forget(location.key)
             if isinstance(exc, exceptions.FsstoreError) or not is_boto_error(exc):
                 raise
             raise self._error(exc, what) from None
         return kept
 
-    @staticmethod
-    def _send_parts(
-        upload: MultipartUpload,
-        source: CheckedSource,
-        hasher: ImageHasher,
-        claim: UploadClaim,
-        part_size: int,
-    ) -> int:
-        """Cut the checked stream into parts and send them; the bytes sent.
 
-        Each part's buffer is allocated whole and filled in place: growing
-        it by appends would reallocate, and for a moment hold two copies.
-        """
-        written = 0
-        buf, filled = bytearray(part_size), 0
-        for chunk in source.chunks():  # kept by the digest threads: copies
-            hasher.update(chunk)
-            written += len(chunk)
-            view = memoryview(chunk)
-            while view:
-                n = min(part_size - filled, len(view))
-                buf[filled : filled + n] = view[:n]
-                filled += n
-                view = view[n:]
-                if filled == part_size:
-                    claim.renew()
-                    upload.upload_part(buf)
-                    buf, filled = bytearray(part_size), 0
-        source.finish()
-        if filled or not upload.part_count:
-            # The last part may be short, or the only one empty.
-            del buf[filled:]
-            claim.renew()
-            upload.upload_part(buf)
-        return written
+def _hashed(source: CheckedSource, hasher: ImageHasher) -> Iterator[bytes]:
+    """The checked stream's chunks, hashed on the way; at its end, the
+    source's own checks (size, verifier)."""
+    for chunk in source.chunks():
+        hasher.update(chunk)
+        yield chunk
+    source.finish()
 
 
 def key_problem(image_id: str) -> str | None:

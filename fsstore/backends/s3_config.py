@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from collections.abc import Callable
 from typing import Any
 
 from oslo_config import cfg
@@ -183,6 +184,22 @@ def make_client(
             store_name,
             f"s3_store_region_name {settings.region!r} is not a valid region",
         ) from None
+
+
+def checksum_policy(option: Callable[[str], Any]) -> tuple[str, str]:
+    """botocore's request_checksum_calculation and
+    response_checksum_validation, from the store's ``option``. As
+    glance_store: with integrity protection off, both only when required
+    (what engines without the newer checksums accept); on, as the two
+    options say. Both are read (and so checked) whether or not they are
+    used."""
+    checksums = (
+        option("s3_store_request_checksum_calculation"),
+        option("s3_store_response_checksum_validation"),
+    )
+    if option("s3_store_enable_data_integrity_protection"):
+        return checksums
+    return ("when_required", "when_required")
 
 
 def parse_endpoint(store_name: str, host: str) -> tuple[str, str, str]:

@@ -40,10 +40,13 @@ a false ok.
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 from fsstore.backends.s3_errors import MISSING, error_code
 from fsstore.hashing import KeptDigests, kept_as_record, kept_from_record
+
+LOG = logging.getLogger(__name__)
 
 PREFIX = ".fsstore-digests/"
 _MAX_RECORD = 4096
@@ -121,6 +124,29 @@ class DigestRecords:
             stream.close()
         return _decode(body) if len(body) <= _MAX_RECORD else None
 
+    def kept(self, image_key: str) -> KeptDigests | None:
+        """What the store trusts for ``image_key``: its record, or for an
+        image without one, the digests its metadata carries."""
+        kept = self.get(image_key)
+        if kept is None:
+            head = self.client.head_object(Bucket=self.bucket, Key=image_key)
+            kept = from_metadata(head.get("Metadata", {}))
+        return kept
+
     def delete(self, image_key: str) -> None:
         """Remove the record; engines answer a missing key with success."""
         self.client.delete_object(Bucket=self.bucket, Key=record_key(image_key))
+
+    def forget(self, image_key: str) -> None:
+        """``delete``, for a deleted image or an add that failed after
+        writing the record. A failure is logged: the image is gone all the
+        same, and the next add of the id replaces the record."""
+        try:
+            self.delete(image_key)
+        except Exception as exc:
+            LOG.error(
+                "could not remove the digest record of %s in bucket %s: %s",
+                image_key,
+                self.bucket,
+                type(exc).__name__,
+            )

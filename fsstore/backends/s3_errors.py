@@ -4,7 +4,12 @@ only the error code, the HTTP status and the class name."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from fsstore import exceptions
+
+# An fsstore error for a botocore one, given what was being done.
+ErrorMapper = Callable[[BaseException, str], exceptions.FsstoreError]
 
 MISSING = ("404", "NoSuchKey", "NotFound")
 # What a conditional write that lost (If-None-Match on an existing key) answers.

@@ -13,17 +13,16 @@ from __future__ import annotations
 import concurrent.futures
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from fsstore import exceptions
+from fsstore.backends.s3_errors import ErrorMapper
 
 LOG = logging.getLogger(__name__)
 
 MAX_PARTS = 10000
 
-# An fsstore error for a botocore one, given what was being done.
-ErrorMapper = Callable[[BaseException, str], exceptions.FsstoreError]
 # The checksum headers for a part's body (Content-MD5, or none).
 BodyChecksum = Callable[[bytearray], dict[str, str]]
 
@@ -92,6 +91,37 @@ class MultipartUpload:
         finally:
             self._slots.release()
         return {"PartNumber": number, "ETag": response["ETag"]}
+
+    def send(
+        self, chunks: Iterable[bytes], part_size: int, before_part: Callable[[], None]
+    ) -> int:
+        """Cut ``chunks`` into parts of ``part_size`` and send them; the
+        bytes sent. ``before_part`` runs before each part goes (the claim's
+        renewal).
+
+        Each part's buffer is allocated whole and filled in place: growing
+        it by appends would reallocate, and for a moment hold two copies.
+        """
+        sent = 0
+        buf, filled = bytearray(part_size), 0
+        for chunk in chunks:
+            sent += len(chunk)
+            view = memoryview(chunk)
+            while view:
+                n = min(part_size - filled, len(view))
+                buf[filled : filled + n] = view[:n]
+                filled += n
+                view = view[n:]
+                if filled == part_size:
+                    before_part()
+                    self.upload_part(buf)
+                    buf, filled = bytearray(part_size), 0
+        if filled or not self.part_count:
+            # The last part may be short, or the only one empty.
+            del buf[filled:]
+            before_part()
+            self.upload_part(buf)
+        return sent
 
     def complete(self, **conditions: str) -> None:
         """Wait for every part, then complete the upload (``conditions``:
