@@ -245,3 +245,27 @@ def test_a_stale_record_is_replaced_by_the_next_add(tmp_path, s3_engine):
         result.checksum, result.multihash, "sha512", 9
     )
     assert {c.image_id: c.verdict for c in scrub(store).checks}["img"] is Verdict.OK
+
+
+def test_a_delete_whose_record_cannot_be_removed_still_deletes(tmp_path, s3_engine):
+    from botocore.exceptions import ConnectionClosedError
+
+    store = big_store(tmp_path, s3_engine)
+    location = store.add("img", iter([b"old"]), 3).location
+
+    def refuse_record_deletes(params, **kwargs):
+        if params["Key"].startswith(".fsstore-digests/"):
+            raise ConnectionClosedError(endpoint_url=s3_engine.endpoint)
+
+    store.client.meta.events.register(
+        "before-parameter-build.s3.DeleteObject", refuse_record_deletes
+    )
+    store.delete(location)
+    with pytest.raises(exceptions.NotFound):
+        store.get_size(location)
+    assert objects(store) == [record_key("img")]  # left, and harmless:
+    store.client.meta.events.unregister(
+        "before-parameter-build.s3.DeleteObject", refuse_record_deletes
+    )
+    result = store.add("img", iter([b"new!"]), 4)
+    assert store.kept_digests(result.location).checksum == result.checksum
