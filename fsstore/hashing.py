@@ -23,12 +23,12 @@ DEFAULT_HASHING_ALGO = "sha512"
 
 # Below this many bytes a stream is hashed in the caller's thread.
 THREADED_THRESHOLD = 1 << 20
-# Blocks waiting per digest thread; bounds memory at this many blocks.
-QUEUE_DEPTH = 8
-# The digest threads are fed blocks of at least this many bytes: per 64 KiB
-# chunk (a file read, an HTTP body), handing a chunk to two queues costs more
-# than hashing it.
-HASH_BLOCK = 1 << 20
+# Batches waiting per digest thread; bounds memory at this many batches.
+QUEUE_DEPTH = 4
+# The digest threads are fed batches of chunks of at least this many bytes
+# in all: per 64 KiB chunk (a file read, an HTTP body), handing a chunk to
+# two queues costs more than hashing it.
+HASH_BATCH = 1 << 20
 
 _STOP = None
 
@@ -97,18 +97,19 @@ class _DigestThread:
 
     def __init__(self, digest: Any) -> None:
         self.digest = digest
-        self._queue: queue.Queue[bytes | None] = queue.Queue(QUEUE_DEPTH)
+        self._queue: queue.Queue[list[bytes] | None] = queue.Queue(QUEUE_DEPTH)
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
         update = self.digest.update
         get = self._queue.get
-        while (chunk := get()) is not _STOP:
-            update(chunk)
+        while (batch := get()) is not _STOP:
+            for chunk in batch:
+                update(chunk)
 
-    def put(self, chunk: bytes) -> None:
-        self._queue.put(chunk)
+    def put(self, batch: list[bytes]) -> None:
+        self._queue.put(batch)
 
     def join(self) -> None:
         self._queue.put(_STOP)
@@ -127,7 +128,8 @@ class ImageHasher:
         self._multihash = new_multihash(hashing_algo)
         self._md5 = hashlib.md5(usedforsecurity=False)
         self._threads: list[_DigestThread] = []
-        self._block = bytearray()
+        self._batch: list[bytes] = []
+        self._batched = 0
         self._seen = 0
 
     def update(self, chunk: bytes) -> None:
@@ -143,20 +145,19 @@ class ImageHasher:
         self._multihash.update(chunk)
 
     def _feed(self, chunk: bytes) -> None:
-        """Hand ``chunk`` to the digest threads, gathered into blocks. A
-        large ``bytes`` goes as it is (it cannot change while queued);
-        anything else is copied, so a caller may reuse its buffer."""
-        if not self._block and len(chunk) >= HASH_BLOCK and type(chunk) is bytes:
-            self._put(chunk)
-            return
-        self._block += chunk
-        if len(self._block) >= HASH_BLOCK:
-            self._put(bytes(self._block))
-            self._block.clear()
+        """Hand ``chunk`` to the digest threads, in batches. A ``bytes``
+        goes as it is (it cannot change while queued); anything else is
+        copied, so a caller may reuse its buffer."""
+        self._batch.append(chunk if type(chunk) is bytes else bytes(chunk))
+        self._batched += len(chunk)
+        if self._batched >= HASH_BATCH:
+            self._flush()
 
-    def _put(self, block: bytes) -> None:
-        for thread in self._threads:
-            thread.put(block)
+    def _flush(self) -> None:
+        batch, self._batch, self._batched = self._batch, [], 0
+        if batch:
+            for thread in self._threads:
+                thread.put(batch)
 
     def digests(self) -> list[Any]:
         """The two hash objects, for a caller that feeds them itself."""
@@ -164,9 +165,7 @@ class ImageHasher:
         return [self._md5, self._multihash]
 
     def close(self) -> None:
-        if self._block:
-            self._put(bytes(self._block))
-            self._block.clear()
+        self._flush()
         threads, self._threads = self._threads, []
         for thread in threads:
             thread.join()
