@@ -14,18 +14,28 @@ import io
 import json
 import os
 import queue
-import resource
 import sys
 import threading
 import time
 
 
-def rss_kib() -> int:
+def _status_kib(field: str) -> int:
     with open("/proc/self/status") as f:
         for line in f:
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
                 return int(line.split()[1])
-    raise RuntimeError("no VmRSS")
+    raise RuntimeError(f"no {field}")
+
+
+def rss_kib() -> int:
+    return _status_kib("VmRSS")
+
+
+def peak_rss_kib() -> int:
+    """This program's peak RSS. Not getrusage's ru_maxrss: Linux carries
+    that across fork and exec, so a side started by a large bench process
+    would report the bench's own peak."""
+    return _status_kib("VmHWM")
 
 
 def write_conf(path: str, sections: dict) -> str:
@@ -177,7 +187,7 @@ def fsstore_rss(src: str, datadir: str) -> dict:
     baseline = rss_kib()
     with open(src, "rb") as f:
         store.add("img", f, os.path.getsize(src))
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    peak = peak_rss_kib()
     return {"baseline_kib": baseline, "peak_kib": peak}
 
 
@@ -207,7 +217,7 @@ def s3_rss(src: str, endpoint: str, bucket: str) -> dict:
         start = time.perf_counter()
         store.add("img", f, 0)  # unknown size: streamed in parts
         seconds = time.perf_counter() - start
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    peak = peak_rss_kib()
     return {"baseline_kib": baseline, "peak_kib": peak, "seconds": seconds}
 
 
@@ -275,7 +285,7 @@ def s3_side(who, src, work, endpoint, access, secret, bucket, image_id, known):
         start = time.perf_counter()
         location = add(image_id, f, size)
         add_seconds = time.perf_counter() - start
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    peak = peak_rss_kib()
     start = time.perf_counter()
     for _chunk in get(location):
         pass
