@@ -47,11 +47,10 @@ def is_root() -> bool:
 
 
 @contextlib.contextmanager
-def tmpfs(path: Path, size: str) -> Iterator[Path]:
-    """Mount a tmpfs of ``size`` at ``path`` for the duration."""
+def _mounted(path: Path, fstype: str, options: str) -> Iterator[Path]:
     path.mkdir(parents=True, exist_ok=True)
     subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(path)],
+        ["mount", "-t", fstype, "-o", options, fstype, str(path)],
         check=True,
         capture_output=True,
     )
@@ -61,20 +60,15 @@ def tmpfs(path: Path, size: str) -> Iterator[Path]:
         subprocess.run(["umount", "-l", str(path)], check=False, capture_output=True)
 
 
-@contextlib.contextmanager
-def ramfs(path: Path) -> Iterator[Path]:
+def tmpfs(path: Path, size: str) -> contextlib.AbstractContextManager[Path]:
+    """Mount a tmpfs of ``size`` at ``path`` for the duration."""
+    return _mounted(path, "tmpfs", f"size={size},mode=0755")
+
+
+def ramfs(path: Path) -> contextlib.AbstractContextManager[Path]:
     """Mount a ramfs at ``path`` for the duration: a real file system with
     no user extended attributes (setxattr fails with ENOTSUP)."""
-    path.mkdir(parents=True, exist_ok=True)
-    subprocess.run(
-        ["mount", "-t", "ramfs", "-o", "mode=0755", "ramfs", str(path)],
-        check=True,
-        capture_output=True,
-    )
-    try:
-        yield path
-    finally:
-        subprocess.run(["umount", "-l", str(path)], check=False, capture_output=True)
+    return _mounted(path, "ramfs", "mode=0755")
 
 
 def tree(root: Path) -> dict[str, int]:

@@ -108,8 +108,9 @@ def test_an_image_that_cannot_be_read_is_unreadable(damaged, tmp_path):
     assert len(checks) == 8
 
 
-def test_resume_skips_what_was_checked(damaged, tmp_path):
-    checkpoint = tmp_path / "scrub.json"
+def _stopped_after_three(store, checkpoint: Path, every: float) -> list[str]:
+    """Scrub with a checkpoint written at most every ``every`` seconds,
+    interrupted after its third image; the images it checked."""
     seen: list[str] = []
 
     def stop_after_three(check) -> None:
@@ -119,11 +120,17 @@ def test_resume_skips_what_was_checked(damaged, tmp_path):
 
     with pytest.raises(KeyboardInterrupt):
         scrub(
-            damaged,
+            store,
             checkpoint=checkpoint,
             on_image=stop_after_three,
-            checkpoint_every=0,  # after every image
+            checkpoint_every=every,
         )
+    return seen
+
+
+def test_resume_skips_what_was_checked(damaged, tmp_path):
+    checkpoint = tmp_path / "scrub.json"
+    seen = _stopped_after_three(damaged, checkpoint, every=0)  # every image
     again: list[str] = []
     totals: list[int] = []
     report = scrub(
@@ -144,20 +151,7 @@ def test_between_checkpoints_a_stopped_scrub_checks_again_only_since(damaged, tm
     # Written after the first image, then at most once an hour here: the
     # images after the first are checked again, each reported once.
     checkpoint = tmp_path / "scrub.json"
-    seen: list[str] = []
-
-    def stop_after_three(check) -> None:
-        seen.append(check.image_id)
-        if len(seen) == 3:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        scrub(
-            damaged,
-            checkpoint=checkpoint,
-            on_image=stop_after_three,
-            checkpoint_every=3600,
-        )
+    _stopped_after_three(damaged, checkpoint, every=3600)
     report = scrub(damaged, checkpoint=checkpoint, resume=True)
     assert report.resumed == 1
     ids = [c.image_id for c in report.checks]
