@@ -270,15 +270,15 @@ class FilesystemStore(Store):
         datadir, name, st = self._stat(location)
         try:
             self._timed(os.unlink, name, dir_fd=datadir.fd)
-            # After the file: a crash between the two leaves a record of an
-            # inode no image has (see filesystem_digests).
-            self._timed(forget_record, datadir.fd, st.st_ino)
         except FileNotFoundError:
             raise exceptions.NotFound(f"image {location.uri} not found") from None
         except OSError as exc:
             raise exceptions.Forbidden(
                 f"cannot delete {location.uri}: {exc.strerror}"
             ) from None
+        # After the file: a crash between the two leaves a record of an
+        # inode no image has (see filesystem_digests).
+        self._timed(forget_record, datadir.fd, st.st_ino)
 
     def _add(
         self,

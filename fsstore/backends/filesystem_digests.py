@@ -42,6 +42,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import json
+import logging
 import os
 import secrets
 import stat
@@ -49,6 +50,8 @@ import stat
 from fsstore.hashing import KeptDigests, kept_as_record, kept_from_record
 from fsstore.pipeline import write_all
 from fsstore.store import RESERVED_PREFIX
+
+LOG = logging.getLogger(__name__)
 
 PREFIX = "user.fsstore."
 RECORDS_DIR = RESERVED_PREFIX + "digests"
@@ -95,14 +98,22 @@ def read_kept_digests(fd: int, dir_fd: int, image_id: str) -> KeptDigests | None
 
 def forget_record(dir_fd: int, inode: int) -> None:
     """Remove the record of ``inode``, if the data directory has records:
-    after an add that did not publish, or the delete of its image."""
+    after an add that did not publish, or the delete of its image. Never
+    raises: it runs after the outcome is decided (while an add's error is
+    being raised), and a record left behind is never read (see above)."""
     try:
         records = os.open(RECORDS_DIR, _DIR_FLAGS, dir_fd=dir_fd)
     except FileNotFoundError:
         return
+    except OSError as exc:
+        LOG.error("cannot open %s to remove a digest record: %s", RECORDS_DIR, exc)
+        return
     try:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(str(inode), dir_fd=records)
+        os.unlink(str(inode), dir_fd=records)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        LOG.error("cannot remove the digest record %s/%d: %s", RECORDS_DIR, inode, exc)
     finally:
         os.close(records)
 

@@ -141,3 +141,23 @@ def test_verify_on_read_without_xattrs(make_fs_store, images):
     chunks, _ = store.get(location)
     with pytest.raises(exceptions.Corrupt, match="img"):
         b"".join(chunks)
+
+
+def test_a_record_that_cannot_be_removed_does_not_fail_the_delete(store, images):
+    location = _add(store, "img", b"data")
+    [name] = os.listdir(images / RECORDS_DIR)
+    os.unlink(images / RECORDS_DIR / name)
+    (images / RECORDS_DIR / name).mkdir()  # unlink(2) refuses a directory
+    (images / RECORDS_DIR / name / "x").write_bytes(b"")
+    store.delete(location)
+    with pytest.raises(exceptions.NotFound):
+        store.get_size(location)
+
+
+def test_a_failed_add_reports_its_own_error(store, images):
+    # The records path is a file: the add fails on it, and removing the
+    # loser's record on the way out (there is none) adds nothing to that.
+    (images / RECORDS_DIR).write_bytes(b"not a directory")
+    with pytest.raises(exceptions.BackendException, match="Not a directory"):
+        store.add("img", iter([b"data"]), 4)
+    assert sorted(os.listdir(images)) == [RECORDS_DIR]
