@@ -120,9 +120,11 @@ demo: $(VENV)/.installed
 	$(FSSTORE) verify "$$loc" --checksum "$$md5"; \
 	echo "== fsstore stores"; \
 	$(FSSTORE) stores; \
+	echo "== fsstore scrub (digests kept with the image, read back and checked)"; \
+	$(FSSTORE) scrub --checkpoint var/demo-scrub.json; \
 	echo "== fsstore delete"; \
 	$(FSSTORE) delete "$$loc"; \
-	rm -f var/demo-image.raw var/demo-image.out var/demo-add.txt
+	rm -f var/demo-image.raw var/demo-image.out var/demo-add.txt var/demo-scrub.json
 
 clean:
 	rm -rf $(VENV) var build *.egg-info .pytest_cache bench/work bench/.venv-glance \

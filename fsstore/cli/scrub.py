@@ -46,7 +46,8 @@ def cmd_scrub(args: argparse.Namespace, ctx: Context) -> Result:
     lines = [_line(c) for c in report.checks if c.verdict is not Verdict.OK]
     counts = ", ".join(f"{n} {v}" for v, n in report.counts().items() if n)
     lines.append(
-        f"{len(report.checks)} images, {human_size(report.bytes_read)} read: "
+        f"{len(report.checks)} image{'' if len(report.checks) == 1 else 's'}, "
+        f"{human_size(report.bytes_read)} read: "
         f"{counts or 'nothing to check'}"
     )
     record = {"store": name, **report.as_dict()}
