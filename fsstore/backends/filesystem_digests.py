@@ -122,11 +122,16 @@ def _write_record(
     dir_fd: int, inode: int, image_id: str, kept: KeptDigests, fsync: bool
 ) -> None:
     body = json.dumps({"id": image_id, **kept_as_record(kept)}, sort_keys=True)
-    with contextlib.suppress(FileExistsError):
-        os.mkdir(RECORDS_DIR, 0o755, dir_fd=dir_fd)
-    records = os.open(RECORDS_DIR, _DIR_FLAGS, dir_fd=dir_fd)
     try:
-        temporary = f"{inode}.{secrets.token_hex(8)}.tmp"
+        os.mkdir(RECORDS_DIR, 0o755, dir_fd=dir_fd)
+    except FileExistsError:
+        pass
+    else:
+        if fsync:  # its entry durable before any image linked beside it
+            os.fsync(dir_fd)
+    records = os.open(RECORDS_DIR, _DIR_FLAGS, dir_fd=dir_fd)
+    temporary = f"{inode}.{secrets.token_hex(8)}.tmp"
+    try:
         fd = os.open(
             temporary,
             os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW,
@@ -142,6 +147,10 @@ def _write_record(
         os.replace(temporary, str(inode), src_dir_fd=records, dst_dir_fd=records)
         if fsync:
             os.fsync(records)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary, dir_fd=records)
+        raise
     finally:
         os.close(records)
 

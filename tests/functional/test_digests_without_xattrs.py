@@ -161,3 +161,21 @@ def test_a_failed_add_reports_its_own_error(store, images):
     with pytest.raises(exceptions.BackendException, match="Not a directory"):
         store.add("img", iter([b"data"]), 4)
     assert sorted(os.listdir(images)) == [RECORDS_DIR]
+
+
+def test_a_record_that_cannot_be_written_publishes_nothing(store, images, monkeypatch):
+    # The disk fills while the record is written (ramfs has no size limit,
+    # so the write is made to fail as a full disk fails it).
+    import fsstore.backends.filesystem_digests as digests
+
+    def full(fd, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(digests, "write_all", full)
+    with pytest.raises(exceptions.StorageFull):
+        store.add("img", iter([b"data"]), 4)
+    assert os.listdir(images / RECORDS_DIR) == []  # no temporary left
+    assert sorted(os.listdir(images)) == [RECORDS_DIR]  # no image
+    monkeypatch.undo()
+    result = store.add("img", iter([b"data"]), 4)
+    assert store.kept_digests(result.location).checksum == result.checksum

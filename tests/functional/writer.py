@@ -10,8 +10,9 @@ test to ``kill -9`` it there:
 * ``start``: inside add, before the first chunk;
 * ``mid``: half of the data written;
 * ``end``: all data given, before the final flush;
-* ``fsync``: the first flush (the file's, or where the file system has no
-  xattrs its digest record's, before the record is in place);
+* ``fsync``: the add's first flush, nothing published (where the file
+  system has no xattrs, one of its digest record's, before the record is
+  in place);
 * ``recorded``: the digest record in place (file systems without xattrs),
   the file not yet published;
 * ``linked``: published, staging not yet cleaned up.
