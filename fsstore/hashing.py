@@ -43,6 +43,21 @@ class KeptDigests(NamedTuple):
     size: int
 
 
+def differs(kept: KeptDigests, actual: KeptDigests) -> str | None:
+    """How the image read (``actual``) differs from what was kept with it,
+    in words (its size first, then MD5, then the multihash); None when it
+    does not. An ``actual`` shorter than ``kept`` is a truncated image."""
+    if actual.size < kept.size:
+        return f"{actual.size} of {kept.size} bytes"
+    if actual.size > kept.size:
+        return f"{actual.size} bytes, {kept.size} were kept"
+    if actual.checksum != kept.checksum:
+        return f"md5 {actual.checksum}, {kept.checksum} was kept"
+    if actual.multihash != kept.multihash:
+        return f"{kept.hashing_algo} {actual.multihash}, {kept.multihash} was kept"
+    return None
+
+
 def kept_as_record(kept: KeptDigests) -> dict[str, object]:
     """``kept`` as the JSON object stores write where they keep records."""
     return {
@@ -197,9 +212,7 @@ def verified_chunks(
         if close is not None:
             close()
         hasher.close()
-    checksum, multihash = hasher.hexdigests()
-    if size != kept.size:
-        raise Corrupt(f"{what} is {size} bytes; {kept.size} were stored")
-    if (checksum, multihash) != (kept.checksum, kept.multihash):
-        which = "md5" if checksum != kept.checksum else kept.hashing_algo
-        raise Corrupt(f"{what} does not match the {which} digest kept with it")
+    actual = KeptDigests(*hasher.hexdigests(), kept.hashing_algo, size)
+    difference = differs(kept, actual)
+    if difference is not None:
+        raise Corrupt(f"{what} differs from the digests kept with it: {difference}")

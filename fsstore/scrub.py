@@ -47,7 +47,7 @@ from pathlib import Path
 from typing import Any
 
 from fsstore import exceptions
-from fsstore.hashing import DEFAULT_HASHING_ALGO, ImageHasher, KeptDigests
+from fsstore.hashing import DEFAULT_HASHING_ALGO, ImageHasher, KeptDigests, differs
 from fsstore.store import Store
 
 
@@ -217,18 +217,12 @@ def _record(store: Store, location: str, actual: KeptDigests) -> tuple[Verdict, 
 
 
 def _judge(kept: KeptDigests, actual: KeptDigests) -> tuple[Verdict, str]:
+    difference = differs(kept, actual)
+    if difference is None:
+        return Verdict.OK, ""
     if actual.size < kept.size:
-        return Verdict.TRUNCATED, f"{actual.size} of {kept.size} bytes"
-    if actual.size > kept.size:
-        return Verdict.CORRUPT, f"{actual.size} bytes, {kept.size} were kept"
-    if actual.checksum != kept.checksum:
-        return Verdict.CORRUPT, f"md5 {actual.checksum}, {kept.checksum} was kept"
-    if actual.multihash != kept.multihash:
-        return (
-            Verdict.CORRUPT,
-            f"{kept.hashing_algo} {actual.multihash}, {kept.multihash} was kept",
-        )
-    return Verdict.OK, ""
+        return Verdict.TRUNCATED, difference
+    return Verdict.CORRUPT, difference
 
 
 def _against_expected(expected: Expected, actual: KeptDigests) -> tuple[Verdict, str]:
