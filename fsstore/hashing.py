@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import queue
 import threading
 from collections.abc import Callable, Generator, Iterable
@@ -56,6 +57,29 @@ def differs(kept: KeptDigests, actual: KeptDigests) -> str | None:
     if actual.multihash != kept.multihash:
         return f"{kept.hashing_algo} {actual.multihash}, {kept.multihash} was kept"
     return None
+
+
+# A record is under 300 bytes; anything planted where one belongs that is
+# longer than this is not one, and is not read whole.
+MAX_RECORD_BYTES = 4096
+
+
+def encode_record(kept: KeptDigests, **extra: str) -> bytes:
+    """``kept`` (and ``extra`` fields) as the JSON a store writes where it
+    keeps a record of them."""
+    return json.dumps({**extra, **kept_as_record(kept)}, sort_keys=True).encode()
+
+
+def parse_record(body: bytes) -> object:
+    """The JSON value of what a store read where a record belongs (at most
+    ``MAX_RECORD_BYTES + 1`` bytes of it); None when it is longer than a
+    record can be, or not JSON."""
+    if len(body) > MAX_RECORD_BYTES:
+        return None
+    try:
+        return json.loads(body)
+    except ValueError:
+        return None
 
 
 def kept_as_record(kept: KeptDigests) -> dict[str, object]:

@@ -41,13 +41,18 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import json
 import logging
 import os
 import secrets
 import stat
 
-from fsstore.hashing import KeptDigests, kept_as_record, kept_from_record
+from fsstore.hashing import (
+    MAX_RECORD_BYTES,
+    KeptDigests,
+    encode_record,
+    kept_from_record,
+    parse_record,
+)
 from fsstore.pipeline import write_all
 from fsstore.store import RESERVED_PREFIX
 
@@ -57,7 +62,6 @@ PREFIX = "user.fsstore."
 RECORDS_DIR = RESERVED_PREFIX + "digests"
 _FIELDS = ("md5", "multihash", "hashing_algo", "size")
 _NO_XATTRS = {errno.ENOTSUP, errno.EOPNOTSUPP}
-_MAX_RECORD = 4096
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
 
 
@@ -121,7 +125,7 @@ def forget_record(dir_fd: int, inode: int) -> None:
 def _write_record(
     dir_fd: int, inode: int, image_id: str, kept: KeptDigests, fsync: bool
 ) -> None:
-    body = json.dumps({"id": image_id, **kept_as_record(kept)}, sort_keys=True)
+    body = encode_record(kept, id=image_id)
     try:
         os.mkdir(RECORDS_DIR, 0o755, dir_fd=dir_fd)
     except FileExistsError:
@@ -139,7 +143,7 @@ def _write_record(
             dir_fd=records,
         )
         try:
-            write_all(fd, body.encode("utf-8"))
+            write_all(fd, body)
             if fsync:
                 os.fsync(fd)
         finally:
@@ -171,17 +175,10 @@ def _read_record(dir_fd: int, inode: int, image_id: str) -> KeptDigests | None:
     try:
         if not stat.S_ISREG(os.fstat(fd).st_mode):
             return None
-        body = os.read(fd, _MAX_RECORD + 1)
+        body = os.read(fd, MAX_RECORD_BYTES + 1)
     finally:
         os.close(fd)
-    return _decode(body, image_id) if len(body) <= _MAX_RECORD else None
-
-
-def _decode(body: bytes, image_id: str) -> KeptDigests | None:
-    try:
-        record = json.loads(body)
-    except ValueError:
-        return None
+    record = parse_record(body)
     # Race: a stale record of a reused inode (see the module docstring).
     if not isinstance(record, dict) or record.get("id") != image_id:
         return None

@@ -39,17 +39,21 @@ a false ok.
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 
 from fsstore.backends.s3_errors import MISSING, error_code
-from fsstore.hashing import KeptDigests, kept_as_record, kept_from_record
+from fsstore.hashing import (
+    MAX_RECORD_BYTES,
+    KeptDigests,
+    encode_record,
+    kept_from_record,
+    parse_record,
+)
 
 LOG = logging.getLogger(__name__)
 
 PREFIX = ".fsstore-digests/"
-_MAX_RECORD = 4096
 _META = ("fsstore-md5", "fsstore-multihash", "fsstore-hashing-algo", "fsstore-size")
 
 
@@ -76,17 +80,6 @@ def from_metadata(metadata: dict[str, str]) -> KeptDigests | None:
     )
 
 
-def _encode(kept: KeptDigests) -> bytes:
-    return json.dumps(kept_as_record(kept), sort_keys=True).encode("ascii")
-
-
-def _decode(body: bytes) -> KeptDigests | None:
-    try:
-        return kept_from_record(json.loads(body))
-    except ValueError:
-        return None
-
-
 class DigestRecords:
     """The records of one bucket. Errors are botocore's, for the store to
     translate; a missing record is None, never an error."""
@@ -99,7 +92,7 @@ class DigestRecords:
         self.client.put_object(
             Bucket=self.bucket,
             Key=record_key(image_key),
-            Body=_encode(kept),
+            Body=encode_record(kept),
             ContentType="application/json",
         )
 
@@ -117,12 +110,10 @@ class DigestRecords:
             raise
         stream = response["Body"]
         try:
-            # A record is under 300 bytes; anything planted there that is
-            # far longer is not one, and is not read whole.
-            body = stream.read(_MAX_RECORD + 1)
+            body = stream.read(MAX_RECORD_BYTES + 1)
         finally:
             stream.close()
-        return _decode(body) if len(body) <= _MAX_RECORD else None
+        return kept_from_record(parse_record(body))
 
     def kept(self, image_key: str) -> KeptDigests | None:
         """What the store trusts for ``image_key``: its record, or for an
