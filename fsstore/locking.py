@@ -29,6 +29,8 @@ import os
 from collections.abc import Callable
 from typing import Literal
 
+from fsstore.safefiles import open_regular
+
 ATTEMPTS = 8
 
 
@@ -62,10 +64,11 @@ def hold(
     open retried when it moved on; LockHeld after ATTEMPTS tries. ``flags``
     adds to ``O_CREAT | O_NOFOLLOW`` (``O_EXCL`` for a name that must be
     new). ``between`` runs between the open and the flock: a test's hook to
-    force the race.
+    force the race. A link or anything but a regular file at ``name`` is
+    refused (``safefiles.NotRegularFile``): a FIFO would block the open.
     """
     for _ in range(ATTEMPTS):
-        fd = os.open(name, flags | os.O_CREAT | os.O_NOFOLLOW, mode, dir_fd=dir_fd)
+        fd = open_regular(name, flags | os.O_CREAT, dir_fd=dir_fd, mode=mode)
         try:
             if between is not None:
                 between()

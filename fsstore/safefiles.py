@@ -1,0 +1,184 @@
+"""Files fsstore creates and opens in directories others may write to.
+
+A data directory, a cache directory or the directory of a scrub checkpoint
+may hold names planted by someone else: a symbolic link to a file worth
+destroying, a FIFO that blocks whoever opens it, a directory where a file is
+expected. Every file fsstore writes is made through this module, which
+holds to three rules:
+
+* Never follow a link at the last component (``O_NOFOLLOW``; ``O_EXCL``
+  for a name that must be new), and never open a FIFO or device in a way
+  that can block (``O_NONBLOCK`` until the file is known to be regular).
+* Refuse anything that is not a regular file: ``NotRegularFile``, an
+  ``OSError`` (errno ``EINVAL``) that names the path, so callers that
+  already handle a failed open handle it too.
+* Never replace a file fsstore did not create. A new file appears by
+  ``link(2)`` or ``O_EXCL``, which fail on an existing name; the one
+  exception, ``replace_contents``, renames over its own state file only
+  while the name holds a regular file or nothing (a link or a directory
+  there is refused, not replaced).
+
+A name given with ``dir_fd`` is relative to that directory's descriptor, so
+a directory swapped for a link above it cannot redirect the write either.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import secrets
+import stat
+
+from fsstore.pipeline import write_all
+
+_OPEN_FLAGS = os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+
+__all__ = [
+    "NotRegularFile",
+    "create_new",
+    "ensure_regular",
+    "open_regular",
+    "replace_contents",
+]
+
+
+class NotRegularFile(OSError):
+    """A name fsstore would open or write holds a link, a directory, a FIFO
+    or a device."""
+
+    def __init__(self, path: str, what: str) -> None:
+        super().__init__(errno.EINVAL, f"{what} where a regular file belongs", path)
+
+
+def _kind(mode: int) -> str:
+    if stat.S_ISLNK(mode):
+        return "a symbolic link"
+    if stat.S_ISDIR(mode):
+        return "a directory"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "a device"
+
+
+def ensure_regular(fd: int, path: str) -> os.stat_result:
+    """``fd``'s status if it is a regular file; NotRegularFile (``fd`` left
+    open: the caller closes it) otherwise."""
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        raise NotRegularFile(path, _kind(st.st_mode))
+    return st
+
+
+def _opened(fd: int, path: str) -> int:
+    try:
+        ensure_regular(fd, path)
+        # O_NONBLOCK was only for the open: reads of a regular file ignore
+        # it, but a descriptor handed on should say what it is.
+        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _refuse_link(exc: OSError, path: str) -> OSError:
+    # O_NOFOLLOW on a link at the last component fails with ELOOP; a
+    # directory opened for writing with EISDIR.
+    if exc.errno == errno.ELOOP:
+        return NotRegularFile(path, "a symbolic link")
+    if exc.errno == errno.EISDIR:
+        return NotRegularFile(path, "a directory")
+    # A FIFO opened for writing without a reader, with O_NONBLOCK: ENXIO.
+    if exc.errno == errno.ENXIO:
+        return NotRegularFile(path, "a FIFO or device")
+    return exc
+
+
+def open_regular(
+    path: str,
+    flags: int = os.O_RDONLY,
+    *,
+    dir_fd: int | None = None,
+    mode: int = 0o600,
+) -> int:
+    """Open ``path`` (``flags`` may add ``O_CREAT``, never ``O_TRUNC``: a
+    file is emptied only once it is known to be regular and the caller's)
+    without following a link, and only if it is a regular file."""
+    assert not flags & os.O_TRUNC, "truncate with os.ftruncate after the check"
+    try:
+        fd = os.open(path, flags | _OPEN_FLAGS, mode, dir_fd=dir_fd)
+    except OSError as exc:
+        raise _refuse_link(exc, path) from None
+    return _opened(fd, path)
+
+
+def create_new(
+    path: str,
+    *,
+    dir_fd: int | None = None,
+    mode: int = 0o600,
+    flags: int = os.O_WRONLY,
+) -> int:
+    """Create ``path``, which must not exist (FileExistsError if anything,
+    a dangling link included, is there): a descriptor of the new file."""
+    return os.open(
+        path, flags | os.O_CREAT | os.O_EXCL | _OPEN_FLAGS, mode, dir_fd=dir_fd
+    )
+
+
+def _check_replaceable(name: str, dir_fd: int | None) -> None:
+    try:
+        st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return
+    if not stat.S_ISREG(st.st_mode):
+        raise NotRegularFile(name, _kind(st.st_mode))
+
+
+def replace_contents(
+    path: str,
+    data: bytes,
+    *,
+    mode: int = 0o600,
+    fsync: bool = True,
+    dir_fd: int | None = None,
+) -> None:
+    """Make ``path`` hold ``data``, whole or not at all: a state file
+    (a checkpoint, a digest record) that only fsstore writes.
+
+    ``data`` goes to a new temporary file beside ``path`` (exclusive
+    create, ``mode``), is flushed, and is renamed over ``path``; then the
+    directory is flushed. A link, directory or other non-regular file at
+    ``path`` is refused (NotRegularFile), never replaced. Race: something
+    planted between that check and the rename is replaced, never followed:
+    rename(2) acts on the name, not on a link's target.
+    """
+    directory, name = os.path.split(path)
+    if dir_fd is None:
+        own_dir = os.open(directory or ".", os.O_RDONLY | os.O_DIRECTORY)
+    else:
+        own_dir = dir_fd
+    try:
+        _check_replaceable(name, own_dir)
+        temporary = f".{name}.{secrets.token_hex(6)}.tmp"
+        fd = create_new(temporary, dir_fd=own_dir, mode=mode)
+        try:
+            try:
+                write_all(fd, data)
+                if fsync:
+                    os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.replace(temporary, name, src_dir_fd=own_dir, dst_dir_fd=own_dir)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(temporary, dir_fd=own_dir)
+            raise
+        if fsync:
+            os.fsync(own_dir)
+    finally:
+        if dir_fd is None:
+            os.close(own_dir)

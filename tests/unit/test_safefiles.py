@@ -1,0 +1,178 @@
+"""safefiles: every planted name is refused, never followed or replaced."""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from fsstore import locking, safefiles
+
+
+@pytest.fixture
+def victim(tmp_path: Path) -> Path:
+    """A file outside the directory under attack, worth destroying."""
+    path = tmp_path / "victim"
+    path.write_bytes(b"precious")
+    return path
+
+
+@pytest.fixture
+def work(tmp_path: Path) -> Path:
+    path = tmp_path / "work"
+    path.mkdir()
+    return path
+
+
+def plant(kind: str, path: Path, victim: Path) -> None:
+    if kind == "symlink":
+        path.symlink_to(victim)
+    elif kind == "dangling":
+        path.symlink_to(victim.parent / "not-there")
+    elif kind == "fifo":
+        os.mkfifo(path)
+    elif kind == "directory":
+        path.mkdir()
+    else:
+        raise AssertionError(kind)
+
+
+PLANTS = ["symlink", "dangling", "fifo", "directory"]
+
+
+@pytest.mark.parametrize("kind", PLANTS)
+@pytest.mark.parametrize("flags", [os.O_RDONLY, os.O_RDWR | os.O_CREAT, os.O_WRONLY])
+def test_open_regular_refuses_what_is_planted(
+    work: Path, victim: Path, kind: str, flags: int
+) -> None:
+    plant(kind, work / "name", victim)
+    # A FIFO opened without O_NONBLOCK would block here forever.
+    with pytest.raises(OSError) as raised:
+        os.close(safefiles.open_regular(str(work / "name"), flags))
+    if kind != "dangling" or flags & os.O_CREAT:
+        assert isinstance(raised.value, safefiles.NotRegularFile)
+        assert str(work / "name") in str(raised.value)
+    assert victim.read_bytes() == b"precious"
+    assert not (victim.parent / "not-there").exists()
+
+
+def test_open_regular_opens_and_creates_regular_files(work: Path) -> None:
+    (work / "old").write_bytes(b"abc")
+    fd = safefiles.open_regular(str(work / "old"))
+    try:
+        assert os.read(fd, 10) == b"abc"
+        assert os.get_blocking(fd)
+    finally:
+        os.close(fd)
+    fd = safefiles.open_regular(str(work / "new"), os.O_RDWR | os.O_CREAT, mode=0o640)
+    os.close(fd)
+    assert stat.S_IMODE((work / "new").stat().st_mode) == 0o640 & ~_umask()
+
+
+def test_open_regular_never_truncates_before_the_check() -> None:
+    with pytest.raises(AssertionError):
+        safefiles.open_regular("/nonexistent", os.O_WRONLY | os.O_TRUNC)
+
+
+@pytest.mark.parametrize("kind", [*PLANTS, "regular"])
+def test_create_new_refuses_any_existing_name(
+    work: Path, victim: Path, kind: str
+) -> None:
+    if kind == "regular":
+        (work / "name").write_bytes(b"theirs")
+    else:
+        plant(kind, work / "name", victim)
+    with pytest.raises(FileExistsError):
+        safefiles.create_new(str(work / "name"))
+    assert victim.read_bytes() == b"precious"
+    assert not (victim.parent / "not-there").exists()
+    if kind == "regular":
+        assert (work / "name").read_bytes() == b"theirs"
+
+
+def test_create_new_relative_to_a_directory(work: Path) -> None:
+    dir_fd = os.open(work, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.close(safefiles.create_new("new", dir_fd=dir_fd, mode=0o600))
+    finally:
+        os.close(dir_fd)
+    assert stat.S_IMODE((work / "new").stat().st_mode) == 0o600
+
+
+def test_replace_contents_writes_a_private_file_whole(work: Path) -> None:
+    target = work / "state.json"
+    safefiles.replace_contents(str(target), b"one")
+    safefiles.replace_contents(str(target), b"two")
+    assert target.read_bytes() == b"two"
+    assert stat.S_IMODE(target.stat().st_mode) == 0o600
+    assert sorted(os.listdir(work)) == ["state.json"]
+
+
+@pytest.mark.parametrize("kind", PLANTS)
+def test_replace_contents_refuses_a_planted_name(
+    work: Path, victim: Path, kind: str
+) -> None:
+    target = work / "state.json"
+    plant(kind, target, victim)
+    with pytest.raises(safefiles.NotRegularFile):
+        safefiles.replace_contents(str(target), b"{}")
+    assert victim.read_bytes() == b"precious"
+    assert not (victim.parent / "not-there").exists()
+    assert os.path.lexists(target)  # left as it was: not replaced
+    assert sorted(os.listdir(work)) == ["state.json"]  # no temporary left
+
+
+def test_replace_contents_flushes_file_then_renames_then_flushes_directory(
+    work: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[str] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd: int) -> None:
+        calls.append("fsync-dir" if stat.S_ISDIR(os.fstat(fd).st_mode) else "fsync")
+        real_fsync(fd)
+
+    def replace(*args: object, **kwargs: object) -> None:
+        calls.append("rename")
+        real_replace(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(os, "replace", replace)
+    safefiles.replace_contents(str(work / "state.json"), b"x")
+    assert calls == ["fsync", "rename", "fsync-dir"]
+    calls.clear()
+    safefiles.replace_contents(str(work / "state.json"), b"y", fsync=False)
+    assert calls == ["rename"]
+
+
+def test_replace_contents_that_fails_keeps_the_old_contents(
+    work: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target = work / "state.json"
+    target.write_bytes(b"old")
+
+    def full(fd: int, data: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(safefiles, "write_all", full)
+    with pytest.raises(OSError, match="No space"):
+        safefiles.replace_contents(str(target), b"new")
+    assert target.read_bytes() == b"old"
+    assert sorted(os.listdir(work)) == ["state.json"]
+
+
+@pytest.mark.parametrize("kind", ["symlink", "fifo", "directory"])
+def test_lock_files_refuse_what_is_planted(work: Path, victim: Path, kind: str) -> None:
+    plant(kind, work / "lock", victim)
+    with pytest.raises(safefiles.NotRegularFile):
+        locking.hold(str(work / "lock"))
+    assert victim.read_bytes() == b"precious"
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
