@@ -39,12 +39,14 @@ from fsstore import exceptions
 from fsstore.backends.s3_bucket import Bucket
 from fsstore.backends.s3_claim import EngineSupport, UploadClaim
 from fsstore.backends.s3_config import (
+    CREDENTIAL_OPTIONS,
     OPTIONS,
     ClientSettings,
     MiB,
     checksum_policy,
     make_client,
     parse_endpoint,
+    read_unquoted,
     region_from_host,
 )
 from fsstore.backends.s3_digests import DigestRecords, as_metadata
@@ -108,10 +110,10 @@ class S3Store(Store):
     # -- configuration ---------------------------------------------------
 
     def configure(self) -> None:
-        host = self.option("s3_store_host")
+        host, access_key, secret_key = (
+            read_unquoted(self.name, self.option, name) for name in CREDENTIAL_OPTIONS
+        )
         self.bucket = self.option("s3_store_bucket")
-        access_key = self.option("s3_store_access_key")
-        secret_key = self.option("s3_store_secret_key")
         for name, value in [
             ("s3_store_host", host),
             ("s3_store_bucket", self.bucket),

@@ -202,27 +202,63 @@ def checksum_policy(option: Callable[[str], Any]) -> tuple[str, str]:
     return ("when_required", "when_required")
 
 
+# host[:port]: a name, an IPv4 address or a bracketed IPv6 one, and a port.
+_NETLOC = re.compile(r"(?:\[[0-9A-Za-z:.%]+\]|[\w.-]+)(?::\d{1,5})?")
+# The options whose values may hold credentials: their refusals never quote
+# them, nor the oslo.config error that would (see read_unquoted).
+CREDENTIAL_OPTIONS = ("s3_store_host", "s3_store_access_key", "s3_store_secret_key")
+
+
+def read_unquoted(store_name: str, option: Callable[[str], Any], name: str) -> Any:
+    """``option(name)``, with a refusal that shows nothing of the value.
+
+    oslo.config reads ``$word`` in a value as a substitution of the option
+    ``word``, and its error names ``word``: the rest of a password.
+    """
+    try:
+        return option(name)
+    except exceptions.BadStoreConfiguration:
+        raise exceptions.BadStoreConfiguration(
+            store_name,
+            f"{name} cannot be read (not shown: it may hold a secret); a '$' in "
+            "it starts an oslo.config substitution and must be written '$$'",
+        ) from None
+
+
 def parse_endpoint(store_name: str, host: str) -> tuple[str, str, str]:
     """``s3_store_host`` as (location scheme, endpoint URL, host[:port]).
 
     Locations take glance_store's form: s3+https:// for an https endpoint,
     s3:// otherwise, so that either driver places the other's (s3+http://
     locations are still read). A bare host means https.
+
+    A refusal never quotes the value: a ``user:password@`` in it would be
+    shown, and a value refused for another reason may be one whose ``@`` a
+    typo lost, with any part of it a password.
     """
+    if "@" in host:
+        # Wherever the "@" is: a password may hold "/", ":" or "@" itself.
+        raise exceptions.BadStoreConfiguration(
+            store_name,
+            "s3_store_host must not hold credentials (user:password@, not "
+            "shown); set s3_store_access_key and s3_store_secret_key instead",
+        )
     if host.startswith("https://"):
         scheme, endpoint = "s3+https", host
     elif host.startswith("http://"):
         scheme, endpoint = "s3", host
     elif "://" in host:
         raise exceptions.BadStoreConfiguration(
-            store_name, f"s3_store_host {host!r} must be http:// or https://"
+            store_name, "s3_store_host must start with http:// or https:// (or neither)"
         )
     else:
         scheme, endpoint = "s3", "https://" + host
     netloc = endpoint.split("://", 1)[1].rstrip("/")
-    if not netloc or "/" in netloc:
+    if not _NETLOC.fullmatch(netloc):
         raise exceptions.BadStoreConfiguration(
-            store_name, f"s3_store_host {host!r} must be a host[:port] URL"
+            store_name,
+            "s3_store_host must be host[:port] after its http:// or https://, "
+            "with no path, query or fragment (e.g. https://s3.example.com:8080)",
         )
     return scheme, endpoint, netloc
 
