@@ -234,6 +234,44 @@ class CacheDriverConformanceTests:
         assert self.names(cache, "invalid") == ["failed", "short"]
         assert [e.image_id for e in cache.get_cached_images()] == ["kept"]
 
+    @pytest.mark.parametrize("stray", ["regular", "symlink", "fifo", "directory"])
+    def test_publish_never_replaces_what_is_at_the_name(
+        self, cache: ImageCache, tmp_path: Path, stray: str
+    ) -> None:
+        # Something appears at <dir>/<id> while the image is being written
+        # (left by hand, by a crash of Glance, or planted): publishing must
+        # leave it exactly as it is and say the image was not cached.
+        victim = tmp_path / "victim"
+        victim.write_bytes(b"precious")
+        data = payload(4 * KiB)
+        writer = cache.start_write("img", md5(data))
+        assert writer is not None
+        writer.write(data)
+        at = Path(cache.base_dir) / "img"
+        if stray == "regular":
+            at.write_bytes(b"stray bytes")
+        elif stray == "symlink":
+            at.symlink_to(victim)
+        elif stray == "fifo":
+            os.mkfifo(at)
+        else:
+            at.mkdir()
+            (at / "inside").write_bytes(b"kept")
+        before = os.lstat(at)
+        assert writer.commit() is False
+        assert not writer.published
+        after = os.lstat(at)
+        assert (after.st_ino, after.st_mode) == (before.st_ino, before.st_mode)
+        if stray == "regular":
+            assert at.read_bytes() == b"stray bytes"
+        elif stray == "symlink":
+            assert os.readlink(at) == str(victim)
+        elif stray == "directory":
+            assert os.listdir(at) == ["inside"]
+        assert victim.read_bytes() == b"precious"
+        assert "img" not in [r.image_id for r in cache.get_cached_images()]
+        assert self.names(cache, "incomplete") == []
+
     def test_writer_needs_a_digest_unless_unverified_is_named(
         self, cache: ImageCache
     ) -> None:
@@ -291,6 +329,103 @@ class CacheDriverConformanceTests:
         )
         assert not declared.caching
         assert b"".join(declared) == data
+
+    # The limit at its boundary: each comparison that guards it is checked
+    # from both sides, so an off-by-one in either direction fails a test.
+    # LIMIT is small enough that every byte shows.
+
+    LIMIT = 10
+
+    def test_a_declared_size_of_exactly_the_limit_is_cached(
+        self, make_cache: Callable[..., ImageCache]
+    ) -> None:
+        cache = make_cache(image_cache_max_size=self.LIMIT)
+        data = b"e" * self.LIMIT
+        writer = cache.start_write("exact", md5(data), size=len(data))
+        assert writer is not None
+        writer.write(data)
+        assert writer.commit()
+        assert cache.get_cache_size() == self.LIMIT
+
+    def test_a_declared_size_one_byte_over_the_limit_is_refused(
+        self, make_cache: Callable[..., ImageCache]
+    ) -> None:
+        cache = make_cache(image_cache_max_size=self.LIMIT)
+        data = b"o" * (self.LIMIT + 1)
+        # Refused before a byte is written, not only when the stream ends.
+        assert cache.start_write("over", md5(data), size=len(data)) is None
+        it = cache.get_caching_iter("over", md5(data), iter([data]), size=len(data))
+        assert not it.caching
+        assert b"".join(it) == data
+        assert not cache.is_cached("over")
+
+    def test_a_stream_of_exactly_the_limit_is_cached(
+        self, make_cache: Callable[..., ImageCache]
+    ) -> None:
+        cache = make_cache(image_cache_max_size=self.LIMIT)
+        data = b"s" * self.LIMIT
+        # Size unknown: only the writer's running count stands in the way.
+        assert cache.cache_image_iter("exact", iter([data[:4], data[4:]]), md5(data))
+        assert cache.get_cache_size() == self.LIMIT
+        assert self.read(cache, "exact") == data
+
+    def test_a_stream_one_byte_over_the_limit_is_not_cached(
+        self, make_cache: Callable[..., ImageCache]
+    ) -> None:
+        cache = make_cache(image_cache_max_size=self.LIMIT)
+        data = b"t" * (self.LIMIT + 1)
+        assert not cache.cache_image_iter("over", iter([data[:4], data[4:]]), md5(data))
+        assert not cache.is_cached("over")
+        assert cache.get_cache_size() == 0
+        assert self.names(cache, "incomplete") == []
+
+    def test_entries_filling_the_limit_exactly_all_stay(
+        self, make_cache: Callable[..., ImageCache]
+    ) -> None:
+        cache = make_cache(image_cache_max_size=self.LIMIT)
+        half = self.LIMIT // 2
+        assert self.put(cache, "a", b"a" * half)
+        assert self.put(cache, "b", b"b" * (self.LIMIT - half))
+        assert {r.image_id for r in cache.get_cached_images()} == {"a", "b"}
+        assert cache.get_cache_size() == self.LIMIT
+        assert cache.prune() == (0, 0)
+        assert cache.check() == []
+
+    def test_one_more_byte_on_a_full_cache_evicts_enough(
+        self, make_cache: Callable[..., ImageCache]
+    ) -> None:
+        cache = make_cache(image_cache_max_size=self.LIMIT)
+        half = self.LIMIT // 2
+        assert self.put(cache, "a", b"a" * half)  # the least recently used
+        assert self.put(cache, "b", b"b" * (self.LIMIT - half))
+        assert self.put(cache, "c", b"c")
+        assert {r.image_id for r in cache.get_cached_images()} == {"b", "c"}
+        assert cache.get_cache_size() == self.LIMIT - half + 1
+
+    def test_eviction_stops_as_soon_as_the_new_entry_fits_exactly(
+        self, make_cache: Callable[..., ImageCache]
+    ) -> None:
+        cache = make_cache(image_cache_max_size=self.LIMIT)
+        half = self.LIMIT // 2
+        assert self.put(cache, "a", b"a" * half)  # the least recently used
+        assert self.put(cache, "b", b"b" * half)
+        # Evicting a leaves exactly room for c: b must stay.
+        assert self.put(cache, "c", b"c" * half)
+        assert {r.image_id for r in cache.get_cached_images()} == {"b", "c"}
+        assert cache.get_cache_size() == self.LIMIT
+
+    def test_one_byte_over_a_shrunk_limit_is_found_and_pruned(
+        self, make_cache: Callable[..., ImageCache]
+    ) -> None:
+        cache = make_cache(image_cache_max_size=self.LIMIT + 1)
+        assert self.put(cache, "a", b"a")  # the least recently used
+        assert self.put(cache, "b", b"b" * self.LIMIT)
+        smaller = make_cache(image_cache_max_size=self.LIMIT)
+        [problem] = smaller.check()
+        assert problem.kind == "over-limit"
+        assert smaller.prune() == (1, 1)
+        assert [r.image_id for r in smaller.get_cached_images()] == ["b"]
+        assert smaller.check() == []
 
     def test_prune_after_the_limit_shrinks(
         self, make_cache: Callable[..., ImageCache]
