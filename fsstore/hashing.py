@@ -156,16 +156,24 @@ class _DigestThread:
 
 
 class ImageHasher:
-    """MD5 plus the multihash of everything passed to :meth:`update`.
+    """MD5 plus the multihash of everything passed to :meth:`update`, and
+    the digests of any further algorithms named in ``also`` (a scrub
+    checking an image against digests kept in one algorithm and expected
+    in another reads it once).
 
-    Call :meth:`hexdigests` once at the end, or :meth:`close` to abandon the
-    stream; either stops the digest threads.
+    Call :meth:`hexdigests` (or :meth:`multihashes`) once at the end, or
+    :meth:`close` to abandon the stream; either stops the digest threads.
     """
 
-    def __init__(self, hashing_algo: str = DEFAULT_HASHING_ALGO) -> None:
+    def __init__(
+        self, hashing_algo: str = DEFAULT_HASHING_ALGO, also: Iterable[str] = ()
+    ) -> None:
         self.hashing_algo = hashing_algo
         self._multihash = new_multihash(hashing_algo)
         self._md5 = hashlib.md5(usedforsecurity=False)
+        self._also = {
+            algo: new_multihash(algo) for algo in also if algo != hashing_algo
+        }
         self._threads: list[_DigestThread] = []
         self._batch: list[bytes] = []
         self._batched = 0
@@ -177,11 +185,16 @@ class ImageHasher:
             return
         self._seen += len(chunk)
         if self._seen > THREADED_THRESHOLD and len(chunk) >= 16384:
-            self._threads = [_DigestThread(self._md5), _DigestThread(self._multihash)]
+            self._threads = [
+                _DigestThread(digest)
+                for digest in (self._md5, self._multihash, *self._also.values())
+            ]
             self._feed(chunk)
             return
         self._md5.update(chunk)
         self._multihash.update(chunk)
+        for digest in self._also.values():
+            digest.update(chunk)
 
     def _feed(self, chunk: bytes) -> None:
         """Hand ``chunk`` to the digest threads, in batches. A ``bytes``
@@ -200,6 +213,7 @@ class ImageHasher:
 
     def digests(self) -> list[Any]:
         """The two hash objects, for a caller that feeds them itself."""
+        assert not self._also, "the digests of also are not handed out"
         self.close()
         return [self._md5, self._multihash]
 
@@ -213,6 +227,14 @@ class ImageHasher:
         """``(md5 hex digest, multihash hex digest)``; ends the stream."""
         self.close()
         return self._md5.hexdigest(), self._multihash.hexdigest()
+
+    def multihashes(self) -> dict[str, str]:
+        """The hex digest of every algorithm but MD5, by name (the
+        multihash's and those of ``also``); ends the stream."""
+        self.close()
+        digests = {self.hashing_algo: self._multihash.hexdigest()}
+        digests.update((algo, d.hexdigest()) for algo, d in self._also.items())
+        return digests
 
 
 def verified_chunks(

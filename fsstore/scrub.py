@@ -6,20 +6,25 @@ its images with ``images()`` and returns what it kept with
 ``kept_digests()``. :func:`scrub` reads each image whole, in id order,
 recomputes MD5 and the multihash, and gives it one verdict:
 
-========== ============================================================
+============ ==========================================================
 ok           both digests and the size match
 corrupt      a digest differs, or there is more data than was kept
 truncated    less data than the kept size
+conflict     the image matches the digests kept with it and not the
+             expected ones, or the other way round
 unverifiable nothing was kept for it (added before digests were kept,
              or by another writer) and nothing was expected
 recorded     nothing was kept; with ``record`` its digests are kept now
              (trust on first scrub, or on matching the expected ones)
 unreadable   reading it failed
-========== ============================================================
+============ ==========================================================
 
 ``expected`` (see :func:`load_expected`) holds the digests an operator
-expects, e.g. Glance's database: an image that differs from them is
-corrupt, whatever was kept.
+expects, e.g. Glance's database. An image is never called corrupt when its
+bytes match either what was kept or what was expected: where the two
+disagree, that is a ``conflict``, which fails the scrub all the same. When
+the expected algorithm is not the kept one, both are computed in the one
+pass over the image.
 
 ``rate`` (bytes per second) bounds how fast it reads, so that a scrub does
 not saturate a production disk. With a ``checkpoint`` file the verdicts so
@@ -42,13 +47,19 @@ import json
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 from fsstore import exceptions
-from fsstore.hashing import DEFAULT_HASHING_ALGO, ImageHasher, KeptDigests, differs
-from fsstore.store import Store
+from fsstore.hashing import (
+    DEFAULT_HASHING_ALGO,
+    ImageHasher,
+    KeptDigests,
+    differs,
+    new_multihash,
+)
+from fsstore.store import Store, image_id_problem
 
 
 class Verdict(enum.StrEnum):
@@ -56,13 +67,14 @@ class Verdict(enum.StrEnum):
     RECORDED = "recorded"
     CORRUPT = "corrupt"
     TRUNCATED = "truncated"
+    CONFLICT = "conflict"
     UNVERIFIABLE = "unverifiable"
     UNREADABLE = "unreadable"
 
 
 CHECKPOINT_EVERY = 1.0  # seconds
 
-FAILED = frozenset({Verdict.CORRUPT, Verdict.TRUNCATED})
+FAILED = frozenset({Verdict.CORRUPT, Verdict.TRUNCATED, Verdict.CONFLICT})
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,7 +100,7 @@ class ScrubReport:
 
     @property
     def failed(self) -> bool:
-        """Whether any image is corrupt or truncated."""
+        """Whether any image is corrupt, truncated or in conflict."""
         return any(c.verdict in FAILED for c in self.checks)
 
     def counts(self) -> dict[str, int]:
@@ -130,25 +142,77 @@ class RateLimit:
             self._pause(ahead)
 
 
+_HEX_DIGITS = frozenset("0123456789abcdef")
+
+
+def _shown(value: object) -> str:
+    """``value`` as a message quotes it: on one line, and short."""
+    text = repr(value)
+    return text if len(text) <= 70 else text[:60] + "..." + text[-6:]
+
+
+def _algo_problem(algo: object) -> str | None:
+    if not isinstance(algo, str):
+        return f"{_shown(algo)} is not the name of a hashing algorithm"
+    try:
+        new_multihash(algo)
+    except exceptions.UnknownHashingAlgo:
+        return f"{_shown(algo)} is not a hashing algorithm fsstore knows"
+    return None
+
+
+def _digest_problem(value: object, algo: str) -> str | None:
+    """Why ``value`` is not a hex digest of ``algo`` (in either case)."""
+    length = 2 * new_multihash(algo).digest_size
+    if (
+        not isinstance(value, str)
+        or len(value) != length
+        or not _HEX_DIGITS.issuperset(value.lower())
+    ):
+        return f"{_shown(value)} is not a hex {algo} digest ({length} digits)"
+    return None
+
+
 @dataclasses.dataclass(frozen=True)
 class Expected:
     """Digests an operator expects an image to have (what Glance's database
-    holds: ``checksum``, ``os_hash_algo``, ``os_hash_value``)."""
+    holds: ``checksum``, ``os_hash_algo``, ``os_hash_value``). Hex digests
+    are kept in lower case; anything that could never match an image's
+    digest is Invalid here, before any image is read."""
 
     checksum: str | None
     multihash: str | None
     hashing_algo: str = DEFAULT_HASHING_ALGO
 
+    def __post_init__(self) -> None:
+        problem = _algo_problem(self.hashing_algo)
+        for name, value, algo in (
+            ("checksum", self.checksum, "md5"),
+            ("multihash", self.multihash, self.hashing_algo),
+        ):
+            if problem is None and value is not None:
+                problem = _digest_problem(value, algo)
+                if problem is None:
+                    object.__setattr__(self, name, value.lower())
+        if problem is not None:
+            raise exceptions.Invalid(f"expected digests: {problem}")
+
+    @property
+    def digests(self) -> bool:
+        """Whether any digest is expected (a row may only name an image)."""
+        return self.checksum is not None or self.multihash is not None
+
 
 def _read(
     store: Store,
     location: str,
-    hashing_algo: str,
+    algos: list[str],
     limit: RateLimit,
     on_bytes: Callable[[int], object] | None,
-) -> tuple[int, str, str]:
-    """Read the image whole: its size and digests (FsstoreError, OSError)."""
-    hasher = ImageHasher(hashing_algo)
+) -> tuple[int, str, dict[str, str]]:
+    """Read the image whole: its size, MD5 and the digest of every algorithm
+    of ``algos`` (FsstoreError, OSError)."""
+    hasher = ImageHasher(algos[0], also=algos[1:])
     read = 0
     try:
         chunks, _length = store.get(location)
@@ -163,7 +227,8 @@ def _read(
         pass  # the store verifies on read: judged from what was read
     finally:
         hasher.close()
-    return (read, *hasher.hexdigests())
+    checksum, _ = hasher.hexdigests()
+    return read, checksum, hasher.multihashes()
 
 
 def check_image(
@@ -183,29 +248,69 @@ def check_image(
         kept = store.kept_digests(location)
     except (exceptions.FsstoreError, OSError) as exc:
         return ImageCheck(image_id, location, Verdict.UNREADABLE, str(exc), 0)
-    algo = (
-        kept.hashing_algo
-        if kept is not None
-        else expected.hashing_algo
-        if expected is not None
-        else DEFAULT_HASHING_ALGO
-    )
+    if expected is not None and not expected.digests:
+        expected = None  # only that it exists was expected
+    algos = _algorithms(kept, expected)
     try:
-        read, checksum, multihash = _read(store, location, algo, limit, on_bytes)
+        read, checksum, multihashes = _read(store, location, algos, limit, on_bytes)
     except (exceptions.FsstoreError, OSError) as exc:
         return ImageCheck(image_id, location, Verdict.UNREADABLE, str(exc), 0)
-    actual = KeptDigests(checksum, multihash, algo, read)
-    verdict, detail = Verdict.OK, ""
-    if kept is not None:
-        verdict, detail = _judge(kept, actual)
-    if verdict is Verdict.OK and expected is not None:
-        verdict, detail = _against_expected(expected, actual)
+    verdict, detail = _verdict(kept, expected, read, checksum, multihashes)
     if kept is None and verdict is Verdict.OK:
+        actual = KeptDigests(checksum, multihashes[algos[0]], algos[0], read)
         if record:
             verdict, detail = _record(store, location, actual)
         elif expected is None:
             verdict, detail = Verdict.UNVERIFIABLE, "no digests were kept for it"
     return ImageCheck(image_id, location, verdict, detail, read)
+
+
+def _algorithms(kept: KeptDigests | None, expected: Expected | None) -> list[str]:
+    """The multihash algorithms to compute while reading: the kept one
+    first (or, with nothing kept, the one digests would be recorded in),
+    then the expected one if it differs."""
+    algos = [] if kept is None else [kept.hashing_algo]
+    if expected is not None and expected.hashing_algo not in algos:
+        algos.append(expected.hashing_algo)
+    return algos or [DEFAULT_HASHING_ALGO]
+
+
+def _verdict(
+    kept: KeptDigests | None,
+    expected: Expected | None,
+    read: int,
+    checksum: str,
+    multihashes: dict[str, str],
+) -> tuple[Verdict, str]:
+    """The verdict on bytes read whose digests are these. Bytes that match
+    either what was kept or what was expected are never corrupt."""
+    kept_differs = None
+    if kept is not None:
+        actual = KeptDigests(checksum, multihashes[kept.hashing_algo], "", read)
+        kept_differs = differs(kept, actual._replace(hashing_algo=kept.hashing_algo))
+    expected_differs = None
+    if expected is not None:
+        expected_differs = _expected_differs(expected, checksum, multihashes)
+    if kept is not None and expected is not None:
+        if kept_differs is None and expected_differs is not None:
+            return (
+                Verdict.CONFLICT,
+                f"it matches the digests kept with it, not the expected ones: "
+                f"{expected_differs}",
+            )
+        if kept_differs is not None and expected_differs is None:
+            return (
+                Verdict.CONFLICT,
+                f"it matches the expected digests, not the ones kept with it: "
+                f"{kept_differs}",
+            )
+    if kept is not None and kept_differs is not None:
+        if read < kept.size:
+            return Verdict.TRUNCATED, kept_differs
+        return Verdict.CORRUPT, kept_differs
+    if expected_differs is not None:
+        return Verdict.CORRUPT, expected_differs
+    return Verdict.OK, ""
 
 
 def _record(store: Store, location: str, actual: KeptDigests) -> tuple[Verdict, str]:
@@ -216,57 +321,116 @@ def _record(store: Store, location: str, actual: KeptDigests) -> tuple[Verdict, 
     return Verdict.RECORDED, "digests kept now"
 
 
-def _judge(kept: KeptDigests, actual: KeptDigests) -> tuple[Verdict, str]:
-    difference = differs(kept, actual)
-    if difference is None:
-        return Verdict.OK, ""
-    if actual.size < kept.size:
-        return Verdict.TRUNCATED, difference
-    return Verdict.CORRUPT, difference
+def _expected_differs(
+    expected: Expected, checksum: str, multihashes: dict[str, str]
+) -> str | None:
+    """How the digests read differ from ``expected``, in words; None when
+    they do not."""
+    if expected.checksum is not None and expected.checksum != checksum:
+        return f"md5 {checksum}, {expected.checksum} was expected"
+    actual = multihashes[expected.hashing_algo]
+    if expected.multihash is not None and expected.multihash != actual:
+        return f"{expected.hashing_algo} {actual}, {expected.multihash} was expected"
+    return None
 
 
-def _against_expected(expected: Expected, actual: KeptDigests) -> tuple[Verdict, str]:
-    if expected.checksum and expected.checksum.lower() != actual.checksum:
-        return (
-            Verdict.CORRUPT,
-            f"md5 {actual.checksum}, {expected.checksum} was expected",
-        )
-    if expected.multihash and expected.multihash.lower() != actual.multihash:
-        return (
-            Verdict.CORRUPT,
-            f"{actual.hashing_algo} {actual.multihash}, {expected.multihash} "
-            "was expected",
-        )
-    return Verdict.OK, ""
+class _BadRow(Exception):
+    """Why one row of an expected-digests file is not usable."""
 
 
 def load_expected(path: Path) -> dict[str, Expected]:
     """Expected digests by image id, from JSON (a list of objects) or CSV
     (with a header row). Fields: ``id``, ``checksum``, ``multihash`` or
     ``os_hash_value``, ``hashing_algo`` or ``os_hash_algo`` (default
-    sha512): the columns of Glance's ``images`` table."""
+    sha512): the columns of Glance's ``images`` table.
+
+    The whole file is checked before it is returned, so that a scrub never
+    stops at the image of a bad row after reading the ones before it:
+    anything unusable is Invalid, in one line naming the file and the row.
+    """
     try:
-        text = path.read_text()
+        body = path.read_bytes()
     except OSError as exc:
         raise exceptions.Invalid(f"cannot read {path}: {exc.strerror}") from None
+
+    def unusable(why: str) -> exceptions.Invalid:
+        return exceptions.Invalid(f"expected digests in {path} are not usable: {why}")
+
     try:
-        if path.suffix.lower() == ".csv":
-            rows: list[Any] = list(csv.DictReader(io.StringIO(text)))
-        else:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise unusable(f"byte {exc.start} is not UTF-8 text") from None
+    if path.suffix.lower() == ".csv":
+        rows: Iterable[object] = _csv_rows(text)
+    else:
+        try:
             rows = json.loads(text)
+        except RecursionError:
+            raise unusable("JSON nested too deeply") from None
+        except ValueError as exc:
+            raise unusable(f"not JSON ({exc})") from None
         if not isinstance(rows, list):
-            raise ValueError("not a list of images")
-        return {str(row["id"]): _expected(row) for row in rows}
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise exceptions.Invalid(
-            f"expected digests in {path} are not usable: {exc!r}"
-        ) from None
+            raise unusable("not a list of images")
+    found: dict[str, Expected] = {}
+    numbered = enumerate(rows, 1)
+    n = 1
+    try:
+        for n, row in numbered:
+            image_id, wanted = _expected(row)
+            if found.setdefault(image_id, wanted) != wanted:
+                raise _BadRow(
+                    f"image {_shown(image_id)} is listed before with other digests"
+                )
+            n += 1  # a CSV row that does not parse is the next one
+    except (_BadRow, csv.Error) as exc:
+        raise unusable(f"row {n}: {exc}") from None
+    return found
 
 
-def _expected(row: dict[str, Any]) -> Expected:
-    multihash = row.get("multihash") or row.get("os_hash_value") or None
-    algo = row.get("hashing_algo") or row.get("os_hash_algo") or DEFAULT_HASHING_ALGO
-    return Expected(row.get("checksum") or None, multihash, str(algo))
+def _csv_rows(text: str) -> Iterator[dict[str | None, object]]:
+    # The header is not a row: rows count from the first below it.
+    yield from csv.DictReader(io.StringIO(text, newline=""))
+
+
+def _field(row: dict[Any, object], *names: str) -> tuple[str, object]:
+    """The first of ``names`` that ``row`` gives a value (an empty CSV cell
+    gives none), with that value; two that differ are a bad row."""
+    given = [(name, row[name]) for name in names if row.get(name) not in (None, "")]
+    if len({json.dumps(value, sort_keys=True) for _, value in given}) > 1:
+        (first, _), (second, _) = given[:2]
+        raise _BadRow(f"{first} and {second} differ")
+    return given[0] if given else (names[0], None)
+
+
+def _expected(row: object) -> tuple[str, Expected]:
+    if not isinstance(row, dict):
+        raise _BadRow(f"{_shown(row)} is not an object with an id")
+    image_id = row.get("id")
+    if image_id is None or image_id == "":
+        raise _BadRow("it has no id")
+    problem = image_id_problem(image_id)
+    if problem is not None:
+        raise _BadRow(f"id {_shown(image_id)}: {problem}")
+    assert isinstance(image_id, str)
+    named = f"image {_shown(image_id)}: "
+    algo_name, algo = _field(row, "hashing_algo", "os_hash_algo")
+    if algo is None:
+        algo = DEFAULT_HASHING_ALGO
+    problem = _algo_problem(algo)
+    if problem is not None:
+        raise _BadRow(f"{named}{algo_name} {problem}")
+    assert isinstance(algo, str)
+    checksum_name, checksum = _field(row, "checksum")
+    multihash_name, multihash = _field(row, "multihash", "os_hash_value")
+    for name, value, of in (
+        (checksum_name, checksum, "md5"),
+        (multihash_name, multihash, algo),
+    ):
+        if value is not None and (problem := _digest_problem(value, of)) is not None:
+            raise _BadRow(f"{named}{name} {problem}")
+    assert checksum is None or isinstance(checksum, str)
+    assert multihash is None or isinstance(multihash, str)
+    return image_id, Expected(checksum, multihash, algo)
 
 
 def _load_checkpoint(path: Path) -> list[ImageCheck]:

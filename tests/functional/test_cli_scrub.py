@@ -91,3 +91,36 @@ def test_record_and_expected_from_the_command(conf, tmp_path):  # noqa: F811
     assert run(*conf, "scrub", *checkpoint).stdout.decode().endswith("1 ok\n")
     bad = run(*conf, "scrub", "--expected", str(tmp_path / "none.csv"))
     assert bad.returncode == 1 and b"cannot read" in bad.stderr
+
+
+def _three_images(conf, tmp_path) -> list[dict]:  # noqa: F811
+    added = []
+    for i in range(3):
+        src = tmp_path / f"src{i}"
+        src.write_bytes(payload(10_000, seed=i))
+        added.append(add_json(conf, "--id", f"img{i}", str(src)))
+    return added
+
+
+def test_expected_of_the_wrong_type_is_refused_before_any_read(conf, tmp_path):  # noqa: F811
+    added = _three_images(conf, tmp_path)
+    expected = tmp_path / "glance.json"
+    expected.write_text(
+        json.dumps(
+            [
+                {"id": "img0", "checksum": added[0]["checksum"]},
+                {"id": "img1", "checksum": 12345},
+            ]
+        )
+    )
+    checkpoint = tmp_path / "scrub.json"
+    proc = run(
+        *conf, "scrub", "--expected", str(expected), "--checkpoint", str(checkpoint)
+    )
+    err = proc.stderr.decode()
+    assert proc.returncode == 1, err
+    assert len(err.splitlines()) == 1, err
+    assert "row 2" in err and "checksum" in err and "12345" in err, err
+    assert "Error" not in err and "Traceback" not in err, err
+    assert not checkpoint.exists()  # nothing was read
+    assert proc.stdout == b""

@@ -264,7 +264,8 @@ def test_expected_digests_name_what_differs(damaged, tmp_path):
     }
     assert verdicts["stripped"] is Verdict.RECORDED
     assert verdicts["whole"] is Verdict.OK
-    assert verdicts["also-whole"] is Verdict.CORRUPT
+    # It matches what was kept: not corrupt, but a conflict (a failure too).
+    assert verdicts["also-whole"] is Verdict.CONFLICT
     assert verdicts["empty"] is Verdict.OK  # no expectation: what was kept
 
 
@@ -313,3 +314,55 @@ def test_a_fifo_at_an_image_name_neither_hangs_nor_gets_digests(
     assert outcome[0] is None
     assert "is not an image file" in str(outcome[1])
     assert os.listxattr(tmp_path / "images" / "planted") == []
+
+
+# -- expected digests in another algorithm than the kept ones ------------------------
+
+
+def _glance_row(image_id: str, data: bytes, algo: str, **changed: str) -> dict:
+    return {
+        "id": image_id,
+        "checksum": hashlib.md5(data).hexdigest(),
+        "os_hash_algo": algo,
+        "os_hash_value": hashlib.new(algo, data).hexdigest(),
+        **changed,
+    }
+
+
+def test_expected_in_another_algorithm_is_computed_in_the_same_pass(
+    make_fs_store, tmp_path
+):
+    store = make_fs_store()
+    data = {f"img{i}": payload(3 * 1024 * 1024 + i, seed=i) for i in range(3)}
+    for image_id, body in data.items():
+        _add(store, image_id, body)  # kept: sha512
+    listed = tmp_path / "expected.json"
+    listed.write_text(
+        json.dumps(
+            [
+                _glance_row("img0", data["img0"], "sha256"),
+                _glance_row("img1", data["img1"], "sha384"),
+                _glance_row("img2", data["img2"], "sha256", os_hash_value="0" * 64),
+            ]
+        )
+    )
+    report = scrub(store, expected=load_expected(listed))
+    checks = {c.image_id: c for c in report.checks}
+    assert checks["img0"].verdict is Verdict.OK
+    assert checks["img1"].verdict is Verdict.OK
+    # The bytes match what was kept: never corrupt, but Glance disagrees.
+    assert checks["img2"].verdict is Verdict.CONFLICT
+    assert "sha256" in checks["img2"].detail and "0" * 64 in checks["img2"].detail
+    assert report.bytes_read == sum(len(body) for body in data.values())  # one pass
+
+
+def test_bytes_that_match_the_expected_digests_are_never_corrupt(damaged, tmp_path):
+    # "replaced" has the kept digests of other bytes; Glance's are of these.
+    body = payload(5000, seed=99)
+    listed = tmp_path / "expected.json"
+    listed.write_text(json.dumps([_glance_row("replaced", body, "sha256")]))
+    report = scrub(damaged, expected=load_expected(listed))
+    [check] = [c for c in report.checks if c.image_id == "replaced"]
+    assert check.verdict is Verdict.CONFLICT
+    assert "kept" in check.detail
+    assert report.failed
