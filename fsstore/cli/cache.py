@@ -16,6 +16,7 @@ from fsstore.cli.command import (
     positive,
 )
 from fsstore.cli.output import EXIT_FAILED, Result, human_size, progress, table, when
+from fsstore.store import validate_image_id
 
 
 def cmd_list(args: argparse.Namespace, ctx: Context) -> Result:
@@ -51,6 +52,17 @@ def _why_not_queued(ctx: Context, image_id: str) -> str:
 
 
 def cmd_queue(args: argparse.Namespace, ctx: Context) -> Result:
+    # `cache prefetch` reads a queued image from the location it was queued
+    # with and knows no other (it has no image service to ask), so an entry
+    # without one, or with one no configured store accepts, could only fail
+    # later: refused now.
+    validate_image_id(args.image_id)
+    store, location = ctx.registry.store_for(args.location)
+    if not store.owns(location):
+        raise exceptions.Forbidden(
+            f"image {args.image_id} was not queued: location {location.uri} "
+            "belongs to none of the configured stores"
+        )
     queued = ctx.cache.queue_image(
         args.image_id,
         location=args.location,
@@ -176,7 +188,11 @@ CACHE = Command(
             cmd_queue,
             (
                 _ID,
-                arg("--location", help="the image's store location URI"),
+                arg(
+                    "--location",
+                    required=True,
+                    help="the image's store location URI, where prefetch reads it",
+                ),
                 arg("--checksum", metavar="MD5"),
                 arg("--multihash", metavar="HEX"),
                 arg("--hashing-algo", type=hashing_algo),

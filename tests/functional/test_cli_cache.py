@@ -61,7 +61,8 @@ def test_queue_prefetch_list_delete(conf, tmp_path):
         )
     assert js(conf, "queued") == ["img0", "img1", "img2"]
     assert ok(*conf, "cache", "queued").stdout.decode().split() == list(images)
-    fails(1, *conf, "cache", "queue", "img0", match="queued already")
+    again = ["cache", "queue", "img0", "--location", f"file://{tmp_path}/images/img0"]
+    fails(1, *conf, *again, match="queued already")
     report = js(conf, "prefetch")
     assert report == {"cached": sorted(images), "failed": {}, "skipped": []}
     assert js(conf, "queued") == []
@@ -76,7 +77,7 @@ def test_queue_prefetch_list_delete(conf, tmp_path):
         "size": sum(map(len, images.values())),
         "max_size": 1000000,
     }
-    fails(1, *conf, "cache", "queue", "img0", match="it is cached")
+    fails(1, *conf, *again, match="it is cached")
     assert js(conf, "delete", "img0") == {"image_id": "img0", "deleted": True}
     fails(1, *conf, "cache", "delete", "img0", match="not cached")
     assert js(conf, "delete-all") == {"deleted": 2}
@@ -107,12 +108,28 @@ def test_prefetch_reports_failures_and_goes_on(conf, tmp_path):
     assert js(conf, "clean") == {"invalid": 1, "incomplete": 0}
 
 
-def test_queue_management(conf):
+def test_queue_management(conf, tmp_path):
     for image_id in ["a", "b", "c"]:
-        ok(*conf, "cache", "queue", image_id)
+        location = f"file://{tmp_path}/images/{image_id}"
+        ok(*conf, "cache", "queue", image_id, "--location", location)
     assert js(conf, "delete-queued", "b") == {"image_id": "b", "dequeued": True}
     fails(1, *conf, "cache", "delete-queued", "b", match="not queued")
     assert js(conf, "delete-all-queued") == {"dequeued": 2}
+
+
+def test_queue_needs_a_location_the_stores_accept(conf, tmp_path):
+    # The prefetcher reads a queued image from the location it was queued
+    # with and from nowhere else: without one, or with one no configured
+    # store accepts, the entry could only ever fail, so it is not made.
+    fails(2, *conf, "cache", "queue", "img", match="--location")
+    for location, match in [
+        ("file:///etc/passwd", "/etc/passwd"),
+        ("nosuch://host/img", "'nosuch'"),
+        (f"file://{tmp_path}/images/../outside", "outside"),
+    ]:
+        fails(1, *conf, "cache", "queue", "img", "--location", location, match=match)
+    assert js(conf, "queued") == []
+    assert os.listdir(tmp_path / "cache" / "queue") == []
 
 
 def test_prune_and_check(conf, driver, tmp_path):
@@ -165,7 +182,7 @@ def test_prune_and_check(conf, driver, tmp_path):
     ("args", "match"),
     [
         (["cache", "delete", "../x"], "'../x'"),
-        (["cache", "queue", "a/b"], "'a/b'"),
+        (["cache", "queue", "a/b", "--location", "file:///x/a/b"], "'a/b'"),
         (["cache", "nosuch"], "invalid choice"),
         (["cache", "clean", "--stall-time", "-1"], "negative"),
     ],
