@@ -111,6 +111,44 @@ def translated(fn: Callable[..., T]) -> Callable[..., T]:
     return wrapper
 
 
+# A location the store refuses (outside its data directories or bucket, a
+# symlink, a name of the store's own) is fsstore's Forbidden. glance_store's
+# Forbidden is what it stays, for any caller; but Glance 33 handles it on
+# none of the paths that reach a location by its URL but the image delete,
+# and answers 500. Each class below is also the error that path does handle.
+
+
+class RefusedLocationSize(gs_exceptions.BadStoreUri, gs_exceptions.Forbidden):
+    """get_size of a refused location. Glance sizes a location before it
+    accepts one (glance/quota, then glance/location.py), handling only
+    NotFound, UnknownScheme and BadStoreUri: a BadStoreUri is its 400."""
+
+
+class RefusedLocationRead(gs_exceptions.StoreGetNotSupported, gs_exceptions.Forbidden):
+    """get of a refused location already in Glance's database. Glance's
+    download handles NotFound (which it answers with 204, as if the image
+    had no data), StoreGetNotSupported (400) and RemoteServiceUnavailable."""
+
+
+def refused_as(
+    glance_cls: type[Exception],
+) -> Callable[[Callable[..., T]], Callable[..., T]]:
+    """Raise ``glance_cls`` (message kept) for fsstore's Forbidden; under
+    :func:`translated`, which leaves it as it is."""
+
+    def decorate(fn: Callable[..., T]) -> Callable[..., T]:
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> T:
+            try:
+                return fn(*args, **kwargs)
+            except exceptions.Forbidden as exc:
+                raise glance_cls(str(exc)) from exc
+
+        return wrapper
+
+    return decorate
+
+
 class _StoreLocation(glance_store.location.StoreLocation):
     """A location parsed by fsstore's rules for its scheme."""
 
@@ -209,6 +247,7 @@ class _Adapter(glance_store.driver.Store):
 
     @capabilities.check
     @translated
+    @refused_as(RefusedLocationRead)
     def get(
         self,
         location: Any,
@@ -219,6 +258,7 @@ class _Adapter(glance_store.driver.Store):
         return self.store.get(self._uri(location), offset, chunk_size)
 
     @translated
+    @refused_as(RefusedLocationSize)
     def get_size(self, location: Any, context: Any = None) -> int:
         return self.store.get_size(self._uri(location))
 

@@ -28,6 +28,25 @@ def error_name(fn, *args, **kwargs) -> str | None:
     return None
 
 
+def kinds(fn, *args, **kwargs) -> list[str] | None:
+    """The glance_store exception classes the error of a call is an
+    instance of (what a caller's except clauses see), sorted."""
+    import glance_store.exceptions as gse
+
+    try:
+        fn(*args, **kwargs)
+    except Exception as exc:
+        return sorted(
+            name
+            for name, cls in vars(gse).items()
+            if isinstance(cls, type)
+            and issubclass(cls, gse.GlanceStoreException)
+            and cls is not gse.GlanceStoreException
+            and isinstance(exc, cls)
+        )
+    return None
+
+
 def setup_multi(conf_file: str) -> None:
     import glance_store.multi_backend as mb
 
@@ -88,9 +107,9 @@ def hostile_locations(conf_file: str, backend: str, *uris: str) -> dict[str, Any
     out = {}
     for uri in uris:
         out[uri] = {
-            "get": error_name(mb.get, uri, backend),
-            "size": error_name(mb.get_size_from_uri_and_backend, uri, backend),
-            "delete": error_name(mb.delete, uri, backend),
+            "get": kinds(mb.get, uri, backend),
+            "size": kinds(mb.get_size_from_uri_and_backend, uri, backend),
+            "delete": kinds(mb.delete, uri, backend),
         }
     return out
 
@@ -188,7 +207,11 @@ def single(conf_file: str) -> dict[str, Any]:
     out["duplicate"] = error_name(
         backend.add_to_backend, CONF, "one", io.BytesIO(b"x"), 1
     )
-    out["passwd"] = error_name(backend.get_from_backend, "file:///etc/passwd")
+    out["passwd"] = {
+        "get": kinds(backend.get_from_backend, "file:///etc/passwd"),
+        "size": kinds(backend.get_size_from_backend, "file:///etc/passwd"),
+        "delete": kinds(backend.delete_from_backend, "file:///etc/passwd"),
+    }
     backend.delete_from_backend(location)
     out["after_delete"] = error_name(backend.get_size_from_backend, location)
     return out

@@ -11,6 +11,7 @@ the truth.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import sqlite3
 import uuid
@@ -22,6 +23,7 @@ import pytest
 
 from tests.functional.test_s3 import make_store, objects, s3_options
 from tests.glance_api import GlanceAPI
+from tests.helpers import tree
 
 BACKENDS = ["fast", "cloud"]
 # Large enough to take several reads of glance_store's 64 KiB chunks and,
@@ -239,3 +241,184 @@ def test_stores_detail_fails_in_glance_for_any_unknown_type(glance):
     detail = glance.request("GET", "/v2/info/stores/detail")
     assert detail.status == 500
     assert "TypeError" in glance.log_tail(200)
+
+
+# -- locations the stores refuse ---------------------------------------------------
+#
+# Glance lets a user set an image's locations (PATCH /locations, with
+# show_multiple_locations). Before it looks at a location it asks the store
+# for the size (glance/quota: get_size, handling only NotFound, UnknownScheme
+# and BadStoreUri), then checks it (glance/location.py: the same three). A
+# location fsstore refuses must come back as a 4xx there, and as a 4xx when
+# a location already in Glance's database is read or deleted.
+
+MODES = ["single", "multi"]
+
+
+@pytest.fixture(scope="module", params=MODES)
+def locations_glance(
+    request: pytest.FixtureRequest,
+    tmp_path_factory: pytest.TempPathFactory,
+    s3_endpoint: str,
+) -> Iterator[GlanceAPI]:
+    """A Glance whose users may set locations: fsstore_file (`fast`) and
+    fsstore_s3 (`cloud`), in single-store or multi-store mode."""
+    mode = request.param
+    work = tmp_path_factory.mktemp(f"glance-{mode}")
+    data = work / "data"
+    cloud = s3_options(s3_endpoint, f"{mode}-{uuid.uuid4().hex[:12]}")
+    fast = {"filesystem_store_datadir": str(data / "fast")}
+    sections: dict[str, dict[str, str]]
+    if mode == "single":
+        sections = {
+            "DEFAULT": {"show_multiple_locations": "true"},
+            "glance_store": {
+                "stores": "fsstore_file, fsstore_s3",
+                "default_store": "file",
+                **fast,
+                **cloud,
+            },
+        }
+    else:
+        sections = {
+            "DEFAULT": {
+                "enabled_backends": "fast:fsstore_file, cloud:fsstore_s3",
+                "show_multiple_locations": "true",
+            },
+            "glance_store": {"default_backend": "fast"},
+            "fast": fast,
+            "cloud": cloud,
+        }
+    api = GlanceAPI(work, sections)
+    api.start()
+    yield api
+    api.stop()
+
+
+def refused_locations(
+    glance: GlanceAPI, s3_endpoint: str, outside: Path
+) -> dict[str, dict[str, Any]]:
+    """Locations fsstore refuses, each with the store a user may tag it with
+    in multi-store mode: outside the data directory (by path, by `..`, by a
+    symlink planted in it), outside the bucket, and the store's own claims."""
+    fast = datadir(glance, "fast")
+    host = s3_endpoint.split("://", 1)[1]
+    group = "cloud" if "cloud" in glance.sections else "glance_store"
+    bucket = glance.sections[group]["s3_store_bucket"]
+    return {
+        "passwd": {"url": "file:///etc/passwd", "store": "fast"},
+        "dotdot": {"url": f"file://{fast}/../../outside/secret", "store": "fast"},
+        "symlink": {"url": f"file://{fast}/planted-link", "store": "fast"},
+        "other-bucket": {"url": f"s3://{host}/not-the-bucket/key", "store": "cloud"},
+        "claims": {"url": f"s3://{host}/{bucket}/.fsstore-claims/x", "store": "cloud"},
+    }
+
+
+@pytest.fixture
+def outside(locations_glance: GlanceAPI) -> Path:
+    """A file outside the data directory, and a symlink to it planted in it."""
+    secret = locations_glance.workdir / "outside" / "secret"
+    secret.parent.mkdir(exist_ok=True)
+    secret.write_bytes(b"not an image")
+    fast = datadir(locations_glance, "fast")
+    fast.mkdir(parents=True, exist_ok=True)
+    link = fast / "planted-link"
+    if not link.is_symlink():
+        link.symlink_to(secret)
+    return secret
+
+
+def location_value(case: dict[str, Any], tagged: bool) -> dict[str, Any]:
+    metadata = {"store": case["store"]} if tagged else {}
+    return {"url": case["url"], "metadata": metadata}
+
+
+def patch(glance: GlanceAPI, image_id: str, changes: list[Any]) -> Any:
+    return glance.request(
+        "PATCH",
+        f"/v2/images/{image_id}",
+        changes,
+        {"Content-Type": "application/openstack-images-v2.1-json-patch"},
+    )
+
+
+def snapshot(glance: GlanceAPI, outside: Path) -> Any:
+    fast = datadir(glance, "fast")
+    return (
+        tree(fast),
+        outside.read_bytes(),
+        os.readlink(fast / "planted-link"),
+    )
+
+
+def tagged_variants(glance: GlanceAPI) -> list[bool]:
+    # In multi-store mode a user may tag a location with a backend, which
+    # sends it to that backend's driver whatever its URL.
+    return (
+        [False, True] if "enabled_backends" in glance.sections["DEFAULT"] else [False]
+    )
+
+
+CASES = ["passwd", "dotdot", "symlink", "other-bucket", "claims"]
+
+
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("op", ["replace", "add"])
+def test_setting_a_refused_location_is_a_4xx(
+    locations_glance, s3_endpoint, outside, case, op
+):
+    glance = locations_glance
+    before = snapshot(glance, outside)
+    for tagged in tagged_variants(glance):
+        image_id = glance.create_image()
+        value = location_value(
+            refused_locations(glance, s3_endpoint, outside)[case], tagged
+        )
+        change = (
+            {"op": "replace", "path": "/locations", "value": [value]}
+            if op == "replace"
+            else {"op": "add", "path": "/locations/-", "value": value}
+        )
+        response = patch(glance, image_id, [change])
+        assert 400 <= response.status < 500, (
+            tagged,
+            response.status,
+            response.body[:300],
+            glance.log_tail(30),
+        )
+        image = glance.image(image_id)
+        assert image["status"] == "queued"
+        assert image["locations"] == []
+        assert image["size"] is None
+    assert snapshot(glance, outside) == before
+
+
+def set_location(glance: GlanceAPI, image_id: str, url: str, store: str) -> None:
+    """Point an image's location elsewhere behind Glance's back, as a
+    location written before fsstore (or by hand) would be."""
+    meta = json.dumps({"store": store} if tagged_variants(glance)[-1] else {})
+    with sqlite3.connect(glance.database) as db:
+        changed = db.execute(
+            "UPDATE image_locations SET value = ?, meta_data = ? "
+            "WHERE image_id = ? AND status = 'active'",
+            (url, meta, image_id),
+        ).rowcount
+    assert changed == 1
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_reading_and_deleting_a_refused_location_is_a_4xx(
+    locations_glance, s3_endpoint, outside, case
+):
+    glance = locations_glance
+    image_id = glance.create_image()
+    glance.upload(image_id, b"real image data")
+    before = snapshot(glance, outside)
+    location = refused_locations(glance, s3_endpoint, outside)[case]
+    set_location(glance, image_id, location["url"], location["store"])
+
+    download = glance.request("GET", f"/v2/images/{image_id}/file")
+    assert 400 <= download.status < 500, (download.status, download.body[:300])
+    deleted = glance.request("DELETE", f"/v2/images/{image_id}")
+    assert 400 <= deleted.status < 500, (deleted.status, deleted.body[:300])
+    assert snapshot(glance, outside) == before
