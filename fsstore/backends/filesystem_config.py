@@ -195,6 +195,35 @@ def load_metadata(store_name: str, path: str) -> list[dict[str, Any]]:
     return entries
 
 
+def metadata_for(entries: list[dict[str, Any]], path: str) -> dict[str, Any]:
+    """The metadata of an image at ``path``: a copy of the first entry of
+    ``filesystem_store_metadata_file`` whose mountpoint holds it, {} if none.
+
+    glance_store's rule, on directory boundaries as the option's help says:
+    glance_store compares strings, so its mountpoint /srv/imag claims the
+    images of /srv/images.
+    """
+    for entry in entries:
+        if holds(entry["mountpoint"], path):
+            return dict(entry)
+    return {}
+
+
+def holds(mountpoint: str, path: str) -> bool:
+    """Whether ``path`` is ``mountpoint`` or below it, component by
+    component: /srv/images holds /srv/images/x and /srv/images/ does too;
+    /srv/imag holds neither. Repeated and trailing slashes, and ``.``, do
+    not count; ``..`` is taken as written (lexically), as glance_store
+    takes the whole mountpoint."""
+
+    def parts(p: str) -> tuple[bool, list[str]]:
+        absolute = p.startswith("/")
+        return absolute, [c for c in os.path.normpath(p).split("/") if c]
+
+    (mount_abs, mount), (path_abs, below) = parts(mountpoint), parts(path)
+    return mount_abs == path_abs and below[: len(mount)] == mount
+
+
 def _non_string_value(value: Any, key: str = "") -> str | None:
     """The key of the first value that is not a string, list or dict."""
     if isinstance(value, dict):

@@ -157,9 +157,16 @@ def test_metadata_file_dict(make_fs_store, tmp_path):
     }
 
 
-def test_metadata_file_list_matches_as_glance_store_does(make_fs_store, tmp_path):
-    # glance_store's rule: the first entry, in the file's order, whose
-    # mountpoint the image's path starts with (as a string).
+@pytest.mark.xfail(
+    strict=True,
+    reason="FilesystemStore._metadata_for (filesystem.py) still compares "
+    "strings; it must use filesystem_config.metadata_for",
+)
+def test_metadata_file_list_matches_on_directory_boundaries(make_fs_store, tmp_path):
+    # glance_store's rule, the first entry in the file's order whose
+    # mountpoint holds the image's path, on directory boundaries as the
+    # option's help says: glance_store compares strings, so its
+    # mountpoint .../imag claims the images of .../images.
     images = tmp_path / "images"
     meta = tmp_path / "meta.json"
     meta.write_text(
@@ -167,12 +174,13 @@ def test_metadata_file_list_matches_as_glance_store_does(make_fs_store, tmp_path
             [
                 {"id": "elsewhere", "mountpoint": "/nonexistent"},
                 {"id": "prefix", "mountpoint": str(tmp_path / "imag")},
+                {"id": "name-prefix", "mountpoint": str(images / "im")},
                 {"id": "exact", "mountpoint": str(images) + "/"},
             ]
         )
     )
     store = make_fs_store(filesystem_store_metadata_file=str(meta))
-    assert add(store, "x", b"1").metadata["id"] == "prefix"
+    assert add(store, "img", b"1").metadata["id"] == "exact"
     for content in ([{"id": "other", "mountpoint": "/nonexistent"}], []):
         meta.write_text(json.dumps(content))
         store = make_fs_store(

@@ -20,6 +20,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from fsstore import exceptions
+from fsstore.backends.filesystem_config import holds, metadata_for
 from fsstore.backends.s3_config import parse_endpoint
 from fsstore.cli.main import main as fsstore_main
 from fsstore.registry import StoreRegistry
@@ -239,3 +240,45 @@ def test_credentials_in_s3_store_host_never_shown_by_the_command(
     tmp_path, user, password
 ):
     check_unshown(tmp_path, command, user, password)
+
+
+# -- filesystem_store_metadata_file: mountpoints on directory boundaries ---------
+
+
+@pytest.mark.parametrize(
+    ("mountpoint", "path", "held"),
+    [
+        ("/srv/imag", "/srv/images/img", False),  # glance_store: True
+        ("/srv/images", "/srv/images/img", True),
+        ("/srv/images/", "/srv/images/img", True),
+        ("/srv/images//", "/srv/images/img", True),
+        ("/srv/images", "/srv/images//img", True),
+        ("/srv/images", "/srv/images/x/img", True),
+        ("/srv/images/x", "/srv/images/img", False),
+        ("/srv/images/x", "/srv/images/xy/img", False),
+        ("/srv/images/x/", "/srv/images/x/img", True),
+        ("/srv/images/img", "/srv/images/img", True),
+        ("/srv/./images", "/srv/images/img", True),
+        ("/", "/srv/images/img", True),
+        ("srv/images", "/srv/images/img", False),  # relative never holds
+        ("/srv/images", "/srv/imagesX", False),
+    ],
+)
+def test_mountpoints_hold_paths_on_directory_boundaries(mountpoint, path, held):
+    assert holds(mountpoint, path) is held
+
+
+def test_metadata_for_takes_the_first_entry_that_holds_the_path():
+    entries = [
+        {"id": "prefix-only", "mountpoint": "/srv/imag"},
+        {"id": "deeper", "mountpoint": "/srv/images/x"},
+        {"id": "images", "mountpoint": "/srv/images/", "extra": ["a"]},
+        {"id": "root", "mountpoint": "/"},
+    ]
+    found = metadata_for(entries, "/srv/images/img")
+    assert found == {"id": "images", "mountpoint": "/srv/images/", "extra": ["a"]}
+    found["id"] = "changed"  # a copy: the configuration stays as it was
+    assert entries[2]["id"] == "images"
+    assert metadata_for(entries, "/srv/images/x/img")["id"] == "deeper"
+    assert metadata_for(entries, "/var/img")["id"] == "root"
+    assert metadata_for(entries[:3], "/var/img") == {}
