@@ -543,3 +543,113 @@ def test_a_file_system_without_capacity_figures_takes_images(
     store = make_fs_store(filesystem_store_datadir=str(images))
     result = store.add("img", iter([b"data"]), 4)
     assert store.get_size(result.location) == 4
+
+
+# -- durability: the order of writes, fsyncs and the link -------------------------
+
+
+class DurabilityLog:
+    """The store's writes, fsyncs and links, in order, each naming the inode
+    it touched (os's functions wrapped: the store calls them through os)."""
+
+    CHANGES = ("write", "pwrite", "ftruncate", "fchmod", "setxattr")
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.events: list[tuple[str, tuple[int, int]]] = []
+        for name in self.CHANGES:
+            monkeypatch.setattr(os, name, self._wrapped(name, getattr(os, name)))
+        monkeypatch.setattr(os, "fsync", self._wrapped("fsync", os.fsync))
+        real_link = os.link
+
+        def link(src: Any, dst: Any, **kwargs: Any) -> None:
+            real_link(src, dst, **kwargs)
+            st = os.stat(dst, dir_fd=kwargs.get("dst_dir_fd"), follow_symlinks=False)
+            self.events.append(("link", (st.st_dev, st.st_ino)))
+
+        monkeypatch.setattr(os, "link", link)
+
+    def _wrapped(self, name: str, real: Any) -> Any:
+        def call(target: Any, *args: Any, **kwargs: Any) -> Any:
+            result = real(target, *args, **kwargs)
+            if isinstance(target, int):  # a descriptor; paths are not the image's
+                st = os.fstat(target)
+                self.events.append((name, (st.st_dev, st.st_ino)))
+            return result
+
+        return call
+
+    def check(self, image: Path) -> None:
+        """The image's data and metadata, then its fsync, then its link, then
+        an fsync of its data directory."""
+        file, directory = (
+            (st.st_dev, st.st_ino) for st in (os.stat(image), os.stat(image.parent))
+        )
+        events = self.events
+        linked = events.index(("link", file))
+        synced = [i for i, e in enumerate(events) if e == ("fsync", file)]
+        changes = [
+            i for i, (n, f) in enumerate(events) if f == file and n in self.CHANGES
+        ]
+        assert synced and synced[-1] < linked, (
+            "the file is not fsync'ed before its link"
+        )
+        assert not changes or changes[-1] < synced[-1], (
+            "the file changes after its fsync"
+        )
+        assert ("fsync", directory) in events[linked + 1 :], (
+            "the data directory is not fsync'ed after the link"
+        )
+
+
+ADD_PATHS = {
+    # file-like, small and of known size: read at once (writepath.one_read_limit)
+    "one-read": lambda data: (io.BytesIO(data), len(data)),
+    "streamed": lambda data: (iter([data[:1000], data[1000:]]), len(data)),
+    "unknown-size": lambda data: (iter([data[:1000], data[1000:]]), 0),
+}
+
+
+@pytest.mark.parametrize("path", [*ADD_PATHS, "pipeline"])
+@pytest.mark.parametrize("ndirs", [1, 2])
+@pytest.mark.parametrize("staging", ["tmpfile", "named"])
+def test_image_is_fsynced_before_its_link_and_its_directory_after(
+    make_fs_store, tmp_path, monkeypatch, staging, ndirs, path
+):
+    store = make_fs_store(
+        staging=staging,
+        filesystem_store_datadirs=[f"{tmp_path / str(i)}:1" for i in range(ndirs)],
+    )
+    assert store.fsync  # the default
+    log = DurabilityLog(monkeypatch)
+    if path == "pipeline":
+        data = payload(6 * MiB + 5)  # past PIPELINE_THRESHOLD, of unknown size
+        source, size = iter([data]), 0
+    else:
+        data = payload(5000)
+        source, size = ADD_PATHS[path](data)
+    result = store.add("img", source, size)
+    image = Path(result.location.removeprefix("file://"))
+    log.check(image)
+    assert image.read_bytes() == data
+
+
+@pytest.mark.parametrize("skipped", ["file", "directory"])
+def test_the_durability_check_catches_a_skipped_fsync(
+    make_fs_store, monkeypatch, skipped
+):
+    # The check above is sharp: a store that skips either fsync fails it.
+    store = make_fs_store()
+    step = store._finish if skipped == "file" else store._publish
+
+    def without_fsync(*args: Any) -> None:
+        store.fsync = False
+        try:
+            step(*args)
+        finally:
+            store.fsync = True
+
+    monkeypatch.setattr(store, step.__name__, without_fsync)
+    log = DurabilityLog(monkeypatch)
+    result = store.add("img", iter([b"data"]), 4)
+    with pytest.raises(AssertionError, match="not fsync'ed"):
+        log.check(Path(result.location.removeprefix("file://")))
