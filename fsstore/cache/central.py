@@ -22,6 +22,21 @@ creates or migrates any: without ``cached_images`` and ``node_reference``
 says to run ``glance-manage db sync``. In an empty database it creates the
 two, Glance's way: a database of fsstore's own.
 
+Lost records. The limit is only as good as the records, so, as for every
+driver, whoever creates the records rebuilds them from the entry files, under
+the cache lock, before anything else counts them: configure records the
+entry files when it finds this node without a record, be it because it
+created the tables (a new, empty database), created the node's row (a new
+``worker_self_reference_url``), or found the row without records (Glance's
+driver registers a node and never looks at the files).
+
+Credentials. No message shows any part of the connection URL from ``://``
+to its last ``@``, nor its query (which may hold a password), and a
+database driver's message has any text equal to the password hidden. A URL
+with an ``@`` other than the one SQLAlchemy ends the password at is refused
+(BadDriverConfiguration): SQLAlchemy would read the rest of the password as
+the host (or the database), which the driver then names in its errors.
+
 Ids. ``image_id`` is VARCHAR(36) (a UUID): a longer id is never an entry of
 this driver (such an image is served, not cached).
 
@@ -37,7 +52,9 @@ import contextlib
 import datetime
 import logging
 import os
+import re
 import threading
+import urllib.parse
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -77,6 +94,82 @@ def register_opts(conf: cfg.ConfigOpts) -> None:
     for group, opt in OPTIONS:
         with contextlib.suppress(cfg.DuplicateOptError):
             conf.register_opt(opt, group=group)
+
+
+_SCHEME = re.compile(r"[\w+]+://")
+
+MISPLACED_AT = (
+    "[database] connection has an '@' that does not end its user name and "
+    "password: write each '@' in them as %40"
+)
+# What SQLAlchemy reads as user name, password and the rest, with one '@'.
+_ONE_AT = re.compile(r"[\w+]+://[^:/@]*(?::[^@]*)?@[^@]*", re.DOTALL)
+
+
+def _credentials_end(url: str) -> tuple[int, int] | None:
+    """Where the text after the scheme starts and where its last ``@`` is,
+    in a URL that may hold credentials; None if it holds none.
+
+    The password may hold anything but an unescaped ``@`` (``/``, ``?``,
+    ``#``, ``:`` included), so the credentials are taken to end at the last
+    ``@`` of the whole URL: an ``@`` in the database name or the query hides
+    more than it needs to, never less. A URL whose host part starts with
+    ``/`` (``sqlite:////path``) has no credentials.
+    """
+    scheme = _SCHEME.match(url)
+    if scheme is None:
+        return None
+    start = scheme.end()
+    at = url.rfind("@", start)
+    if at < 0 or url.startswith("/", start):
+        return None
+    return start, at
+
+
+def shown_url(url: str) -> str:
+    """``url`` as messages show it: from ``://`` to its last ``@`` hidden,
+    without its query, on one line."""
+    scheme = _SCHEME.match(url)
+    if scheme is None:
+        return "(not a URL)"
+    span = _credentials_end(url)
+    rest = url[scheme.end() :] if span is None else "***" + url[span[1] :]
+    rest = rest.partition("?")[0]
+    return scheme.group() + "".join(c if c.isprintable() else "?" for c in rest)
+
+
+def misplaced_at(url: str) -> bool:
+    """Whether an ``@`` of ``url`` is not the one SQLAlchemy ends the
+    credentials at: then part of the password (or user name) would be read
+    as the host or the database, and named in the driver's errors."""
+    return _credentials_end(url) is not None and _ONE_AT.fullmatch(url) is None
+
+
+def secrets_of(url: str) -> list[str]:
+    """The password of ``url`` (as written and decoded) and any password in
+    its query, longest first: what ``scrub`` hides."""
+    found: set[str] = set()
+    span = _credentials_end(url)
+    if span is not None:
+        userinfo = url[span[0] : span[1]]
+        if ":" in userinfo:
+            raw = userinfo.partition(":")[2]
+            found |= {raw, urllib.parse.unquote(raw)}
+        query = url[span[1] :].partition("?")[2]
+    else:
+        query = url.partition("?")[2]
+    for key, value in urllib.parse.parse_qsl(query, keep_blank_values=True):
+        if "pass" in key.lower():
+            found.add(value)
+    return sorted((s for s in found if s), key=len, reverse=True)
+
+
+def scrub(text: str, secrets: Sequence[str]) -> str:
+    """``text`` (a database driver's message) with each secret as ``***``:
+    a driver may repeat what it was given."""
+    for secret in secrets:
+        text = text.replace(secret, "***")
+    return text
 
 
 def _tables() -> tuple[Any, Any, Any]:
@@ -168,13 +261,16 @@ class CentralDbDriver(RecordsDriver):
                 self.NAME, "[DEFAULT] worker_self_reference_url is not set"
             )
         self.node_url = node
+        self.shown_url = shown_url(url)
+        self._secrets = secrets_of(url)
+        if misplaced_at(url):
+            raise exceptions.BadDriverConfiguration(self.NAME, MISPLACED_AT)
         try:
             self.url = sa.engine.make_url(url)
         except Exception:
             raise exceptions.BadDriverConfiguration(
                 self.NAME, "[database] connection is not an SQLAlchemy URL"
             ) from None
-        self.shown_url = self.url.render_as_string(hide_password=True)
         self._metadata, self._nodes, self._records = _tables()
         try:
             self._engine = sa.create_engine(self.url)
@@ -183,22 +279,59 @@ class CentralDbDriver(RecordsDriver):
             self._single = self._engine.execution_options(isolation_level="AUTOCOMMIT")
             self._pid = os.getpid()
             self._hit = HitStatement(self._engine, self._records)
-            self._ensure_tables()
-            self._node_id = self._ensure_node()
-        except exceptions.FsstoreError:
+            self._open_records()
+        except exceptions.BadDriverConfiguration:
             raise
+        except exceptions.FsstoreError as exc:
+            raise exceptions.BadDriverConfiguration(self.NAME, str(exc)) from None
         except Exception as exc:
             raise exceptions.BadDriverConfiguration(
-                self.NAME, f"database {self.shown_url}: {_one_line(exc)}"
+                self.NAME, f"database {self.shown_url}: {self._line(exc)}"
             ) from None
 
-    def _ensure_tables(self) -> None:
+    def _open_records(self) -> None:
+        """Find (or create) the tables and this node's row; record the entry
+        files when the node has no record.
+
+        Race: the records must be whole before anything counts them, so the
+        check, the creation and the rebuild run under the cache lock, which
+        every commit holds. Only a node that has records skips the lock: it
+        needs nothing rebuilt, and a restart of a busy node does not wait
+        for its commits.
+        """
+        if {"cached_images", "node_reference"} <= self._tables_present():
+            node_id = self._find_node()
+            if node_id is not None and self._has_records(node_id):
+                self._node_id = node_id
+                return
+        with self.directory.lock():
+            self._ensure_tables()
+            self._node_id = self._ensure_node()
+            if self._has_records(self._node_id):
+                return
+            files = self.directory.entry_files()
+            if files:
+                self.adopt(files)
+                LOG.info(
+                    "recorded the %d files in %s for %s in %s, which had no "
+                    "records of them",
+                    len(files),
+                    self.directory.base_dir,
+                    self.node_url,
+                    self.shown_url,
+                )
+
+    def _tables_present(self) -> set[str]:
         import sqlalchemy as sa
 
-        present = set(sa.inspect(self._engine).get_table_names())
-        if {"cached_images", "node_reference"} <= present:
+        return set(sa.inspect(self._engine).get_table_names())
+
+    def _ensure_tables(self) -> None:
+        ours = {"cached_images", "node_reference"}
+        present = self._tables_present()
+        if ours <= present:
             return
-        if present:
+        if present - ours:
             raise exceptions.BadDriverConfiguration(
                 self.NAME,
                 f"database {self.shown_url} has no cached_images and "
@@ -206,28 +339,65 @@ class CentralDbDriver(RecordsDriver):
                 "'glance-manage db sync'; fsstore creates them only in an "
                 "empty database",
             )
-        # An empty database: fsstore's own (a standalone cache, the tests).
-        self._metadata.create_all(self._engine)
+        # An empty database (or one with only some of ours, another node
+        # creating them now): fsstore's own, a standalone cache or the tests.
+        try:
+            self._metadata.create_all(self._engine)
+        except Exception:
+            # Race: another node created them between our look and ours.
+            if not ours <= self._tables_present():
+                raise
+            return
         LOG.info("created the cache tables in %s", self.shown_url)
 
-    def _ensure_node(self) -> int:
+    def _find_node(self) -> int | None:
         import sqlalchemy as sa
 
         nodes = self._nodes
         select = sa.select(nodes.c.node_reference_id).where(
             nodes.c.node_reference_url == self.node_url
         )
-        with self._engine.begin() as db:
+        with self._engine.connect() as db:
             found = db.execute(select).scalar()
-            if found is not None:
-                return int(found)
+        return None if found is None else int(found)
+
+    def _ensure_node(self) -> int:
+        import sqlalchemy as sa
+
+        found = self._find_node()
+        if found is not None:
+            return found
         try:
             with self._engine.begin() as db:
-                db.execute(sa.insert(nodes).values(node_reference_url=self.node_url))
+                db.execute(
+                    sa.insert(self._nodes).values(node_reference_url=self.node_url)
+                )
         except sa.exc.IntegrityError:
-            pass  # Race: another process of this node registered it first.
-        with self._engine.begin() as db:
-            return int(db.execute(select).scalar_one())
+            # Race: a process that does not hold our cache lock (Glance's,
+            # or fsstore's for another cache directory) registered it first.
+            pass
+        found = self._find_node()
+        if found is None:
+            raise exceptions.BadDriverConfiguration(
+                self.NAME, f"database {self.shown_url} lost the row of {self.node_url}"
+            )
+        return found
+
+    def _has_records(self, node_id: int) -> bool:
+        import sqlalchemy as sa
+
+        records = self._records
+        select = (
+            sa.select(records.c.id)
+            .where(records.c.node_reference_id == node_id)
+            .limit(1)
+        )
+        with self._engine.connect() as db:
+            return db.execute(select).first() is not None
+
+    def _line(self, exc: BaseException) -> str:
+        """A database error as one line, without any password in it."""
+        return scrub(_one_line(exc), self._secrets)
 
     # -- access ----------------------------------------------------------
 
@@ -272,7 +442,7 @@ class CentralDbDriver(RecordsDriver):
                 if attempt == 1 and getattr(exc, "connection_invalidated", False):
                     continue
                 raise exceptions.BackendException(
-                    f"cache database {self.shown_url}: {_one_line(exc)}"
+                    f"cache database {self.shown_url}: {self._line(exc)}"
                 ) from None
 
     def _mine(self, image_id: str | None = None) -> Any:
@@ -360,7 +530,7 @@ class CentralDbDriver(RecordsDriver):
             self._hit.run(self._node_id, image_id)
         except Exception as exc:
             raise exceptions.BackendException(
-                f"cache database {self.shown_url}: {_one_line(exc)}"
+                f"cache database {self.shown_url}: {self._line(exc)}"
             ) from None
 
     def hits(self, image_id: str) -> int:
@@ -372,6 +542,8 @@ class CentralDbDriver(RecordsDriver):
     def adopt(self, files: dict[str, os.stat_result]) -> None:
         import sqlalchemy as sa
 
+        if not files:
+            return
         rows = [
             {
                 "image_id": image_id,
