@@ -147,7 +147,7 @@ def misplaced_at(url: str) -> bool:
 
 def secrets_of(url: str) -> list[str]:
     """The password of ``url`` (as written and decoded) and any password in
-    its query, longest first: what ``scrub`` hides."""
+    its query, longest first: what ``hide_secrets`` hides."""
     found: set[str] = set()
     span = _credentials_end(url)
     if span is not None:
@@ -164,7 +164,7 @@ def secrets_of(url: str) -> list[str]:
     return sorted((s for s in found if s), key=len, reverse=True)
 
 
-def scrub(text: str, secrets: Sequence[str]) -> str:
+def hide_secrets(text: str, secrets: Sequence[str]) -> str:
     """``text`` (a database driver's message) with each secret as ``***``:
     a driver may repeat what it was given."""
     for secret in secrets:
@@ -397,7 +397,7 @@ class CentralDbDriver(RecordsDriver):
 
     def _line(self, exc: BaseException) -> str:
         """A database error as one line, without any password in it."""
-        return scrub(_one_line(exc), self._secrets)
+        return hide_secrets(_one_line(exc), self._secrets)
 
     # -- access ----------------------------------------------------------
 

@@ -140,7 +140,7 @@ def test_a_password_of_any_characters_leaves_the_message_the_same(tmp_path, pass
     assert unreachable.startswith(head)
     reported = unreachable[len(head) :]
     secrets = central.secrets_of(url(password))
-    assert message(password) == head + central.scrub(reported, secrets)
+    assert message(password) == head + central.hide_secrets(reported, secrets)
 
 
 def test_a_password_a_database_driver_repeats_is_hidden():
@@ -148,7 +148,7 @@ def test_a_password_a_database_driver_repeats_is_hidden():
         "postgresql://glance:s%2Fcr3t-pw@db/glance?password=other-pw"
     )
     text = "auth failed for s/cr3t-pw, s%2Fcr3t-pw and other-pw"
-    assert central.scrub(text, secrets) == "auth failed for ***, *** and ***"
+    assert central.hide_secrets(text, secrets) == "auth failed for ***, *** and ***"
 
 
 # -- records lost with the database or the node ----------------------------------
