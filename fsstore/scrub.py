@@ -17,6 +17,7 @@ unverifiable nothing was kept for it (added before digests were kept,
 recorded     nothing was kept; with ``record`` its digests are kept now
              (trust on first scrub, or on matching the expected ones)
 unreadable   reading it failed
+missing      an id of ``expected`` that the store does not list
 ============ ==========================================================
 
 ``expected`` (see :func:`load_expected`) holds the digests an operator
@@ -28,12 +29,15 @@ pass over the image.
 
 ``rate`` (bytes per second) bounds how fast it reads, so that a scrub does
 not saturate a production disk. With a ``checkpoint`` file the verdicts so
-far are written after the first image, then once a second at most, and at
-the end (atomically: a temporary file renamed over it), so a scrub that was
-interrupted, even by ``kill -9``, resumes after the last image written
-there; the images finished since, and the one it was reading, are read
-again. A checkpoint per image would cost a flushed file write per image,
-which for many small images is more than the reading.
+far are written before the first image, after it, then once a second at
+most, and at the end (whole or not at all, never through a link: see
+fsstore.safefiles), so a scrub that was interrupted, even by ``kill -9``,
+resumes after the last image written there; the images finished since, and
+the one it was reading, are read again. A checkpoint per image would cost a
+flushed file write per image, which for many small images is more than the
+reading. A checkpoint names the store it is of (Store.identity) and the
+options of its scrub, and whether that scrub finished: resuming never
+reports another store's verdicts, nor an earlier finished pass's.
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ import contextlib
 import csv
 import dataclasses
 import enum
+import hashlib
 import io
 import json
 import math
@@ -59,6 +64,7 @@ from fsstore.hashing import (
     differs,
     new_multihash,
 )
+from fsstore.safefiles import NotRegularFile, open_regular, replace_contents
 from fsstore.store import Store, image_id_problem
 
 
@@ -68,13 +74,16 @@ class Verdict(enum.StrEnum):
     CORRUPT = "corrupt"
     TRUNCATED = "truncated"
     CONFLICT = "conflict"
+    MISSING = "missing"
     UNVERIFIABLE = "unverifiable"
     UNREADABLE = "unreadable"
 
 
 CHECKPOINT_EVERY = 1.0  # seconds
 
-FAILED = frozenset({Verdict.CORRUPT, Verdict.TRUNCATED, Verdict.CONFLICT})
+FAILED = frozenset(
+    {Verdict.CORRUPT, Verdict.TRUNCATED, Verdict.CONFLICT, Verdict.MISSING}
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,6 +102,9 @@ class ImageCheck:
 class ScrubReport:
     checks: list[ImageCheck] = dataclasses.field(default_factory=list)
     resumed: int = 0  # how many of the checks an earlier scrub made
+    # What of the store could not be reached (Store.unavailable).
+    unavailable: list[str] = dataclasses.field(default_factory=list)
+    notes: list[str] = dataclasses.field(default_factory=list)
 
     @property
     def bytes_read(self) -> int:
@@ -100,8 +112,9 @@ class ScrubReport:
 
     @property
     def failed(self) -> bool:
-        """Whether any image is corrupt, truncated or in conflict."""
-        return any(c.verdict in FAILED for c in self.checks)
+        """Whether any image is corrupt, truncated, in conflict or missing,
+        or part of the store could not be reached."""
+        return bool(self.unavailable) or any(c.verdict in FAILED for c in self.checks)
 
     def counts(self) -> dict[str, int]:
         counts = {v.value: 0 for v in Verdict}
@@ -115,6 +128,8 @@ class ScrubReport:
             "counts": self.counts(),
             "bytes_read": self.bytes_read,
             "resumed": self.resumed,
+            "unavailable": self.unavailable,
+            "notes": self.notes,
         }
 
 
@@ -433,10 +448,58 @@ def _expected(row: object) -> tuple[str, Expected]:
     return image_id, Expected(checksum, multihash, algo)
 
 
-def _load_checkpoint(path: Path) -> list[ImageCheck]:
+@dataclasses.dataclass(frozen=True)
+class _Pass:
+    """What a checkpoint belongs to: one store (Store.identity), scrubbed
+    with one set of expected digests and one choice of recording. Verdicts
+    reached under any other are not this scrub's to report."""
+
+    store: str | None
+    options: str
+
+    @classmethod
+    def of(
+        cls, store: Store, expected: dict[str, Expected] | None, record: bool
+    ) -> _Pass:
+        wanted = None
+        if expected is not None:
+            wanted = sorted(
+                (image_id, dataclasses.astuple(e)) for image_id, e in expected.items()
+            )
+        options = json.dumps({"expected": wanted, "record": record})
+        return cls(store.identity(), hashlib.sha256(options.encode()).hexdigest())
+
+
+def _refused(path: Path, exc: OSError) -> exceptions.Invalid:
+    if isinstance(exc, NotRegularFile):
+        return exceptions.Invalid(
+            f"scrub checkpoint {path} is refused: {exc.strerror}; remove it "
+            "or give another checkpoint"
+        )
+    return exceptions.Invalid(f"cannot use scrub checkpoint {path}: {exc.strerror}")
+
+
+def _load_checkpoint(path: Path, this: _Pass) -> tuple[list[ImageCheck], bool] | None:
+    """The verdicts ``path`` holds and whether its scrub finished; None when
+    there is none. A checkpoint of another store, or of a scrub with other
+    options, is Invalid. The file is read without following a link: a link
+    planted there must not feed this scrub another file's verdicts."""
     try:
-        data = json.loads(path.read_text())
-        return [
+        fd = open_regular(str(path))
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise _refused(path, exc) from None
+    try:
+        with os.fdopen(fd, "rb") as f:
+            body = f.read()
+    except OSError as exc:
+        raise _refused(path, exc) from None
+    try:
+        data = json.loads(body)
+        store, options = data["store"], data["options"]
+        finished = data["finished"]
+        checks = [
             ImageCheck(
                 c["image_id"],
                 c["location"],
@@ -446,21 +509,40 @@ def _load_checkpoint(path: Path) -> list[ImageCheck]:
             )
             for c in data["images"]
         ]
-    except FileNotFoundError:
-        return []
-    except (ValueError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError, RecursionError) as exc:
         raise exceptions.Invalid(
-            f"scrub checkpoint {path} is damaged ({exc}); remove it to start over"
+            f"scrub checkpoint {path} is damaged or of an older fsstore "
+            f"({type(exc).__name__}); remove it to start over"
         ) from None
+    if this.store is None or store != this.store:
+        raise exceptions.Invalid(
+            f"scrub checkpoint {path} was written for another store "
+            f"({store}); give this store's, or start over without resuming"
+        )
+    if options != this.options:
+        raise exceptions.Invalid(
+            f"scrub checkpoint {path} is of a scrub with other expected digests "
+            "or recording; give the same, or start over without resuming"
+        )
+    return checks, bool(finished)
 
 
-def _save_checkpoint(path: Path, report: ScrubReport) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}")
-    with open(tmp, "w") as f:
-        json.dump(report.as_dict(), f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+def _save_checkpoint(
+    path: Path, report: ScrubReport, this: _Pass, finished: bool = False
+) -> None:
+    """Write the checkpoint whole or not at all, the way every state file
+    of fsstore is written (safefiles.replace_contents: a new private file
+    beside it, flushed, renamed over it; a link at its name refused)."""
+    state = {
+        **report.as_dict(),
+        "store": this.store,
+        "options": this.options,
+        "finished": finished,
+    }
+    try:
+        replace_contents(str(path), json.dumps(state).encode(), mode=0o600)
+    except OSError as exc:
+        raise _refused(path, exc) from None
 
 
 def scrub(
@@ -477,19 +559,44 @@ def scrub(
 ) -> ScrubReport:
     """Check every image of ``store`` (see the module docstring).
 
-    ``resume`` continues from ``checkpoint``'s verdicts; without it a
-    checkpoint left by an earlier scrub is started over. ``on_total`` is
-    told the bytes left to read (as listed) before the first is read. The
-    checkpoint is written after the first image, then at most every
-    ``checkpoint_every`` seconds, and at the end: a killed scrub checks again
-    at most that much.
+    ``resume`` continues from ``checkpoint``'s verdicts, if that scrub of
+    this store (with the same ``expected`` and ``record``) did not finish;
+    after one that finished it starts a new pass, and says so in the
+    report's notes. Without ``resume`` a checkpoint left by an earlier scrub
+    is started over. ``on_total`` is told the bytes left to read (as
+    listed) before the first is read. The checkpoint is written before the
+    first image (so that one that cannot be written stops the scrub before
+    it reads anything), after it, then at most every ``checkpoint_every``
+    seconds, and at the end: a killed scrub checks again at most that much.
+
+    Ids in ``expected`` that the store does not list are reported
+    ``missing``; parts of the store it cannot reach (Store.unavailable) are
+    named in the report's ``unavailable``. Either fails the scrub.
     """
     report = ScrubReport()
+    this = _Pass.of(store, expected, record)
     if checkpoint is not None and resume:
-        report.checks = _load_checkpoint(checkpoint)
-        report.resumed = len(report.checks)
+        if this.store is None:
+            raise exceptions.Invalid(
+                f"a scrub of store {store.name!r} cannot resume: its driver does "
+                "not say where its images are kept"
+            )
+        loaded = _load_checkpoint(checkpoint, this)
+        if loaded is None:
+            report.notes.append(f"no scrub to resume in {checkpoint}; a new pass")
+        elif loaded[1]:
+            report.notes.append("the last scrub of this store had finished; a new pass")
+        else:
+            report.checks = loaded[0]
+            report.resumed = len(report.checks)
+    if checkpoint is not None:
+        _save_checkpoint(checkpoint, report, this)
+    unavailable = store.unavailable()
+    listed = sorted(store.images())
+    # Also after listing: a directory that went away meanwhile was not listed.
+    report.unavailable = sorted(set(unavailable) | set(store.unavailable()))
     done = {c.image_id for c in report.checks}
-    pending = [image for image in sorted(store.images()) if image.image_id not in done]
+    pending = [image for image in listed if image.image_id not in done]
     if on_total is not None:
         on_total(sum(image.size for image in pending))
     limit = RateLimit(rate)
@@ -501,10 +608,19 @@ def scrub(
         )
         report.checks.append(check)
         if checkpoint is not None and time.monotonic() - saved >= checkpoint_every:
-            _save_checkpoint(checkpoint, report)
+            _save_checkpoint(checkpoint, report, this)
             saved = time.monotonic()
         if on_image is not None:
             on_image(check)
+    if expected is not None:
+        seen = {image.image_id for image in listed} | done
+        for image_id in sorted(expected.keys() - seen):
+            check = ImageCheck(
+                image_id, "", Verdict.MISSING, "expected, but not in the store", 0
+            )
+            report.checks.append(check)
+            if on_image is not None:
+                on_image(check)
     if checkpoint is not None:
-        _save_checkpoint(checkpoint, report)
+        _save_checkpoint(checkpoint, report, this, finished=True)
     return report

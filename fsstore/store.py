@@ -299,6 +299,21 @@ class Store:
         its images does not offer it."""
         raise exceptions.StoreListNotSupported(self.name)
 
+    def identity(self) -> str | None:
+        """Where this store keeps its images, as a string that every
+        configuration reaching the same images gives alike and no other
+        gives (the filesystem store: its data directories; S3: endpoint and
+        bucket). A scrub's checkpoint belongs to it: store names are only
+        names, and two configurations may each call theirs ``file``. None
+        when the driver does not say; a scrub of it cannot resume."""
+        return None
+
+    def unavailable(self) -> list[str]:
+        """What of this store cannot be reached now, a phrase each (a data
+        directory that is missing, e.g. unmounted). ``images()`` cannot
+        list what is there, so a scrub names each one and fails."""
+        return []
+
     def kept_digests(self, location: Location | str) -> KeptDigests | None:
         """What was kept with the image at ``location`` when it was added;
         None when nothing was (or the store keeps nothing)."""

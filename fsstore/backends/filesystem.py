@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import json
 import logging
 import os
 import stat
@@ -443,6 +444,15 @@ class FilesystemStore(Store):
                 if stat.S_ISREG(st.st_mode):
                     location = datadir.uri_prefix + entry.name
                     yield ListedImage(entry.name, location, st.st_size)
+
+    def identity(self) -> str:
+        # Priorities only order where new images go; the directories (as
+        # resolved, so that two spellings of one path agree) are the store.
+        paths = sorted({os.path.realpath(d.path) for d in self.datadirs})
+        return "file:" + json.dumps(paths)
+
+    def unavailable(self) -> list[str]:
+        return self._dirs.missing()
 
     def kept_digests(self, location: Location | str) -> KeptDigests | None:
         try:

@@ -45,6 +45,10 @@ class DataDir:
     fd: int = -1
     tmpfile: bool = True
     ident: tuple[int, int] = (0, 0)  # (st_dev, st_ino) of the open directory
+    # Whether configure found nothing at its path and made it: a data
+    # directory on a file system that is not mounted, say (see
+    # DataDirs.missing).
+    created: bool = False
     uri_prefix: str = dataclasses.field(init=False)  # + image id: its location
 
     def __post_init__(self) -> None:
@@ -174,6 +178,7 @@ class DataDirs:
         files no live writer holds."""
         try:
             for d in dirs:
+                d.created = not os.path.lexists(d.path)
                 d.fd = self._open_datadir(d.path)
                 d.ident = _identity(os.fstat(d.fd))
                 d.tmpfile = os.path.isdir("/proc/self/fd")
@@ -278,6 +283,26 @@ class DataDirs:
             _remove_stale_staging(datadir)
         return True
 
+    def missing(self) -> list[str]:
+        """The data directories missing now, and those that were missing
+        when the store was configured (which made them, as glance_store
+        does) and still hold no image: a scrub listing an empty directory
+        made in place of an unmounted one would otherwise find nothing
+        wrong. Not one below a directory that holds images: new images go
+        to the highest priority first, so an empty one there is expected."""
+        present = [d for d in self.all if self.available(d)]
+        filled = [d.priority for d in present if _holds_images(d)]
+        found = [
+            f"data directory {d.path} is missing" for d in self.all if d not in present
+        ]
+        for d in present:
+            if d.created and not any(p >= d.priority for p in filled):
+                found.append(
+                    f"data directory {d.path} was missing (made empty when the "
+                    "store was configured: is its file system mounted?)"
+                )
+        return found
+
     def choose(self, image_id: str, size: int) -> DataDir:
         """Where an image of ``size`` bytes (0: unknown) goes: the highest
         priority with room, and within it the most free space."""
@@ -351,6 +376,14 @@ class DataDirs:
             )
             self._lock_pid = os.getpid()
         return self._lock_fd
+
+
+def _holds_images(datadir: DataDir) -> bool:
+    with os.scandir(datadir.fd) as entries:
+        return any(
+            not e.name.startswith(RESERVED_PREFIX) and e.is_file(follow_symlinks=False)
+            for e in entries
+        )
 
 
 def _let_readers_search(datadir: DataDir, perm: int) -> None:

@@ -304,6 +304,9 @@ class S3Store(Store):
         except Exception as exc:
             raise self._error(exc, f"listing bucket {self.bucket!r}") from None
 
+    def identity(self) -> str:
+        return f"s3:{self.endpoint.rstrip('/').lower()}/{self.bucket}"
+
     def kept_digests(self, location: Location | str) -> KeptDigests | None:
         """The image's digest record; for an image without one, the digests
         its metadata carries (see s3_digests.py)."""

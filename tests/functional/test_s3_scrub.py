@@ -269,3 +269,18 @@ def test_a_delete_whose_record_cannot_be_removed_still_deletes(tmp_path, s3_engi
     )
     result = store.add("img", iter([b"new!"]), 4)
     assert store.kept_digests(result.location).checksum == result.checksum
+
+
+def test_a_checkpoint_of_another_bucket_is_refused(tmp_path, s3_engine):
+    # Both stores are named "s3": a checkpoint is told apart by endpoint
+    # and bucket, never by the name.
+    good, bad = big_store(tmp_path, s3_engine), big_store(tmp_path, s3_engine)
+    for store in (good, bad):
+        store.add("img", iter([payload(3000)]), 3000)
+    _put_behind(bad, "img", payload(3000, seed=1))
+    checkpoint = tmp_path / "scrub.json"
+    assert not scrub(good, checkpoint=checkpoint).failed
+    with pytest.raises(exceptions.Invalid, match="another store"):
+        scrub(bad, checkpoint=checkpoint, resume=True)
+    assert good.identity() != bad.identity()
+    assert scrub(bad, checkpoint=checkpoint).failed

@@ -366,3 +366,35 @@ def test_bytes_that_match_the_expected_digests_are_never_corrupt(damaged, tmp_pa
     assert check.verdict is Verdict.CONFLICT
     assert "kept" in check.detail
     assert report.failed
+
+
+# -- the checkpoint file ---------------------------------------------------------------
+
+
+def test_no_name_beside_the_checkpoint_redirects_its_write(damaged, tmp_path):
+    # Links planted at every name a temporary file could have had: the
+    # old pid-named one, and the checkpoint's own name with a dot.
+    state = tmp_path / "state"
+    state.mkdir()
+    victim = tmp_path / "precious"
+    victim.write_bytes(b"precious")
+    for name in (f".scrub.json.{os.getpid()}", ".scrub.json"):
+        (state / name).symlink_to(victim)
+    scrub(damaged, checkpoint=state / "scrub.json")
+    assert victim.read_bytes() == b"precious"
+    assert json.loads((state / "scrub.json").read_text())["images"]
+    assert sorted(os.listdir(state)) == sorted(
+        [f".scrub.json.{os.getpid()}", ".scrub.json", "scrub.json"]
+    )
+    assert (state / f".scrub.json.{os.getpid()}").is_symlink()
+
+
+def test_a_missing_data_directory_is_named_and_fails_the_scrub(damaged, tmp_path):
+    os.rename(tmp_path / "a", tmp_path / "a.unmounted")
+    report = scrub(damaged)
+    assert report.unavailable[0] == f"data directory {tmp_path}/a is missing"
+    assert report.failed
+    assert report.checks == []  # b holds nothing
+    os.rename(tmp_path / "a.unmounted", tmp_path / "a")
+    # b, made by configure, is empty below a directory holding images.
+    assert damaged.unavailable() == []

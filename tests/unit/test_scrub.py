@@ -20,6 +20,7 @@ from fsstore.scrub import (
     ScrubReport,
     Verdict,
     _load_checkpoint,
+    _Pass,
     _save_checkpoint,
     _verdict,
     load_expected,
@@ -84,12 +85,19 @@ def test_checkpoint_round_trip_and_damage(tmp_path):
     report = ScrubReport(
         [ImageCheck("a", "file:///x/a", Verdict.CORRUPT, "md5 differs", 10)]
     )
-    _save_checkpoint(path, report)
-    assert _load_checkpoint(path) == report.checks
-    assert _load_checkpoint(tmp_path / "none.json") == []
+    this = _Pass("file:/x", "options")
+    _save_checkpoint(path, report, this)
+    assert _load_checkpoint(path, this) == (report.checks, False)
+    _save_checkpoint(path, report, this, finished=True)
+    assert _load_checkpoint(path, this) == (report.checks, True)
+    assert _load_checkpoint(tmp_path / "none.json", this) is None
+    with pytest.raises(exceptions.Invalid, match="another store"):
+        _load_checkpoint(path, _Pass("file:/y", "options"))
+    with pytest.raises(exceptions.Invalid, match="other expected digests"):
+        _load_checkpoint(path, _Pass("file:/x", "others"))
     path.write_text('{"images": [{"image_id": "a"}]}')
     with pytest.raises(exceptions.Invalid, match="damaged"):
-        _load_checkpoint(path)
+        _load_checkpoint(path, this)
 
 
 def test_expected_digests_from_json_and_csv(tmp_path):
