@@ -14,8 +14,15 @@ and provides a ``store`` fixture that returns a configured, empty store::
 Optionally override :meth:`StoreConformanceTests.leftovers` to list what the
 store holds besides published images (staging files, in-progress uploads), so
 that the failure tests can prove nothing is left behind.
+
+The races between two adds of one id run in threads on the one store, and
+in two processes, each with a store :meth:`StoreConformanceTests.store_factory`
+builds there. By default that is the store of the same configuration files
+(:class:`StoreFromConfig`); override it for a store set up otherwise, with a
+picklable factory, or return None for a store whose images live in its
+process.
 """
 
-from fsstore.testing.suite import StoreConformanceTests
+from fsstore.testing.suite import StoreConformanceTests, StoreFactory, StoreFromConfig
 
-__all__ = ["StoreConformanceTests"]
+__all__ = ["StoreConformanceTests", "StoreFactory", "StoreFromConfig"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -9,7 +10,23 @@ import pytest
 
 from fsstore.backends.filesystem import FilesystemStore
 from fsstore.testing import StoreConformanceTests
-from tests.helpers import tree
+from tests.helpers import load_conf, tree
+
+
+@dataclasses.dataclass(frozen=True)
+class FilesystemStoreFactory:
+    """The store of a conf file in the staging mode the test chose, built in
+    any process (the suite's races between processes)."""
+
+    conf_file: str
+    tmpfile: bool
+
+    def __call__(self) -> FilesystemStore:
+        store = FilesystemStore(load_conf(Path(self.conf_file)))
+        store.configure()
+        for datadir in store.datadirs:
+            datadir.tmpfile = datadir.tmpfile and self.tmpfile
+        return store
 
 
 class TestFilesystemStoreConformance(StoreConformanceTests):
@@ -30,3 +47,7 @@ class TestFilesystemStoreConformance(StoreConformanceTests):
         # Everything on disk, images included: the tests compare before/after
         # a failed add, so any staging file or partial image shows up.
         return {d.path: tree(Path(d.path)) for d in store.datadirs}
+
+    def store_factory(self, store: FilesystemStore) -> FilesystemStoreFactory:
+        (conf_file,) = store.conf.config_file
+        return FilesystemStoreFactory(conf_file, store.datadirs[0].tmpfile)
