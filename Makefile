@@ -60,6 +60,7 @@ test-ceph: $(VENV)/.installed-test
 		{ echo "make test-ceph: could not install $(CEPH_PACKAGES)" >&2; exit 1; }
 	$(BIN)/python -m pytest tests/functional/test_s3.py tests/functional/test_s3_races.py \
 		tests/functional/test_s3_faults.py tests/functional/test_s3_scrub.py \
+		tests/functional/test_no_secrets.py \
 		--s3-engines rgw
 
 # The centralized_db cache driver on MariaDB (Debian's mariadb-server,
