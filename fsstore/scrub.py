@@ -42,7 +42,6 @@ reports another store's verdicts, nor an earlier finished pass's.
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import dataclasses
 import enum
@@ -65,7 +64,7 @@ from fsstore.hashing import (
     new_multihash,
 )
 from fsstore.safefiles import NotRegularFile, open_regular, replace_contents
-from fsstore.store import Store, image_id_problem
+from fsstore.store import ImageRead, Store, image_id_problem
 
 
 class Verdict(enum.StrEnum):
@@ -219,8 +218,7 @@ class Expected:
 
 
 def _read(
-    store: Store,
-    location: str,
+    chunks: Iterable[bytes],
     algos: list[str],
     limit: RateLimit,
     on_bytes: Callable[[int], object] | None,
@@ -230,20 +228,22 @@ def _read(
     hasher = ImageHasher(algos[0], also=algos[1:])
     read = 0
     try:
-        chunks, _length = store.get(location)
-        with contextlib.closing(chunks):
-            for chunk in chunks:
-                hasher.update(chunk)
-                read += len(chunk)
-                limit.took(len(chunk))
-                if on_bytes is not None:
-                    on_bytes(len(chunk))
+        for chunk in chunks:
+            hasher.update(chunk)
+            read += len(chunk)
+            limit.took(len(chunk))
+            if on_bytes is not None:
+                on_bytes(len(chunk))
     except exceptions.Corrupt:
-        pass  # the store verifies on read: judged from what was read
+        pass  # a driver's read that verifies: judged from what was read
     finally:
         hasher.close()
     checksum, _ = hasher.hexdigests()
     return read, checksum, hasher.multihashes()
+
+
+# How often an image replaced while it was read is read again.
+REREADS = 1
 
 
 def check_image(
@@ -258,26 +258,59 @@ def check_image(
     """Read one image whole and judge it against what was kept for it, and
     against ``expected`` when given. With ``record``, an image that has
     nothing kept (and matches ``expected``, if given) gets its digests kept
-    now: trust on first scrub."""
-    try:
-        kept = store.kept_digests(location)
-    except (exceptions.FsstoreError, OSError) as exc:
-        return ImageCheck(image_id, location, Verdict.UNREADABLE, str(exc), 0)
+    now: trust on first scrub, and only for the very image read
+    (Store.read_image)."""
     if expected is not None and not expected.digests:
         expected = None  # only that it exists was expected
-    algos = _algorithms(kept, expected)
-    try:
-        read, checksum, multihashes = _read(store, location, algos, limit, on_bytes)
-    except (exceptions.FsstoreError, OSError) as exc:
-        return ImageCheck(image_id, location, Verdict.UNREADABLE, str(exc), 0)
-    verdict, detail = _verdict(kept, expected, read, checksum, multihashes)
-    if kept is None and verdict is Verdict.OK:
-        actual = KeptDigests(checksum, multihashes[algos[0]], algos[0], read)
-        if record:
-            verdict, detail = _record(store, location, actual)
-        elif expected is None:
-            verdict, detail = Verdict.UNVERIFIABLE, "no digests were kept for it"
-    return ImageCheck(image_id, location, verdict, detail, read)
+    total = 0
+    for attempt in range(REREADS + 1):
+        try:
+            image = store.read_image(location)
+        except (exceptions.FsstoreError, OSError) as exc:
+            return ImageCheck(image_id, location, Verdict.UNREADABLE, str(exc), total)
+        with image:
+            kept = image.kept
+            algos = _algorithms(kept, expected)
+            try:
+                read, checksum, multihashes = _read(
+                    image.chunks, algos, limit, on_bytes
+                )
+            except (exceptions.FsstoreError, OSError) as exc:
+                return ImageCheck(
+                    image_id, location, Verdict.UNREADABLE, str(exc), total
+                )
+            total += read
+            verdict, detail = _verdict(kept, expected, read, checksum, multihashes)
+            if verdict in FAILED and kept is not None:
+                # Race: kept digests and the image are read one after the
+                # other (S3: two objects); an image replaced in between is
+                # judged by the other's digests. Never call bytes corrupt
+                # for that: read it again.
+                try:
+                    replaced = image.kept_now() != kept
+                except (exceptions.FsstoreError, OSError):
+                    replaced = False
+                if replaced:
+                    if attempt < REREADS:
+                        continue
+                    return ImageCheck(
+                        image_id,
+                        location,
+                        Verdict.UNREADABLE,
+                        "it was replaced each time it was read",
+                        total,
+                    )
+            if kept is None and verdict is Verdict.OK:
+                actual = KeptDigests(checksum, multihashes[algos[0]], algos[0], read)
+                if record:
+                    verdict, detail = _record(image, actual)
+                elif expected is None:
+                    verdict, detail = (
+                        Verdict.UNVERIFIABLE,
+                        "no digests were kept for it",
+                    )
+            return ImageCheck(image_id, location, verdict, detail, total)
+    raise AssertionError("unreachable: the last attempt returns")
 
 
 def _algorithms(kept: KeptDigests | None, expected: Expected | None) -> list[str]:
@@ -328,10 +361,10 @@ def _verdict(
     return Verdict.OK, ""
 
 
-def _record(store: Store, location: str, actual: KeptDigests) -> tuple[Verdict, str]:
+def _record(image: ImageRead, actual: KeptDigests) -> tuple[Verdict, str]:
     try:
-        store.keep_digests(location, actual)
-    except exceptions.FsstoreError as exc:
+        image.keep(actual)
+    except (exceptions.FsstoreError, OSError) as exc:
         return Verdict.UNVERIFIABLE, f"no digests were kept, nor could be: {exc}"
     return Verdict.RECORDED, "digests kept now"
 

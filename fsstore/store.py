@@ -67,6 +67,69 @@ class ListedImage(NamedTuple):
     size: int  # when listed; it may differ by the time the image is read
 
 
+class ImageRead:
+    """One whole read of an image for a scrub (Store.read_image): its
+    chunks, what was kept for it when it was opened, and how to keep
+    digests for exactly the image read.
+
+    Race: the image at a location may be deleted and added again (same id,
+    same size, other bytes), or get digests from another recorder, while a
+    scrub reads it. A driver binds ``keep`` to the object it opened (the
+    filesystem store: the open file; S3: the ETag of the object read), so
+    digests are never kept for bytes other than those read, nor over
+    digests kept since the read began. Close it (or use ``with``) when done.
+    """
+
+    def __init__(self, chunks: ImageChunks, kept: KeptDigests | None) -> None:
+        self.chunks = chunks
+        self.kept = kept
+
+    def kept_now(self) -> KeptDigests | None:
+        """What is kept for the image at the location now: when it is not
+        ``kept``, the image there was replaced while it was read (or got
+        digests meanwhile)."""
+        return self.kept
+
+    def keep(self, kept: KeptDigests) -> None:
+        """Keep ``kept``, the digests of the bytes read, with the image
+        read, if it is still the one at its location, unchanged, and
+        nothing was kept for it since it was opened; else Invalid, saying
+        which, and nothing is kept."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        close = getattr(self.chunks, "close", None)
+        if close is not None:
+            close()
+
+    def __enter__(self) -> ImageRead:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class _ReadByLocation(ImageRead):
+    """Store.read_image of a driver that does not bind ``keep`` to what it
+    read: it keeps digests for whatever is at the location then."""
+
+    def __init__(
+        self,
+        store: Store,
+        where: Location,
+        chunks: ImageChunks,
+        kept: KeptDigests | None,
+    ) -> None:
+        super().__init__(chunks, kept)
+        self._store, self._where = store, where
+
+    def kept_now(self) -> KeptDigests | None:
+        return self._store.kept_digests(self._where)
+
+    def keep(self, kept: KeptDigests) -> None:
+        self._store.keep_digests(self._where, kept)
+
+
 def image_id_problem(image_id: object) -> str | None:
     """Why ``image_id`` is not safe as a single file name, or None if it is.
 
@@ -298,6 +361,18 @@ class Store:
         """Every image in the store, for a scrub; a store that cannot list
         its images does not offer it."""
         raise exceptions.StoreListNotSupported(self.name)
+
+    def read_image(self, location: Location | str) -> ImageRead:
+        """The whole image at ``location`` opened for a scrub, with what
+        was kept for it (see ImageRead); never checked on the way, as the
+        scrub judges it itself. Drivers that keep digests override it to
+        bind ``keep`` to the object they opened; this one reads through
+        ``_get`` and keeps through ``keep_digests``, by location."""
+        self._require(Capability.READ, exceptions.StoreGetNotSupported)
+        where = self._location(location)
+        kept = self.kept_digests(where)
+        chunks, _ = self._get(where, 0, None)
+        return _ReadByLocation(self, where, chunks, kept)
 
     def identity(self) -> str | None:
         """Where this store keeps its images, as a string that every

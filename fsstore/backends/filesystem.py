@@ -59,7 +59,8 @@ from fsstore.backends.filesystem_datadirs import (
     Staging,
 )
 from fsstore.backends.filesystem_digests import (
-    forget_record,
+    ScrubbedFile,
+    forget_name,
     keep_digests,
     read_kept_digests,
 )
@@ -279,7 +280,7 @@ class FilesystemStore(Store):
             ) from None
         # After the file: a crash between the two leaves a record of an
         # inode no image has (see filesystem_digests).
-        self._timed(forget_record, datadir.fd, st.st_ino)
+        self._timed(forget_name, datadir.fd, st, name, self.fsync)
 
     def _add(
         self,
@@ -464,21 +465,26 @@ class FilesystemStore(Store):
         finally:
             os.close(fd)
 
-    def keep_digests(self, location: Location | str, kept: KeptDigests) -> None:
+    def read_image(self, location: Location | str) -> ScrubbedFile:
         where = self._location(location)
-        datadir, name, fd, size = self._open_image(where)
+        datadir, name, fd, _ = self._open_image(where)
         try:
-            # Race: the file may have been replaced since it was read. Only
-            # one of the same size gets these digests, and then the next
-            # scrub calls it corrupt: a false alarm, never a false ok.
-            if size != kept.size:
-                raise exceptions.Invalid(
-                    f"image {where.uri} changed while it was scrubbed"
-                )
+            return ScrubbedFile(
+                fd, datadir.fd, name, where.uri, self.io_size, self.fsync
+            )
+        except BaseException:
+            os.close(fd)  # once made, it is the one that closes it
+            raise
+
+    def keep_digests(self, location: Location | str, kept: KeptDigests) -> None:
+        """Keep ``kept`` for the image at ``location`` if nothing is kept
+        for it yet and it has ``kept.size`` bytes; never over digests that
+        are there (see ScrubbedFile.keep)."""
+        where = self._location(location)
+        with self.read_image(where) as image:
+            datadir, name = self._resolve(where)
             with write_errors(datadir.described, name):
-                keep_digests(fd, kept, datadir.fd, name, self.fsync)
-        finally:
-            os.close(fd)
+                image.keep(kept)
 
     def preferred_datadir(self) -> DataDir:
         """Where an image of unknown size would go now."""

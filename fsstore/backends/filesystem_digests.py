@@ -22,30 +22,40 @@ loser of the race (whose link fails) would already have replaced the
 winner's record; keyed by the staging file's inode, each writer has its own,
 since two live files never share an inode. The loser removes its record.
 
-Protocol (record fallback). The record is written under a temporary name
-and renamed over ``<inode>``: a record already there is stale (its file is
-gone, or the inode would not be free), left by a crash or a failed removal.
-With ``filesystem_store_fsync`` the record and its directory are flushed
-before the image is linked, so no crash leaves a published image without its
+Protocol (record fallback). The record is written whole or not at all
+(safefiles.replace_contents: a new file beside it, renamed over
+``<inode>``): a record already there is stale (its file is gone, or the
+inode would not be free), left by a crash or a failed removal. With
+``filesystem_store_fsync`` the record and its directory are flushed before
+the image is linked, so no crash leaves a published image without its
 record. Deleting an image removes its record after the file.
+
+Hard links. With attributes, every name of one file shares them. A record
+names one image id, yet holds for every name of its inode: it is trusted
+for another name as long as the id it names is still a link to that very
+inode (so a second name made with ``ln`` verifies as the first does, and
+``scrub --record`` never touches it). Deleting a name that has others
+hands the record over to one of them; only the last name takes it along.
 
 Races, each handled where named: a crash between the record and the link
 leaves a record of an inode no image has (never read: records are only
 looked up by the inode of an open image; replaced when the inode is reused
 by an add); an inode reused by a file that no add wrote (copied in by hand)
 meets a stale record, so a record also names its image id, and one naming
-another id is not trusted.
+another id that is not a link to this inode is not trusted. A scrub that
+keeps digests (``ScrubbedFile``) keeps them for the file it read, through
+its open descriptor, and only if that file is still the one at the name,
+unchanged, with nothing kept for it since it was opened.
 """
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import logging
 import os
-import secrets
 import stat
 
+from fsstore import exceptions
 from fsstore.hashing import (
     MAX_RECORD_BYTES,
     KeptDigests,
@@ -53,30 +63,44 @@ from fsstore.hashing import (
     kept_from_record,
     parse_record,
 )
-from fsstore.pipeline import write_all
-from fsstore.store import RESERVED_PREFIX
+from fsstore.safefiles import open_regular, replace_contents
+from fsstore.store import RESERVED_PREFIX, ImageRead
+from fsstore.streams import FileChunkIterator
 
 LOG = logging.getLogger(__name__)
 
 PREFIX = "user.fsstore."
 RECORDS_DIR = RESERVED_PREFIX + "digests"
+RECORD_MODE = 0o644
 _FIELDS = ("md5", "multihash", "hashing_algo", "size")
 _NO_XATTRS = {errno.ENOTSUP, errno.EOPNOTSUPP}
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
 
 
 def keep_digests(
-    fd: int, kept: KeptDigests, dir_fd: int, image_id: str, fsync: bool
+    fd: int,
+    kept: KeptDigests,
+    dir_fd: int,
+    image_id: str,
+    fsync: bool,
+    first: bool = False,
 ) -> int | None:
     """Keep ``kept`` with the file ``fd`` that is, or is about to be linked
     as, ``image_id`` in the directory ``dir_fd``: as attributes, or where
     the file system has none, as a record. The inode whose record was
-    written, or None when attributes were set."""
+    written, or None when attributes were set.
+
+    ``first``: the file has no digests, and another writer that gets there
+    first wins (FileExistsError); for attributes the first one is set only
+    if it is absent, which is atomic."""
     values = (kept.checksum, kept.multihash, kept.hashing_algo, str(kept.size))
     try:
-        for field, value in zip(_FIELDS, values, strict=True):
-            os.setxattr(fd, PREFIX + field, value.encode("ascii"))
+        for i, (field, value) in enumerate(zip(_FIELDS, values, strict=True)):
+            flags = os.XATTR_CREATE if first and i == 0 else 0
+            os.setxattr(fd, PREFIX + field, value.encode("ascii"), flags)
     except OSError as exc:
+        if exc.errno == errno.EEXIST:
+            raise FileExistsError(exc.errno, "digests are kept already") from None
         if exc.errno not in _NO_XATTRS:
             raise
     else:
@@ -94,10 +118,25 @@ def read_kept_digests(fd: int, dir_fd: int, image_id: str) -> KeptDigests | None
         return KeptDigests(values[0], values[1], values[2], int(values[3]))
     except OSError as exc:
         if exc.errno in _NO_XATTRS:
-            return _read_record(dir_fd, os.fstat(fd).st_ino, image_id)
+            return _read_record(dir_fd, os.fstat(fd), image_id)
         return None
     except ValueError:
         return None
+
+
+def kept_state(fd: int, dir_fd: int) -> tuple[object, ...]:
+    """Everything kept for the open image file ``fd``, as it is stored (the
+    attributes' values, or the record's bytes), to tell whether anything
+    was kept for it between two looks."""
+    values: list[object] = []
+    for field in _FIELDS:
+        try:
+            values.append(os.getxattr(fd, PREFIX + field))
+        except OSError as exc:
+            if exc.errno in _NO_XATTRS:
+                return ("record", _record_body(dir_fd, os.fstat(fd).st_ino))
+            values.append(None)
+    return ("attributes", *values)
 
 
 def forget_record(dir_fd: int, inode: int) -> None:
@@ -122,6 +161,47 @@ def forget_record(dir_fd: int, inode: int) -> None:
         os.close(records)
 
 
+def forget_name(
+    dir_fd: int, st: os.stat_result, image_id: str, fsync: bool = True
+) -> None:
+    """After the name ``image_id`` of the file ``st`` was deleted: remove
+    the file's record if that was its last name in the directory, else hand
+    it over to another name if it named this one. Never raises (see
+    forget_record)."""
+    if st.st_nlink <= 1:
+        forget_record(dir_fd, st.st_ino)
+        return
+    try:
+        record = parse_record(_record_body(dir_fd, st.st_ino) or b"")
+        if not isinstance(record, dict) or record.get("id") != image_id:
+            return  # another name's, or none: nothing to hand over
+        kept = kept_from_record(record)
+        other = _other_name(dir_fd, st)
+        if kept is None or other is None:
+            forget_record(dir_fd, st.st_ino)  # its other names are elsewhere
+            return
+        _write_record(dir_fd, st.st_ino, other, kept, fsync)
+    except OSError as exc:
+        LOG.error(
+            "cannot hand the digest record %s/%d over to another name: %s",
+            RECORDS_DIR,
+            st.st_ino,
+            exc,
+        )
+
+
+def _other_name(dir_fd: int, st: os.stat_result) -> str | None:
+    # Only for a file with several links: a directory scan, which a delete
+    # of a file with one link (every image an add wrote) never pays.
+    with os.scandir(dir_fd) as entries:
+        for entry in entries:
+            if entry.inode() == st.st_ino and not entry.name.startswith(
+                RESERVED_PREFIX
+            ):
+                return entry.name
+    return None
+
+
 def _write_record(
     dir_fd: int, inode: int, image_id: str, kept: KeptDigests, fsync: bool
 ) -> None:
@@ -134,52 +214,135 @@ def _write_record(
         if fsync:  # its entry durable before any image linked beside it
             os.fsync(dir_fd)
     records = os.open(RECORDS_DIR, _DIR_FLAGS, dir_fd=dir_fd)
-    temporary = f"{inode}.{secrets.token_hex(8)}.tmp"
     try:
-        fd = os.open(
-            temporary,
-            os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW,
-            0o644,
-            dir_fd=records,
+        replace_contents(
+            str(inode), body, mode=RECORD_MODE, fsync=fsync, dir_fd=records
         )
-        try:
-            write_all(fd, body)
-            if fsync:
-                os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(temporary, str(inode), src_dir_fd=records, dst_dir_fd=records)
-        if fsync:
-            os.fsync(records)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(temporary, dir_fd=records)
-        raise
     finally:
         os.close(records)
 
 
-def _read_record(dir_fd: int, inode: int, image_id: str) -> KeptDigests | None:
+def _record_body(dir_fd: int, inode: int) -> bytes | None:
+    """The bytes of the record of ``inode`` (at most one more than a record
+    can hold); None when there is none, or it is not a regular file."""
     try:
         records = os.open(RECORDS_DIR, _DIR_FLAGS, dir_fd=dir_fd)
     except OSError:
         return None
     try:
-        fd = os.open(
-            str(inode), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=records
-        )
+        fd = open_regular(str(inode), dir_fd=records)
     except OSError:
         return None
     finally:
         os.close(records)
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            return None
-        body = os.read(fd, MAX_RECORD_BYTES + 1)
+        return os.read(fd, MAX_RECORD_BYTES + 1)
     finally:
         os.close(fd)
-    record = parse_record(body)
+
+
+def _read_record(dir_fd: int, st: os.stat_result, image_id: str) -> KeptDigests | None:
+    record = parse_record(_record_body(dir_fd, st.st_ino) or b"")
+    if not isinstance(record, dict):
+        return None
+    named = record.get("id")
     # Race: a stale record of a reused inode (see the module docstring).
-    if not isinstance(record, dict) or record.get("id") != image_id:
+    if named != image_id and not _links_to(dir_fd, named, st):
         return None
     return kept_from_record(record)
+
+
+def _links_to(dir_fd: int, name: object, st: os.stat_result) -> bool:
+    """Whether ``name`` is another name of the file ``st`` in the directory."""
+    if not isinstance(name, str) or not name or "/" in name or "\0" in name:
+        return False
+    if name.startswith(RESERVED_PREFIX):
+        return False
+    try:
+        there = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+    except (OSError, ValueError):
+        return False
+    return stat.S_ISREG(there.st_mode) and (there.st_dev, there.st_ino) == (
+        st.st_dev,
+        st.st_ino,
+    )
+
+
+def _same_file(a: os.stat_result, b: os.stat_result) -> bool:
+    """Whether ``a`` and ``b`` are one file, its bytes unchanged between
+    them (a write moves the modification time, any change the change
+    time)."""
+    return (a.st_dev, a.st_ino, a.st_size, a.st_mtime_ns, a.st_ctime_ns) == (
+        b.st_dev,
+        b.st_ino,
+        b.st_size,
+        b.st_mtime_ns,
+        b.st_ctime_ns,
+    )
+
+
+class ScrubbedFile(ImageRead):
+    """An image file opened for a scrub (FilesystemStore.read_image).
+
+    It holds ``fd`` (and closes it) until closed: while it is open
+    no other file can get its inode number, so the record it may write
+    (keyed by inode) is this file's, and attributes set through it are
+    this file's, whatever was linked at the name meanwhile.
+    """
+
+    def __init__(
+        self,
+        fd: int,
+        dir_fd: int,
+        image_id: str,
+        uri: str,
+        read_size: int,
+        fsync: bool,
+    ) -> None:
+        self._fd, self._dir_fd, self._id, self._uri = fd, dir_fd, image_id, uri
+        self._fsync = fsync
+        self._opened = os.fstat(fd)
+        # Before the digests themselves: anything kept after this look is
+        # seen by keep() as kept since.
+        self._state = kept_state(fd, dir_fd)
+        kept = read_kept_digests(fd, dir_fd, image_id)
+        chunks = FileChunkIterator(os.dup(fd), 0, self._opened.st_size, read_size)
+        super().__init__(chunks, kept)
+
+    def kept_now(self) -> KeptDigests | None:
+        return read_kept_digests(self._fd, self._dir_fd, self._id)
+
+    def keep(self, kept: KeptDigests) -> None:
+        changed = exceptions.Invalid(f"image {self._uri} changed while it was scrubbed")
+        if kept.size != self._opened.st_size:
+            raise changed
+        if not _same_file(self._opened, os.fstat(self._fd)):
+            raise changed  # written to, or its attributes set, since it was opened
+        try:
+            there = os.stat(self._id, dir_fd=self._dir_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            raise changed from None
+        if (there.st_dev, there.st_ino) != (self._opened.st_dev, self._opened.st_ino):
+            raise changed  # deleted, and maybe added again: not the file read
+        kept_since = exceptions.Invalid(
+            f"digests were kept for image {self._uri} while it was scrubbed"
+        )
+        if kept_state(self._fd, self._dir_fd) != self._state:
+            raise kept_since
+        # Race: another scrub keeping digests for this file between that
+        # look and this write. Attributes: the first is only created, so one
+        # of the two wins whole. A record: both are of these same unchanged
+        # bytes, and the last rename wins whole.
+        try:
+            first = self._state[:2] == ("attributes", None)
+            keep_digests(
+                self._fd, kept, self._dir_fd, self._id, self._fsync, first=first
+            )
+        except FileExistsError:
+            raise kept_since from None
+
+    def close(self) -> None:
+        super().close()
+        fd, self._fd = self._fd, -1
+        if fd >= 0:
+            os.close(fd)

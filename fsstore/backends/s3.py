@@ -49,7 +49,12 @@ from fsstore.backends.s3_config import (
     read_unquoted,
     region_from_host,
 )
-from fsstore.backends.s3_digests import DigestRecords, as_metadata
+from fsstore.backends.s3_digests import (
+    DigestRecords,
+    ScrubbedObject,
+    as_metadata,
+    keep_first,
+)
 from fsstore.backends.s3_errors import (
     CONDITION_LOST,
     error_code,
@@ -223,6 +228,13 @@ class S3Store(Store):
     def _get(
         self, location: Location, offset: int, limit: int | None
     ) -> tuple[ImageChunks, int]:
+        chunks, length, _ = self._open_object(location, offset, limit)
+        return chunks, length
+
+    def _open_object(
+        self, location: Location, offset: int, limit: int | None
+    ) -> tuple[ImageChunks, int, dict[str, Any]]:
+        """``_get``, and the first GET's response (ETag, Metadata)."""
         key = self._key(location)
         what = f"image {location.uri}"
         last = None if limit is None else offset + limit - 1
@@ -252,7 +264,7 @@ class S3Store(Store):
         except Exception as exc:
             if error_code(exc) == "InvalidRange":
                 if offset == 0:  # a range of an empty object
-                    return no_chunks(), 0
+                    return no_chunks(), 0, {}
                 raise exceptions.Invalid(
                     f"offset {offset} is past the end of {location.uri}"
                 ) from None
@@ -260,7 +272,7 @@ class S3Store(Store):
         body = ResumingBody(
             response, fetch, offset, last, READ_CHUNK, self.retry_get_count, what
         )
-        return body, int(response["ContentLength"])
+        return body, int(response["ContentLength"]), response
 
     def _head(self, key: str, what: str) -> int:
         try:
@@ -321,18 +333,23 @@ class S3Store(Store):
             raise error from None
         return kept
 
-    def keep_digests(self, location: Location | str, kept: KeptDigests) -> None:
+    def read_image(self, location: Location | str) -> ScrubbedObject:
         where = self._location(location)
         key = self._key(where)
-        size = self._head(key, f"image {where.uri}")
-        # Race: the object may have been replaced since it was read; as in
-        # the filesystem store, only one of the same size gets these digests.
-        if size != kept.size:
-            raise exceptions.Invalid(f"image {where.uri} changed while it was scrubbed")
         try:
-            self.records.put(key, kept)
+            record = self.records.fetch(key)
         except Exception as exc:
-            raise self._error(exc, f"keeping the digests of {where.uri}") from None
+            raise self._error(exc, f"digests of image {where.uri}") from None
+        chunks, _, response = self._open_object(where, 0, None)
+        return ScrubbedObject(
+            self.records, key, where.uri, chunks, response, record, self._error
+        )
+
+    def keep_digests(self, location: Location | str, kept: KeptDigests) -> None:
+        """Keep ``kept`` for the image at ``location`` if it has no record
+        and ``kept.size`` bytes; never over a record (s3_digests.keep_first)."""
+        where = self._location(location)
+        keep_first(self.records, self._key(where), where.uri, None, kept, self._error)
 
     def _add(
         self,

@@ -50,6 +50,12 @@ class ResumingBody:
         self._remaining = int(response["ContentLength"])
         self._open(response)
 
+    @property
+    def etag(self) -> str | None:
+        """The ETag of the object read (every resumed request is pinned to
+        it), as the first response gave it."""
+        return self._etag
+
     def _open(self, response: dict[str, Any]) -> None:
         self._body: Any = response["Body"]
         self._chunks = self._body.iter_chunks(self._read_size)

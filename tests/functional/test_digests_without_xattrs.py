@@ -5,6 +5,7 @@ The same promises as with attributes, each attacked here."""
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import os
 
@@ -166,12 +167,13 @@ def test_a_failed_add_reports_its_own_error(store, images):
 def test_a_record_that_cannot_be_written_publishes_nothing(store, images, monkeypatch):
     # The disk fills while the record is written (ramfs has no size limit,
     # so the write is made to fail as a full disk fails it).
-    import fsstore.backends.filesystem_digests as digests
+    import fsstore.safefiles as safefiles
 
     def full(fd, data):
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(digests, "write_all", full)
+    # Records are written through the one helper that writes state files.
+    monkeypatch.setattr(safefiles, "write_all", full)
     with pytest.raises(exceptions.StorageFull):
         store.add("img", iter([b"data"]), 4)
     assert os.listdir(images / RECORDS_DIR) == []  # no temporary left
@@ -179,3 +181,115 @@ def test_a_record_that_cannot_be_written_publishes_nothing(store, images, monkey
     monkeypatch.undo()
     result = store.add("img", iter([b"data"]), 4)
     assert store.kept_digests(result.location).checksum == result.checksum
+
+
+# -- recording races what happens to the image meanwhile ----------------------------
+
+
+def _once(action):
+    done: list[bool] = []
+
+    def hook(_n: int) -> None:
+        if not done:
+            done.append(True)
+            action()
+
+    return hook
+
+
+def _unrecorded(store, images, image_id: str, data: bytes) -> str:
+    """An image with no record, as if stored before digests were kept."""
+    location = _add(store, image_id, data)
+    inode = os.stat(images / image_id).st_ino
+    os.unlink(images / RECORDS_DIR / str(inode))
+    return location
+
+
+def test_record_never_gives_a_readded_image_the_old_bytes_digests(
+    make_fs_store, images
+):
+    store = make_fs_store(
+        filesystem_store_datadir=str(images), filesystem_store_verify_on_read="true"
+    )
+    location = _unrecorded(store, images, "img", payload(300_000, seed=1))
+    new = payload(300_000, seed=2)
+    added = []
+
+    def readd() -> None:
+        store.delete(location)
+        added.append(store.add("img", iter([new]), len(new)))
+
+    [check] = scrub(store, record=True, on_bytes=_once(readd)).checks
+    assert check.verdict is Verdict.UNVERIFIABLE
+    assert "changed while it was scrubbed" in check.detail
+    assert store.kept_digests(location) == KeptDigests(
+        added[0].checksum, added[0].multihash, "sha512", len(new)
+    )
+    assert [c.verdict for c in scrub(store).checks] == [Verdict.OK]
+    assert b"".join(store.get(location)[0]) == new
+    inode = str(os.stat(images / "img").st_ino)
+    assert list(records(images)) == [inode]  # nothing left for the old file
+
+
+def test_record_never_replaces_a_record_written_while_it_read(store, images):
+    data = payload(300_000, seed=3)
+    location = _unrecorded(store, images, "img", data)
+    theirs = KeptDigests(
+        hashlib.md5(data).hexdigest(),
+        hashlib.sha256(data).hexdigest(),
+        "sha256",
+        len(data),
+    )
+    hook = _once(lambda: store.keep_digests(location, theirs))
+    [check] = scrub(store, record=True, on_bytes=hook).checks
+    assert check.verdict is Verdict.UNVERIFIABLE
+    assert store.kept_digests(location) == theirs
+
+
+# -- a second name for one file (a hard link) ----------------------------------------
+
+
+def test_two_names_of_one_file_both_verify_and_record_leaves_them(store, images):
+    data = payload(70_000, seed=5)
+    location = _add(store, "img", data)
+    os.link(images / "img", images / "alias")  # an operator's second name
+    before = records(images)
+    assert {c.image_id: c.verdict for c in scrub(store).checks} == {
+        "alias": Verdict.OK,
+        "img": Verdict.OK,
+    }
+    # Nothing to record: both are verified by the one record, untouched.
+    assert {c.image_id: c.verdict for c in scrub(store, record=True).checks} == {
+        "alias": Verdict.OK,
+        "img": Verdict.OK,
+    }
+    for _ in range(2):
+        assert {c.verdict for c in scrub(store).checks} == {Verdict.OK}
+    assert records(images) == before
+    with open(images / "alias", "r+b") as f:  # one file: both names rot
+        f.write(b"\0")
+    assert {c.verdict for c in scrub(store).checks} == {Verdict.CORRUPT}
+    assert store.kept_digests(location) is not None
+
+
+def test_deleting_one_name_hands_the_record_to_the_other(store, images):
+    location = _add(store, "img", payload(70_000, seed=6))
+    os.link(images / "img", images / "alias")
+    store.delete(location)
+    [check] = scrub(store).checks
+    assert (check.image_id, check.verdict) == ("alias", Verdict.OK)
+    [record] = records(images).values()
+    assert record["id"] == "alias"
+    store.delete(check.location)
+    assert records(images) == {}  # the last name takes it along
+
+
+def test_a_record_is_not_trusted_through_a_name_of_another_file(store, images):
+    # A stale record of a reused inode names an image that still exists,
+    # but as another file: not a second name of this one.
+    _add(store, "other", payload(100, seed=7))
+    location = _add(store, "img", b"data")
+    inode = str(os.stat(images / "img").st_ino)
+    record = json.loads((images / RECORDS_DIR / inode).read_text())
+    (images / RECORDS_DIR / inode).write_text(json.dumps({**record, "id": "other"}))
+    assert store.kept_digests(location) is None

@@ -284,3 +284,62 @@ def test_a_checkpoint_of_another_bucket_is_refused(tmp_path, s3_engine):
         scrub(bad, checkpoint=checkpoint, resume=True)
     assert good.identity() != bad.identity()
     assert scrub(bad, checkpoint=checkpoint).failed
+
+
+# -- recording races what happens to the image meanwhile ----------------------------
+
+
+def _once(action):
+    done: list[bool] = []
+
+    def hook(_n: int) -> None:
+        if not done:
+            done.append(True)
+            action()
+
+    return hook
+
+
+@pytest.mark.parametrize("size", [3000, LARGE + 7], ids=["put", "multipart"])
+def test_record_never_gives_a_readded_image_the_old_bytes_digests(
+    tmp_path, s3_engine, size
+):
+    store = big_store(tmp_path, s3_engine, s3_store_verify_on_read="true")
+    store.bucket_ready.ensure()
+    _put_behind(store, "img", payload(size, seed=1))  # nothing kept
+    location = f"s3://{store.host}/{store.bucket}/img"
+    new = payload(size, seed=2)
+    added = []
+
+    def readd() -> None:
+        store.delete(location)
+        added.append(store.add("img", iter([new]), 0 if size > LARGE else size))
+
+    checks = {
+        c.image_id: c for c in scrub(store, record=True, on_bytes=_once(readd)).checks
+    }
+    assert checks["img"].verdict is Verdict.UNVERIFIABLE, checks["img"]
+    assert "changed while it was scrubbed" in checks["img"].detail
+    assert store.kept_digests(location) == KeptDigests(
+        added[0].checksum, added[0].multihash, "sha512", size
+    )
+    assert {c.verdict for c in scrub(store).checks} == {Verdict.OK}
+    assert read_all(store, location) == new
+
+
+def test_record_never_replaces_a_record_written_while_it_read(tmp_path, s3_engine):
+    store = big_store(tmp_path, s3_engine)
+    data = payload(3000, seed=3)
+    store.bucket_ready.ensure()
+    _put_behind(store, "img", data)
+    location = f"s3://{store.host}/{store.bucket}/img"
+    theirs = KeptDigests(
+        hashlib.md5(data).hexdigest(),
+        hashlib.sha256(data).hexdigest(),
+        "sha256",
+        len(data),
+    )
+    hook = _once(lambda: store.keep_digests(location, theirs))
+    checks = {c.image_id: c for c in scrub(store, record=True, on_bytes=hook).checks}
+    assert checks["img"].verdict is Verdict.UNVERIFIABLE
+    assert store.kept_digests(location) == theirs

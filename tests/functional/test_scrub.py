@@ -398,3 +398,68 @@ def test_a_missing_data_directory_is_named_and_fails_the_scrub(damaged, tmp_path
     os.rename(tmp_path / "a.unmounted", tmp_path / "a")
     # b, made by configure, is empty below a directory holding images.
     assert damaged.unavailable() == []
+
+
+# -- recording races what happens to the image meanwhile ----------------------------
+
+
+def _strip(path: Path) -> None:
+    for name in os.listxattr(path):
+        os.removexattr(path, name)
+
+
+def _once(action):
+    """An on_bytes hook that runs ``action`` at the first bytes read."""
+    done: list[bool] = []
+
+    def hook(_n: int) -> None:
+        if not done:
+            done.append(True)
+            action()
+
+    return hook
+
+
+@pytest.mark.parametrize("staging", ["tmpfile", "named"])
+def test_record_never_gives_a_readded_image_the_old_bytes_digests(
+    make_fs_store, tmp_path, staging
+):
+    store = make_fs_store(staging, filesystem_store_verify_on_read="true")
+    old = payload(300_000, seed=1)
+    location = _add(store, "img", old)
+    _strip(tmp_path / "images" / "img")  # as if stored before digests were kept
+    new = payload(300_000, seed=2)
+    added = []
+
+    def readd() -> None:  # deleted and added again while the scrub reads it
+        store.delete(location)
+        added.append(store.add("img", iter([new]), len(new)))
+
+    [check] = scrub(store, record=True, on_bytes=_once(readd)).checks
+    assert check.verdict is Verdict.UNVERIFIABLE
+    assert "changed while it was scrubbed" in check.detail
+    assert store.kept_digests(location) == KeptDigests(
+        added[0].checksum, added[0].multihash, "sha512", len(new)
+    )
+    assert [c.verdict for c in scrub(store).checks] == [Verdict.OK]
+    assert b"".join(store.get(location)[0]) == new  # verify on read passes
+
+
+def test_record_never_replaces_digests_kept_while_it_read(make_fs_store, tmp_path):
+    store = make_fs_store()
+    data = payload(300_000, seed=3)
+    location = _add(store, "img", data)
+    _strip(tmp_path / "images" / "img")
+    # Another recorder (a second scrub, in another algorithm) gets there
+    # first, while this one reads.
+    theirs = KeptDigests(
+        hashlib.md5(data).hexdigest(),
+        hashlib.sha256(data).hexdigest(),
+        "sha256",
+        len(data),
+    )
+    hook = _once(lambda: store.keep_digests(location, theirs))
+    [check] = scrub(store, record=True, on_bytes=hook).checks
+    assert check.verdict is Verdict.UNVERIFIABLE
+    assert store.kept_digests(location) == theirs
+    assert [c.verdict for c in scrub(store).checks] == [Verdict.OK]
