@@ -343,3 +343,30 @@ def test_record_never_replaces_a_record_written_while_it_read(tmp_path, s3_engin
     checks = {c.image_id: c for c in scrub(store, record=True, on_bytes=hook).checks}
     assert checks["img"].verdict is Verdict.UNVERIFIABLE
     assert store.kept_digests(location) == theirs
+
+
+def test_an_image_replaced_between_its_record_and_its_body_is_read_again(
+    tmp_path, s3_engine
+):
+    # The record and the image are two objects, read one after the other:
+    # an add of the id in between must not make the new image corrupt.
+    store = big_store(tmp_path, s3_engine)
+    location = store.add("img", iter([payload(3000, seed=1)]), 3000).location
+    new = payload(3000, seed=2)
+    replaced = []
+
+    def readd(params, **kwargs):
+        if params["Key"] == "img" and not replaced:
+            replaced.append(True)
+            store.delete(location)
+            store.add("img", iter([new]), len(new))
+
+    event = "before-parameter-build.s3.GetObject"
+    store.client.meta.events.register(event, readd)
+    try:
+        [check] = scrub(store).checks
+    finally:
+        store.client.meta.events.unregister(event, readd)
+    assert replaced
+    assert (check.verdict, check.detail) == (Verdict.OK, "")
+    assert check.bytes_read == 2 * len(new)  # read once more, whole
