@@ -262,8 +262,8 @@ def check_image(
     (Store.read_image)."""
     if expected is not None and not expected.digests:
         expected = None  # only that it exists was expected
-    total = 0
-    for attempt in range(REREADS + 1):
+    total, rereads = 0, REREADS
+    while True:
         try:
             image = store.read_image(location)
         except (exceptions.FsstoreError, OSError) as exc:
@@ -291,7 +291,8 @@ def check_image(
                 except (exceptions.FsstoreError, OSError):
                     replaced = False
                 if replaced:
-                    if attempt < REREADS:
+                    if rereads:
+                        rereads -= 1
                         continue
                     return ImageCheck(
                         image_id,
@@ -310,7 +311,6 @@ def check_image(
                         "no digests were kept for it",
                     )
             return ImageCheck(image_id, location, verdict, detail, total)
-    raise AssertionError("unreachable: the last attempt returns")
 
 
 def _algorithms(kept: KeptDigests | None, expected: Expected | None) -> list[str]:
