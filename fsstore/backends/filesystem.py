@@ -48,6 +48,7 @@ from fsstore import exceptions
 from fsstore.backends.filesystem_config import (
     OPTIONS,
     load_metadata,
+    metadata_for,
     parse_datadirs,
     parse_file_perm,
 )
@@ -491,10 +492,4 @@ class FilesystemStore(Store):
         return self._dirs.preferred()
 
     def _metadata_for(self, datadir: DataDir, image_id: str) -> dict[str, Any]:
-        # glance_store's rule: the first entry whose mountpoint the image's
-        # path starts with; none: no metadata.
-        path = os.path.join(datadir.path, image_id)
-        for entry in self.metadata:
-            if path.startswith(entry["mountpoint"]):
-                return dict(entry)
-        return {}
+        return metadata_for(self.metadata, os.path.join(datadir.path, image_id))

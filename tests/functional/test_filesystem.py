@@ -157,11 +157,6 @@ def test_metadata_file_dict(make_fs_store, tmp_path):
     }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="FilesystemStore._metadata_for (filesystem.py) still compares "
-    "strings; it must use filesystem_config.metadata_for",
-)
 def test_metadata_file_list_matches_on_directory_boundaries(make_fs_store, tmp_path):
     # glance_store's rule, the first entry in the file's order whose
     # mountpoint holds the image's path, on directory boundaries as the
