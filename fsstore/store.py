@@ -237,9 +237,23 @@ class Store:
                     value = getattr(self.conf[group], name)
             return value
         except (cfg.Error, ValueError) as exc:
+            if self._is_secret(name):
+                # oslo.config's error quotes the value, or reads "$word" in
+                # it as a substitution and names "word": part of a secret.
+                raise exceptions.BadStoreConfiguration(
+                    self.name,
+                    f"option {group}.{name} cannot be read (not shown: it is "
+                    "secret); a '$' in it starts an oslo.config substitution "
+                    "and must be written '$$'",
+                ) from None
             raise exceptions.BadStoreConfiguration(
                 self.name, f"option {group}.{name}: {exc}"
             ) from None
+
+    def _is_secret(self, name: str) -> bool:
+        """Whether the driver declares option ``name`` ``secret=True``: its
+        value, or any part of it, is never shown."""
+        return any(opt.dest == name and opt.secret for opt in self.OPTIONS)
 
     def _is_set(self, group: str, name: str) -> bool:
         """Whether a configuration file or an override sets ``group.name``."""

@@ -46,7 +46,6 @@ from fsstore.backends.s3_config import (
     checksum_policy,
     make_client,
     parse_endpoint,
-    read_unquoted,
     region_from_host,
 )
 from fsstore.backends.s3_digests import (
@@ -116,7 +115,7 @@ class S3Store(Store):
 
     def configure(self) -> None:
         host, access_key, secret_key = (
-            read_unquoted(self.name, self.option, name) for name in CREDENTIAL_OPTIONS
+            self.option(name) for name in CREDENTIAL_OPTIONS
         )
         self.bucket = self.option("s3_store_bucket")
         for name, value in [

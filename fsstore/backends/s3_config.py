@@ -16,6 +16,9 @@ MiB = 1024 * 1024
 OPTIONS = [
     cfg.StrOpt(
         "s3_store_host",
+        # Secret: a host written with user:password@ is refused, and no
+        # refusal, nor oslo.config's logging of options, shows the value.
+        secret=True,
         help="The S3 endpoint, e.g. https://s3.example.com:8080. An http:// or "
         "https:// prefix sets the location scheme s3+http or s3+https; without "
         "one, https is used and the scheme is s3.",
@@ -204,25 +207,9 @@ def checksum_policy(option: Callable[[str], Any]) -> tuple[str, str]:
 
 # host[:port]: a name, an IPv4 address or a bracketed IPv6 one, and a port.
 _NETLOC = re.compile(r"(?:\[[0-9A-Za-z:.%]+\]|[\w.-]+)(?::\d{1,5})?")
-# The options whose values may hold credentials: their refusals never quote
-# them, nor the oslo.config error that would (see read_unquoted).
+# The options whose values may hold credentials: declared secret=True, so no
+# refusal quotes them (see Store.option).
 CREDENTIAL_OPTIONS = ("s3_store_host", "s3_store_access_key", "s3_store_secret_key")
-
-
-def read_unquoted(store_name: str, option: Callable[[str], Any], name: str) -> Any:
-    """``option(name)``, with a refusal that shows nothing of the value.
-
-    oslo.config reads ``$word`` in a value as a substitution of the option
-    ``word``, and its error names ``word``: the rest of a password.
-    """
-    try:
-        return option(name)
-    except exceptions.BadStoreConfiguration:
-        raise exceptions.BadStoreConfiguration(
-            store_name,
-            f"{name} cannot be read (not shown: it may hold a secret); a '$' in "
-            "it starts an oslo.config substitution and must be written '$$'",
-        ) from None
 
 
 def parse_endpoint(store_name: str, host: str) -> tuple[str, str, str]:

@@ -11,6 +11,7 @@ import os
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from oslo_config import cfg
 
 from fsstore import exceptions
 from fsstore.hashing import THREADED_THRESHOLD, ImageHasher
@@ -22,6 +23,7 @@ from fsstore.store import (
     validate_image_id,
 )
 from fsstore.testing.suite import HOSTILE_IDS
+from tests.helpers import load_conf, write_conf
 
 
 @pytest.mark.parametrize("image_id", HOSTILE_IDS, ids=range(len(HOSTILE_IDS)))
@@ -178,3 +180,40 @@ def test_file_chunks_close_early_and_when_dropped(image_fd):
     del unstarted
     gc.collect()
     assert not _is_open(fd)
+
+
+class _SecretStore(Store):
+    OPTIONS = [
+        cfg.StrOpt("x_store_password", secret=True),
+        cfg.IntOpt("x_store_port", secret=True),
+        cfg.StrOpt("x_store_user"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("x_store_password", "pw$hunter2-rest"),
+        ("x_store_password", "pw${hunter2rest}"),
+        ("x_store_port", "hunter2-rest"),
+    ],
+)
+def test_a_secret_option_that_cannot_be_read_is_not_quoted(tmp_path, option, value):
+    """Any driver's secret=True option: oslo.config's error would name the
+    rest of the value after a '$', or quote the value whole."""
+    conf = load_conf(write_conf(tmp_path / "x.conf", {"glance_store": {option: value}}))
+    conf.register_opts(_SecretStore.OPTIONS, group="glance_store")
+    with pytest.raises(exceptions.BadStoreConfiguration) as caught:
+        _SecretStore(conf).option(option)
+    message = str(caught.value)
+    assert "hunter2" not in message and "rest" not in message, message
+    assert option in message and "not shown" in message
+
+
+def test_an_option_that_is_not_secret_is_quoted(tmp_path):
+    conf = load_conf(
+        write_conf(tmp_path / "x.conf", {"glance_store": {"x_store_user": "u$nobody"}})
+    )
+    conf.register_opts(_SecretStore.OPTIONS, group="glance_store")
+    with pytest.raises(exceptions.BadStoreConfiguration, match="nobody"):
+        _SecretStore(conf).option("x_store_user")
