@@ -130,6 +130,17 @@ class RefusedLocationRead(gs_exceptions.StoreGetNotSupported, gs_exceptions.Forb
     had no data), StoreGetNotSupported (400) and RemoteServiceUnavailable."""
 
 
+class RefusedLocationDelete(gs_exceptions.HasSnapshot, gs_exceptions.Forbidden):
+    """delete of a refused location already in Glance's database. Every
+    delete in Glance ends in store_utils.safe_delete_from_backend. The image
+    delete handles Forbidden before the rest: 403. delete_from_store (DELETE
+    /v2/stores/{store}/{image}) handles only Glance's own Forbidden, and
+    HasSnapshot with a 409 that carries the message as it is. NotFound and
+    StoreDeleteNotSupported would not do: safe_delete_from_backend takes
+    them as done, and Glance would drop the location (or the image) with
+    nothing deleted."""
+
+
 def refused_as(
     glance_cls: type[Exception],
 ) -> Callable[[Callable[..., T]], Callable[..., T]]:
@@ -284,6 +295,7 @@ class _Adapter(glance_store.driver.Store):
 
     @capabilities.check
     @translated
+    @refused_as(RefusedLocationDelete)
     def delete(self, location: Any, context: Any = None) -> None:
         self.store.delete(self._uri(location))
 

@@ -25,12 +25,14 @@ GS = "glance_store.exceptions."
 
 # A refused location is glance_store's Forbidden to any caller, and also the
 # error each of Glance's paths handles with a 4xx: BadStoreUri where Glance
-# sizes a location to accept it, StoreGetNotSupported where it downloads one
-# (tests/functional/test_glance_api.py runs those paths in a real Glance).
+# sizes a location to accept it, StoreGetNotSupported where it downloads one,
+# HasSnapshot where it deletes one from a store (DELETE /v2/stores; the image
+# delete answers Forbidden first). tests/functional/test_glance_api.py runs
+# those paths in a real Glance.
 REFUSED = {
     "get": ["Forbidden", "StoreGetNotSupported"],
     "size": ["BadStoreUri", "Forbidden"],
-    "delete": ["Forbidden"],
+    "delete": ["Forbidden", "HasSnapshot"],
 }
 
 
