@@ -36,7 +36,7 @@ from fsstore.registry import (
     get_size_from_backend,
     register_opts,
 )
-from fsstore.store import AddResult, Capability, ListedImage, Store
+from fsstore.store import AddResult, Capability, ImageRead, ListedImage, Store
 
 __all__ = [
     "AddResult",
@@ -51,6 +51,7 @@ __all__ = [
     "FileLocation",
     "Forbidden",
     "FsstoreError",
+    "ImageRead",
     "Invalid",
     "KeptDigests",
     "ListedImage",
