@@ -37,6 +37,15 @@ Locking protocol:
 * Crashed writers. A writer's flock dies with it, so ``clean()`` removes every
   ``incomplete/`` file whose lock it can take, however young, and never one a
   live writer holds.
+* Planted names. Anyone who can write to the directory may put a symbolic
+  link, a FIFO, a directory or a hard link where the cache expects one of
+  its files. Every file the cache writes goes through fsstore.safefiles: it
+  never follows a link, never blocks on a FIFO, never truncates a file with
+  other names, and never replaces what it did not create (a new name appears
+  by ``link(2)`` or ``O_EXCL``). The subdirectories are opened with
+  ``O_NOFOLLOW`` and worked on by descriptor. ``clean()`` unlinks names in
+  ``invalid/`` and ``incomplete/`` (never what they point to) and reports the
+  directories it finds there instead of failing on them.
 * Readers open an entry and keep reading it even if it is evicted meanwhile:
   eviction unlinks, and an open file lives on. A hit may be recorded after
   its entry was evicted; drivers make that a no-op.
@@ -45,17 +54,18 @@ Locking protocol:
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import os
 import stat
 import threading
 import time
-from collections.abc import Iterator
-from typing import BinaryIO
+from collections.abc import Callable, Iterator
+from typing import BinaryIO, NamedTuple
 
 from oslo_config import cfg
 
-from fsstore import exceptions, locking
+from fsstore import exceptions, locking, safefiles
 from fsstore.cache.hits import HitCountingReader, log_lost_hit
 from fsstore.cache.records import CachedImage, Problem, RecordsDriver
 from fsstore.cache.writer import CacheWriter
@@ -71,8 +81,61 @@ GLANCE_DB_LOCK = "image_cache_db_init"
 SUBDIRS = (INCOMPLETE, INVALID, QUEUE)
 
 
+# linkat(2) of /proc/self/fd/N with AT_SYMLINK_FOLLOW links the open file
+# itself; without /proc, a file is linked by its name.
+_PROC_FD = os.path.isdir("/proc/self/fd")
+
+
 def _lru_order(entry: CachedImage) -> tuple[float, str]:
     return entry.last_accessed, entry.image_id
+
+
+def link_new(
+    fd: int,
+    src: str,
+    dst: str,
+    *,
+    src_dir_fd: int,
+    dst_dir_fd: int | None = None,
+) -> None:
+    """Give the file open as ``fd`` (named ``src`` in ``src_dir_fd``) the new
+    name ``dst``: FileExistsError if anything is there, which is never
+    replaced.
+
+    Race: whoever can write to the directory may swap ``src`` for a link or
+    another file after we opened it. Linked by its descriptor, the file we
+    wrote is what gets the name, whatever ``src`` names now. Without /proc
+    the name is linked (never a link's target) and then checked, and a
+    stranger linked in our stead is unlinked again.
+    """
+    if _PROC_FD:
+        # The absolute source ignores src_dir_fd, but a dir_fd makes Python
+        # call linkat(2), which can follow /proc's link; link(2) cannot.
+        os.link(
+            f"/proc/self/fd/{fd}",
+            dst,
+            src_dir_fd=src_dir_fd,
+            dst_dir_fd=dst_dir_fd,
+            follow_symlinks=True,
+        )
+        return
+    os.link(
+        src, dst, src_dir_fd=src_dir_fd, dst_dir_fd=dst_dir_fd, follow_symlinks=False
+    )
+    if not locking.same_file(dst, fd, dst_dir_fd):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(dst, dir_fd=dst_dir_fd)
+        raise safefiles.NotRegularFile(src, "something other than the file written")
+
+
+class Cleaned(NamedTuple):
+    """What ``clean()`` did: files removed from ``invalid/`` and crashed
+    writers' files from ``incomplete/``, and what it could not remove, one
+    line each (``invalid/x: a directory``)."""
+
+    invalid: int
+    incomplete: int
+    left: tuple[str, ...] = ()
 
 
 class CacheDirectory:
@@ -102,15 +165,30 @@ class CacheDirectory:
 
     def configure(self) -> None:
         """Create the layout where missing, then let the records driver
-        open its records."""
+        open its records. A subdirectory that is a link or not a directory
+        is refused: the cache would write, and clean, wherever it leads."""
         self._check_db_path()
-        try:
-            for sub in ("", *SUBDIRS):
-                os.makedirs(os.path.join(self.base_dir, sub), exist_ok=True)
-        except OSError as exc:
-            raise exceptions.BadDriverConfiguration(
-                self.name, f"cannot create {self.base_dir}: {exc.strerror}"
-            ) from None
+        for sub in ("", *SUBDIRS):
+            path = os.path.join(self.base_dir, sub)
+            try:
+                if sub:
+                    os.mkdir(path)
+                else:
+                    os.makedirs(path, exist_ok=True)
+            except FileExistsError:
+                pass
+            except OSError as exc:
+                raise exceptions.BadDriverConfiguration(
+                    self.name, f"cannot create {path}: {exc.strerror}"
+                ) from None
+            # The configured directory itself may be a link the operator
+            # made; the cache's own subdirectories may not.
+            if sub and not stat.S_ISDIR(os.lstat(path).st_mode):
+                what = "a symbolic link" if os.path.islink(path) else "not a directory"
+                raise exceptions.BadDriverConfiguration(
+                    self.name,
+                    f"{path} is {what}; the cache's {sub}/ must be a directory",
+                )
         for sub in ("", *SUBDIRS):
             path = os.path.join(self.base_dir, sub)
             if not os.access(path, os.R_OK | os.W_OK | os.X_OK):
@@ -176,6 +254,25 @@ class CacheDirectory:
         return image_id
 
     @contextlib.contextmanager
+    def subdir(self, sub: str) -> Iterator[int]:
+        """A descriptor of the cache's ``sub/`` directory, opened without
+        following a link: names are worked on relative to it, so a
+        subdirectory swapped for a link never redirects a write or a clean."""
+        path = os.path.join(self.base_dir, sub)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise OSError(
+                    exc.errno, "a symbolic link where a directory belongs", path
+                ) from None
+            raise
+        try:
+            yield fd
+        finally:
+            os.close(fd)
+
+    @contextlib.contextmanager
     def lock(self) -> Iterator[None]:
         """The cache-wide lock around every change to the set of entries.
 
@@ -190,9 +287,7 @@ class CacheDirectory:
             finally:
                 self._held.depth -= 1
             return
-        fd = os.open(
-            self.path(CACHE_LOCK), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o600
-        )
+        fd = safefiles.open_regular(self.path(CACHE_LOCK), os.O_RDWR | os.O_CREAT)
         try:
             with locking.flocked(fd):
                 self._held.depth = 1
@@ -257,15 +352,11 @@ class CacheDirectory:
         if self._is_refused(image_id):
             raise exceptions.NotFound(f"image {image_id} is not cached")
         try:
-            # O_NONBLOCK: a FIFO planted under an entry's name must not hang
-            # the reader in open(); it is refused below.
-            fd = os.open(
-                self.path(image_id), os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK
-            )
-        except OSError:  # missing, or a symlink planted under its name
+            fd = safefiles.open_regular(self.path(image_id))
+        except OSError:  # missing, or a link, FIFO or directory in its place
             raise exceptions.NotFound(f"image {image_id} is not cached") from None
         try:
-            is_entry = stat.S_ISREG(os.fstat(fd).st_mode) and self.records.is_entry(fd)
+            is_entry = self.records.is_entry(fd)
         except BaseException:
             os.close(fd)
             raise
@@ -304,10 +395,21 @@ class CacheDirectory:
 
     def _open_incomplete(self, image_id: str) -> int | None:
         """Our locked ``incomplete/`` file, or None if another writer is live."""
-        try:
-            fd = locking.hold(self.path(image_id, INCOMPLETE), mode=0o644, wait=False)
-        except locking.LockHeld:
-            return None  # one writer per image: someone else has it
+        with self.subdir(INCOMPLETE) as dir_fd:
+            try:
+                fd = locking.hold(image_id, dir_fd=dir_fd, mode=0o644, wait=False)
+            except locking.LockHeld:
+                return None  # one writer per image: someone else has it
+        # A writer's file has one name (two, under the lock, while it is
+        # published). More is a hard link planted to a file elsewhere:
+        # truncating it would empty that file.
+        if os.fstat(fd).st_nlink != 1:
+            os.close(fd)
+            raise OSError(
+                errno.EMLINK,
+                "has other hard links; never truncated",
+                self.path(image_id, INCOMPLETE),
+            )
         os.ftruncate(fd, 0)  # a crashed writer's leftovers
         return fd
 
@@ -348,7 +450,8 @@ class CacheDirectory:
 
     def publish(self, writer: CacheWriter) -> bool:
         """Commit a verified writer's file as an entry; False if an entry
-        of that name appeared meanwhile (the file is dropped)."""
+        of that name appeared meanwhile, or something else is at its name
+        (the file is dropped, what is there is left as it is)."""
         image_id = writer.image_id
         os.fsync(writer.fd)
         with self.lock():
@@ -360,46 +463,100 @@ class CacheDirectory:
                 image_id, writer.size, writer.checksum or None, writer.fd
             )
             try:
-                os.link(self.path(image_id, INCOMPLETE), self.path(image_id))
+                with self.subdir(INCOMPLETE) as incomplete_fd:
+                    link_new(
+                        writer.fd,
+                        image_id,
+                        self.path(image_id),
+                        src_dir_fd=incomplete_fd,
+                    )
             except FileExistsError:
-                # An unrecorded file under this name (left by hand, or by a
-                # crash of Glance): keep it, drop ours; check() reconciles.
+                # A file under this name that is no entry (left by hand, by
+                # a crash of Glance, or planted): kept as it is, ours
+                # dropped; check() reconciles.
                 self.records.delete([image_id])
                 self.discard(image_id)
+                writer.abandoned = f"{self.path(image_id)} is taken by another file"
                 return False
-            self.discard(image_id)
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.path(image_id, QUEUE))
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    self.records.delete([image_id])
+                raise
+            self._quietly(self.discard, image_id)
+        self._quietly(self._dequeue, image_id)
         return True
 
-    def discard(self, image_id: str) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(self.path(image_id, INCOMPLETE))
-
-    def invalidate(self, image_id: str, reason: str) -> None:
-        """Move a failed write to ``invalid/`` (an empty file if there is
-        none), recording why where the file system allows it."""
-        self.checked(image_id)
+    @staticmethod
+    def _quietly(cleanup: Callable[[str], None], image_id: str) -> None:
+        # Published already: failing to tidy up after must not say otherwise.
         try:
-            os.replace(self.path(image_id, INCOMPLETE), self.path(image_id, INVALID))
-        except FileNotFoundError:
-            with open(self.path(image_id, INVALID), "wb"):
-                pass
+            cleanup(image_id)
+        except OSError as exc:
+            LOG.warning("cached %s, but %s failed: %s", image_id, cleanup.__name__, exc)
+
+    def _dequeue(self, image_id: str) -> None:
+        with self.subdir(QUEUE) as queue_fd, contextlib.suppress(FileNotFoundError):
+            os.unlink(image_id, dir_fd=queue_fd)
+
+    def discard(self, image_id: str) -> None:
+        """Drop our ``incomplete/`` file (the caller holds its lock)."""
+        with self.subdir(INCOMPLETE) as dir_fd, contextlib.suppress(FileNotFoundError):
+            os.unlink(image_id, dir_fd=dir_fd)
+
+    def invalidate(self, image_id: str, reason: str, fd: int) -> None:
+        """Move a failed write (our locked ``incomplete/`` file, open as
+        ``fd``) to ``invalid/``, recording why where the file system allows
+        it. A file already at ``invalid/<id>`` (an earlier failure's, or
+        planted) is kept, never replaced: ours is dropped."""
+        self.checked(image_id)
         with contextlib.suppress(OSError):
-            os.setxattr(
-                self.path(image_id, INVALID), "user.error", reason.encode()[:1024]
-            )
+            os.setxattr(fd, "user.error", reason.encode()[:1024])
+        with self.subdir(INCOMPLETE) as incomplete_fd, self.subdir(INVALID) as inv_fd:
+            try:
+                link_new(
+                    fd, image_id, image_id, src_dir_fd=incomplete_fd, dst_dir_fd=inv_fd
+                )
+            except FileExistsError:
+                LOG.info("%s is there already; kept", self.path(image_id, INVALID))
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(image_id, dir_fd=incomplete_fd)
+
+    def mark_invalid(self, image_id: str, reason: str) -> None:
+        """Record in ``invalid/`` an image that failed to cache with no file
+        of its own (its store read failed): an empty file, created new. One
+        already there (the failed writer's, or planted) is kept as it is."""
+        self.checked(image_id)
+        with self.subdir(INVALID) as dir_fd:
+            try:
+                fd = safefiles.create_new(image_id, dir_fd=dir_fd, mode=0o644)
+            except FileExistsError:
+                return
+            try:
+                with contextlib.suppress(OSError):
+                    os.setxattr(fd, "user.error", reason.encode()[:1024])
+            finally:
+                os.close(fd)
 
     # -- removal -------------------------------------------------------------
 
     def _remove(self, image_ids: list[str]) -> int:
         """Unlink, then forget: records overstate the files, never understate.
-        Caller holds the lock. The number of files removed."""
+        Caller holds the lock. The number of files removed. Only an entry
+        file is unlinked: whatever else is under an entry's name (a
+        directory, a link, a stray the records driver does not count) is
+        left, and its record, if any, forgotten."""
         removed = 0
         for image_id in image_ids:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self.path(image_id))
-                removed += 1
+            path = self.path(image_id)
+            try:
+                if not stat.S_ISREG(os.lstat(path).st_mode):
+                    continue
+                if not self.records.is_entry(path):
+                    continue
+                os.unlink(path)
+            except FileNotFoundError:
+                continue
+            removed += 1
         if image_ids:
             self.records.delete(image_ids)
         return removed
@@ -437,34 +594,63 @@ class CacheDirectory:
         with self.lock():
             return self._evict_until(self.max_size)
 
-    def clean(self, stall_time: int | None = None) -> tuple[int, int]:
+    def clean(self, stall_time: int | None = None) -> Cleaned:
         """Reap ``invalid/`` and crashed writers' ``incomplete/`` files.
 
-        Returns (invalid files, incomplete files) removed. A file whose writer
-        is alive (holds its flock) is never removed; one older than
-        ``stall_time`` (default ``image_cache_stall_time``) is logged.
+        A file whose writer is alive (holds its flock) is never removed; one
+        older than ``stall_time`` (default ``image_cache_stall_time``) is
+        logged. A name that cannot be removed (a directory put there) is
+        logged, listed in ``Cleaned.left``, and the rest is reaped all the
+        same. Names are unlinked, never followed: a link put there goes, its
+        target stays.
         """
         stall_time = self.stall_time if stall_time is None else stall_time
+        left: list[str] = []
+
+        def cannot(sub: str, name: str, exc: OSError) -> None:
+            why = "a directory" if exc.errno == errno.EISDIR else exc.strerror
+            left.append(f"{sub}/{name}: {why}")
+            LOG.warning("cache clean left %s/%s in place: %s", sub, name, why)
+
         invalid = 0
-        invalid_dir = self.path("", INVALID)
-        for name in os.listdir(invalid_dir):
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(os.path.join(invalid_dir, name))
+        with self.subdir(INVALID) as dir_fd:
+            for name in os.listdir(dir_fd):
+                try:
+                    os.unlink(name, dir_fd=dir_fd)
+                except FileNotFoundError:
+                    continue
+                except OSError as exc:
+                    cannot(INVALID, name, exc)
+                    continue
                 invalid += 1
         incomplete = 0
-        incomplete_dir = self.path("", INCOMPLETE)
         now = time.time()
-        for name in os.listdir(incomplete_dir):
-            path = os.path.join(incomplete_dir, name)
-            reaped = locking.reap(path)
-            if reaped == "reaped":
-                incomplete += 1
-            elif reaped == "held":
-                with contextlib.suppress(FileNotFoundError):
-                    age = now - os.lstat(path).st_mtime
-                    if age > stall_time:
-                        LOG.warning("%s: live writer stalled for %d s", path, age)
-        return invalid, incomplete
+        with self.subdir(INCOMPLETE) as dir_fd:
+            for name in os.listdir(dir_fd):
+                try:
+                    st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+                    if stat.S_ISREG(st.st_mode):
+                        reaped = locking.reap(name, dir_fd=dir_fd)
+                    else:
+                        # A writer's lock file is always a regular file: a
+                        # link or FIFO here is nobody's, and unlinking the
+                        # name leaves whatever it points to alone.
+                        os.unlink(name, dir_fd=dir_fd)
+                        reaped = "reaped"
+                except FileNotFoundError:
+                    continue
+                except OSError as exc:
+                    cannot(INCOMPLETE, name, exc)
+                    continue
+                if reaped == "reaped":
+                    incomplete += 1
+                elif reaped == "held" and now - st.st_mtime > stall_time:
+                    LOG.warning(
+                        "%s: live writer stalled for %d s",
+                        self.path(name, INCOMPLETE),
+                        now - st.st_mtime,
+                    )
+        return Cleaned(invalid, incomplete, tuple(left))
 
     # -- repair ----------------------------------------------------------------
 

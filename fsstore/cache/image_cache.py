@@ -17,7 +17,7 @@ from typing import Any, BinaryIO
 from oslo_config import cfg
 
 from fsstore import exceptions
-from fsstore.cache.directory import CacheDirectory
+from fsstore.cache.directory import CacheDirectory, Cleaned
 from fsstore.cache.queue import PrefetchQueue
 from fsstore.cache.records import CachedImage, Problem, RecordsDriver
 from fsstore.cache.writer import CacheWriter
@@ -215,21 +215,25 @@ class ImageCache:
         """Evict LRU entries until the cache fits its limit: (files, bytes)."""
         return self._directory.prune()
 
-    def clean(self, stall_time: int | None = None) -> tuple[int, int]:
+    def clean(self, stall_time: int | None = None) -> Cleaned:
         """Reap ``invalid/``, crashed writers' ``incomplete/`` files and
-        crashed queue writes: (invalid files, incomplete files) removed."""
-        self._queue.clean(
+        crashed queue writes: (invalid files, incomplete files) removed, and
+        what could not be (``left``: a directory where a file belongs), one
+        line each. What can be removed is, whatever is left."""
+        left = self._queue.clean(
             self._directory.stall_time if stall_time is None else stall_time
         )
-        return self._directory.clean(stall_time)
+        cleaned = self._directory.clean(stall_time)
+        return cleaned._replace(left=(*left, *cleaned.left))
 
     def check(self, fix: bool = False) -> list[Problem]:
         """Reconcile the records with the files; with ``fix``, repair."""
         return self._directory.check(fix)
 
     def mark_invalid(self, image_id: str, reason: str) -> None:
-        """Put an image that failed to cache (e.g. a prefetch) in ``invalid/``."""
-        self._directory.invalidate(image_id, reason)
+        """Put an image that failed to cache (e.g. a prefetch) in ``invalid/``
+        (an empty file, unless one is there already)."""
+        self._directory.mark_invalid(image_id, reason)
 
     # -- data ----------------------------------------------------------------
 

@@ -92,6 +92,8 @@ class Prefetcher:
                 close()
         if writer.published:
             return True
+        if not (writer.rejected or writer.abandoned):
+            return False  # another writer published it first
         raise exceptions.Invalid(
             f"image {image_id} was not cached: {writer.rejected or writer.abandoned}"
         )
@@ -110,9 +112,7 @@ class Prefetcher:
                 except Exception as exc:  # one bad image must not stop the rest
                     LOG.error("prefetch of %s failed: %s", image_id, exc)
                     report.failed[image_id] = str(exc)
-                    if not self.cache.is_cached(image_id):
-                        self.cache.mark_invalid(image_id, str(exc))
-                    self.cache.delete_queued_image(image_id)
+                    self._forget(image_id, str(exc))
                     ok = False
                 else:
                     (report.cached if cached else report.skipped).append(image_id)
@@ -120,3 +120,13 @@ class Prefetcher:
                 if on_done is not None:
                     on_done(image_id, ok)
         return report
+
+    def _forget(self, image_id: str, reason: str) -> None:
+        """Mark a failed image invalid and dequeue it, as far as the cache
+        directory lets us: a name in the way there must not stop the run."""
+        try:
+            if not self.cache.is_cached(image_id):
+                self.cache.mark_invalid(image_id, reason)
+            self.cache.delete_queued_image(image_id)
+        except (OSError, exceptions.FsstoreError) as exc:
+            LOG.error("%s stays queued: %s", image_id, exc)

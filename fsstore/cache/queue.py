@@ -6,21 +6,31 @@ its content, optionally, JSON ``{"location", "checksum", "multihash",
 entry appears whole: it is written under ``.fsstore-queue-<random>`` and
 linked into place, which also refuses an id that is queued already. The
 cache directory's ``publish`` dequeues what it publishes.
+
+Only a regular file is a queue entry: a link, FIFO or directory put in
+``queue/`` is never listed, read or followed (a FIFO would block the
+prefetcher's open forever), and a queue file is read only up to
+MAX_QUEUE_FILE bytes.
 """
 
 from __future__ import annotations
 
-import contextlib
+import errno
 import json
 import os
 import secrets
+import stat
 import time
 from typing import Any
 
-from fsstore import exceptions
-from fsstore.cache.directory import QUEUE, CacheDirectory
+from fsstore import exceptions, safefiles
+from fsstore.cache.directory import QUEUE, CacheDirectory, link_new
+from fsstore.pipeline import write_all
 
 TEMPORARY_PREFIX = ".fsstore-queue-"
+# A location, digests and a flag: far below this. Anything longer was not
+# written by queue_image.
+MAX_QUEUE_FILE = 64 * 1024
 
 
 class PrefetchQueue:
@@ -28,10 +38,13 @@ class PrefetchQueue:
 
     def __init__(self, directory: CacheDirectory) -> None:
         self.directory = directory
-        self.queue_dir = directory.path("", QUEUE)
 
     def is_queued(self, image_id: str) -> bool:
-        return os.path.lexists(self.directory.path(self._checked(image_id), QUEUE))
+        path = self.directory.path(self._checked(image_id), QUEUE)
+        try:
+            return stat.S_ISREG(os.lstat(path).st_mode)
+        except FileNotFoundError:
+            return False
 
     def _checked(self, image_id: str) -> str:
         return self.directory.checked(image_id)
@@ -40,24 +53,33 @@ class PrefetchQueue:
         """The queued ids, oldest first."""
         is_entry_name = self.directory.is_entry_name
         found = []
-        for name in os.listdir(self.queue_dir):
-            if not is_entry_name(name):
-                continue
-            try:
-                found.append(
-                    (os.lstat(os.path.join(self.queue_dir, name)).st_mtime_ns, name)
-                )
-            except FileNotFoundError:
-                continue
+        with self.directory.subdir(QUEUE) as dir_fd, os.scandir(dir_fd) as entries:
+            for entry in entries:
+                if not is_entry_name(entry.name):
+                    continue
+                try:
+                    st = entry.stat(follow_symlinks=False)
+                except FileNotFoundError:
+                    continue
+                if stat.S_ISREG(st.st_mode):
+                    found.append((st.st_mtime_ns, entry.name))
         return [name for _, name in sorted(found)]
 
     def info(self, image_id: str) -> dict[str, Any]:
         """What ``add`` recorded about a queued image ({} if nothing)."""
+        self._checked(image_id)
         try:
-            with open(self.directory.path(self._checked(image_id), QUEUE), "rb") as f:
-                text = f.read()
-        except FileNotFoundError:
+            with self.directory.subdir(QUEUE) as dir_fd:
+                fd = safefiles.open_regular(image_id, dir_fd=dir_fd)
+        except OSError as exc:
+            # Missing, or something that is not a queue file in its place.
+            if exc.errno not in (errno.ENOENT, errno.EINVAL):
+                raise
             raise exceptions.NotFound(f"image {image_id} is not queued") from None
+        with os.fdopen(fd, "rb") as f:
+            text = f.read(MAX_QUEUE_FILE + 1)
+        if len(text) > MAX_QUEUE_FILE:
+            return {}
         if not text.strip():
             return {}  # Glance's queue files are empty
         try:
@@ -76,43 +98,56 @@ class PrefetchQueue:
         body = json.dumps({k: v for k, v in info.items() if v is not None}).encode()
         # Race: a prefetcher may read the entry the moment it appears, so it
         # appears whole: written under a temporary name, then linked into
-        # place (link(2) also refuses an id that is queued already).
-        tmp = os.path.join(self.queue_dir, TEMPORARY_PREFIX + secrets.token_hex(8))
-        # 0600: it may name a location, which is nobody else's business.
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
-        try:
+        # place (link(2) also refuses an id that is queued already, and
+        # anything else at its name).
+        tmp = TEMPORARY_PREFIX + secrets.token_hex(8)
+        with directory.subdir(QUEUE) as dir_fd:
+            # 0600: it may name a location, which is nobody else's business.
+            fd = safefiles.create_new(tmp, dir_fd=dir_fd, mode=0o600)
             try:
-                os.write(fd, body)
+                write_all(fd, body)
                 # The mtime is the queue order; the kernel's timestamp
                 # granularity (a clock tick) would tie quick successions.
                 now = time.time_ns()
                 os.utime(fd, ns=(now, now))
+                link_new(fd, tmp, image_id, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+            except FileExistsError:
+                return False
             finally:
                 os.close(fd)
-            os.link(tmp, directory.path(image_id, QUEUE))
-        except FileExistsError:
-            return False
-        finally:
-            os.unlink(tmp)
+                os.unlink(tmp, dir_fd=dir_fd)
         return True
 
     def remove(self, image_id: str) -> bool:
-        try:
-            os.unlink(self.directory.path(self._checked(image_id), QUEUE))
-        except FileNotFoundError:
-            return False
+        """Dequeue; False if not queued. Only a queue entry is removed."""
+        self._checked(image_id)
+        with self.directory.subdir(QUEUE) as dir_fd:
+            try:
+                os.unlink(image_id, dir_fd=dir_fd)
+            except (FileNotFoundError, IsADirectoryError):
+                return False
         return True
 
     def clear(self) -> int:
         return sum(self.remove(image_id) for image_id in self.images())
 
-    def clean(self, stall_time: int) -> None:
+    def clean(self, stall_time: int) -> list[str]:
         """Remove temporary files left by a crash inside ``add``: one lives
-        for microseconds, so one older than ``stall_time`` is a leftover."""
+        for microseconds, so one older than ``stall_time`` is a leftover.
+        What cannot be removed is returned, one line each."""
         now = time.time()
-        for name in os.listdir(self.queue_dir):
-            if name.startswith(TEMPORARY_PREFIX):
-                path = os.path.join(self.queue_dir, name)
-                with contextlib.suppress(FileNotFoundError):
-                    if now - os.lstat(path).st_mtime > stall_time:
-                        os.unlink(path)
+        left = []
+        with self.directory.subdir(QUEUE) as dir_fd:
+            for name in os.listdir(dir_fd):
+                if not name.startswith(TEMPORARY_PREFIX):
+                    continue
+                try:
+                    st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+                    if now - st.st_mtime > stall_time:
+                        os.unlink(name, dir_fd=dir_fd)
+                except FileNotFoundError:
+                    continue
+                except OSError as exc:
+                    why = "a directory" if exc.errno == errno.EISDIR else exc.strerror
+                    left.append(f"{QUEUE}/{name}: {why}")
+        return left

@@ -16,8 +16,19 @@ Lost and damaged records. The limit is only as good as the records, so:
   others count theirs. Every use compares the file at the path with the one
   the connection has open and reconnects on a difference.
 * A damaged database is a one-line ``BackendException`` naming it; ``check
-  --fix`` moves it aside (as ``.fsstore-damaged-<name>-<time>``, never an
-  entry) and rebuilds the records from the files.
+  --fix`` moves it aside (as ``.fsstore-damaged-<name>-<time>-<random>``,
+  never an entry, never replacing anything) and rebuilds the records from
+  the files.
+
+Planted files. sqlite opens the database and its ``-wal``, ``-shm`` and
+``-journal`` files itself, following links and creating what is missing.
+So before every connection the driver checks that each of them is a regular
+file with no other name, or absent (a symbolic link, FIFO, directory or hard
+link there is a one-line ``BackendException`` naming it, and sqlite is never
+let near it), and it creates a missing database itself, with ``O_EXCL``.
+Race: a name swapped between that check and sqlite's open is followed; the
+check closes the window to that moment, in a directory only the cache's
+owners should write to.
 """
 
 from __future__ import annotations
@@ -25,7 +36,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import secrets
 import sqlite3
+import stat
 import threading
 import time
 from collections.abc import Sequence
@@ -33,7 +46,7 @@ from typing import Any
 
 from oslo_config import cfg
 
-from fsstore import exceptions
+from fsstore import exceptions, safefiles
 from fsstore.cache.records import CachedImage, Directory, Problem, RecordsDriver
 from fsstore.store import RESERVED_PREFIX
 
@@ -125,19 +138,53 @@ class SqliteDriver(RecordsDriver):
         local.conn, local.ident, local.pid = conn, ident, os.getpid()
         return conn
 
+    def _check_files(self) -> bool:
+        """Whether the database file exists. BackendException if it, or one
+        of its side files, is anything sqlite must not open (see the module
+        doc).
+
+        By lstat, never by opening: closing any descriptor of a database
+        file drops every POSIX lock this process holds on it, the other
+        threads' sqlite connections' included (sqlite's "how to corrupt"
+        list, 2.2).
+        """
+        exists = False
+        for suffix in ("", *_SIDE_FILES):
+            path = self.db_path + suffix
+            try:
+                st = os.lstat(path)
+            except FileNotFoundError:
+                continue
+            if not stat.S_ISREG(st.st_mode):
+                what = "a symbolic link" if stat.S_ISLNK(st.st_mode) else "not a file"
+                raise exceptions.BackendException(
+                    f"cache database file {path} is {what}; sqlite would follow "
+                    "it or block on it: remove it"
+                )
+            if st.st_nlink != 1:
+                raise exceptions.BackendException(
+                    f"cache database file {path} has other hard links; sqlite "
+                    "would write to a file shared with another name: remove it"
+                )
+            exists = exists or not suffix
+        return exists
+
     def _connect(self) -> tuple[sqlite3.Connection, tuple[int, int]]:
-        if os.path.exists(self.db_path):
+        if self._check_files():
             conn = self._open()
             return conn, _identity(os.stat(self.db_path))
         # Race: several processes may find the file missing at once; under
         # the lock, only the first creates it and rebuilds its records.
         with self.directory.lock():
-            created = not os.path.exists(self.db_path)
+            created = not self._check_files()
             if created:
                 # Left by a deleted database: a new one must not replay them.
                 for suffix in _SIDE_FILES:
                     with contextlib.suppress(FileNotFoundError):
                         os.unlink(self.db_path + suffix)
+                # Made here, new: sqlite would create it through a link.
+                with contextlib.suppress(FileExistsError):
+                    os.close(safefiles.create_new(self.db_path, mode=0o644))
             conn = self._open()
             if created:
                 conn.execute(SCHEMA)
@@ -257,9 +304,12 @@ class SqliteDriver(RecordsDriver):
         aside = os.path.join(
             self.directory.base_dir,
             f"{RESERVED_PREFIX}damaged-{os.path.basename(self.db_path)}-"
-            f"{time.strftime('%Y%m%dT%H%M%S')}",
+            f"{time.strftime('%Y%m%dT%H%M%S')}-{secrets.token_hex(4)}",
         )
-        os.replace(self.db_path, aside)
+        # Moved by link and unlink, not rename: a name that is taken is
+        # never replaced.
+        os.link(self.db_path, aside, follow_symlinks=False)
+        os.unlink(self.db_path)
         for suffix in _SIDE_FILES:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.db_path + suffix)

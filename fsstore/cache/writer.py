@@ -39,7 +39,7 @@ class Publisher(Protocol):
 
     def discard(self, image_id: str) -> None: ...
 
-    def invalidate(self, image_id: str, reason: str) -> None: ...
+    def invalidate(self, image_id: str, reason: str, fd: int) -> None: ...
 
 
 class CacheWriter:
@@ -134,7 +134,9 @@ class CacheWriter:
             if reason is not None:
                 self.rejected = reason
                 LOG.warning("not caching %s: %s", self.image_id, reason)
-                self._quietly(self._directory.invalidate, self.image_id, reason)
+                self._quietly(
+                    self._directory.invalidate, self.image_id, reason, self.fd
+                )
                 return False
             self.published = self._directory.publish(self)
         except Exception as exc:
@@ -143,7 +145,9 @@ class CacheWriter:
             # every byte: the image is simply not cached.
             self.abandoned = f"caching failed: {exc}"
             LOG.warning("not caching %s: %s", self.image_id, exc)
-            self._quietly(self._directory.invalidate, self.image_id, self.abandoned)
+            self._quietly(
+                self._directory.invalidate, self.image_id, self.abandoned, self.fd
+            )
         finally:
             self._close()
         return self.published
@@ -159,7 +163,7 @@ class CacheWriter:
         """The stream failed: the partial entry moves to ``invalid/``."""
         if not self._end():
             self._stop()
-            self._quietly(self._directory.invalidate, self.image_id, reason)
+            self._quietly(self._directory.invalidate, self.image_id, reason, self.fd)
             self._close()
 
     def _end(self) -> bool:

@@ -21,7 +21,7 @@ import secrets
 import time
 from collections.abc import Iterator, Sequence
 
-from fsstore import exceptions, locking
+from fsstore import exceptions, locking, safefiles
 from fsstore.cache.directory import INCOMPLETE
 from fsstore.cache.records import CachedImage, Directory, Problem, RecordsDriver
 
@@ -62,8 +62,13 @@ class XattrDriver(RecordsDriver):
             f".fsstore-xattr-probe-{secrets.token_hex(8)}", INCOMPLETE
         )
         try:
-            with open(probe, "wb") as f:
-                os.setxattr(f.fileno(), HITS, b"0")
+            fd = safefiles.create_new(probe)
+        except OSError as exc:
+            raise exceptions.BadDriverConfiguration(
+                self.NAME, f"cannot create {probe}: {exc.strerror}"
+            ) from None
+        try:
+            os.setxattr(fd, HITS, b"0")
         except OSError as exc:
             raise exceptions.BadDriverConfiguration(
                 self.NAME,
@@ -71,6 +76,7 @@ class XattrDriver(RecordsDriver):
                 f"extended attributes ({exc.strerror})",
             ) from None
         finally:
+            os.close(fd)
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(probe)
 
@@ -131,5 +137,6 @@ class XattrDriver(RecordsDriver):
                 path = self.directory.path(image_id)
                 problems.append(Problem("bad-hits", image_id, f"no valid {HITS}"))
                 if fix:
-                    os.setxattr(path, HITS, b"0")
+                    # By name, never through a link swapped in since the scan.
+                    os.setxattr(path, HITS, b"0", follow_symlinks=False)
         return problems

@@ -4,6 +4,7 @@ Glance's ``cache-manage`` names them."""
 from __future__ import annotations
 
 import argparse
+import os
 
 from fsstore import exceptions
 from fsstore.cache import Prefetcher
@@ -48,6 +49,8 @@ def _why_not_queued(ctx: Context, image_id: str) -> str:
         return "being cached"
     if ctx.cache.is_queued(image_id):
         return "queued already"
+    if os.path.lexists(os.path.join(ctx.cache.base_dir, "queue", image_id)):
+        return "blocked: something that is no queue entry is at queue/" + image_id
     return "not cacheable"
 
 
@@ -115,10 +118,19 @@ def cmd_prune(args: argparse.Namespace, ctx: Context) -> Result:
 
 
 def cmd_clean(args: argparse.Namespace, ctx: Context) -> Result:
-    invalid, incomplete = ctx.cache.clean(args.stall_time)
+    cleaned = ctx.cache.clean(args.stall_time)
+    lines = [
+        f"removed {cleaned.invalid} invalid and {cleaned.incomplete} incomplete files"
+    ]
+    lines += [f"left {what}" for what in cleaned.left]
     return Result(
-        {"invalid": invalid, "incomplete": incomplete},
-        f"removed {invalid} invalid and {incomplete} incomplete files",
+        {
+            "invalid": cleaned.invalid,
+            "incomplete": cleaned.incomplete,
+            "left": list(cleaned.left),
+        },
+        "\n".join(lines),
+        EXIT_FAILED if cleaned.left else 0,
     )
 
 

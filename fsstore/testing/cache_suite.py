@@ -142,7 +142,7 @@ class CacheDriverConformanceTests:
         assert not cache.cache_image_iter("bad", iter([data]), md5(b"other"))
         assert not cache.is_cached("bad")
         assert self.names(cache, "invalid") == ["bad"]
-        assert cache.clean() == (1, 0)
+        assert cache.clean() == (1, 0, ())
         assert self.names(cache, "invalid") == []
 
     def test_multihash_is_verified(self, cache: ImageCache) -> None:
@@ -549,10 +549,29 @@ class CacheDriverConformanceTests:
         with open(live, "rb") as held:
             fcntl.flock(held, fcntl.LOCK_EX)
             # A stall time of 0 would reap everything old; the lock decides.
-            assert cache.clean(stall_time=0) == (0, 1)
+            assert cache.clean(stall_time=0) == (0, 1, ())
             assert self.names(cache, "incomplete") == ["live"]
-        assert cache.clean(stall_time=10**9) == (0, 1)
+        assert cache.clean(stall_time=10**9) == (0, 1, ())
         assert self.names(cache, "incomplete") == []
+
+    def test_clean_reports_what_it_cannot_remove_and_goes_on(
+        self, cache: ImageCache
+    ) -> None:
+        base = Path(cache.base_dir)
+        for sub in ("invalid", "incomplete"):
+            (base / sub / "planted").mkdir()
+            (base / sub / "planted" / "inside").write_bytes(b"kept")
+        (base / "invalid" / "failed").write_bytes(b"partial")
+        (base / "incomplete" / "crashed").write_bytes(b"partial")
+        cleaned = cache.clean()
+        assert cleaned[:2] == (1, 1)
+        assert sorted(cleaned.left) == [
+            "incomplete/planted: a directory",
+            "invalid/planted: a directory",
+        ]
+        assert self.names(cache, "invalid") == ["planted"]
+        assert self.names(cache, "incomplete") == ["planted"]
+        assert (base / "invalid" / "planted" / "inside").read_bytes() == b"kept"
 
     def test_check_of_a_consistent_cache(self, cache: ImageCache) -> None:
         self.put(cache, "a", b"x")

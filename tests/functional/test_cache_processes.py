@@ -207,7 +207,7 @@ def test_writer_killed_mid_stream(tmp_path, driver):
     assert not cache.is_cached("crashed")
     assert cache.is_being_cached("live") and not cache.is_being_cached("crashed")
     # Reaped by its dead lock, long before image_cache_stall_time.
-    assert cache.clean() == (0, 1)
+    assert cache.clean() == (0, 1, ())
     assert os.listdir(cache_dir / "incomplete") == ["live"]
     live.go()
     assert live.result() == {"published": True}

@@ -105,7 +105,7 @@ def test_prefetch_reports_failures_and_goes_on(conf, tmp_path):
         f"failed gone: image file://{tmp_path}/images/gone not found",
     ]
     assert [r["image_id"] for r in js(conf, "list")] == ["good"]
-    assert js(conf, "clean") == {"invalid": 1, "incomplete": 0}
+    assert js(conf, "clean") == {"invalid": 1, "incomplete": 0, "left": []}
 
 
 def test_queue_management(conf, tmp_path):

@@ -95,6 +95,8 @@ def test_xattr_strays_are_not_entries(tmp_path):
             cache.open_for_read(stray)
     # Strays count for nothing against the limit, and are never deleted.
     assert cache.cache_image_iter("two", iter([b"y" * 30]), md5(b"y" * 30))
+    for stray in ("README", "x.lock"):
+        assert not cache.delete_cached_image(stray)
     assert cache.delete_all_cached_images() == 2
     assert {"README", "x.lock", ".hidden"} <= names(tmp_path)
 
