@@ -66,3 +66,13 @@ def test_scrub_rot(tmp_path):
     check(result)
     assert result.figures["rotten"] > 0
     assert result.figures["scrubs killed"] > 0
+
+
+@pytest.mark.parametrize("driver", ["sqlite", "xattr"])
+def test_hostile_cache_files(tmp_path, driver):
+    result = scenarios.hostile_cache_files(tmp_path, drivers=(driver,), with_cli=False)
+    check(result)
+    assert result.figures["names planted"] == 52
+    assert result.figures["victims changed"] == 0
+    assert result.figures["hangs"] == 0
+    assert result.figures["left by clean"] == 2  # invalid/img, incomplete/img

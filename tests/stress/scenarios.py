@@ -1,16 +1,19 @@
-"""The six stress scenarios. Each returns a Result; every loop is bounded."""
+"""The stress scenarios. Each returns a Result; every loop is bounded."""
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import random
+import select
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from fsstore import exceptions
@@ -21,13 +24,21 @@ from fsstore.testing.streams import SHAPES, NoneRead, Recorder, TextRead, shaped
 from tests import bad_configs
 from tests.helpers import is_root, load_conf, tmpfs, write_conf
 from tests.stress.common import (
+    IMG,
+    PER_IMAGE_PATHS,
+    PLANT_KINDS,
+    STATE_PATHS,
+    SUBDIR_PATHS,
+    SUBDIR_PLANT_KINDS,
     KiB,
     MiB,
     Result,
+    Victims,
     fork_child,
     fs_store,
     images_in,
     is_sealed,
+    plant,
     read_reports,
     sealed,
     staging_files,
@@ -979,6 +990,231 @@ def scrub_rot(
     return result
 
 
+# -- 11. names planted in the cache directory -------------------------------------------
+
+PLANT_TIMEOUT = 30.0  # seconds for one case's operations; each takes milliseconds
+
+
+def _planted_ops(
+    cache_dir: Path, driver: str, conf_path: Path, data: bytes, location: str
+) -> list[tuple[str, Callable[[], object]]]:
+    """What one process does to a cache with a planted name: every operation
+    that opens, creates, truncates, renames over or removes a cache file."""
+    checksum = hashlib.md5(data).hexdigest()
+    registry = StoreRegistry(load_conf(conf_path))
+    missing = location + ".missing"
+    state: dict[str, ImageCache] = {}
+
+    def cache() -> ImageCache:
+        return state["cache"]
+
+    def configure() -> None:
+        state["cache"] = ImageCache(make_cache_conf(cache_dir, driver))
+
+    # A regular file at an entry's name is an entry to the sqlite driver
+    # (a cache directory is adopted as Glance left it): a hard link planted
+    # there is served. Nothing else planted ever is.
+    planted_entry = (cache_dir / IMG).is_file() and not (cache_dir / IMG).is_symlink()
+
+    def served(what: bytes, how: str) -> None:
+        if what != data and not (planted_entry and driver == "sqlite"):
+            raise AssertionError(f"{how} returned bytes that are not the image's")
+
+    def read_through() -> None:
+        chunks, _ = CachingStore(registry, cache()).get(IMG, location, checksum)
+        served(b"".join(chunks), "a read through the cache")
+
+    def read_cached() -> None:
+        try:
+            with cache().open_for_read(IMG) as f:
+                served(f.read(), "the cache")
+        except exceptions.NotFound:
+            pass
+
+    def fail_verification() -> None:
+        cache().cache_image_iter(IMG, iter([data]), "0" * 32)
+
+    def fail_prefetch() -> None:
+        cache().queue_image(IMG, location=missing, allow_unverified=True)
+        Prefetcher(cache(), registry).run()
+
+    return [
+        ("configure", configure),
+        ("queue", lambda: cache().queue_image(IMG, location, checksum)),
+        ("queued info", lambda: cache().get_queued_images()),
+        ("prefetch", lambda: Prefetcher(cache(), registry).run()),
+        ("read through", read_through),
+        ("read cached", read_cached),
+        ("delete", lambda: cache().delete_cached_image(IMG)),
+        # A failed prefetch first: it creates invalid/<id> where nothing of
+        # the cache's is yet; a failed verification then moves its file there.
+        ("fail prefetch", fail_prefetch),
+        ("fail verification", fail_verification),
+        ("list", lambda: (cache().get_cached_images(), cache().get_cache_size())),
+        ("prune", lambda: cache().prune()),
+        ("check", lambda: cache().check()),
+        ("check --fix", lambda: cache().check(fix=True)),
+        ("clean", lambda: cache().clean()),
+        ("delete all", lambda: cache().delete_all_cached_images()),
+        ("dequeue all", lambda: cache().delete_all_queued_images()),
+    ]
+
+
+def _planted_child(
+    cache_dir: Path, driver: str, conf_path: Path, data: bytes, location: str, out: int
+) -> None:
+    """Run _planted_ops, one JSON line per operation on ``out``: "ok", a
+    refusal (an fsstore error or an OSError naming what is in the way), or
+    anything else, which is a finding."""
+    logging.disable(logging.CRITICAL)  # refusals are logged; the report says them
+    for name, op in _planted_ops(cache_dir, driver, conf_path, data, location):
+        try:
+            value = op()
+            outcome, detail = "ok", ""
+            if name == "clean":
+                detail = json.dumps(list(getattr(value, "left", ())))
+        except (exceptions.FsstoreError, OSError) as exc:
+            outcome, detail = "refused", f"{type(exc).__name__}: {exc}"
+        except Exception as exc:  # noqa: BLE001 - anything else is a finding
+            outcome, detail = "unexpected", f"{type(exc).__name__}: {exc}"
+        os.write(out, (json.dumps([name, outcome, detail]) + "\n").encode())
+        if name == "configure" and outcome != "ok":
+            return  # refused at configure: nothing else can run
+
+
+def _run_bounded(
+    work: Callable[..., None], *args: object
+) -> tuple[list[list[str]], bool]:
+    """Fork a child running ``work(*args, out)``: its report lines, and
+    whether it finished within PLANT_TIMEOUT (killed if not)."""
+    read, write = os.pipe()
+    pid = fork_child(work, *args, write, close_in_child=read)
+    os.close(write)
+    deadline = time.monotonic() + PLANT_TIMEOUT
+    chunks, finished = [], False
+    with os.fdopen(read, "rb") as pipe:
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not select.select([pipe], [], [], remaining)[0]:
+                break  # the deadline passed with the child still running
+            chunk = os.read(pipe.fileno(), 65536)
+            if not chunk:
+                finished = True
+                break
+            chunks.append(chunk)
+    if not finished:
+        os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    lines = b"".join(chunks).decode().splitlines()
+    return [json.loads(line) for line in lines], finished
+
+
+def _plant_cases() -> list[tuple[str, str]]:
+    cases = [(p, k) for p in (*PER_IMAGE_PATHS, *STATE_PATHS) for k in PLANT_KINDS]
+    return cases + [(p, k) for p in SUBDIR_PATHS for k in SUBDIR_PLANT_KINDS]
+
+
+def hostile_cache_files(
+    workdir: Path, drivers: tuple[str, ...] = ("sqlite", "xattr"), with_cli: bool = True
+) -> Result:
+    """A symbolic link (to a victim file, or dangling), a FIFO, a directory or
+    a hard link planted at every name the cache opens, creates, truncates or
+    renames over (its subdirectories, the lock, sqlite's files, and for one
+    image its incomplete/, invalid/, queue/ and entry names), then every cache
+    operation in a fresh process under a deadline: no victim outside the
+    cache changes, nothing hangs, nothing but a refusal is raised, and the
+    bytes served are always the image's."""
+    result = Result("hostile cache directories and state files")
+    conf_path = write_conf(
+        workdir / "store.conf",
+        {"glance_store": {"filesystem_store_datadir": str(workdir / "images")}},
+    )
+    data = os.urandom(70_000)
+    registry = StoreRegistry(load_conf(conf_path))
+    location = registry.add(IMG, iter([data]), len(data)).location
+    registry.close()
+    figures = dict.fromkeys(
+        ["names planted", "refusals", "left by clean", "victims changed", "hangs"], 0
+    )
+    cases = _plant_cases()
+    for driver in drivers:
+        for n, (path, kind) in enumerate(cases):
+            case = f"{driver} {path} {kind}"
+            casedir = workdir / f"{driver}-{n}"
+            cache_dir = casedir / "cache"
+            setup = ImageCache(make_cache_conf(cache_dir, driver))
+            del setup  # the layout and sqlite's files exist, as in use
+            at = cache_dir / path
+            if at.is_dir() and not at.is_symlink():
+                at.rmdir()
+            elif os.path.lexists(at):
+                at.unlink()
+            victims = Victims(casedir / "victims")
+            plant(kind, at, victims, path)
+            victims.seal()
+            figures["names planted"] += 1
+            reports, finished = _run_bounded(
+                _planted_child, cache_dir, driver, conf_path, data, location
+            )
+            result.operations += len(reports)
+            if not finished:
+                figures["hangs"] += 1
+                done = reports[-1][0] if reports else "nothing"
+                result.fail(f"{case}: hung after {done}")
+            for name, outcome, detail in reports:
+                if outcome == "unexpected":
+                    result.fail(f"{case}: {name}: {detail}")
+                figures["refusals"] += outcome == "refused"
+                if name == "clean" and outcome == "ok":
+                    figures["left by clean"] += len(json.loads(detail))
+            if with_cli and finished and kind in ("symlink", "fifo"):
+                for args in (["prefetch"], ["clean"]):
+                    result.operations += 1
+                    problem = _cli_bounded(conf_path, cache_dir, driver, args)
+                    if problem:
+                        figures["hangs"] += problem == "hung"
+                        result.fail(f"{case}: fsstore cache {args[0]}: {problem}")
+            changed = victims.changed()
+            figures["victims changed"] += len(changed)
+            if changed:
+                result.fail(f"{case}: victims changed: {changed}")
+    result.figures = {
+        "cache paths": len({p for p, _ in cases}),
+        "plant kinds": len({k for _, k in cases}),
+        **figures,
+    }
+    return result
+
+
+def _cli_bounded(
+    store_conf: Path, cache_dir: Path, driver: str, args: list[str]
+) -> str | None:
+    """Run ``fsstore cache ARGS`` on the cache under the deadline: what went
+    wrong ("hung", a traceback), or None."""
+    conf = write_conf(
+        cache_dir.parent / "cli.conf",
+        {
+            "DEFAULT": {
+                "image_cache_dir": str(cache_dir),
+                "image_cache_driver": driver,
+            },
+            "glance_store": {
+                "filesystem_store_datadir": str(store_conf.parent / "images")
+            },
+        },
+    )
+    try:
+        proc = subprocess.run(
+            [FSSTORE, "--config-file", str(conf), "cache", *args],
+            capture_output=True,
+            text=True,
+            timeout=PLANT_TIMEOUT,
+        )
+    except subprocess.TimeoutExpired:
+        return "hung"
+    return "traceback" if "Traceback" in proc.stderr else None
+
+
 def run_all(workdir: Path, quick: bool = False) -> list[Result]:
     scale = 0.1 if quick else 1.0
     n = lambda x: max(2, int(x * scale))  # noqa: E731
@@ -993,6 +1229,7 @@ def run_all(workdir: Path, quick: bool = False) -> list[Result]:
         ("streams", lambda d: hostile_streams(d, adds=n(300))),
         ("cache-options", lambda d: hostile_cache_options(d)),
         ("scrub", lambda d: scrub_rot(d, images=n(200))),
+        ("planted", lambda d: hostile_cache_files(d, with_cli=not quick)),
     ]
     results = []
     for name, step in steps:
