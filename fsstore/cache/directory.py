@@ -262,7 +262,8 @@ class CacheDirectory:
         try:
             fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
         except OSError as exc:
-            if exc.errno == errno.ELOOP:
+            # O_NOFOLLOW | O_DIRECTORY on a link: ELOOP or ENOTDIR.
+            if exc.errno in (errno.ELOOP, errno.ENOTDIR) and os.path.islink(path):
                 raise OSError(
                     exc.errno, "a symbolic link where a directory belongs", path
                 ) from None

@@ -246,3 +246,30 @@ def test_queue_files_are_private_and_keep_no_credentials(tmp_path):
     assert secret.encode() not in path.read_bytes()
     assert b"AKIA" not in path.read_bytes()
     assert cache.queued_image_info("img")["location"] == "s3://host/bucket/img"
+
+
+# -- a subdirectory swapped for a link after configure --------------------------
+
+
+@pytest.mark.parametrize("driver", ["sqlite", "xattr"])
+def test_a_subdirectory_swapped_for_a_link_is_never_followed(tmp_path, driver):
+    # configure() refuses a link where invalid/, incomplete/ or queue/
+    # belongs; one swapped in while a cache is in use must not be followed
+    # either: clean() would empty, and writers fill, wherever it leads.
+    cache = make(tmp_path / "cache", driver)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "img").write_bytes(b"precious")
+    for sub in ("invalid", "incomplete", "queue"):
+        os.rmdir(tmp_path / "cache" / sub)
+        (tmp_path / "cache" / sub).symlink_to(elsewhere)
+    with pytest.raises(OSError, match="symbolic link where a directory belongs"):
+        cache.clean()
+    assert not cache.cache_image_iter("img", iter([b"data"]), md5(b"other"))
+    assert not cache.cache_image_iter("img", iter([b"data"]), md5(b"data"))
+    with pytest.raises(OSError, match="symbolic link"):
+        cache.queue_image("img", location="file:///x/img")
+    with pytest.raises(OSError, match="symbolic link"):
+        cache.get_queued_images()
+    assert os.listdir(elsewhere) == ["img"]
+    assert (elsewhere / "img").read_bytes() == b"precious"
