@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import stat
 from collections.abc import Callable
 from typing import Literal
 
@@ -108,7 +109,9 @@ def reap(
             return "held"
         if between is not None:
             between()
-        if not same_file(name, fd, dir_fd):
+        # A directory planted at the name is no holder's, and unlink(2)
+        # cannot remove it: left for the caller to report.
+        if stat.S_ISDIR(os.fstat(fd).st_mode) or not same_file(name, fd, dir_fd):
             return "gone"
         try:
             os.unlink(name, dir_fd=dir_fd)

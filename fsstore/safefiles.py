@@ -34,10 +34,16 @@ from fsstore.pipeline import write_all
 
 _OPEN_FLAGS = os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
+# linkat(2) of /proc/self/fd/N with AT_SYMLINK_FOLLOW links the open file
+# itself (an O_TMPFILE file too); without /proc, a file is linked by name.
+HAVE_PROC_FD = os.path.isdir("/proc/self/fd")
+
 __all__ = [
+    "HAVE_PROC_FD",
     "NotRegularFile",
     "create_new",
     "ensure_regular",
+    "link_new",
     "open_regular",
     "replace_contents",
 ]
@@ -127,6 +133,57 @@ def create_new(
     return os.open(
         path, flags | os.O_CREAT | os.O_EXCL | _OPEN_FLAGS, mode, dir_fd=dir_fd
     )
+
+
+def link_new(
+    fd: int,
+    dst: str,
+    *,
+    dst_dir_fd: int | None = None,
+    src: str | None = None,
+    src_dir_fd: int | None = None,
+) -> None:
+    """Give the file open as ``fd`` the new name ``dst``: FileExistsError
+    if anything is there, which is never replaced. This is how every image,
+    cache entry and queue entry is published.
+
+    ``src`` (in ``src_dir_fd``) is the file's name, if it has one; an
+    ``O_TMPFILE`` file has none and needs /proc.
+
+    Race: whoever can write to ``src``'s directory may swap ``src`` for a
+    link or another file after we opened it. Linked by its descriptor, the
+    file we wrote is what gets the name, whatever ``src`` names now.
+    Without /proc the name is linked (never a link's target) and then
+    checked, and a stranger linked in our stead is unlinked again.
+    """
+    if HAVE_PROC_FD:
+        # The absolute source ignores a dir_fd, but giving one makes Python
+        # call linkat(2), which follows /proc's link; link(2) cannot.
+        any_dir = src_dir_fd if src_dir_fd is not None else dst_dir_fd
+        own = os.open("/", os.O_RDONLY | os.O_DIRECTORY) if any_dir is None else None
+        try:
+            os.link(
+                f"/proc/self/fd/{fd}",
+                dst,
+                src_dir_fd=any_dir if own is None else own,
+                dst_dir_fd=dst_dir_fd,
+                follow_symlinks=True,
+            )
+        finally:
+            if own is not None:
+                os.close(own)
+        return
+    if src is None:
+        raise OSError(errno.ENOTSUP, "linking an unnamed file needs /proc", dst)
+    os.link(
+        src, dst, src_dir_fd=src_dir_fd, dst_dir_fd=dst_dir_fd, follow_symlinks=False
+    )
+    st = os.stat(dst, dir_fd=dst_dir_fd, follow_symlinks=False)
+    held = os.fstat(fd)
+    if (st.st_dev, st.st_ino) != (held.st_dev, held.st_ino):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(dst, dir_fd=dst_dir_fd)
+        raise NotRegularFile(src, "something other than the file written")
 
 
 def _check_replaceable(name: str, dir_fd: int | None) -> None:

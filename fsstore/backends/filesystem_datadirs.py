@@ -20,7 +20,7 @@ import stat
 import threading
 from collections.abc import Iterator
 
-from fsstore import exceptions, locking
+from fsstore import exceptions, locking, safefiles
 from fsstore.backends.filesystem_digests import forget_record
 from fsstore.backends.filesystem_timed import TimedCalls
 from fsstore.location import FileLocation, Location
@@ -124,21 +124,13 @@ class Staging:
 
     def link(self, image_id: str) -> None:
         """Publish under ``image_id``; FileExistsError if it is taken."""
-        if self.name is None:
-            os.link(
-                f"/proc/self/fd/{self.fd}",
-                image_id,
-                dst_dir_fd=self.datadir.fd,
-                follow_symlinks=True,  # linkat(AT_SYMLINK_FOLLOW): the file itself
-            )
-        else:
-            os.link(
-                self.name,
-                image_id,
-                src_dir_fd=self.staging_fd,
-                dst_dir_fd=self.datadir.fd,
-                follow_symlinks=False,
-            )
+        safefiles.link_new(
+            self.fd,
+            image_id,
+            dst_dir_fd=self.datadir.fd,
+            src=self.name,
+            src_dir_fd=self.staging_fd if self.name is not None else None,
+        )
         self.published = True
 
     def close(self) -> None:
@@ -181,7 +173,7 @@ class DataDirs:
                 d.created = not os.path.lexists(d.path)
                 d.fd = self._open_datadir(d.path)
                 d.ident = _identity(os.fstat(d.fd))
-                d.tmpfile = os.path.isdir("/proc/self/fd")
+                d.tmpfile = safefiles.HAVE_PROC_FD
         except BaseException:
             for d in dirs:
                 if d.fd >= 0:
@@ -277,7 +269,7 @@ class DataDirs:
             # closed with the store, not here.
             self._retired_fds.append(datadir.fd)
             datadir.fd, datadir.ident = fd, _identity(os.fstat(fd))
-            datadir.tmpfile = os.path.isdir("/proc/self/fd")
+            datadir.tmpfile = safefiles.HAVE_PROC_FD
             if datadir is self._lock_dir:
                 self._lock_pid = 0  # the publish lock lived in the old one
             _remove_stale_staging(datadir)

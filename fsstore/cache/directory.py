@@ -81,51 +81,8 @@ GLANCE_DB_LOCK = "image_cache_db_init"
 SUBDIRS = (INCOMPLETE, INVALID, QUEUE)
 
 
-# linkat(2) of /proc/self/fd/N with AT_SYMLINK_FOLLOW links the open file
-# itself; without /proc, a file is linked by its name.
-_PROC_FD = os.path.isdir("/proc/self/fd")
-
-
 def _lru_order(entry: CachedImage) -> tuple[float, str]:
     return entry.last_accessed, entry.image_id
-
-
-def link_new(
-    fd: int,
-    src: str,
-    dst: str,
-    *,
-    src_dir_fd: int,
-    dst_dir_fd: int | None = None,
-) -> None:
-    """Give the file open as ``fd`` (named ``src`` in ``src_dir_fd``) the new
-    name ``dst``: FileExistsError if anything is there, which is never
-    replaced.
-
-    Race: whoever can write to the directory may swap ``src`` for a link or
-    another file after we opened it. Linked by its descriptor, the file we
-    wrote is what gets the name, whatever ``src`` names now. Without /proc
-    the name is linked (never a link's target) and then checked, and a
-    stranger linked in our stead is unlinked again.
-    """
-    if _PROC_FD:
-        # The absolute source ignores src_dir_fd, but a dir_fd makes Python
-        # call linkat(2), which can follow /proc's link; link(2) cannot.
-        os.link(
-            f"/proc/self/fd/{fd}",
-            dst,
-            src_dir_fd=src_dir_fd,
-            dst_dir_fd=dst_dir_fd,
-            follow_symlinks=True,
-        )
-        return
-    os.link(
-        src, dst, src_dir_fd=src_dir_fd, dst_dir_fd=dst_dir_fd, follow_symlinks=False
-    )
-    if not locking.same_file(dst, fd, dst_dir_fd):
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(dst, dir_fd=dst_dir_fd)
-        raise safefiles.NotRegularFile(src, "something other than the file written")
 
 
 class Cleaned(NamedTuple):
@@ -465,10 +422,10 @@ class CacheDirectory:
             )
             try:
                 with self.subdir(INCOMPLETE) as incomplete_fd:
-                    link_new(
+                    safefiles.link_new(
                         writer.fd,
-                        image_id,
                         self.path(image_id),
+                        src=image_id,
                         src_dir_fd=incomplete_fd,
                     )
             except FileExistsError:
@@ -514,8 +471,12 @@ class CacheDirectory:
             os.setxattr(fd, "user.error", reason.encode()[:1024])
         with self.subdir(INCOMPLETE) as incomplete_fd, self.subdir(INVALID) as inv_fd:
             try:
-                link_new(
-                    fd, image_id, image_id, src_dir_fd=incomplete_fd, dst_dir_fd=inv_fd
+                safefiles.link_new(
+                    fd,
+                    image_id,
+                    dst_dir_fd=inv_fd,
+                    src=image_id,
+                    src_dir_fd=incomplete_fd,
                 )
             except FileExistsError:
                 LOG.info("%s is there already; kept", self.path(image_id, INVALID))

@@ -24,7 +24,7 @@ import time
 from typing import Any
 
 from fsstore import exceptions, safefiles
-from fsstore.cache.directory import QUEUE, CacheDirectory, link_new
+from fsstore.cache.directory import QUEUE, CacheDirectory
 from fsstore.pipeline import write_all
 
 TEMPORARY_PREFIX = ".fsstore-queue-"
@@ -110,7 +110,9 @@ class PrefetchQueue:
                 # granularity (a clock tick) would tie quick successions.
                 now = time.time_ns()
                 os.utime(fd, ns=(now, now))
-                link_new(fd, tmp, image_id, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+                safefiles.link_new(
+                    fd, image_id, dst_dir_fd=dir_fd, src=tmp, src_dir_fd=dir_fd
+                )
             except FileExistsError:
                 return False
             finally:

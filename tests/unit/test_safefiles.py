@@ -176,3 +176,85 @@ def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
     return mask
+
+
+@pytest.mark.parametrize("kind", [*PLANTS, "regular"])
+@pytest.mark.parametrize("proc", [True, False])
+def test_link_new_never_replaces_what_is_at_the_name(
+    work: Path, victim: Path, kind: str, proc: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(safefiles, "HAVE_PROC_FD", proc)
+    if kind == "regular":
+        (work / "dst").write_bytes(b"theirs")
+    else:
+        plant(kind, work / "dst", victim)
+    before = os.lstat(work / "dst")
+    fd = safefiles.create_new(str(work / "src"))
+    try:
+        os.write(fd, b"ours")
+        with pytest.raises(FileExistsError):
+            safefiles.link_new(fd, str(work / "dst"), src=str(work / "src"))
+    finally:
+        os.close(fd)
+    after = os.lstat(work / "dst")
+    assert (after.st_ino, after.st_mode) == (before.st_ino, before.st_mode)
+    assert victim.read_bytes() == b"precious"
+
+
+def test_link_new_publishes_the_open_file_though_its_name_was_swapped(
+    work: Path, victim: Path
+) -> None:
+    """With /proc: the descriptor is linked, not whatever the name holds."""
+    fd = safefiles.create_new(str(work / "src"))
+    try:
+        os.write(fd, b"ours")
+        os.rename(work / "src", work / "moved")
+        (work / "src").symlink_to(victim)
+        safefiles.link_new(fd, str(work / "dst"), src=str(work / "src"))
+        assert (work / "dst").read_bytes() == b"ours"
+        assert not (work / "dst").is_symlink()
+        # Once our file has no name left, nothing is published at all.
+        os.unlink(work / "moved")
+        os.unlink(work / "dst")
+        with pytest.raises(FileNotFoundError):
+            safefiles.link_new(fd, str(work / "dst2"), src=str(work / "src"))
+    finally:
+        os.close(fd)
+    assert not os.path.lexists(work / "dst2")
+    assert not (work / "dst").is_symlink()
+    assert victim.stat().st_nlink == 1
+
+
+def test_link_new_without_proc_unlinks_a_stranger_linked_in_our_stead(
+    work: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(safefiles, "HAVE_PROC_FD", False)
+    fd = safefiles.create_new(str(work / "src"))
+    try:
+        os.unlink(work / "src")
+        (work / "src").write_bytes(b"stranger")
+        with pytest.raises(safefiles.NotRegularFile):
+            safefiles.link_new(fd, str(work / "dst"), src=str(work / "src"))
+    finally:
+        os.close(fd)
+    assert not os.path.lexists(work / "dst")
+
+
+def test_link_new_publishes_an_unnamed_file(work: Path) -> None:
+    dir_fd = os.open(work, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fd = os.open(".", os.O_TMPFILE | os.O_WRONLY, 0o600, dir_fd=dir_fd)
+        try:
+            os.write(fd, b"anonymous")
+            safefiles.link_new(fd, "dst", dst_dir_fd=dir_fd)
+        finally:
+            os.close(fd)
+    finally:
+        os.close(dir_fd)
+    assert (work / "dst").read_bytes() == b"anonymous"
+
+
+def test_reaping_leaves_a_directory_at_a_lock_files_name(work: Path) -> None:
+    (work / "lock").mkdir()
+    assert locking.reap(str(work / "lock")) == "gone"
+    assert (work / "lock").is_dir()
