@@ -85,6 +85,24 @@ def _lru_order(entry: CachedImage) -> tuple[float, str]:
     return entry.last_accessed, entry.image_id
 
 
+def regular_files(
+    dir_fd: int, accept: Callable[[str], bool]
+) -> Iterator[tuple[str, os.stat_result]]:
+    """``(name, lstat result)`` of each regular file in the directory open
+    as ``dir_fd`` whose name ``accept`` takes: links, FIFOs and directories
+    planted among entries are never one."""
+    with os.scandir(dir_fd) as found:
+        for entry in found:
+            if not accept(entry.name):
+                continue
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except FileNotFoundError:
+                continue
+            if stat.S_ISREG(st.st_mode):
+                yield entry.name, st
+
+
 class Cleaned(NamedTuple):
     """What ``clean()`` did: files removed from ``invalid/`` and crashed
     writers' files from ``incomplete/``, and what it could not remove, one
@@ -282,20 +300,10 @@ class CacheDirectory:
 
     def scan_entry_files(self) -> Iterator[tuple[str, os.stat_result]]:
         """``(image id, lstat result)`` of each entry file, in directory order."""
-        is_entry_name = self._is_entry_file_name
         # By descriptor: each lstat is relative, no walk of the directory's path.
         dir_fd = os.open(self.base_dir, os.O_RDONLY | os.O_DIRECTORY)
         try:
-            with os.scandir(dir_fd) as found:
-                for entry in found:
-                    if not is_entry_name(entry.name):
-                        continue
-                    try:
-                        st = entry.stat(follow_symlinks=False)
-                    except FileNotFoundError:
-                        continue
-                    if stat.S_ISREG(st.st_mode):
-                        yield entry.name, st
+            yield from regular_files(dir_fd, self._is_entry_file_name)
         finally:
             os.close(dir_fd)
 

@@ -24,7 +24,7 @@ import time
 from typing import Any
 
 from fsstore import exceptions, safefiles
-from fsstore.cache.directory import QUEUE, CacheDirectory
+from fsstore.cache.directory import QUEUE, CacheDirectory, regular_files
 from fsstore.pipeline import write_all
 
 TEMPORARY_PREFIX = ".fsstore-queue-"
@@ -51,18 +51,11 @@ class PrefetchQueue:
 
     def images(self) -> list[str]:
         """The queued ids, oldest first."""
-        is_entry_name = self.directory.is_entry_name
-        found = []
-        with self.directory.subdir(QUEUE) as dir_fd, os.scandir(dir_fd) as entries:
-            for entry in entries:
-                if not is_entry_name(entry.name):
-                    continue
-                try:
-                    st = entry.stat(follow_symlinks=False)
-                except FileNotFoundError:
-                    continue
-                if stat.S_ISREG(st.st_mode):
-                    found.append((st.st_mtime_ns, entry.name))
+        with self.directory.subdir(QUEUE) as dir_fd:
+            found = [
+                (st.st_mtime_ns, name)
+                for name, st in regular_files(dir_fd, self.directory.is_entry_name)
+            ]
         return [name for _, name in sorted(found)]
 
     def info(self, image_id: str) -> dict[str, Any]:
