@@ -76,3 +76,10 @@ def test_hostile_cache_files(tmp_path, driver):
     assert result.figures["victims changed"] == 0
     assert result.figures["hangs"] == 0
     assert result.figures["left by clean"] == 2  # invalid/img, incomplete/img
+
+
+def test_hostile_state_files(tmp_path):
+    result = scenarios.hostile_state_files(tmp_path, every=3)
+    check(result)
+    assert result.figures["names planted"] == 6
+    assert result.figures["victims changed"] == result.figures["hangs"] == 0

@@ -188,10 +188,13 @@ class Victims:
         )
 
 
-def plant(kind: str, at: Path, victims: Victims, label: str) -> None:
+def plant(
+    kind: str, at: Path, victims: Victims, label: str, subdir: bool | None = None
+) -> None:
     """Put a ``kind`` at ``at`` (which must not exist), aimed at ``label``'s
-    victims. Subdirectories take SUBDIR_PLANT_KINDS, files PLANT_KINDS."""
-    subdir = label in SUBDIR_PATHS
+    victims. Subdirectories (``subdir``; by default the cache's) take
+    SUBDIR_PLANT_KINDS, files PLANT_KINDS."""
+    subdir = label in SUBDIR_PATHS if subdir is None else subdir
     if kind == "symlink":
         at.symlink_to(victims.directory(label) if subdir else victims.file(label))
     elif kind == "dangling":

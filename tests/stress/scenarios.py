@@ -22,7 +22,7 @@ from fsstore.registry import StoreRegistry
 from fsstore.testing.cache_suite import make_cache_conf
 from fsstore.testing.streams import SHAPES, NoneRead, Recorder, TextRead, shaped
 from tests import bad_configs
-from tests.helpers import is_root, load_conf, tmpfs, write_conf
+from tests.helpers import is_root, load_conf, ramfs, tmpfs, write_conf
 from tests.stress.common import (
     IMG,
     PER_IMAGE_PATHS,
@@ -1194,6 +1194,104 @@ def hostile_cache_files(
     return result
 
 
+# -- 12. names planted where the stores and the scrub keep their state -------------
+
+#: Files and directories a filesystem store keeps in a data directory, and
+#: the scrub's checkpoint (beside the data, in the case's directory).
+STORE_STATE_FILES = (".fsstore-publish.lock",)
+STORE_STATE_DIRS = (".fsstore-staging", ".fsstore-digests")
+CHECKPOINT = "scrub.json"
+
+
+def hostile_state_files(workdir: Path, every: int = 1) -> Result:
+    """Each kind of name planted at each state file a filesystem store or a
+    scrub writes (the publish lock, the staging and digest-record
+    directories, the scrub checkpoint), then the command's add, get, scrub
+    (with --record and --resume) and delete under a deadline: no victim
+    outside changes, nothing hangs, no traceback, and an image added reads
+    back whole. As root the data directory is a ramfs, which has no user
+    xattrs, so digests go to the record files. ``every``: only every n-th
+    case (a quick run)."""
+    result = Result("hostile data-directory and scrub state files")
+    cases = [
+        (name, kind, False)
+        for name in (*STORE_STATE_FILES, CHECKPOINT)
+        for kind in PLANT_KINDS
+    ] + [(name, kind, True) for name in STORE_STATE_DIRS for kind in SUBDIR_PLANT_KINDS]
+    cases = cases[::every]
+    figures = dict.fromkeys(
+        ["names planted", "refusals", "images read back", "victims changed", "hangs"],
+        0,
+    )
+    root = workdir / "ramfs"
+    mounted = ramfs(root) if is_root() else contextlib.nullcontext(workdir)
+    with mounted as base:
+        for n, (name, kind, subdir) in enumerate(cases):
+            case = f"{name} {kind}"
+            casedir = base / f"case-{n}"
+            images = casedir / "images"
+            images.mkdir(parents=True)
+            conf = write_conf(
+                casedir / "store.conf",
+                {"glance_store": {"filesystem_store_datadir": str(images)}},
+            )
+            data = os.urandom(rng_size(n))
+            (casedir / "src").write_bytes(data)
+            at = casedir / name if name == CHECKPOINT else images / name
+            # Beside the case, on its file system: a hard link needs that.
+            victims = Victims(base / f"victims-{n}")
+            plant(kind, at, victims, name, subdir=subdir)
+            victims.seal()
+            figures["names planted"] += 1
+            checkpoint = ["--checkpoint", str(casedir / CHECKPOINT)]
+            location = f"file://{images}/img"
+            steps = [
+                ["add", "--id", "img", str(casedir / "src")],
+                ["get", location, "-o", str(casedir / "out")],
+                ["scrub", "--record", *checkpoint],
+                ["scrub", "--resume", *checkpoint],
+                ["delete", location],
+            ]
+            added = False
+            for args in steps:
+                result.operations += 1
+                try:
+                    proc = subprocess.run(
+                        [FSSTORE, "--config-file", str(conf), *args],
+                        capture_output=True,
+                        text=True,
+                        timeout=PLANT_TIMEOUT,
+                    )
+                except subprocess.TimeoutExpired:
+                    figures["hangs"] += 1
+                    result.fail(f"{case}: fsstore {args[0]} hung")
+                    break
+                if "Traceback" in proc.stderr:
+                    result.fail(f"{case}: fsstore {args[0]}: a traceback")
+                figures["refusals"] += proc.returncode != 0
+                added = added or (args[0] == "add" and proc.returncode == 0)
+                if args[0] == "get" and added:
+                    if proc.returncode or (casedir / "out").read_bytes() != data:
+                        result.fail(f"{case}: the image added did not read back")
+                    else:
+                        figures["images read back"] += 1
+            changed = victims.changed()
+            figures["victims changed"] += len(changed)
+            if changed:
+                result.fail(f"{case}: victims changed: {changed}")
+    result.figures = {
+        "state names": len({name for name, _, _ in cases}),
+        "without xattrs": is_root(),
+        **figures,
+    }
+    return result
+
+
+def rng_size(n: int) -> int:
+    """An image size per case, across the inline and pipelined add paths."""
+    return (1, 70_000, 5 * 1024 * 1024)[n % 3]
+
+
 def _cli_bounded(
     store_conf: Path, cache_dir: Path, driver: str, args: list[str]
 ) -> str | None:
@@ -1238,6 +1336,7 @@ def run_all(workdir: Path, quick: bool = False) -> list[Result]:
         ("cache-options", lambda d: hostile_cache_options(d)),
         ("scrub", lambda d: scrub_rot(d, images=n(200))),
         ("planted", lambda d: hostile_cache_files(d, with_cli=not quick)),
+        ("state", lambda d: hostile_state_files(d, every=1 if not quick else 3)),
     ]
     results = []
     for name, step in steps:
