@@ -360,12 +360,15 @@ class DataDirs:
             if self._lock_fd >= 0:
                 os.close(self._lock_fd)  # the parent's, or a replaced directory's
             self._lock_dir = lock_dir
-            self._lock_fd = os.open(
-                PUBLISH_LOCK,
-                os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW,
-                0o600,
-                dir_fd=lock_dir.fd,
-            )
+            try:
+                self._lock_fd = safefiles.open_regular(
+                    PUBLISH_LOCK, os.O_RDWR | os.O_CREAT, dir_fd=lock_dir.fd
+                )
+            except OSError as exc:
+                raise exceptions.BackendException(
+                    f"cannot open the publish lock "
+                    f"{os.path.join(lock_dir.path, PUBLISH_LOCK)}: {exc.strerror}"
+                ) from None
             self._lock_pid = os.getpid()
         return self._lock_fd
 

@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Iterator
 from typing import Any, BinaryIO, cast
 
+from fsstore import safefiles
 from fsstore.cli.command import (
     Command,
     Context,
@@ -108,7 +109,7 @@ def _replace(path: str, target: str, st: os.stat_result | None) -> Iterator[Bina
     tmp = os.path.join(directory, f".fsstore-get-{os.getpid()}-{uuid.uuid4().hex[:8]}")
     try:
         # As a new file would be made: mode 0666 less the umask.
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        fd = safefiles.create_new(tmp, mode=0o666)
     except OSError as exc:
         raise _cannot_write(path, exc) from None
     try:

@@ -183,3 +183,34 @@ def test_redact_never_shows_a_secret(secret, scheme):
     assert "AKIAKEY" not in redact(uri)
     assert marked not in without_credentials(uri)
     assert without_credentials(uri) == f"{scheme}://host.example/bucket/key"
+
+
+@pytest.mark.parametrize("kind", ["symlink", "fifo", "directory"])
+@pytest.mark.parametrize("staging", ["tmpfile", "named"])
+def test_a_name_planted_at_the_publish_lock_is_refused(
+    make_fs_store, tmp_path, kind, staging
+):
+    """The publish lock (with several data directories, in the first by
+    path) is a regular file of the store's own: a link there is never
+    followed (its target never opened), a FIFO or a directory is refused,
+    and nothing is published meanwhile."""
+    first, second = tmp_path / "a", tmp_path / "b"
+    first.mkdir()
+    victim = tmp_path / "victim"
+    victim.write_bytes(b"precious")
+    lock = first / ".fsstore-publish.lock"
+    if kind == "symlink":
+        lock.symlink_to(victim)
+    elif kind == "fifo":
+        os.mkfifo(lock)
+    else:
+        lock.mkdir()
+    store = make_fs_store(
+        staging=staging, filesystem_store_datadirs=[f"{first}:200", f"{second}:100"]
+    )
+    atime = victim.stat().st_atime_ns
+    with pytest.raises(exceptions.FsstoreError, match="publish.lock"):
+        store.add("img", iter([b"data"]), 4)
+    assert victim.stat().st_atime_ns == atime  # never opened
+    assert victim.read_bytes() == b"precious"
+    assert not (first / "img").exists() and not (second / "img").exists()
