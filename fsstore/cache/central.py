@@ -146,14 +146,15 @@ def misplaced_at(url: str) -> bool:
 
 
 def secrets_of(url: str) -> list[str]:
-    """The password of ``url`` (as written and decoded) and any password in
-    its query, longest first: what ``hide_secrets`` hides."""
+    """The user name and password of ``url`` (as written and decoded) and
+    any password in its query, longest first: what ``hide_secrets`` hides."""
     found: set[str] = set()
     span = _credentials_end(url)
     if span is not None:
-        userinfo = url[span[0] : span[1]]
-        if ":" in userinfo:
-            raw = userinfo.partition(":")[2]
+        # The user name too: nothing from "://" to the last "@" is shown,
+        # and a driver names the user it failed to log in.
+        user, _, password = url[span[0] : span[1]].partition(":")
+        for raw in (user, password):
             found |= {raw, urllib.parse.unquote(raw)}
         query = url[span[1] :].partition("?")[2]
     else:
@@ -250,7 +251,17 @@ class CentralDbDriver(RecordsDriver):
                 self.NAME,
                 "SQLAlchemy is not installed (pip install 'fsstore[central]')",
             ) from None
-        url = self.conf.database.connection
+        try:
+            url = self.conf.database.connection
+        except (cfg.Error, ValueError):
+            # oslo.config reads "$word" as a substitution of the option
+            # "word", and its error names "word": the rest of a password.
+            raise exceptions.BadDriverConfiguration(
+                self.NAME,
+                "[database] connection cannot be read (not shown: it may hold a "
+                "password); a '$' in it starts an oslo.config substitution and "
+                "must be written '$$'",
+            ) from None
         node = self.conf.worker_self_reference_url
         if not url:
             raise exceptions.BadDriverConfiguration(
