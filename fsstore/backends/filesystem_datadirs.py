@@ -165,12 +165,23 @@ class DataDirs:
         self._lock_pid = 0
 
     def open(self, dirs: list[DataDir], file_mode: int) -> None:
-        """Open (creating them if needed) every directory of ``dirs``, give
-        them the search bits ``file_mode`` asks for, and remove the staging
-        files no live writer holds."""
+        """Open every directory of ``dirs``, give them the search bits
+        ``file_mode`` asks for, and remove the staging files no live writer
+        holds.
+
+        A fresh store (none of its directories exists) gets them all made,
+        as glance_store makes its own. Once any exists, a missing one is
+        never made: it may be a file system that is not mounted, and an
+        empty directory in its place would hide that from every later scrub
+        (and take images that belong on the mount). It is skipped, and
+        reported by ``missing``, until it is back.
+        """
+        fresh = not any(os.path.lexists(d.path) for d in dirs)
         try:
             for d in dirs:
-                d.created = not os.path.lexists(d.path)
+                if not fresh and not os.path.lexists(d.path):
+                    continue  # opened by available() once it is there
+                d.created = fresh
                 d.fd = self._open_datadir(d.path)
                 d.ident = _identity(os.fstat(d.fd))
                 d.tmpfile = safefiles.HAVE_PROC_FD
@@ -180,12 +191,13 @@ class DataDirs:
                     os.close(d.fd)
             raise
         self.all = dirs
-        for d in dirs:
+        present = [d for d in dirs if d.fd >= 0]
+        for d in present:
             _let_readers_search(d, file_mode)
         priorities = sorted({d.priority for d in dirs}, reverse=True)
         self._by_priority = [[d for d in dirs if d.priority == p] for p in priorities]
         self._by_path = sorted(dirs, key=lambda d: d.path)
-        for d in dirs:
+        for d in present:
             _remove_stale_staging(d)
 
     def _open_datadir(self, path: str) -> int:
@@ -266,8 +278,9 @@ class DataDirs:
                 return False  # gone again
             LOG.warning("data directory %s was replaced; reopened it", datadir.path)
             # Other threads may be using the old descriptor right now: it is
-            # closed with the store, not here.
-            self._retired_fds.append(datadir.fd)
+            # closed with the store, not here. (None: missing at configure.)
+            if datadir.fd >= 0:
+                self._retired_fds.append(datadir.fd)
             datadir.fd, datadir.ident = fd, _identity(os.fstat(fd))
             datadir.tmpfile = safefiles.HAVE_PROC_FD
             if datadir is self._lock_dir:
@@ -276,12 +289,12 @@ class DataDirs:
         return True
 
     def missing(self) -> list[str]:
-        """The data directories missing now, and those that were missing
-        when the store was configured (which made them, as glance_store
-        does) and still hold no image: a scrub listing an empty directory
-        made in place of an unmounted one would otherwise find nothing
-        wrong. Not one below a directory that holds images: new images go
-        to the highest priority first, so an empty one there is expected."""
+        """The data directories missing now, and those a fresh store made
+        at configure (none of its directories existed: see ``open``) that
+        still hold no image: a scrub listing an empty directory made in
+        place of an unmounted one would otherwise find nothing wrong. Not
+        one below a directory that holds images: new images go to the
+        highest priority first, so an empty one there is expected."""
         present = [d for d in self.all if self.available(d)]
         filled = [d.priority for d in present if _holds_images(d)]
         found = [
@@ -330,7 +343,7 @@ class DataDirs:
 
     def check_absent(self, image_id: str, skip: DataDir | None = None) -> None:
         for d in self.all:
-            if d is skip:
+            if d is skip or not self.available(d):
                 continue
             if not os.access(image_id, os.F_OK, dir_fd=d.fd, follow_symlinks=False):
                 continue

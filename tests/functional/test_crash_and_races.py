@@ -169,7 +169,8 @@ def test_concurrent_adds_of_one_id_exactly_one_wins(tmp_path, fs, staging, ndirs
             }
         },
     )
-    (tmp_path / "b").mkdir(exist_ok=True)
+    for d in datadirs(tmp_path):  # configure makes none while another exists
+        d.mkdir(exist_ok=True)
     writers = [
         start_writer(conf, "contested", seed, staging, "none") for seed in range(8)
     ]
