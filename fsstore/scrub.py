@@ -412,7 +412,9 @@ def load_expected(path: Path) -> dict[str, Expected]:
         rows: Iterable[object] = _csv_rows(text)
     else:
         try:
-            rows = json.loads(text)
+            rows = json.loads(text, object_pairs_hook=_no_duplicate_keys)
+        except _BadRow as exc:
+            raise unusable(str(exc)) from None
         except RecursionError:
             raise unusable("JSON nested too deeply") from None
         except ValueError as exc:
@@ -437,7 +439,22 @@ def load_expected(path: Path) -> dict[str, Expected]:
 
 def _csv_rows(text: str) -> Iterator[dict[str | None, object]]:
     # The header is not a row: rows count from the first below it.
-    yield from csv.DictReader(io.StringIO(text, newline=""))
+    reader = csv.DictReader(io.StringIO(text.removeprefix("\ufeff"), newline=""))
+    header = reader.fieldnames or []
+    repeated = sorted({name for name in header if header.count(name) > 1})
+    if repeated:
+        # DictReader keeps the last of two columns of one name.
+        raise _BadRow(f"the header has column {_shown(repeated[0])} twice")
+    yield from reader
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    """A JSON object, refusing a key given twice (json keeps the last)."""
+    keys = [key for key, _ in pairs]
+    repeated = sorted({key for key in keys if keys.count(key) > 1})
+    if repeated:
+        raise _BadRow(f"field {_shown(repeated[0])} is given twice in one object")
+    return dict(pairs)
 
 
 def _field(row: dict[Any, object], *names: str) -> tuple[str, object]:
@@ -450,9 +467,37 @@ def _field(row: dict[Any, object], *names: str) -> tuple[str, object]:
     return given[0] if given else (names[0], None)
 
 
+#: The fields a row of expected digests may have: a misspelt one would
+#: otherwise drop its digest silently, and the image be called ok unchecked.
+EXPECTED_FIELDS = frozenset(
+    {"id", "checksum", "multihash", "os_hash_value", "hashing_algo", "os_hash_algo"}
+)
+#: The other columns of Glance's ``images`` table, so that a whole row of it
+#: (``SELECT * FROM images``) loads; they are not read.
+GLANCE_IMAGE_COLUMNS = frozenset(
+    {
+        "name", "size", "status", "created_at", "updated_at", "deleted_at",
+        "deleted", "disk_format", "container_format", "owner", "min_disk",
+        "min_ram", "protected", "virtual_size", "visibility", "os_hidden",
+    }
+)  # fmt: skip
+
+
 def _expected(row: object) -> tuple[str, Expected]:
     if not isinstance(row, dict):
         raise _BadRow(f"{_shown(row)} is not an object with an id")
+    if None in row:  # csv.DictReader's key for cells beyond the header
+        raise _BadRow("it has more cells than the header has columns")
+    unknown = sorted(
+        str(k)
+        for k in row
+        if k not in EXPECTED_FIELDS and k not in GLANCE_IMAGE_COLUMNS
+    )
+    if unknown:
+        raise _BadRow(
+            f"unknown field {_shown(unknown[0])} (known: "
+            f"{', '.join(sorted(EXPECTED_FIELDS))})"
+        )
     image_id = row.get("id")
     if image_id is None or image_id == "":
         raise _BadRow("it has no id")
@@ -560,6 +605,29 @@ def _load_checkpoint(path: Path, this: _Pass) -> tuple[list[ImageCheck], bool] |
     return checks, bool(finished)
 
 
+def _refuse_other_file(path: Path) -> None:
+    """Invalid if ``path`` holds a file that is not a scrub checkpoint:
+    ``--checkpoint`` naming a file of the user's by mistake must not
+    replace it (a checkpoint, of any store, is the scrub's to start over)."""
+    try:
+        fd = open_regular(str(path))
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise _refused(path, exc) from None
+    try:
+        with os.fdopen(fd, "rb") as f:
+            data = json.loads(f.read())
+        ours = isinstance(data, dict) and {"store", "options", "images"} <= set(data)
+    except (OSError, ValueError, RecursionError):
+        ours = False
+    if not ours:
+        raise exceptions.Invalid(
+            f"{path} is there and is not a scrub checkpoint: it is left as it "
+            "is; give another --checkpoint"
+        )
+
+
 def _save_checkpoint(
     path: Path, report: ScrubReport, this: _Pass, finished: bool = False
 ) -> None:
@@ -623,11 +691,18 @@ def scrub(
             report.checks = loaded[0]
             report.resumed = len(report.checks)
     if checkpoint is not None:
+        if not resume:
+            _refuse_other_file(checkpoint)
         _save_checkpoint(checkpoint, report, this)
     unavailable = store.unavailable()
     listed = sorted(store.images())
     # Also after listing: a directory that went away meanwhile was not listed.
     report.unavailable = sorted(set(unavailable) | set(store.unavailable()))
+    # A verdict carried over is only for an image the store still lists:
+    # one deleted since is not there to be ok (and, expected, is missing).
+    present = {image.image_id for image in listed}
+    report.checks = [c for c in report.checks if c.image_id in present]
+    report.resumed = len(report.checks)
     done = {c.image_id for c in report.checks}
     pending = [image for image in listed if image.image_id not in done]
     if on_total is not None:

@@ -16,7 +16,7 @@ from fsstore.backends.filesystem_digests import PREFIX
 from fsstore.cache import ImageCache, Prefetcher
 from fsstore.hashing import KeptDigests
 from fsstore.registry import StoreRegistry
-from fsstore.scrub import Verdict, load_expected, scrub
+from fsstore.scrub import Expected, Verdict, load_expected, scrub
 from fsstore.testing.cache_suite import make_cache_conf
 from fsstore.testing.suite import payload
 
@@ -463,3 +463,45 @@ def test_record_never_replaces_digests_kept_while_it_read(make_fs_store, tmp_pat
     assert check.verdict is Verdict.UNVERIFIABLE
     assert store.kept_digests(location) == theirs
     assert [c.verdict for c in scrub(store).checks] == [Verdict.OK]
+
+
+def test_a_resumed_verdict_of_an_image_deleted_since_is_dropped(damaged, tmp_path):
+    """Checked ok before the kill, deleted before the resume: not ok in
+    this pass (it is not there), and missing when Glance expects it."""
+    checkpoint = tmp_path / "scrub.json"
+    expected = {"also-whole": Expected(None, None)}
+    seen: list[str] = []
+
+    def stop_after_three(check) -> None:
+        seen.append(check.image_id)
+        if len(seen) == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        scrub(
+            damaged,
+            checkpoint=checkpoint,
+            on_image=stop_after_three,
+            checkpoint_every=0,
+            expected=expected,
+        )
+    assert seen[0] == "also-whole"
+    os.unlink(tmp_path / "a" / "also-whole")
+    report = scrub(damaged, checkpoint=checkpoint, resume=True, expected=expected)
+    verdicts = {c.image_id: c.verdict for c in report.checks}
+    assert verdicts["also-whole"] is Verdict.MISSING
+    assert report.resumed == 2  # empty, flipped
+    assert report.failed
+
+
+def test_a_checkpoint_path_holding_another_file_is_left_alone(damaged, tmp_path):
+    notes = tmp_path / "notes.txt"
+    notes.write_bytes(b"important user data")
+    for body in (b"important user data", b'{"images": []}', b"[1, 2]"):
+        notes.write_bytes(body)
+        with pytest.raises(exceptions.Invalid, match="is not a scrub checkpoint"):
+            scrub(damaged, checkpoint=notes)
+        assert notes.read_bytes() == body
+    # A checkpoint of any store is the scrub's to start over.
+    scrub(damaged, checkpoint=tmp_path / "scrub.json")
+    scrub(damaged, checkpoint=tmp_path / "scrub.json")

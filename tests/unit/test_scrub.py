@@ -273,3 +273,65 @@ def test_two_rows_for_one_id_that_disagree_are_refused(tmp_path):
     path.write_text(f"id,checksum\na,{MD5_A}\na,{'c' * 32}\n")
     with pytest.raises(exceptions.Invalid, match="row 2.*'a'"):
         load_expected(path)
+
+
+@pytest.mark.parametrize(
+    ("name", "body", "why"),
+    [
+        (
+            "md5.json",
+            '[{"id": "i1", "md5": "' + "0" * 32 + '"}]',
+            "unknown field 'md5'",
+        ),
+        (
+            "typo.json",
+            '[{"id": "i1", "os_hash_values": "' + "0" * 128 + '"}]',
+            "unknown field 'os_hash_values'",
+        ),
+        (
+            "twice.json",
+            '[{"id": "i1", "checksum": "'
+            + "0" * 32
+            + '", "checksum": "'
+            + "1" * 32
+            + '"}]',
+            "field 'checksum' is given twice",
+        ),
+        (
+            "space.csv",
+            "id, checksum\ni1," + "0" * 32 + "\n",
+            "unknown field ' checksum'",
+        ),
+        ("upper.csv", "ID,checksum\ni1," + "0" * 32 + "\n", "unknown field 'ID'"),
+        (
+            "columns.csv",
+            "id,checksum,checksum\ni1," + "0" * 32 + "," + "1" * 32 + "\n",
+            "column 'checksum' twice",
+        ),
+        ("cells.csv", "id,checksum\ni1," + "0" * 32 + ",extra\n", "more cells"),
+    ],
+)
+def test_a_field_that_would_be_dropped_is_refused(tmp_path, name, body, why):
+    """A digest under a name the loader does not know would be dropped and
+    its image called ok unchecked: refused in one line naming it."""
+    path = tmp_path / name
+    path.write_text(body)
+    with pytest.raises(exceptions.Invalid) as caught:
+        load_expected(path)
+    message = str(caught.value)
+    assert why in message and len(message.splitlines()) == 1, message
+
+
+def test_a_csv_file_with_a_byte_order_mark_loads(tmp_path):
+    path = tmp_path / "bom.csv"
+    path.write_bytes(("\ufeffid,checksum\ni1," + "a" * 32 + "\n").encode())
+    assert load_expected(path)["i1"].checksum == "a" * 32
+
+
+def test_a_whole_row_of_glances_images_table_loads(tmp_path):
+    path = tmp_path / "images.csv"
+    path.write_text(
+        "id,name,size,status,checksum,os_hash_algo,os_hash_value,visibility\n"
+        f"i1,cirros,12,active,{'a' * 32},sha256,{'b' * 64},public\n"
+    )
+    assert load_expected(path) == {"i1": Expected("a" * 32, "b" * 64, "sha256")}
