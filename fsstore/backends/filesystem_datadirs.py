@@ -163,6 +163,7 @@ class DataDirs:
         self._lock_dir: DataDir | None = None
         self._lock_fd = -1
         self._lock_pid = 0
+        self.file_mode = 0
 
     def open(self, dirs: list[DataDir], file_mode: int) -> None:
         """Open every directory of ``dirs``, give them the search bits
@@ -180,7 +181,13 @@ class DataDirs:
         try:
             for d in dirs:
                 if not fresh and not os.path.lexists(d.path):
-                    continue  # opened by available() once it is there
+                    # Opened by available() once it is there.
+                    LOG.warning(
+                        "data directory %s is missing; skipped until it exists "
+                        "(it is never made while another data directory exists)",
+                        d.path,
+                    )
+                    continue
                 d.created = fresh
                 d.fd = self._open_datadir(d.path)
                 d.ident = _identity(os.fstat(d.fd))
@@ -191,6 +198,7 @@ class DataDirs:
                     os.close(d.fd)
             raise
         self.all = dirs
+        self.file_mode = file_mode
         present = [d for d in dirs if d.fd >= 0]
         for d in present:
             _let_readers_search(d, file_mode)
@@ -283,6 +291,7 @@ class DataDirs:
                 self._retired_fds.append(datadir.fd)
             datadir.fd, datadir.ident = fd, _identity(os.fstat(fd))
             datadir.tmpfile = safefiles.HAVE_PROC_FD
+            _let_readers_search(datadir, self.file_mode)
             if datadir is self._lock_dir:
                 self._lock_pid = 0  # the publish lock lived in the old one
             _remove_stale_staging(datadir)
@@ -372,9 +381,11 @@ class DataDirs:
         ):
             if self._lock_fd >= 0:
                 os.close(self._lock_fd)  # the parent's, or a replaced directory's
-            self._lock_dir = lock_dir
+            # Forgotten before the open: a refused open must not leave a
+            # closed (and soon reused) number to be flocked or closed again.
+            self._lock_fd, self._lock_dir = -1, None
             try:
-                self._lock_fd = safefiles.open_regular(
+                fd = safefiles.open_regular(
                     PUBLISH_LOCK, os.O_RDWR | os.O_CREAT, dir_fd=lock_dir.fd
                 )
             except OSError as exc:
@@ -382,6 +393,7 @@ class DataDirs:
                     f"cannot open the publish lock "
                     f"{os.path.join(lock_dir.path, PUBLISH_LOCK)}: {exc.strerror}"
                 ) from None
+            self._lock_fd, self._lock_dir = fd, lock_dir
             self._lock_pid = os.getpid()
         return self._lock_fd
 

@@ -214,3 +214,56 @@ def test_a_name_planted_at_the_publish_lock_is_refused(
     assert victim.stat().st_atime_ns == atime  # never opened
     assert victim.read_bytes() == b"precious"
     assert not (first / "img").exists() and not (second / "img").exists()
+
+
+def test_a_refused_publish_lock_leaves_no_stale_descriptor(make_fs_store, tmp_path):
+    """A process that finds a FIFO at the publish lock (here a forked child,
+    which opens its own lock) is refused, and its next add must not close
+    or flock the number the refused lock once had (reused by then)."""
+    first, second = tmp_path / "a", tmp_path / "b"
+    first.mkdir()
+    second.mkdir()
+    store = make_fs_store(filesystem_store_datadirs=[f"{first}:200", f"{second}:100"])
+    store.add("one", iter([b"1"]), 1)  # the lock is open in the parent
+    lock = first / ".fsstore-publish.lock"
+    lock.unlink()
+    os.mkfifo(lock)
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child's outcome is its exit status
+        code = 3
+        try:
+            for image_id in ("two", "three"):
+                try:
+                    store.add(image_id, iter([b"2"]), 1)
+                except exceptions.BackendException:
+                    pass
+                else:
+                    code = 2
+                    break
+                if image_id == "two":
+                    spare = [os.open(os.devnull, os.O_RDONLY) for _ in range(4)]
+            else:
+                for fd in spare:
+                    os.fstat(fd)  # EBADF if the refused lock's number was closed
+                code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+
+
+def test_a_data_directory_that_appears_later_gets_the_search_bits(
+    make_fs_store, tmp_path
+):
+    first, late = tmp_path / "a", tmp_path / "late"
+    first.mkdir()
+    store = make_fs_store(
+        filesystem_store_datadirs=[f"{late}:200", f"{first}:100"],
+        filesystem_store_file_perm="644",
+    )
+    assert not late.exists()  # never made while another exists
+    late.mkdir(mode=0o700)
+    os.chmod(late, 0o700)
+    result = store.add("img", iter([b"data"]), 4)
+    assert result.location == f"file://{late}/img"
+    assert os.stat(late).st_mode & 0o001  # others may enter to read it
