@@ -369,14 +369,17 @@ class CacheDirectory:
         # A writer's file has one name (two, under the lock, while it is
         # published). More is a hard link planted to a file elsewhere:
         # truncating it would empty that file.
-        if os.fstat(fd).st_nlink != 1:
-            os.close(fd)
-            raise OSError(
-                errno.EMLINK,
-                "has other hard links; never truncated",
-                self.path(image_id, INCOMPLETE),
-            )
-        os.ftruncate(fd, 0)  # a crashed writer's leftovers
+        try:
+            if os.fstat(fd).st_nlink != 1:
+                raise OSError(
+                    errno.EMLINK,
+                    "has other hard links; never truncated",
+                    self.path(image_id, INCOMPLETE),
+                )
+            os.ftruncate(fd, 0)  # a crashed writer's leftovers
+        except BaseException:
+            os.close(fd)  # and its lock: held, nobody could cache the image
+            raise
         return fd
 
     def start_write(

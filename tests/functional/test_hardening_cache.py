@@ -273,3 +273,22 @@ def test_a_subdirectory_swapped_for_a_link_is_never_followed(tmp_path, driver):
         cache.get_queued_images()
     assert os.listdir(elsewhere) == ["img"]
     assert (elsewhere / "img").read_bytes() == b"precious"
+
+
+def test_a_writer_that_cannot_empty_its_file_lets_go_of_its_lock(tmp_path, monkeypatch):
+    """A failure between taking an incomplete/ file's lock and emptying it
+    closes the file: a lock kept would mark the image as being cached by a
+    live writer for the life of the process, and nobody could cache it."""
+    cache = make(tmp_path / "cache")
+    data = payload(10_000, seed=4)
+    real = os.ftruncate
+
+    def full(fd: int, length: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "ftruncate", full)
+    assert not cache.cache_image_iter("img", iter([data]), md5(data))
+    assert not cache.is_being_cached("img")
+    monkeypatch.setattr(os, "ftruncate", real)
+    assert cache.cache_image_iter("img", iter([data]), md5(data))
+    assert cache.is_cached("img")
