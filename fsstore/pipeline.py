@@ -25,6 +25,7 @@ import queue
 import threading
 from typing import Any
 
+from fsstore.safefiles import write_all
 from fsstore.streams import CheckedSource
 
 BUFFER_SIZE = 4 * 1024 * 1024
@@ -48,19 +49,6 @@ class WriteFailed(Exception):
     def __init__(self, oserror: OSError) -> None:
         super().__init__(str(oserror))
         self.oserror = oserror
-
-
-def write_all(fd: int, data: bytes | memoryview, offset: int | None = None) -> None:
-    """Write all of ``data`` to ``fd`` (at ``offset``, if given), however
-    short each write(2) is."""
-    view = memoryview(data).cast("B")
-    while view:
-        if offset is None:
-            written = os.write(fd, view)
-        else:
-            written = os.pwrite(fd, view, offset)
-            offset += written
-        view = view[written:]
 
 
 def _disable_direct_io(fd: int) -> None:

@@ -30,8 +30,6 @@ import os
 import secrets
 import stat
 
-from fsstore.pipeline import write_all
-
 _OPEN_FLAGS = os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
 # linkat(2) of /proc/self/fd/N with AT_SYMLINK_FOLLOW links the open file
@@ -46,7 +44,21 @@ __all__ = [
     "link_new",
     "open_regular",
     "replace_contents",
+    "write_all",
 ]
+
+
+def write_all(fd: int, data: bytes | memoryview, offset: int | None = None) -> None:
+    """Write all of ``data`` to ``fd`` (at ``offset``, if given), however
+    short each write(2) is."""
+    view = memoryview(data).cast("B")
+    while view:
+        if offset is None:
+            written = os.write(fd, view)
+        else:
+            written = os.pwrite(fd, view, offset)
+            offset += written
+        view = view[written:]
 
 
 class NotRegularFile(OSError):
@@ -130,9 +142,11 @@ def create_new(
 ) -> int:
     """Create ``path``, which must not exist (FileExistsError if anything,
     a dangling link included, is there): a descriptor of the new file."""
-    return os.open(
+    fd = os.open(
         path, flags | os.O_CREAT | os.O_EXCL | _OPEN_FLAGS, mode, dir_fd=dir_fd
     )
+    os.set_blocking(fd, True)  # a new file is regular: as open_regular's are
+    return fd
 
 
 def link_new(

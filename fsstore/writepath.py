@@ -28,7 +28,8 @@ from typing import TYPE_CHECKING
 
 from fsstore import exceptions
 from fsstore.hashing import THREADED_THRESHOLD, ImageHasher
-from fsstore.pipeline import WriteFailed, WritePipeline, write_all
+from fsstore.pipeline import WriteFailed, WritePipeline
+from fsstore.safefiles import write_all
 
 if TYPE_CHECKING:
     from fsstore.streams import CheckedSource

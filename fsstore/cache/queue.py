@@ -25,7 +25,7 @@ from typing import Any
 
 from fsstore import exceptions, safefiles
 from fsstore.cache.directory import QUEUE, CacheDirectory, regular_files
-from fsstore.pipeline import write_all
+from fsstore.safefiles import write_all
 
 TEMPORARY_PREFIX = ".fsstore-queue-"
 # A location, digests and a flag: far below this. Anything longer was not
@@ -114,7 +114,9 @@ class PrefetchQueue:
         return True
 
     def remove(self, image_id: str) -> bool:
-        """Dequeue; False if not queued. Only a queue entry is removed."""
+        """Dequeue; False if not queued. Whatever is at the id's name in
+        ``queue/`` but a directory is unlinked (a link itself, never its
+        target)."""
         self._checked(image_id)
         with self.directory.subdir(QUEUE) as dir_fd:
             try:
