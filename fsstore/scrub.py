@@ -618,7 +618,8 @@ def _refuse_other_file(path: Path) -> None:
     try:
         with os.fdopen(fd, "rb") as f:
             data = json.loads(f.read())
-        ours = isinstance(data, dict) and {"store", "options", "images"} <= set(data)
+        # Any fsstore's checkpoint (an older one has only "images" of these).
+        ours = isinstance(data, dict) and isinstance(data.get("images"), list)
     except (OSError, ValueError, RecursionError):
         ours = False
     if not ours:
@@ -682,6 +683,7 @@ def scrub(
                 f"a scrub of store {store.name!r} cannot resume: its driver does "
                 "not say where its images are kept"
             )
+        _refuse_other_file(checkpoint)
         loaded = _load_checkpoint(checkpoint, this)
         if loaded is None:
             report.notes.append(f"no scrub to resume in {checkpoint}; a new pass")

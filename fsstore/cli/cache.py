@@ -8,6 +8,7 @@ import os
 
 from fsstore import exceptions
 from fsstore.cache import Prefetcher
+from fsstore.cache.directory import QUEUE
 from fsstore.cli.command import (
     Command,
     Context,
@@ -49,7 +50,7 @@ def _why_not_queued(ctx: Context, image_id: str) -> str:
         return "being cached"
     if ctx.cache.is_queued(image_id):
         return "queued already"
-    if os.path.lexists(os.path.join(ctx.cache.base_dir, "queue", image_id)):
+    if os.path.lexists(os.path.join(ctx.cache.base_dir, QUEUE, image_id)):
         return "blocked: something that is no queue entry is at queue/" + image_id
     return "not cacheable"
 

@@ -497,10 +497,11 @@ def test_a_resumed_verdict_of_an_image_deleted_since_is_dropped(damaged, tmp_pat
 def test_a_checkpoint_path_holding_another_file_is_left_alone(damaged, tmp_path):
     notes = tmp_path / "notes.txt"
     notes.write_bytes(b"important user data")
-    for body in (b"important user data", b'{"images": []}', b"[1, 2]"):
+    for body in (b"important user data", b'{"image": []}', b"[1, 2]"):
         notes.write_bytes(body)
-        with pytest.raises(exceptions.Invalid, match="is not a scrub checkpoint"):
-            scrub(damaged, checkpoint=notes)
+        for resume in (False, True):
+            with pytest.raises(exceptions.Invalid, match="is not a scrub checkpoint"):
+                scrub(damaged, checkpoint=notes, resume=resume)
         assert notes.read_bytes() == body
     # A checkpoint of any store is the scrub's to start over.
     scrub(damaged, checkpoint=tmp_path / "scrub.json")
