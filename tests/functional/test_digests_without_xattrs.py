@@ -16,6 +16,7 @@ from fsstore.backends.filesystem_digests import RECORDS_DIR
 from fsstore.hashing import KeptDigests
 from fsstore.scrub import Verdict, scrub
 from fsstore.testing.suite import payload
+from tests.scrub_races import once, readd_while_recording
 
 
 @pytest.fixture
@@ -186,17 +187,6 @@ def test_a_record_that_cannot_be_written_publishes_nothing(store, images, monkey
 # -- recording races what happens to the image meanwhile ----------------------------
 
 
-def _once(action):
-    done: list[bool] = []
-
-    def hook(_n: int) -> None:
-        if not done:
-            done.append(True)
-            action()
-
-    return hook
-
-
 def _unrecorded(store, images, image_id: str, data: bytes) -> str:
     """An image with no record, as if stored before digests were kept."""
     location = _add(store, image_id, data)
@@ -212,21 +202,7 @@ def test_record_never_gives_a_readded_image_the_old_bytes_digests(
         filesystem_store_datadir=str(images), filesystem_store_verify_on_read="true"
     )
     location = _unrecorded(store, images, "img", payload(300_000, seed=1))
-    new = payload(300_000, seed=2)
-    added = []
-
-    def readd() -> None:
-        store.delete(location)
-        added.append(store.add("img", iter([new]), len(new)))
-
-    [check] = scrub(store, record=True, on_bytes=_once(readd)).checks
-    assert check.verdict is Verdict.UNVERIFIABLE
-    assert "changed while it was scrubbed" in check.detail
-    assert store.kept_digests(location) == KeptDigests(
-        added[0].checksum, added[0].multihash, "sha512", len(new)
-    )
-    assert [c.verdict for c in scrub(store).checks] == [Verdict.OK]
-    assert b"".join(store.get(location)[0]) == new
+    readd_while_recording(store, location, payload(300_000, seed=2), 300_000)
     inode = str(os.stat(images / "img").st_ino)
     assert list(records(images)) == [inode]  # nothing left for the old file
 
@@ -240,7 +216,7 @@ def test_record_never_replaces_a_record_written_while_it_read(store, images):
         "sha256",
         len(data),
     )
-    hook = _once(lambda: store.keep_digests(location, theirs))
+    hook = once(lambda: store.keep_digests(location, theirs))
     [check] = scrub(store, record=True, on_bytes=hook).checks
     assert check.verdict is Verdict.UNVERIFIABLE
     assert store.kept_digests(location) == theirs

@@ -18,6 +18,7 @@ from tests.engines import with_records
 from tests.functional.test_cli import run
 from tests.functional.test_s3 import make_store, objects
 from tests.helpers import write_conf
+from tests.scrub_races import once, readd_while_recording
 
 #: Past this, images go up in parts (s3_store_large_object_size, MiB).
 LARGE = 6 * 1024 * 1024
@@ -289,17 +290,6 @@ def test_a_checkpoint_of_another_bucket_is_refused(tmp_path, s3_engine):
 # -- recording races what happens to the image meanwhile ----------------------------
 
 
-def _once(action):
-    done: list[bool] = []
-
-    def hook(_n: int) -> None:
-        if not done:
-            done.append(True)
-            action()
-
-    return hook
-
-
 @pytest.mark.parametrize("size", [3000, LARGE + 7], ids=["put", "multipart"])
 def test_record_never_gives_a_readded_image_the_old_bytes_digests(
     tmp_path, s3_engine, size
@@ -308,23 +298,9 @@ def test_record_never_gives_a_readded_image_the_old_bytes_digests(
     store.bucket_ready.ensure()
     _put_behind(store, "img", payload(size, seed=1))  # nothing kept
     location = f"s3://{store.host}/{store.bucket}/img"
-    new = payload(size, seed=2)
-    added = []
-
-    def readd() -> None:
-        store.delete(location)
-        added.append(store.add("img", iter([new]), 0 if size > LARGE else size))
-
-    checks = {
-        c.image_id: c for c in scrub(store, record=True, on_bytes=_once(readd)).checks
-    }
-    assert checks["img"].verdict is Verdict.UNVERIFIABLE, checks["img"]
-    assert "changed while it was scrubbed" in checks["img"].detail
-    assert store.kept_digests(location) == KeptDigests(
-        added[0].checksum, added[0].multihash, "sha512", size
+    readd_while_recording(
+        store, location, payload(size, seed=2), 0 if size > LARGE else size
     )
-    assert {c.verdict for c in scrub(store).checks} == {Verdict.OK}
-    assert read_all(store, location) == new
 
 
 def test_record_never_replaces_a_record_written_while_it_read(tmp_path, s3_engine):
@@ -339,7 +315,7 @@ def test_record_never_replaces_a_record_written_while_it_read(tmp_path, s3_engin
         "sha256",
         len(data),
     )
-    hook = _once(lambda: store.keep_digests(location, theirs))
+    hook = once(lambda: store.keep_digests(location, theirs))
     checks = {c.image_id: c for c in scrub(store, record=True, on_bytes=hook).checks}
     assert checks["img"].verdict is Verdict.UNVERIFIABLE
     assert store.kept_digests(location) == theirs

@@ -19,6 +19,7 @@ from fsstore.registry import StoreRegistry
 from fsstore.scrub import Expected, Verdict, load_expected, scrub
 from fsstore.testing.cache_suite import make_cache_conf
 from fsstore.testing.suite import payload
+from tests.scrub_races import once, readd_while_recording
 
 
 def _add(store, image_id: str, data: bytes) -> str:
@@ -108,9 +109,12 @@ def test_an_image_that_cannot_be_read_is_unreadable(damaged, tmp_path):
     assert len(checks) == 8
 
 
-def _stopped_after_three(store, checkpoint: Path, every: float) -> list[str]:
-    """Scrub with a checkpoint written at most every ``every`` seconds,
-    interrupted after its third image; the images it checked."""
+def _stopped_after_three(
+    store, checkpoint: Path, every: float, **options: object
+) -> list[str]:
+    """Scrub (with ``options``) with a checkpoint written at most every
+    ``every`` seconds, interrupted after its third image; the images it
+    checked."""
     seen: list[str] = []
 
     def stop_after_three(check) -> None:
@@ -124,6 +128,7 @@ def _stopped_after_three(store, checkpoint: Path, every: float) -> list[str]:
             checkpoint=checkpoint,
             on_image=stop_after_three,
             checkpoint_every=every,
+            **options,
         )
     return seen
 
@@ -408,18 +413,6 @@ def _strip(path: Path) -> None:
         os.removexattr(path, name)
 
 
-def _once(action):
-    """An on_bytes hook that runs ``action`` at the first bytes read."""
-    done: list[bool] = []
-
-    def hook(_n: int) -> None:
-        if not done:
-            done.append(True)
-            action()
-
-    return hook
-
-
 @pytest.mark.parametrize("staging", ["tmpfile", "named"])
 def test_record_never_gives_a_readded_image_the_old_bytes_digests(
     make_fs_store, tmp_path, staging
@@ -428,21 +421,7 @@ def test_record_never_gives_a_readded_image_the_old_bytes_digests(
     old = payload(300_000, seed=1)
     location = _add(store, "img", old)
     _strip(tmp_path / "images" / "img")  # as if stored before digests were kept
-    new = payload(300_000, seed=2)
-    added = []
-
-    def readd() -> None:  # deleted and added again while the scrub reads it
-        store.delete(location)
-        added.append(store.add("img", iter([new]), len(new)))
-
-    [check] = scrub(store, record=True, on_bytes=_once(readd)).checks
-    assert check.verdict is Verdict.UNVERIFIABLE
-    assert "changed while it was scrubbed" in check.detail
-    assert store.kept_digests(location) == KeptDigests(
-        added[0].checksum, added[0].multihash, "sha512", len(new)
-    )
-    assert [c.verdict for c in scrub(store).checks] == [Verdict.OK]
-    assert b"".join(store.get(location)[0]) == new  # verify on read passes
+    readd_while_recording(store, location, payload(300_000, seed=2), 300_000)
 
 
 def test_record_never_replaces_digests_kept_while_it_read(make_fs_store, tmp_path):
@@ -458,7 +437,7 @@ def test_record_never_replaces_digests_kept_while_it_read(make_fs_store, tmp_pat
         "sha256",
         len(data),
     )
-    hook = _once(lambda: store.keep_digests(location, theirs))
+    hook = once(lambda: store.keep_digests(location, theirs))
     [check] = scrub(store, record=True, on_bytes=hook).checks
     assert check.verdict is Verdict.UNVERIFIABLE
     assert store.kept_digests(location) == theirs
@@ -470,21 +449,7 @@ def test_a_resumed_verdict_of_an_image_deleted_since_is_dropped(damaged, tmp_pat
     this pass (it is not there), and missing when Glance expects it."""
     checkpoint = tmp_path / "scrub.json"
     expected = {"also-whole": Expected(None, None)}
-    seen: list[str] = []
-
-    def stop_after_three(check) -> None:
-        seen.append(check.image_id)
-        if len(seen) == 3:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        scrub(
-            damaged,
-            checkpoint=checkpoint,
-            on_image=stop_after_three,
-            checkpoint_every=0,
-            expected=expected,
-        )
+    seen = _stopped_after_three(damaged, checkpoint, every=0, expected=expected)
     assert seen[0] == "also-whole"
     os.unlink(tmp_path / "a" / "also-whole")
     report = scrub(damaged, checkpoint=checkpoint, resume=True, expected=expected)
