@@ -174,7 +174,12 @@ class FilesystemStore(Store):
     def describe(self) -> dict[str, Any]:
         info = super().describe()
         info["datadirs"] = [
-            {"path": d.path, "priority": d.priority, "free_bytes": d.free_bytes()}
+            {
+                "path": d.path,
+                "priority": d.priority,
+                # None: missing (maybe unmounted), so no room to speak of.
+                "free_bytes": d.free_bytes() if self._dirs.available(d) else None,
+            }
             for d in sorted(self.datadirs, key=lambda d: (-d.priority, d.path))
         ]
         return info

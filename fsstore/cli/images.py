@@ -222,10 +222,9 @@ def _store_text(info: dict[str, Any]) -> str:
         f"capabilities {','.join(info['capabilities'])}"
     ]
     for d in info.get("datadirs", []):
-        lines.append(
-            f"    {d['path']}  priority {d['priority']}  "
-            f"free {human_size(d['free_bytes'])}"
-        )
+        free = d["free_bytes"]
+        room = "missing" if free is None else f"free {human_size(free)}"
+        lines.append(f"    {d['path']}  priority {d['priority']}  {room}")
     shown = {"name", "default", "driver", "schemes", "capabilities", "datadirs"}
     lines += [f"    {key}: {info[key]}" for key in sorted(set(info) - shown)]
     return "\n".join(lines)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
 import sys
 import uuid
@@ -215,6 +216,19 @@ def test_stores(conf, tmp_path):
         (f"{tmp_path}/lo", 100),
     ]
     assert all(d["free_bytes"] > 0 for d in dirs)
+
+
+def test_stores_names_a_missing_data_directory(conf, tmp_path):
+    """The operator's first look when a directory is unmounted: the store
+    is listed with that directory missing, never an error."""
+    ok(*conf, "stores")  # a fresh store: both made
+    os.rename(tmp_path / "hi", tmp_path / "hi.unmounted")
+    text = ok(*conf, "stores").stdout.decode()
+    assert f"{tmp_path}/hi  priority 200  missing" in text, text
+    assert f"{tmp_path}/lo  priority 100  free " in text, text
+    records = json.loads(ok(*conf, "--format", "json", "stores").stdout)
+    assert [d["free_bytes"] is None for d in records[0]["datadirs"]] == [True, False]
+    assert not (tmp_path / "hi").exists()
 
 
 def test_multi_store_backend_choice(tmp_path, image):
