@@ -488,6 +488,10 @@ def _expected(row: object) -> tuple[str, Expected]:
         raise _BadRow(f"{_shown(row)} is not an object with an id")
     if None in row:  # csv.DictReader's key for cells beyond the header
         raise _BadRow("it has more cells than the header has columns")
+    if any(value is None for value in row.values()):
+        # DictReader's value for columns a short row lacks (an empty cell
+        # is ""): its digests would be dropped and the image called ok.
+        raise _BadRow("it has fewer cells than the header has columns")
     unknown = sorted(
         str(k)
         for k in row
@@ -605,6 +609,11 @@ def _load_checkpoint(path: Path, this: _Pass) -> tuple[list[ImageCheck], bool] |
     return checks, bool(finished)
 
 
+CHECKPOINT_KEYS = frozenset({"images", "store", "options", "finished"})
+# About a million images' verdicts.
+MAX_CHECKPOINT_BYTES = 256 * 1024 * 1024
+
+
 def _refuse_other_file(path: Path) -> None:
     """Invalid if ``path`` holds a file that is not a scrub checkpoint:
     ``--checkpoint`` naming a file of the user's by mistake must not
@@ -617,9 +626,13 @@ def _refuse_other_file(path: Path) -> None:
         raise _refused(path, exc) from None
     try:
         with os.fdopen(fd, "rb") as f:
-            data = json.loads(f.read())
-        # Any fsstore's checkpoint (an older one has only "images" of these).
-        ours = isinstance(data, dict) and isinstance(data.get("images"), list)
+            # Bounded: a --checkpoint naming a disk image by mistake must not
+            # be read whole to find that it is none.
+            body = f.read(MAX_CHECKPOINT_BYTES + 1)
+        data = json.loads(body) if len(body) <= MAX_CHECKPOINT_BYTES else None
+        # The keys only a checkpoint has: a scrub's JSON report, or Glance's
+        # image list, also has "images".
+        ours = isinstance(data, dict) and set(data) >= CHECKPOINT_KEYS
     except (OSError, ValueError, RecursionError):
         ours = False
     if not ours:

@@ -236,7 +236,7 @@ class Store:
                     group = SHARED_GROUP
                     value = getattr(self.conf[group], name)
             return value
-        except (cfg.Error, ValueError) as exc:
+        except (cfg.Error, ValueError, RecursionError) as exc:
             if self._is_secret(name):
                 # oslo.config's error quotes the value, or reads "$word" in
                 # it as a substitution and names "word": part of a secret.

@@ -253,7 +253,7 @@ class CentralDbDriver(RecordsDriver):
             ) from None
         try:
             url = self.conf.database.connection
-        except (cfg.Error, ValueError):
+        except (cfg.Error, ValueError, RecursionError):
             # oslo.config reads "$word" as a substitution of the option
             # "word", and its error names "word": the rest of a password.
             raise exceptions.BadDriverConfiguration(

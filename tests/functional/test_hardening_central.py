@@ -343,3 +343,14 @@ def test_the_database_server_runs_from_a_checkout_nobody_can_enter(
     finally:
         server.stop()
     assert not postgres.exists()  # the copy goes with the last server
+
+
+def test_a_connection_that_substitutes_itself_is_refused_unshown(tmp_path):
+    """oslo.config recurses without end on it; the refusal is the fixed
+    line (no part of the URL), not a RecursionError."""
+    url = "mysql+pymysql://SECRETuser:Zq${database.connection}@127.0.0.1:1/db"
+    done = run("--config-file", str(central_conf_file(tmp_path, url)), "cache", "list")
+    err = done.stderr.decode()
+    assert done.returncode == 2, err
+    assert "connection cannot be read (not shown" in err, err
+    assert "SECRET" not in err and "Zq" not in err

@@ -462,7 +462,9 @@ def test_a_resumed_verdict_of_an_image_deleted_since_is_dropped(damaged, tmp_pat
 def test_a_checkpoint_path_holding_another_file_is_left_alone(damaged, tmp_path):
     notes = tmp_path / "notes.txt"
     notes.write_bytes(b"important user data")
-    for body in (b"important user data", b'{"image": []}', b"[1, 2]"):
+    report = json.dumps(scrub(damaged).as_dict()).encode()  # a scrub's JSON report
+    glance = b'{"images": [{"id": "x"}], "first": "/v2/images", "schema": "s"}'
+    for body in (b"important user data", b"[1, 2]", glance, report):
         notes.write_bytes(body)
         for resume in (False, True):
             with pytest.raises(exceptions.Invalid, match="is not a scrub checkpoint"):

@@ -309,6 +309,7 @@ def test_two_rows_for_one_id_that_disagree_are_refused(tmp_path):
             "column 'checksum' twice",
         ),
         ("cells.csv", "id,checksum\ni1," + "0" * 32 + ",extra\n", "more cells"),
+        ("short.csv", "id,checksum,os_hash_value\ni1\n", "fewer cells"),
     ],
 )
 def test_a_field_that_would_be_dropped_is_refused(tmp_path, name, body, why):
