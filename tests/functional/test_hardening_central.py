@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from fsstore.cache import central
@@ -123,6 +123,7 @@ def test_shown_url_hides_all_of_the_credentials(
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
+@example(password="$A")
 @given(password=st.text(PRINTABLE, max_size=30))
 def test_a_password_of_any_characters_leaves_the_message_the_same(tmp_path, password):
     # Nothing listens on port 1: the message is the one for an unreachable
@@ -132,8 +133,10 @@ def test_a_password_of_any_characters_leaves_the_message_the_same(tmp_path, pass
         return f"postgresql+psycopg2://glance:{password}@127.0.0.1:1/glance"
 
     def message(password: str) -> str:
+        # Written as oslo.config wants it ('$$' for '$'); the unescaped '$'
+        # has a test of its own.
         with pytest.raises(BadDriverConfiguration) as caught:
-            central_cache(tmp_path / "cache", url(password))
+            central_cache(tmp_path / "cache", url(password).replace("$", "$$"))
         return str(caught.value)
 
     if "@" in password:
