@@ -113,15 +113,16 @@ def _credentials_end(url: str) -> tuple[int, int] | None:
     The password may hold anything but an unescaped ``@`` (``/``, ``?``,
     ``#``, ``:`` included), so the credentials are taken to end at the last
     ``@`` of the whole URL: an ``@`` in the database name or the query hides
-    more than it needs to, never less. A URL whose host part starts with
-    ``/`` (``sqlite:////path``) has no credentials.
+    more than it needs to, never less. An sqlite URL (``sqlite:////path``)
+    names a file and has no credentials; any other may have a user name
+    that starts with ``/``.
     """
     scheme = _SCHEME.match(url)
     if scheme is None:
         return None
     start = scheme.end()
     at = url.rfind("@", start)
-    if at < 0 or url.startswith("/", start):
+    if at < 0 or url.startswith("sqlite"):
         return None
     return start, at
 

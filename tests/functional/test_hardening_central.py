@@ -109,6 +109,7 @@ def test_an_unescaped_at_in_the_password_is_refused(tmp_path, url):
         st.text(PRINTABLE.filter(lambda c: c != "@"), max_size=20).map("?{}".format),
     ),
 )
+@example(user="/", password="", host="0", port="", database="0", query="")
 def test_shown_url_hides_all_of_the_credentials(
     user, password, host, port, database, query
 ):
