@@ -3,6 +3,7 @@ store: an action run at the first bytes the scrub reads."""
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 
 from fsstore.hashing import KeptDigests
@@ -47,3 +48,24 @@ def readd_while_recording(store: Store, location: str, new: bytes, size: int) ->
     )
     assert {c.verdict for c in scrub(store).checks} == {Verdict.OK}
     assert read_all(store, location) == new
+
+
+def kept_while_recording(store: Store, location: str, data: bytes) -> None:
+    """Another recorder keeps digests (of another algorithm) for the image
+    at ``location``, stored without them, while ``scrub --record`` reads
+    it: the scrub keeps nothing over them and says the image is
+    unverifiable in this pass."""
+    theirs = KeptDigests(
+        hashlib.md5(data).hexdigest(),
+        hashlib.sha256(data).hexdigest(),
+        "sha256",
+        len(data),
+    )
+    hook = once(lambda: store.keep_digests(location, theirs))
+    [check] = [
+        c
+        for c in scrub(store, record=True, on_bytes=hook).checks
+        if c.location == location
+    ]
+    assert check.verdict is Verdict.UNVERIFIABLE, check
+    assert store.kept_digests(location) == theirs

@@ -5,7 +5,6 @@ The same promises as with attributes, each attacked here."""
 from __future__ import annotations
 
 import errno
-import hashlib
 import json
 import os
 
@@ -16,7 +15,7 @@ from fsstore.backends.filesystem_digests import RECORDS_DIR
 from fsstore.hashing import KeptDigests
 from fsstore.scrub import Verdict, scrub
 from fsstore.testing.suite import payload
-from tests.scrub_races import once, readd_while_recording
+from tests.scrub_races import kept_while_recording, readd_while_recording
 
 
 @pytest.fixture
@@ -210,16 +209,7 @@ def test_record_never_gives_a_readded_image_the_old_bytes_digests(
 def test_record_never_replaces_a_record_written_while_it_read(store, images):
     data = payload(300_000, seed=3)
     location = _unrecorded(store, images, "img", data)
-    theirs = KeptDigests(
-        hashlib.md5(data).hexdigest(),
-        hashlib.sha256(data).hexdigest(),
-        "sha256",
-        len(data),
-    )
-    hook = once(lambda: store.keep_digests(location, theirs))
-    [check] = scrub(store, record=True, on_bytes=hook).checks
-    assert check.verdict is Verdict.UNVERIFIABLE
-    assert store.kept_digests(location) == theirs
+    kept_while_recording(store, location, data)
 
 
 # -- a second name for one file (a hard link) ----------------------------------------

@@ -18,7 +18,7 @@ from tests.engines import with_records
 from tests.functional.test_cli import run
 from tests.functional.test_s3 import make_store, objects
 from tests.helpers import write_conf
-from tests.scrub_races import once, readd_while_recording
+from tests.scrub_races import kept_while_recording, readd_while_recording
 
 #: Past this, images go up in parts (s3_store_large_object_size, MiB).
 LARGE = 6 * 1024 * 1024
@@ -309,16 +309,7 @@ def test_record_never_replaces_a_record_written_while_it_read(tmp_path, s3_engin
     store.bucket_ready.ensure()
     _put_behind(store, "img", data)
     location = f"s3://{store.host}/{store.bucket}/img"
-    theirs = KeptDigests(
-        hashlib.md5(data).hexdigest(),
-        hashlib.sha256(data).hexdigest(),
-        "sha256",
-        len(data),
-    )
-    hook = once(lambda: store.keep_digests(location, theirs))
-    checks = {c.image_id: c for c in scrub(store, record=True, on_bytes=hook).checks}
-    assert checks["img"].verdict is Verdict.UNVERIFIABLE
-    assert store.kept_digests(location) == theirs
+    kept_while_recording(store, location, data)
 
 
 def test_an_image_replaced_between_its_record_and_its_body_is_read_again(

@@ -19,7 +19,7 @@ from fsstore.registry import StoreRegistry
 from fsstore.scrub import Expected, Verdict, load_expected, scrub
 from fsstore.testing.cache_suite import make_cache_conf
 from fsstore.testing.suite import payload
-from tests.scrub_races import once, readd_while_recording
+from tests.scrub_races import kept_while_recording, readd_while_recording
 
 
 def _add(store, image_id: str, data: bytes) -> str:
@@ -431,16 +431,7 @@ def test_record_never_replaces_digests_kept_while_it_read(make_fs_store, tmp_pat
     _strip(tmp_path / "images" / "img")
     # Another recorder (a second scrub, in another algorithm) gets there
     # first, while this one reads.
-    theirs = KeptDigests(
-        hashlib.md5(data).hexdigest(),
-        hashlib.sha256(data).hexdigest(),
-        "sha256",
-        len(data),
-    )
-    hook = once(lambda: store.keep_digests(location, theirs))
-    [check] = scrub(store, record=True, on_bytes=hook).checks
-    assert check.verdict is Verdict.UNVERIFIABLE
-    assert store.kept_digests(location) == theirs
+    kept_while_recording(store, location, data)
     assert [c.verdict for c in scrub(store).checks] == [Verdict.OK]
 
 
