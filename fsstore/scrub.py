@@ -566,19 +566,10 @@ def _load_checkpoint(path: Path, this: _Pass) -> tuple[list[ImageCheck], bool] |
     there is none. A checkpoint of another store, or of a scrub with other
     options, is Invalid. The file is read without following a link: a link
     planted there must not feed this scrub another file's verdicts."""
-    try:
-        fd = open_regular(str(path))
-    except FileNotFoundError:
+    data = _read_checkpoint(path)
+    if data is None:
         return None
-    except OSError as exc:
-        raise _refused(path, exc) from None
     try:
-        with os.fdopen(fd, "rb") as f:
-            body = f.read()
-    except OSError as exc:
-        raise _refused(path, exc) from None
-    try:
-        data = json.loads(body)
         store, options = data["store"], data["options"]
         finished = data["finished"]
         checks = [
@@ -614,14 +605,15 @@ CHECKPOINT_KEYS = frozenset({"images", "store", "options", "finished"})
 MAX_CHECKPOINT_BYTES = 256 * 1024 * 1024
 
 
-def _refuse_other_file(path: Path) -> None:
-    """Invalid if ``path`` holds a file that is not a scrub checkpoint:
-    ``--checkpoint`` naming a file of the user's by mistake must not
-    replace it (a checkpoint, of any store, is the scrub's to start over)."""
+def _read_checkpoint(path: Path) -> dict[str, Any] | None:
+    """What the checkpoint at ``path`` holds, None if there is none; Invalid
+    if ``path`` holds a file that is not a scrub checkpoint: ``--checkpoint``
+    naming a file of the user's by mistake must not replace it (a
+    checkpoint, of any store, is the scrub's to start over)."""
     try:
         fd = open_regular(str(path))
     except FileNotFoundError:
-        return
+        return None
     except OSError as exc:
         raise _refused(path, exc) from None
     try:
@@ -629,17 +621,20 @@ def _refuse_other_file(path: Path) -> None:
             # Bounded: a --checkpoint naming a disk image by mistake must not
             # be read whole to find that it is none.
             body = f.read(MAX_CHECKPOINT_BYTES + 1)
+    except OSError as exc:
+        raise _refused(path, exc) from None
+    try:
         data = json.loads(body) if len(body) <= MAX_CHECKPOINT_BYTES else None
-        # The keys only a checkpoint has: a scrub's JSON report, or Glance's
-        # image list, also has "images".
-        ours = isinstance(data, dict) and set(data) >= CHECKPOINT_KEYS
-    except (OSError, ValueError, RecursionError):
-        ours = False
-    if not ours:
+    except (ValueError, RecursionError):
+        data = None
+    # The keys only a checkpoint has: a scrub's JSON report, or Glance's
+    # image list, also has "images".
+    if not isinstance(data, dict) or not set(data) >= CHECKPOINT_KEYS:
         raise exceptions.Invalid(
             f"{path} is there and is not a scrub checkpoint: it is left as it "
             "is; give another --checkpoint"
         )
+    return data
 
 
 def _save_checkpoint(
@@ -696,7 +691,6 @@ def scrub(
                 f"a scrub of store {store.name!r} cannot resume: its driver does "
                 "not say where its images are kept"
             )
-        _refuse_other_file(checkpoint)
         loaded = _load_checkpoint(checkpoint, this)
         if loaded is None:
             report.notes.append(f"no scrub to resume in {checkpoint}; a new pass")
@@ -706,8 +700,8 @@ def scrub(
             report.checks = loaded[0]
             report.resumed = len(report.checks)
     if checkpoint is not None:
-        if not resume:
-            _refuse_other_file(checkpoint)
+        if not resume:  # resuming read it already
+            _read_checkpoint(checkpoint)
         _save_checkpoint(checkpoint, report, this)
     unavailable = store.unavailable()
     listed = sorted(store.images())

@@ -96,6 +96,12 @@ def test_checkpoint_round_trip_and_damage(tmp_path):
     with pytest.raises(exceptions.Invalid, match="other expected digests"):
         _load_checkpoint(path, _Pass("file:/x", "others"))
     path.write_text('{"images": [{"image_id": "a"}]}')
+    with pytest.raises(exceptions.Invalid, match="is not a scrub checkpoint"):
+        _load_checkpoint(path, this)  # no checkpoint's keys: someone else's file
+    path.write_text(
+        '{"images": [{"image_id": "a"}], "store": "file:/x", "options": '
+        '"options", "finished": false}'
+    )
     with pytest.raises(exceptions.Invalid, match="damaged"):
         _load_checkpoint(path, this)
 
