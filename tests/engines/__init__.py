@@ -12,12 +12,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from fsstore.backends.s3_digests import PREFIX as RECORDS_PREFIX
+from fsstore.backends.s3.digests import PREFIX as RECORDS_PREFIX
 
 
 def with_records(*image_ids: str) -> list[str]:
     """The keys an S3 store holds for images it added: each image and its
-    digest record (fsstore.backends.s3_digests), sorted as S3 lists them."""
+    digest record (fsstore.backends.s3.digests), sorted as S3 lists them."""
     return sorted([*image_ids, *(RECORDS_PREFIX + i for i in image_ids)])
 
 

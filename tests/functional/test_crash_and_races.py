@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from fsstore.backends.filesystem import STAGING_DIR, FilesystemStore
-from fsstore.backends.filesystem_digests import RECORDS_DIR
+from fsstore.backends.filesystem.digests import RECORDS_DIR
 from fsstore.testing.suite import payload
 from tests.helpers import load_conf, write_conf
 

@@ -11,7 +11,7 @@ import os
 import pytest
 
 from fsstore import exceptions
-from fsstore.backends.filesystem_digests import RECORDS_DIR
+from fsstore.backends.filesystem.digests import RECORDS_DIR
 from fsstore.hashing import KeptDigests
 from fsstore.scrub import Verdict, scrub
 from fsstore.testing.suite import payload

@@ -20,8 +20,8 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from fsstore import exceptions
-from fsstore.backends.filesystem_config import holds, metadata_for
-from fsstore.backends.s3_config import parse_endpoint
+from fsstore.backends.filesystem.config import holds, metadata_for
+from fsstore.backends.s3.config import parse_endpoint
 from fsstore.cli.main import main as fsstore_main
 from fsstore.registry import StoreRegistry
 from tests.functional.test_cli import run

@@ -197,7 +197,7 @@ def test_held_bytes_catch_a_store_that_buffers_the_stream(
     # The measure above is sharp: a store that reads the whole stream
     # before its first part goes up (glance_store, for an unknown size)
     # holds all of it.
-    from fsstore.backends import s3_multipart
+    from fsstore.backends.s3 import multipart as s3_multipart
 
     send = s3_multipart.MultipartUpload.send
 

@@ -20,7 +20,7 @@ import pytest
 
 from fsstore import exceptions
 from fsstore.backends.s3 import S3Store
-from fsstore.backends.s3_claim import PREFIX
+from fsstore.backends.s3.claim import PREFIX
 from fsstore.registry import StoreRegistry
 from fsstore.testing.suite import read_all
 from tests.engines import S3Engine, with_records

@@ -10,7 +10,7 @@ import json
 import pytest
 
 from fsstore import exceptions
-from fsstore.backends.s3_digests import record_key
+from fsstore.backends.s3.digests import record_key
 from fsstore.hashing import KeptDigests
 from fsstore.scrub import Verdict, scrub
 from fsstore.testing.suite import payload, read_all

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from fsstore import exceptions
-from fsstore.backends.filesystem_digests import PREFIX
+from fsstore.backends.filesystem.digests import PREFIX
 from fsstore.cache import ImageCache, Prefetcher
 from fsstore.hashing import KeptDigests
 from fsstore.registry import StoreRegistry

@@ -15,8 +15,8 @@ from typing import Any
 import boto3
 
 from fsstore.backends.s3 import S3Store
-from fsstore.backends.s3_bucket import Bucket
-from fsstore.backends.s3_digests import DigestRecords
+from fsstore.backends.s3.bucket import Bucket
+from fsstore.backends.s3.digests import DigestRecords
 
 
 def _client(self: object) -> Any:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fsstore.backends.s3_digests import as_metadata, from_metadata
+from fsstore.backends.s3.digests import as_metadata, from_metadata
 from fsstore.hashing import (
     KeptDigests,
     encode_record,

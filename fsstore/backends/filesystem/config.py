@@ -16,7 +16,7 @@ from typing import Any
 from oslo_config import cfg
 
 from fsstore import exceptions
-from fsstore.backends.filesystem_datadirs import DataDir
+from fsstore.backends.filesystem.datadirs import DataDir
 
 LOG = logging.getLogger(__name__)
 

@@ -21,8 +21,8 @@ import threading
 from collections.abc import Iterator
 
 from fsstore import exceptions, locking, safefiles
-from fsstore.backends.filesystem_digests import forget_record
-from fsstore.backends.filesystem_timed import TimedCalls
+from fsstore.backends.filesystem.digests import forget_record
+from fsstore.backends.filesystem.timed import TimedCalls
 from fsstore.location import FileLocation, Location
 from fsstore.store import RESERVED_PREFIX, image_id_problem
 
@@ -79,7 +79,7 @@ class Staging:
         self.fd = -1
         self.name: str | None = None  # None: anonymous O_TMPFILE
         self.staging_fd = -1
-        # The inode whose digest record was written (filesystem_digests), on
+        # The inode whose digest record was written (digests.py), on
         # file systems without user xattrs; removed unless the link succeeds.
         self.record_inode: int | None = None
         self.published = False

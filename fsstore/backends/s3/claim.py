@@ -58,7 +58,7 @@ import uuid
 from typing import Any
 
 from fsstore import exceptions
-from fsstore.backends.s3_errors import (
+from fsstore.backends.s3.errors import (
     MISSING,
     PRECONDITION_FAILED,
     error_code,

@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from fsstore import exceptions
-from fsstore.backends.s3_errors import ErrorMapper
+from fsstore.backends.s3.errors import ErrorMapper
 
 LOG = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ On-disk layout, per data directory::
         .fsstore-staging/          named staging files, only on file systems
             <random>               without O_TMPFILE; each flock'ed by its writer
         .fsstore-digests/          digest records, only on file systems
-            <inode>                without user xattrs (filesystem_digests.py)
+            <inode>                without user xattrs (filesystem/digests.py)
 
 Writing protocol. An image is written to an anonymous ``O_TMPFILE`` file in
 the chosen data directory (or, where the file system lacks it, to a named
@@ -45,27 +45,27 @@ from typing import Any
 from oslo_config import cfg
 
 from fsstore import exceptions
-from fsstore.backends.filesystem_config import (
+from fsstore.backends.filesystem.config import (
     OPTIONS,
     load_metadata,
     metadata_for,
     parse_datadirs,
     parse_file_perm,
 )
-from fsstore.backends.filesystem_datadirs import (
+from fsstore.backends.filesystem.datadirs import (
     PUBLISH_LOCK,
     STAGING_DIR,
     DataDir,
     DataDirs,
     Staging,
 )
-from fsstore.backends.filesystem_digests import (
+from fsstore.backends.filesystem.digests import (
     ScrubbedFile,
     forget_name,
     keep_digests,
     read_kept_digests,
 )
-from fsstore.backends.filesystem_timed import TimedCalls
+from fsstore.backends.filesystem.timed import TimedCalls
 from fsstore.hashing import ImageHasher, KeptDigests, new_multihash
 from fsstore.location import FileLocation, Location
 from fsstore.store import (
@@ -285,7 +285,7 @@ class FilesystemStore(Store):
                 f"cannot delete {location.uri}: {exc.strerror}"
             ) from None
         # After the file: a crash between the two leaves a record of an
-        # inode no image has (see filesystem_digests).
+        # inode no image has (see digests.py).
         self._timed(forget_name, datadir.fd, st, name, self.fsync)
 
     def _add(

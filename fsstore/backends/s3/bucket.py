@@ -8,7 +8,7 @@ import threading
 from typing import Any
 
 from fsstore import exceptions
-from fsstore.backends.s3_errors import ErrorMapper, error_code, error_status
+from fsstore.backends.s3.errors import ErrorMapper, error_code, error_status
 
 LOG = logging.getLogger(__name__)
 

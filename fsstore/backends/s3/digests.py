@@ -21,7 +21,7 @@ Both are needed because each misses a case the other covers:
   the record, which the overwrite does not touch, names it corrupt.
 
 Protocol. The record is written while the writer holds the image's upload
-claim (s3_claim.py), after the whole stream was read and checked and before
+claim (s3/claim.py), after the whole stream was read and checked and before
 the PutObject or CompleteMultipartUpload that publishes the image, so an
 image the store published never exists without its record. It is written
 unconditionally: a record already there is stale (left by an add that
@@ -48,7 +48,7 @@ import logging
 from typing import Any
 
 from fsstore import exceptions
-from fsstore.backends.s3_errors import CONDITION_LOST, MISSING, ErrorMapper, error_code
+from fsstore.backends.s3.errors import CONDITION_LOST, MISSING, ErrorMapper, error_code
 from fsstore.hashing import (
     MAX_RECORD_BYTES,
     KeptDigests,

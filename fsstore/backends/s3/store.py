@@ -9,7 +9,7 @@ Options keep glance_store's ``s3_store_*`` names. What it does differently:
   upload threads; the reader blocks while that many are in flight. Memory
   stays below about ``(thread_pools + 2) x chunk size`` whatever the size.
 * One pass. MD5 and the multihash are computed while reading, as in the
-  filesystem store, and kept with the image (s3_digests.py) before it is
+  filesystem store, and kept with the image (s3/digests.py) before it is
   published; a scrub or a verifying read checks the image against them.
 * Nothing orphaned. Any failure after a multipart upload started (a part
   error, the caller's stream raising, a size mismatch, losing a race) aborts
@@ -17,7 +17,7 @@ Options keep glance_store's ``s3_store_*`` names. What it does differently:
 * Exactly one winner, where the engine's conditional PutObject is atomic
   (AWS S3, Ceph RGW; not Swift, not moto): of concurrent adds of one id, one
   wins and the others get ``Duplicate``. Every add runs under a claim
-  object (s3_claim.py), because engines do not all honour ``If-None-Match``
+  object (s3/claim.py), because engines do not all honour ``If-None-Match``
   on CompleteMultipartUpload; the writes themselves still carry it.
 * One client per store, made at configure time and shared by all threads.
 * Locations (``s3://``, ``s3+http://``, ``s3+https://`` host/bucket/key) carry
@@ -36,9 +36,9 @@ from typing import Any
 from oslo_config import cfg
 
 from fsstore import exceptions
-from fsstore.backends.s3_bucket import Bucket
-from fsstore.backends.s3_claim import EngineSupport, UploadClaim
-from fsstore.backends.s3_config import (
+from fsstore.backends.s3.bucket import Bucket
+from fsstore.backends.s3.claim import EngineSupport, UploadClaim
+from fsstore.backends.s3.config import (
     CREDENTIAL_OPTIONS,
     OPTIONS,
     ClientSettings,
@@ -48,20 +48,20 @@ from fsstore.backends.s3_config import (
     parse_endpoint,
     region_from_host,
 )
-from fsstore.backends.s3_digests import (
+from fsstore.backends.s3.digests import (
     DigestRecords,
     ScrubbedObject,
     as_metadata,
     keep_first,
 )
-from fsstore.backends.s3_errors import (
+from fsstore.backends.s3.errors import (
     CONDITION_LOST,
     error_code,
     is_boto_error,
     translate,
 )
-from fsstore.backends.s3_multipart import MAX_PARTS, MultipartUpload
-from fsstore.backends.s3_read import ResumingBody
+from fsstore.backends.s3.multipart import MAX_PARTS, MultipartUpload
+from fsstore.backends.s3.read import ResumingBody
 from fsstore.hashing import ImageHasher, KeptDigests
 from fsstore.location import Location, S3Location
 from fsstore.store import (
@@ -320,7 +320,7 @@ class S3Store(Store):
 
     def kept_digests(self, location: Location | str) -> KeptDigests | None:
         """The image's digest record; for an image without one, the digests
-        its metadata carries (see s3_digests.py)."""
+        its metadata carries (see s3/digests.py)."""
         where = self._location(location)
         key = self._key(where)
         try:
@@ -346,7 +346,7 @@ class S3Store(Store):
 
     def keep_digests(self, location: Location | str, kept: KeptDigests) -> None:
         """Keep ``kept`` for the image at ``location`` if it has no record
-        and ``kept.size`` bytes; never over a record (s3_digests.keep_first)."""
+        and ``kept.size`` bytes; never over a record (digests.keep_first)."""
         where = self._location(location)
         keep_first(self.records, self._key(where), where.uri, None, kept, self._error)
 
@@ -399,7 +399,7 @@ class S3Store(Store):
         claim: UploadClaim,
     ) -> KeptDigests:
         """Write the digest record of the image about to be published, with
-        a whole lease ahead for the publish (see s3_digests.py)."""
+        a whole lease ahead for the publish (see s3/digests.py)."""
         checksum, multihash = hasher.hexdigests()
         kept = KeptDigests(checksum, multihash, hasher.hashing_algo, size)
         claim.renew(force=True)
