@@ -67,13 +67,12 @@ from oslo_config import cfg
 
 from fsstore import exceptions, locking, safefiles
 from fsstore.cache.hits import HitCountingReader, log_lost_hit
-from fsstore.cache.records import CachedImage, Problem, RecordsDriver
+from fsstore.cache.records import INCOMPLETE, CachedImage, Problem, RecordsDriver
 from fsstore.cache.writer import CacheWriter
 from fsstore.store import RESERVED_PREFIX, image_id_problem, validate_image_id
 
 LOG = logging.getLogger(__name__)
 
-INCOMPLETE = "incomplete"
 INVALID = "invalid"
 QUEUE = "queue"
 CACHE_LOCK = ".fsstore-cache.lock"

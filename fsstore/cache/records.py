@@ -69,8 +69,20 @@ class Problem:
         return dataclasses.asdict(self)
 
 
+#: The cache directory's subdirectory of files being written
+#: (``<image_cache_dir>/incomplete/``). A driver may create a scratch file
+#: of its own there, under a name starting with ``.fsstore-`` (never an
+#: image id): ``clean()`` reaps whatever no live process holds a lock on.
+INCOMPLETE = "incomplete"
+
+
 class Directory(Protocol):
-    """What a driver may use of the cache directory it keeps records for."""
+    """What a driver may use of the cache directory it keeps records for.
+
+    ``path(name, INCOMPLETE)`` names a file in ``incomplete/`` (see
+    ``INCOMPLETE``); everything else a driver may touch is an entry file or
+    its own records.
+    """
 
     base_dir: str
     db_path: str  # image_cache_sqlite_db, resolved against base_dir

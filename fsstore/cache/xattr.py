@@ -22,8 +22,13 @@ import time
 from collections.abc import Iterator, Sequence
 
 from fsstore import exceptions, locking, safefiles
-from fsstore.cache.directory import INCOMPLETE
-from fsstore.cache.records import CachedImage, Directory, Problem, RecordsDriver
+from fsstore.cache.records import (
+    INCOMPLETE,
+    CachedImage,
+    Directory,
+    Problem,
+    RecordsDriver,
+)
 
 HITS = "user.hits"
 CHECKSUM = "user.checksum"
