@@ -67,6 +67,7 @@ from oslo_config import cfg
 
 from fsstore import exceptions, locking, safefiles
 from fsstore.cache.hits import HitCountingReader, log_lost_hit
+from fsstore.cache.policy import CachePolicy, EvictionPolicy
 from fsstore.cache.records import INCOMPLETE, CachedImage, Problem, RecordsDriver
 from fsstore.cache.writer import CacheWriter
 from fsstore.store import RESERVED_PREFIX, image_id_problem, validate_image_id
@@ -78,10 +79,6 @@ QUEUE = "queue"
 CACHE_LOCK = ".fsstore-cache.lock"
 GLANCE_DB_LOCK = "image_cache_db_init"
 SUBDIRS = (INCOMPLETE, INVALID, QUEUE)
-
-
-def _lru_order(entry: CachedImage) -> tuple[float, str]:
-    return entry.last_accessed, entry.image_id
 
 
 def regular_files(
@@ -115,14 +112,26 @@ class Cleaned(NamedTuple):
 class CacheDirectory:
     """One cache directory (``[DEFAULT] image_cache_*``) and its records."""
 
-    def __init__(self, conf: cfg.ConfigOpts, records: RecordsDriver) -> None:
+    def __init__(
+        self,
+        conf: cfg.ConfigOpts,
+        records: RecordsDriver,
+        eviction: EvictionPolicy | None = None,
+    ) -> None:
+        """Read the ``image_cache_*`` options; ``configure`` makes the layout.
+
+        :param conf: the configuration with ``[DEFAULT] image_cache_*``.
+        :param records: the records driver keeping the entries' records.
+        :param eviction: which entries go first when room is needed
+            (``fsstore.cache.policy``); least recently used by default.
+        """
         self.records = records
         self.name = records.NAME
         self._reserved: frozenset[str] = frozenset()
         self._held = threading.local()  # this thread's depth in lock()
         try:
             base_dir: str | None = conf.image_cache_dir
-            self.max_size: int = conf.image_cache_max_size
+            self.policy = CachePolicy(conf.image_cache_max_size, eviction)
             self.stall_time: int = conf.image_cache_stall_time
             self.db_name: str = conf.image_cache_sqlite_db
         except (cfg.Error, ValueError) as exc:
@@ -134,6 +143,15 @@ class CacheDirectory:
         self.base_dir = os.path.abspath(base_dir)
         self.db_path = os.path.join(self.base_dir, self.db_name)
         self._max_id_length = records.max_id_length
+
+    @property
+    def max_size(self) -> int:
+        """``image_cache_max_size``, the limit the policy keeps."""
+        return self.policy.max_size
+
+    def admits(self, size: int) -> bool:
+        """Whether ``size`` bytes may be cached (``CachePolicy.admits``)."""
+        return self.policy.admits(size)
 
     # -- configuration ---------------------------------------------------
 
@@ -395,7 +413,7 @@ class CacheDirectory:
         if (
             not self.is_entry_name(self.checked(image_id))
             or self.is_cached(image_id)
-            or size > self.max_size
+            or not self.policy.admits(size)
         ):
             return None
         try:
@@ -426,7 +444,7 @@ class CacheDirectory:
             if self.is_cached(image_id):
                 self.discard(image_id)
                 return False
-            self._evict_until(self.max_size - writer.size)
+            self._evict_for(writer.size)
             self.records.commit(
                 image_id, writer.size, writer.checksum or None, writer.fd
             )
@@ -533,21 +551,18 @@ class CacheDirectory:
             self.records.delete(image_ids)
         return removed
 
-    def _evict_until(self, budget: int) -> tuple[int, int]:
-        """Evict least-recently-used entries until the total is <= ``budget``.
+    def _evict_for(self, incoming: int) -> tuple[int, int]:
+        """Evict, in the policy's order, until the entries and ``incoming``
+        bytes fit the limit together: (files, bytes).
 
         Caller holds the lock. One pass over a snapshot: always terminates.
         """
         total = self.records.total_size()
-        if total <= budget:
-            return 0, 0
-        victims, freed = [], 0
-        for entry in sorted(self.entries(), key=_lru_order):
-            if total - freed <= budget:
-                break
-            victims.append(entry.image_id)
-            freed += entry.size
-        self._remove(victims)
+        if self.policy.admits(total + incoming):
+            return 0, 0  # the common case reads no records but the total
+        victims = self.policy.victims(self.entries(), total, incoming)
+        freed = sum(entry.size for entry in victims)
+        self._remove([entry.image_id for entry in victims])
         LOG.debug("evicted %d entries (%d bytes)", len(victims), freed)
         return len(victims), freed
 
@@ -562,9 +577,10 @@ class CacheDirectory:
             return self._remove([e.image_id for e in self.entries()])
 
     def prune(self) -> tuple[int, int]:
-        """Evict LRU entries until the cache fits its limit: (files, bytes)."""
+        """Evict, in the policy's order (least recently used first), until
+        the cache fits its limit: (files, bytes)."""
         with self.lock():
-            return self._evict_until(self.max_size)
+            return self._evict_for(0)
 
     def clean(self, stall_time: int | None = None) -> Cleaned:
         """Reap ``invalid/`` and crashed writers' ``incomplete/`` files.
@@ -633,7 +649,7 @@ class CacheDirectory:
             if any(p.kind == "damaged-records" for p in problems) and not fix:
                 return problems  # nothing more can be read from them
             total = self.records.total_size()
-            if total > self.max_size:
+            if not self.policy.admits(total):
                 problems.append(
                     Problem(
                         "over-limit",
@@ -642,5 +658,5 @@ class CacheDirectory:
                     )
                 )
                 if fix:
-                    self._evict_until(self.max_size)
+                    self._evict_for(0)
         return problems

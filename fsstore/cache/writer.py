@@ -33,7 +33,7 @@ LOG = logging.getLogger(__name__)
 class Publisher(Protocol):
     """What a writer asks of its cache directory when it ends."""
 
-    max_size: int
+    def admits(self, size: int) -> bool: ...
 
     def publish(self, writer: CacheWriter) -> bool: ...
 
@@ -82,7 +82,7 @@ class CacheWriter:
         if self.abandoned or self.ended:
             return
         self.size += view.nbytes
-        if self.size > self._directory.max_size:
+        if not self._directory.admits(self.size):
             self._abandon("larger than image_cache_max_size")
             return
         try:
