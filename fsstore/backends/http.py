@@ -34,10 +34,9 @@ from oslo_config import cfg
 from fsstore import exceptions
 from fsstore.location import HttpLocation, Location, redact
 from fsstore.store import Capability, Store
-from fsstore.streams import ImageChunks
+from fsstore.streams import READ_CHUNK, ImageChunks
 
 MAX_REDIRECTS = 5
-READ_CHUNK = 64 * 1024
 _SCHEMES = ("http", "https")
 
 OPTIONS = [

@@ -5,11 +5,11 @@ from __future__ import annotations
 import os
 
 from fsstore import exceptions
-from fsstore.cache.image_cache import READ_CHUNK, ImageCache
+from fsstore.cache.image_cache import ImageCache
 from fsstore.hashing import DEFAULT_HASHING_ALGO
 from fsstore.registry import StoreRegistry
 from fsstore.store import range_length, validate_image_id
-from fsstore.streams import FileChunkIterator, ImageChunks
+from fsstore.streams import READ_CHUNK, FileChunkIterator, ImageChunks
 
 
 class CachingStore:

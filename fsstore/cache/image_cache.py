@@ -28,7 +28,6 @@ from fsstore.store import validate_image_id
 from fsstore.streams import CheckedSource
 
 CACHE_DRIVERS_NAMESPACE = "fsstore.cache_drivers"
-READ_CHUNK = 64 * 1024
 
 
 def load_records_driver(conf: cfg.ConfigOpts) -> RecordsDriver:

@@ -72,6 +72,7 @@ from fsstore.store import (
     image_id_problem,
 )
 from fsstore.streams import (
+    READ_CHUNK,
     CheckedSource,
     ImageChunks,
     ImageData,
@@ -84,7 +85,6 @@ __all__ = ["OPTIONS", "MiB", "S3Store", "key_problem"]
 LOG = logging.getLogger(__name__)
 
 MIN_PART = 5 * MiB
-READ_CHUNK = 64 * 1024
 
 
 class S3Store(Store):
