@@ -14,23 +14,32 @@ The store's named staging files and publish lock and the cache's
   side). A holder's lock dies with its process, so what a killed process
   held is reapable at once, however young.
 * A mutex. A lock file that is never removed (the store's publish lock, the
-  cache lock) is opened once per process and held with ``flocked`` around
-  the work it guards. A descriptor inherited across ``fork()`` shares its
-  lock with the parent, so each process must open its own.
+  cache lock) is a ``LockFile``: opened once per process, held with its
+  ``held()`` around the work it guards. A descriptor inherited across
+  ``fork()`` shares its lock with the parent, so each process opens its
+  own; threads of one process share it, and a thread lock orders them.
 
 ``flock`` locks belong to the open file description, so two descriptors of
 one file in one process exclude each other like two processes do.
+
+The races are trace points (fsstore.tracing) where they are open:
+``locking.hold.opened`` (between a holder's open and its flock) and
+``locking.reap.locked`` (between a reaper's flock and its unlink).
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import stat
-from collections.abc import Callable
+import threading
+import weakref
+from collections.abc import Iterator
 from typing import Literal
 
-from fsstore.safefiles import open_regular
+from fsstore.safefiles import open_regular, same_inode
+from fsstore.tracing import trace
 
 ATTEMPTS = 8
 
@@ -45,8 +54,7 @@ def same_file(name: str, fd: int, dir_fd: int | None = None) -> bool:
         st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
     except FileNotFoundError:
         return False
-    held = os.fstat(fd)
-    return (st.st_dev, st.st_ino) == (held.st_dev, held.st_ino)
+    return same_inode(st, os.fstat(fd))
 
 
 def hold(
@@ -56,7 +64,6 @@ def hold(
     flags: int = os.O_RDWR,
     mode: int = 0o600,
     wait: bool = True,
-    between: Callable[[], None] | None = None,
 ) -> int:
     """Open ``name`` (created if missing) and lock it: its descriptor.
 
@@ -64,15 +71,13 @@ def hold(
     name is re-checked after the lock (see the module docstring) and the
     open retried when it moved on; LockHeld after ATTEMPTS tries. ``flags``
     adds to ``O_CREAT | O_NOFOLLOW`` (``O_EXCL`` for a name that must be
-    new). ``between`` runs between the open and the flock: a test's hook to
-    force the race. A link or anything but a regular file at ``name`` is
+    new). A link or anything but a regular file at ``name`` is
     refused (``safefiles.NotRegularFile``): a FIFO would block the open.
     """
     for _ in range(ATTEMPTS):
         fd = open_regular(name, flags | os.O_CREAT, dir_fd=dir_fd, mode=mode)
         try:
-            if between is not None:
-                between()
+            trace("locking.hold.opened")
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
             except BlockingIOError:
@@ -90,13 +95,11 @@ def reap(
     name: str,
     *,
     dir_fd: int | None = None,
-    between: Callable[[], None] | None = None,
 ) -> Literal["reaped", "held", "gone"]:
     """Unlink ``name`` unless a live holder has it.
 
     "reaped": it was unlinked; "held": a live holder has it; "gone": there
     was nothing to reap (missing, not openable, or replaced meanwhile).
-    ``between`` runs between the lock and the unlink: a test's hook.
     """
     try:
         fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK, dir_fd=dir_fd)
@@ -107,8 +110,7 @@ def reap(
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             return "held"
-        if between is not None:
-            between()
+        trace("locking.reap.locked")
         # A directory planted at the name is no holder's, and unlink(2)
         # cannot remove it: left for the caller to report.
         if stat.S_ISDIR(os.fstat(fd).st_mode) or not same_file(name, fd, dir_fd):
@@ -152,3 +154,102 @@ class flocked:  # noqa: N801 - used as a function: ``with flocked(fd):``
 
     def __exit__(self, *exc: object) -> None:
         fcntl.flock(self.fd, fcntl.LOCK_UN)
+
+
+class LockFile:
+    """A mutex across processes and the threads of each: an exclusive
+    ``flock`` on the lock file ``name`` (in ``dir_fd``, if given; created
+    with ``mode`` if missing), a file that is never removed.
+
+    Protocol. Each process opens the file once, with ``hold``, and keeps
+    the descriptor; each ``held()`` then takes a thread lock (``flock``
+    does not order threads sharing one open file description) and the
+    ``flock``, and re-checks that ``name`` still refers to the locked
+    inode. Races, each handled here:
+
+    * The lock file removed or replaced while a process keeps it open (an
+      operator cleaning up, a directory replaced): a lock on the old inode
+      excludes nobody who opens the name now. The re-check sees it, and
+      the name is opened and locked anew.
+    * ``fork()`` while a thread of the parent holds it: the child would
+      share the parent's lock (and its thread lock's state). In the child
+      the inherited descriptor is closed and the thread lock renewed
+      before any of its code runs (``os.register_at_fork``), so it opens
+      its own; a block the child inherited mid-way leaves the parent's
+      lock alone when it ends.
+
+    Re-entrant within a thread: a block that takes it again (a cache
+    driver repairing its records under the cache lock) just goes on.
+    """
+
+    def __init__(self, name: str, *, dir_fd: int | None = None, mode: int = 0o600):
+        self.name = name
+        self.dir_fd = dir_fd
+        self.mode = mode
+        self._fd = -1
+        self._threads = threading.Lock()
+        self._local = threading.local()  # this thread's depth in held()
+        self._generation = 0  # one more in each forked child
+        _LOCK_FILES.add(self)
+
+    @contextlib.contextmanager
+    def held(self) -> Iterator[None]:
+        """Hold the lock for the ``with`` block (waiting for it). An error
+        opening the lock file (OSError, NotRegularFile) or a name that kept
+        being replaced (LockHeld) is raised before the block runs."""
+        local = self._local
+        depth: int = getattr(local, "depth", 0)
+        if depth:
+            local.depth = depth + 1
+            try:
+                yield
+            finally:
+                local.depth -= 1
+            return
+        generation = self._generation
+        with self._threads:
+            fd = self._lock()
+            local.depth = 1
+            try:
+                yield
+            finally:
+                local.depth = 0
+                if generation == self._generation:  # not a forked child's
+                    fcntl.flock(fd, fcntl.LOCK_UN)
+
+    def _lock(self) -> int:
+        if self._fd >= 0:
+            fcntl.flock(self._fd, fcntl.LOCK_EX)
+            if same_file(self.name, self._fd, self.dir_fd):
+                return self._fd
+            # Race: removed or replaced since we opened it (see above).
+            fd, self._fd = self._fd, -1
+            os.close(fd)
+        # Forgotten before the open: a failed one leaves no closed (and
+        # soon reused) number behind to be flocked or closed again.
+        self._fd = hold(self.name, dir_fd=self.dir_fd, mode=self.mode)
+        return self._fd
+
+    def close(self) -> None:
+        """Close this process's descriptor (no thread may hold the lock);
+        a later ``held()`` opens it again."""
+        fd, self._fd = self._fd, -1
+        if fd >= 0:
+            os.close(fd)
+
+    def _forked(self) -> None:
+        self._generation += 1
+        self._threads = threading.Lock()
+        self._local = threading.local()
+        self.close()  # the parent's lock stays the parent's
+
+
+_LOCK_FILES: weakref.WeakSet[LockFile] = weakref.WeakSet()
+
+
+def _after_fork_in_child() -> None:
+    for lock_file in list(_LOCK_FILES):
+        lock_file._forked()
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)

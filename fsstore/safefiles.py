@@ -14,9 +14,14 @@ holds to three rules:
   already handle a failed open handle it too.
 * Never replace a file fsstore did not create. A new file appears by
   ``link(2)`` or ``O_EXCL``, which fail on an existing name; the one
-  exception, ``replace_contents``, renames over its own state file only
-  while the name holds a regular file or nothing (a link or a directory
-  there is refused, not replaced).
+  exception, ``atomic_file(replace=True)`` (``replace_contents``), renames
+  over its own state file only while the name holds a regular file or
+  nothing (a link or a directory there is refused, not replaced).
+
+The mechanisms are each written once here: ``open_regular`` (the one safe
+open), ``same_inode`` (the one check that two looks saw one file),
+``link_new`` (the one atomic publish of an open file under a new name) and
+``atomic_file`` (a file that appears whole under its name, or not at all).
 
 A name given with ``dir_fd`` is relative to that directory's descriptor, so
 a directory swapped for a link above it cannot redirect the write either.
@@ -29,6 +34,9 @@ import errno
 import os
 import secrets
 import stat
+from collections.abc import Iterator
+
+from fsstore.tracing import trace
 
 _OPEN_FLAGS = os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 
@@ -36,16 +44,29 @@ _OPEN_FLAGS = os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
 # itself (an O_TMPFILE file too); without /proc, a file is linked by name.
 HAVE_PROC_FD = os.path.isdir("/proc/self/fd")
 
+# What open(O_TMPFILE) fails with where the file system does not offer it.
+NO_TMPFILE = frozenset({errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL, errno.ENOENT})
+
 __all__ = [
     "HAVE_PROC_FD",
+    "NO_TMPFILE",
     "NotRegularFile",
+    "atomic_file",
     "create_new",
     "ensure_regular",
     "link_new",
     "open_regular",
     "replace_contents",
+    "same_inode",
     "write_all",
 ]
+
+
+def same_inode(a: os.stat_result, b: os.stat_result) -> bool:
+    """Whether two looks (``stat``/``fstat`` results) saw one file: the
+    same inode on the same device. The one check behind every "is the name
+    still the file I opened" of fsstore."""
+    return a.st_ino == b.st_ino and a.st_dev == b.st_dev
 
 
 def write_all(fd: int, data: bytes | memoryview, offset: int | None = None) -> None:
@@ -192,9 +213,9 @@ def link_new(
     os.link(
         src, dst, src_dir_fd=src_dir_fd, dst_dir_fd=dst_dir_fd, follow_symlinks=False
     )
-    st = os.stat(dst, dir_fd=dst_dir_fd, follow_symlinks=False)
-    held = os.fstat(fd)
-    if (st.st_dev, st.st_ino) != (held.st_dev, held.st_ino):
+    if not same_inode(
+        os.stat(dst, dir_fd=dst_dir_fd, follow_symlinks=False), os.fstat(fd)
+    ):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(dst, dir_fd=dst_dir_fd)
         raise NotRegularFile(src, "something other than the file written")
@@ -209,6 +230,93 @@ def _check_replaceable(name: str, dir_fd: int | None) -> None:
         raise NotRegularFile(name, _kind(st.st_mode))
 
 
+@contextlib.contextmanager
+def atomic_file(
+    dir_fd: int | None,
+    name: str,
+    *,
+    replace: bool,
+    mode: int = 0o600,
+    fsync: bool = True,
+) -> Iterator[int]:
+    """A new file, open for writing, that appears under ``name`` only when
+    the ``with`` block succeeds: whole, or not at all.
+
+    ``dir_fd``: the directory's descriptor (``name`` a plain name in it),
+    or None (``name`` a path, its directory opened for the block).
+    ``replace``: False publishes by ``link(2)``, which never replaces
+    anything (FileExistsError, the file dropped, when ``name`` is taken);
+    True renames over ``name``, for a state file only fsstore writes.
+    ``mode``: the new file's permissions (less the umask). ``fsync``: flush
+    the file before it is published and the directory after.
+
+    Protocol. The block writes to an anonymous ``O_TMPFILE`` file (when
+    linking and the file system offers it) or to a new temporary name
+    beside ``name`` (exclusive create). After the block: fsync, then the
+    link or rename, then fsync of the directory. On any failure the
+    temporary is gone (an anonymous file dies with its descriptor) and
+    ``name`` is as it was.
+
+    Races: something planted at ``name`` while the block writes is never
+    replaced by ``replace=False`` (link(2) refuses it), and never followed
+    by either (both act on the name, not a link's target); ``replace=True``
+    refuses a link, directory or other non-regular file found at ``name``
+    before the write (NotRegularFile). A temporary name swapped by someone
+    who can write to the directory is harmless: the file linked is the
+    one open (see ``link_new``).
+    """
+    own = None
+    if dir_fd is None:
+        directory, name = os.path.split(name)
+        own = dir_fd = os.open(directory or ".", os.O_RDONLY | os.O_DIRECTORY)
+    elif "/" in name:
+        raise ValueError(f"{name!r} is a path; with dir_fd, a name is wanted")
+    try:
+        if replace:
+            _check_replaceable(name, dir_fd)
+        fd, temporary = _new_temporary(dir_fd, name, mode, anonymous=not replace)
+        renamed = False
+        try:
+            try:
+                yield fd
+                if fsync:
+                    os.fsync(fd)  # before the name: never a name of a partial file
+                trace("safefiles.atomic_file.publishing")
+                if temporary is not None and replace:
+                    os.replace(temporary, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+                    renamed = True
+                else:
+                    link_new(
+                        fd, name, dst_dir_fd=dir_fd, src=temporary, src_dir_fd=dir_fd
+                    )
+            finally:
+                os.close(fd)
+        finally:
+            if temporary is not None and not renamed:
+                with contextlib.suppress(OSError):
+                    os.unlink(temporary, dir_fd=dir_fd)
+        if fsync:
+            os.fsync(dir_fd)
+    finally:
+        if own is not None:
+            os.close(own)
+
+
+def _new_temporary(
+    dir_fd: int, name: str, mode: int, *, anonymous: bool
+) -> tuple[int, str | None]:
+    """A new file to be published as ``name``, and its temporary name
+    (None: anonymous, ``O_TMPFILE``)."""
+    if anonymous and HAVE_PROC_FD:
+        try:
+            return os.open(".", os.O_TMPFILE | os.O_WRONLY, mode, dir_fd=dir_fd), None
+        except OSError as exc:
+            if exc.errno not in NO_TMPFILE:
+                raise
+    temporary = f".{name}.{secrets.token_hex(6)}.tmp"
+    return create_new(temporary, dir_fd=dir_fd, mode=mode), temporary
+
+
 def replace_contents(
     path: str,
     data: bytes,
@@ -217,39 +325,9 @@ def replace_contents(
     fsync: bool = True,
     dir_fd: int | None = None,
 ) -> None:
-    """Make ``path`` hold ``data``, whole or not at all: a state file
-    (a checkpoint, a digest record) that only fsstore writes.
-
-    ``data`` goes to a new temporary file beside ``path`` (exclusive
-    create, ``mode``), is flushed, and is renamed over ``path``; then the
-    directory is flushed. A link, directory or other non-regular file at
-    ``path`` is refused (NotRegularFile), never replaced. Race: something
-    planted between that check and the rename is replaced, never followed:
-    rename(2) acts on the name, not on a link's target.
-    """
-    directory, name = os.path.split(path)
-    if dir_fd is None:
-        own_dir = os.open(directory or ".", os.O_RDONLY | os.O_DIRECTORY)
-    else:
-        own_dir = dir_fd
-    try:
-        _check_replaceable(name, own_dir)
-        temporary = f".{name}.{secrets.token_hex(6)}.tmp"
-        fd = create_new(temporary, dir_fd=own_dir, mode=mode)
-        try:
-            try:
-                write_all(fd, data)
-                if fsync:
-                    os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.replace(temporary, name, src_dir_fd=own_dir, dst_dir_fd=own_dir)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(temporary, dir_fd=own_dir)
-            raise
-        if fsync:
-            os.fsync(own_dir)
-    finally:
-        if dir_fd is None:
-            os.close(own_dir)
+    """Make ``path`` (a name in ``dir_fd``, if given) hold ``data``, whole
+    or not at all: a state file (a checkpoint, a digest record) that only
+    fsstore writes. ``atomic_file(replace=True)`` with ``data`` written:
+    see there for the protocol and the races."""
+    with atomic_file(dir_fd, path, replace=True, mode=mode, fsync=fsync) as fd:
+        write_all(fd, data)

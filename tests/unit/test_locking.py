@@ -1,21 +1,26 @@
 """The lock-file protocol (fsstore.locking), alone: holders and reapers in
-real processes, and both sides of the open/flock race forced by hooks."""
+real processes, and both sides of the open/flock race forced at their trace
+points; the LockFile mutex against another process, another thread and a
+forked child."""
 
 from __future__ import annotations
 
 import os
+import select
 import signal
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
 
-from fsstore import locking
+from fsstore import locking, tracing
 
 HOLDER = """
 import sys
-from fsstore import locking
+from fsstore import locking, tracing
 fd = locking.hold(sys.argv[1])
 print("held", flush=True)
 sys.stdin.read()
@@ -84,7 +89,8 @@ def test_holder_retries_when_the_name_is_reaped_between_open_and_flock(
         if len(opened) == 1:
             assert locking.reap(str(path)) == "reaped"
 
-    fd = locking.hold(str(path), between=reaper_wins)
+    with tracing.hooked(lambda _: reaper_wins(), ["locking.hold.opened"]):
+        fd = locking.hold(str(path))
     try:
         assert len(opened) == 2  # the first file was given up
         assert os.fstat(fd).st_ino == os.stat(path).st_ino
@@ -99,8 +105,11 @@ def test_holder_gives_up_when_the_name_keeps_moving(tmp_path: Path) -> None:
     def always_replaced() -> None:
         os.unlink(path)
 
-    with pytest.raises(locking.LockHeld, match="kept being replaced"):
-        locking.hold(str(path), between=always_replaced)
+    with (
+        tracing.hooked(lambda _: always_replaced(), ["locking.hold.opened"]),
+        pytest.raises(locking.LockHeld, match="kept being replaced"),
+    ):
+        locking.hold(str(path))
     assert not path.exists()
 
 
@@ -114,7 +123,8 @@ def test_reaper_leaves_a_file_that_replaced_the_locked_one(tmp_path: Path) -> No
         os.unlink(path)
         path.write_bytes(b"new")
 
-    assert locking.reap(str(path), between=new_holder_wins) == "gone"
+    with tracing.hooked(lambda _: new_holder_wins(), ["locking.reap.locked"]):
+        assert locking.reap(str(path)) == "gone"
     assert path.read_bytes() == b"new"
 
 
@@ -159,3 +169,122 @@ def test_flocked_excludes_another_description(tmp_path: Path) -> None:
         assert not locking.is_held(str(path))
     finally:
         os.close(fd)
+
+
+LOCKFILE_HOLDER = """
+import sys
+from fsstore import locking
+lock = locking.LockFile(sys.argv[1])
+with lock.held():
+    print("held", flush=True)
+    sys.stdin.read()
+"""
+
+
+def test_lock_file_excludes_another_process(tmp_path: Path) -> None:
+    path = tmp_path / "mutex"
+    process = subprocess.Popen(
+        [sys.executable, "-c", LOCKFILE_HOLDER, str(path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None and process.stdin is not None
+    try:
+        assert process.stdout.readline() == "held\n"
+        lock = locking.LockFile(str(path))
+        got = threading.Event()
+
+        def take() -> None:
+            with lock.held():
+                got.set()
+
+        taker = threading.Thread(target=take)
+        taker.start()
+        assert not got.wait(0.3)  # the other process has it
+        process.stdin.close()  # it ends, and its lock with it
+        assert got.wait(10)
+        taker.join()
+        lock.close()
+    finally:
+        process.kill()
+        process.wait()
+
+
+def test_lock_file_excludes_another_thread_and_is_reentrant(tmp_path: Path) -> None:
+    lock = locking.LockFile("mutex", dir_fd=os.open(tmp_path, os.O_RDONLY))
+    inside: list[str] = []
+    entered = threading.Event()
+
+    def other() -> None:
+        with lock.held():
+            inside.append("other")
+
+    with lock.held():
+        with lock.held():  # re-entrant: no deadlock
+            assert locking.is_held(str(tmp_path / "mutex"))
+        assert locking.is_held(str(tmp_path / "mutex"))  # still, after the inner
+        thread = threading.Thread(target=lambda: (entered.set(), other()))
+        thread.start()
+        entered.wait()
+        time.sleep(0.2)
+        assert inside == []  # waiting for us
+        inside.append("us")
+    thread.join(10)
+    assert inside == ["us", "other"]
+    assert not locking.is_held(str(tmp_path / "mutex"))
+    lock.close()
+    assert lock.dir_fd is not None
+    os.close(lock.dir_fd)
+
+
+def test_a_forked_child_gets_its_own_lock(tmp_path: Path) -> None:
+    """A child forked while the parent holds the lock does not share it:
+    it waits for the parent like any other process, and the block it
+    inherited leaves the parent's lock alone when it ends."""
+    lock = locking.LockFile(str(tmp_path / "mutex"))
+    read, write = os.pipe()
+    with lock.held():
+        pid = os.fork()
+        if pid == 0:  # the child: no pytest machinery from here on
+            code = 1
+            try:
+                os.close(read)
+                with lock.held():  # not re-entrant: the hold was the parent's
+                    os.write(write, b"child held")
+                code = 0
+            finally:
+                os._exit(code)
+        os.close(write)
+        ready, _, _ = select.select([read], [], [], 0.3)
+        assert ready == []  # the child waits for us
+    ready, _, _ = select.select([read], [], [], 10)
+    assert ready == [read]
+    assert os.read(read, 64) == b"child held"
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    os.close(read)
+    with lock.held():  # still ours to take, in the parent
+        assert locking.is_held(str(tmp_path / "mutex"))
+    lock.close()
+
+
+def test_a_lock_file_removed_while_kept_open_is_opened_again(tmp_path: Path) -> None:
+    path = tmp_path / "mutex"
+    lock = locking.LockFile(str(path))
+    with lock.held():
+        pass
+    os.unlink(path)  # an operator's clean-up; another process creates it anew
+    os.close(locking.hold(str(path)))
+    # Locked is the inode at the name now, which others lock too.
+    with lock.held(), pytest.raises(locking.LockHeld):
+        os.close(locking.hold(str(path), wait=False))
+    lock.close()
+
+
+def test_trace_points_of_holding_and_reaping_fire_in_order(tmp_path: Path) -> None:
+    seen: list[str] = []
+    with tracing.hooked(seen.append):
+        os.close(locking.hold(str(tmp_path / "lock")))
+        assert locking.reap(str(tmp_path / "lock")) == "reaped"
+    assert seen == ["locking.hold.opened", "locking.reap.locked"]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from fsstore import locking, safefiles
+from fsstore import locking, safefiles, tracing
 
 
 @pytest.fixture
@@ -257,3 +257,140 @@ def test_reaping_leaves_a_directory_at_a_lock_files_name(work: Path) -> None:
     (work / "lock").mkdir()
     assert locking.reap(str(work / "lock")) == "gone"
     assert (work / "lock").is_dir()
+
+
+def test_same_inode(work: Path) -> None:
+    (work / "a").write_bytes(b"a")
+    (work / "b").write_bytes(b"a")
+    os.link(work / "a", work / "hard")
+    assert safefiles.same_inode(os.stat(work / "a"), os.stat(work / "hard"))
+    assert not safefiles.same_inode(os.stat(work / "a"), os.stat(work / "b"))
+    fd = os.open(work / "a", os.O_RDONLY)
+    try:
+        assert safefiles.same_inode(os.fstat(fd), os.lstat(work / "a"))
+    finally:
+        os.close(fd)
+
+
+def _dir(path: Path) -> int:
+    return os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+
+
+@pytest.mark.parametrize("replace", [False, True])
+@pytest.mark.parametrize("proc", [True, False])
+def test_atomic_file_appears_whole_only_when_the_block_succeeds(
+    work: Path, replace: bool, proc: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(safefiles, "HAVE_PROC_FD", proc)
+    seen: list[bool] = []
+    dir_fd = _dir(work)
+    try:
+        with (
+            tracing.hooked(
+                lambda _: seen.append((work / "name").exists()),
+                ["safefiles.atomic_file.publishing"],
+            ),
+            safefiles.atomic_file(dir_fd, "name", replace=replace, mode=0o640) as fd,
+        ):
+            safefiles.write_all(fd, b"first half, ")
+            assert not (work / "name").exists()
+            safefiles.write_all(fd, b"second half")
+    finally:
+        os.close(dir_fd)
+    assert seen == [False]  # not there until published
+    assert (work / "name").read_bytes() == b"first half, second half"
+    assert stat.S_IMODE(os.stat(work / "name").st_mode) == 0o640 & ~_umask()
+    assert os.listdir(work) == ["name"]
+
+
+@pytest.mark.parametrize("replace", [False, True])
+@pytest.mark.parametrize("proc", [True, False])
+def test_atomic_file_leaves_nothing_when_the_block_fails(
+    work: Path, replace: bool, proc: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(safefiles, "HAVE_PROC_FD", proc)
+    (work / "kept").write_bytes(b"old")
+    for name in ("new", "kept"):
+        with (
+            pytest.raises(RuntimeError),
+            safefiles.atomic_file(None, str(work / name), replace=replace) as fd,
+        ):
+            safefiles.write_all(fd, b"partial")
+            raise RuntimeError("the source failed")
+    assert os.listdir(work) == ["kept"]
+    assert (work / "kept").read_bytes() == b"old"
+
+
+@pytest.mark.parametrize("proc", [True, False])
+def test_atomic_file_never_replaces_without_replace(
+    work: Path, victim: Path, proc: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(safefiles, "HAVE_PROC_FD", proc)
+    (work / "taken").write_bytes(b"theirs")
+
+    def rival(_: str) -> None:  # the race: a name taken while we write
+        (work / "late").symlink_to(victim)
+
+    for name in ("taken", "late"):
+        with (
+            tracing.hooked(rival if name == "late" else lambda _: None),
+            pytest.raises(FileExistsError),
+            safefiles.atomic_file(None, str(work / name), replace=False) as fd,
+        ):
+            safefiles.write_all(fd, b"ours")
+    assert (work / "taken").read_bytes() == b"theirs"
+    assert (work / "late").is_symlink()
+    assert victim.read_bytes() == b"precious"
+    assert sorted(os.listdir(work)) == ["late", "taken"]
+
+
+def test_atomic_file_replaces_with_replace(work: Path, victim: Path) -> None:
+    (work / "state").write_bytes(b"old")
+    with safefiles.atomic_file(None, str(work / "state"), replace=True) as fd:
+        safefiles.write_all(fd, b"new")
+    assert (work / "state").read_bytes() == b"new"
+    (work / "link").symlink_to(victim)
+    with (
+        pytest.raises(safefiles.NotRegularFile),
+        safefiles.atomic_file(None, str(work / "link"), replace=True),
+    ):
+        raise AssertionError("never reached: refused before the write")
+    assert victim.read_bytes() == b"precious"
+
+
+@pytest.mark.parametrize("replace", [False, True])
+def test_atomic_file_flushes_the_file_before_publishing_and_the_directory_after(
+    work: Path, replace: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    calls: list[str] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        calls.append("fsync-dir" if stat.S_ISDIR(os.fstat(fd).st_mode) else "fsync")
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    with (
+        tracing.hooked(calls.append),
+        safefiles.atomic_file(None, str(work / "f"), replace=replace) as fd,
+    ):
+        safefiles.write_all(fd, b"x")
+    assert calls == ["fsync", "safefiles.atomic_file.publishing", "fsync-dir"]
+    calls.clear()
+    with safefiles.atomic_file(
+        None, str(work / "g"), replace=replace, fsync=False
+    ) as fd:
+        safefiles.write_all(fd, b"x")
+    assert calls == []
+
+
+def test_atomic_file_wants_a_name_with_dir_fd(work: Path) -> None:
+    dir_fd = _dir(work)
+    try:
+        with (
+            pytest.raises(ValueError),
+            safefiles.atomic_file(dir_fd, "sub/name", replace=False),
+        ):
+            pass
+    finally:
+        os.close(dir_fd)
