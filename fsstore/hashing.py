@@ -10,15 +10,16 @@ inline, where starting threads would cost more than it saves.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import json
 import queue
 import threading
 from collections.abc import Callable, Generator, Iterable
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeGuard
 
-from fsstore.exceptions import Corrupt, UnknownHashingAlgo
+from fsstore.exceptions import Corrupt, Invalid, UnknownHashingAlgo
 
 DEFAULT_HASHING_ALGO = "sha512"
 
@@ -44,19 +45,138 @@ class KeptDigests(NamedTuple):
     size: int
 
 
+_HEX_DIGITS = frozenset("0123456789abcdef")
+
+
+def shown(value: object) -> str:
+    """``value`` as a message quotes it: on one line, and short."""
+    text = repr(value)
+    return text if len(text) <= 70 else text[:60] + "..." + text[-6:]
+
+
+def hashing_algo_problem(algo: object) -> str | None:
+    """Why ``algo`` is not an algorithm fsstore computes a multihash in, in
+    words naming it; None when it is one.
+
+    The one rule, for the library and the command alike: a name that
+    hashlib lists (``hashlib.algorithms_available``, in its spelling) and
+    whose digest has a fixed length. ``shake_128`` and ``shake_256`` are
+    refused: their hex digest needs a length, which neither Glance's
+    ``os_hash_algo`` nor a kept record says. Another spelling of a listed
+    name (``SHA512``) is refused too: an algorithm is compared by name with
+    Glance's ``os_hash_algo``.
+    """
+    if not isinstance(algo, str):
+        return f"{shown(algo)} is not the name of a hashing algorithm"
+    try:
+        if algo in hashlib.algorithms_available:
+            if hashlib.new(algo).digest_size:
+                return None
+            return f"{shown(algo)} has no fixed digest length"
+    except ValueError:
+        pass  # listed, yet refused by this build (FIPS mode)
+    return f"{shown(algo)} is not a hashing algorithm fsstore knows"
+
+
+def _digest_problem(value: str, algo: str) -> str | None:
+    """Why ``value`` is not a hex digest of ``algo`` (in either case)."""
+    length = 2 * new_multihash(algo).digest_size
+    if len(value) != length or not _HEX_DIGITS.issuperset(value.lower()):
+        return f"{shown(value)} is not a hex {algo} digest ({length} digits)"
+    return None
+
+
+def _is_count(value: object) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+@dataclasses.dataclass(frozen=True)
+class Expected:
+    """The digests an image's bytes are expected to have: what a caller
+    gives the cache to verify an image against, what an operator gives a
+    scrub (Glance's ``checksum``, ``os_hash_algo``, ``os_hash_value``).
+    Compared with the bytes read by :func:`mismatch`.
+
+    :param checksum: the MD5 hex digest, or None (not checked).
+    :param multihash: the hex digest in ``hashing_algo``, or None.
+    :param hashing_algo: the multihash's algorithm
+        (see :func:`hashing_algo_problem`).
+    :param size: the size in bytes, or None (not checked).
+    :param allow_unverified: with neither digest, whether the bytes may
+        be taken without verifying them (the cache's unverified entries);
+        it must be asked for by name.
+
+    Hex digests are kept in lower case, and an empty one is none given;
+    anything that could never match an image's digest is Invalid here,
+    before any image is read.
+    """
+
+    checksum: str | None = None
+    multihash: str | None = None
+    hashing_algo: str = DEFAULT_HASHING_ALGO
+    size: int | None = None
+    allow_unverified: bool = False
+
+    def __post_init__(self) -> None:
+        problem = hashing_algo_problem(self.hashing_algo)
+        for name, value, algo in (
+            ("checksum", self.checksum, "md5"),
+            ("multihash", self.multihash, self.hashing_algo),
+        ):
+            if problem is not None or value is None:
+                continue
+            if not isinstance(value, str):
+                problem = f"{shown(value)} is not a hex {algo} digest"
+            elif value == "":
+                object.__setattr__(self, name, None)
+            elif (problem := _digest_problem(value, algo)) is None:
+                object.__setattr__(self, name, value.lower())
+        size = self.size
+        if problem is None and size is not None and not _is_count(size):
+            problem = f"size {shown(size)} is not a number of bytes"
+        if problem is not None:
+            raise Invalid(f"expected digests: {problem}")
+
+    @property
+    def digests(self) -> bool:
+        """Whether any digest is expected (a scrub's row may only name an
+        image, a cache entry may be unverified)."""
+        return self.checksum is not None or self.multihash is not None
+
+
+def mismatch(
+    wanted: Expected | KeptDigests, read: KeptDigests, source: str = "expected"
+) -> str | None:
+    """How the bytes read differ from ``wanted``, in words: their size
+    first, then MD5, then the multihash; None when they match everything
+    ``wanted`` names (an Expected may leave any of them out).
+
+    :param wanted: what the bytes should be: what a caller expects, or
+        what a store kept with the image.
+    :param read: the digests of the bytes read, the multihash in
+        ``wanted.hashing_algo``.
+    :param source: where ``wanted`` came from, as the words say it
+        (``"kept"``, ``"expected"``).
+
+    Bytes shorter than ``wanted.size`` are a truncated image, and the
+    words say so by giving both sizes as a fraction.
+    """
+    if wanted.size is not None and read.size < wanted.size:
+        return f"{read.size} of {wanted.size} bytes"
+    if wanted.size is not None and read.size > wanted.size:
+        return f"{read.size} bytes, {wanted.size} were {source}"
+    if wanted.checksum is not None and read.checksum != wanted.checksum:
+        return f"md5 {read.checksum}, {wanted.checksum} was {source}"
+    if wanted.multihash is not None and read.multihash != wanted.multihash:
+        algo = wanted.hashing_algo
+        return f"{algo} {read.multihash}, {wanted.multihash} was {source}"
+    return None
+
+
 def differs(kept: KeptDigests, actual: KeptDigests) -> str | None:
     """How the image read (``actual``) differs from what was kept with it,
-    in words (its size first, then MD5, then the multihash); None when it
-    does not. An ``actual`` shorter than ``kept`` is a truncated image."""
-    if actual.size < kept.size:
-        return f"{actual.size} of {kept.size} bytes"
-    if actual.size > kept.size:
-        return f"{actual.size} bytes, {kept.size} were kept"
-    if actual.checksum != kept.checksum:
-        return f"md5 {actual.checksum}, {kept.checksum} was kept"
-    if actual.multihash != kept.multihash:
-        return f"{kept.hashing_algo} {actual.multihash}, {kept.multihash} was kept"
-    return None
+    in words (:func:`mismatch`); None when it does not."""
+    return mismatch(kept, actual, "kept")
 
 
 # A record is under 300 bytes; anything planted where one belongs that is
@@ -101,7 +221,7 @@ def kept_from_record(record: object) -> KeptDigests | None:
     size = record.get("size")
     if not all(isinstance(value, str) for value in fields):
         return None
-    if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+    if not _is_count(size):
         return None
     return KeptDigests(str(fields[0]), str(fields[1]), str(fields[2]), size)
 
@@ -112,23 +232,19 @@ _CONSTRUCTORS: dict[str, Callable[[], Any]] = {}
 
 
 def new_multihash(hashing_algo: str) -> Any:
-    """A fresh hash object for ``hashing_algo``, or :class:`UnknownHashingAlgo`."""
+    """A fresh hash object for ``hashing_algo``, or :class:`UnknownHashingAlgo`
+    for a name :func:`hashing_algo_problem` refuses."""
     constructor = _CONSTRUCTORS.get(hashing_algo) if type(hashing_algo) is str else None
     if constructor is not None:
         return constructor()
-    try:
-        digest = hashlib.new(hashing_algo)
-    except (ValueError, TypeError):
-        raise UnknownHashingAlgo(str(hashing_algo)) from None
-    if digest.digest_size == 0:
-        # shake_* have no fixed length, so no hex digest without one.
-        raise UnknownHashingAlgo(hashing_algo)
+    if hashing_algo_problem(hashing_algo) is not None:
+        raise UnknownHashingAlgo(str(hashing_algo))
     named = getattr(hashlib, hashing_algo, None)
     if hashing_algo in hashlib.algorithms_guaranteed and callable(named):
         _CONSTRUCTORS[hashing_algo] = named
     else:
         _CONSTRUCTORS[hashing_algo] = functools.partial(hashlib.new, hashing_algo)
-    return digest
+    return _CONSTRUCTORS[hashing_algo]()
 
 
 class _DigestThread:

@@ -1,0 +1,115 @@
+"""Expected digests and the one comparison (fsstore.hashing): what a cache
+entry, a verified read and a scrub are all judged by, and the one rule for
+a hashing algorithm."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from fsstore import exceptions
+from fsstore.hashing import (
+    Expected,
+    KeptDigests,
+    differs,
+    hashing_algo_problem,
+    mismatch,
+    new_multihash,
+)
+
+
+def digests_of(data: bytes, algo: str = "sha512") -> KeptDigests:
+    multihash = hashlib.new(algo, data).hexdigest()
+    return KeptDigests(hashlib.md5(data).hexdigest(), multihash, algo, len(data))
+
+
+@pytest.mark.parametrize(
+    ("algo", "accepted"),
+    [
+        ("sha512", True),  # Glance's os_hash_algo default
+        ("sha256", True),
+        ("sha3_256", True),
+        ("blake2b", True),
+        ("shake_128", False),  # no fixed length: its hex digest needs one
+        ("shake_256", False),
+        ("SHA512", False),  # compared by name with Glance's os_hash_algo
+        ("crc99", False),
+        ("", False),
+    ],
+)
+def test_one_rule_for_a_hashing_algorithm(algo, accepted):
+    assert (hashing_algo_problem(algo) is None) is accepted
+    if accepted:
+        assert new_multihash(algo).digest_size > 0
+        assert Expected(multihash=hashlib.new(algo).hexdigest(), hashing_algo=algo)
+        return
+    with pytest.raises(exceptions.UnknownHashingAlgo):
+        new_multihash(algo)
+    with pytest.raises(exceptions.Invalid, match="expected digests"):
+        Expected(hashing_algo=algo)
+
+
+def test_a_name_that_is_no_string_is_refused_in_words():
+    assert "not the name of a hashing algorithm" in str(hashing_algo_problem(5))
+
+
+def test_expected_keeps_lower_case_and_an_empty_digest_is_none():
+    md5 = "AB" * 16
+    assert Expected(md5).checksum == md5.lower()
+    assert Expected("", "").digests is False
+    assert Expected(None, None) == Expected()
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"checksum": "a" * 31},
+        {"checksum": "z" * 32},
+        {"checksum": 12345},
+        {"multihash": "a" * 64},  # sha256's length, sha512 expected
+        {"size": -1},
+        {"size": True},
+    ],
+)
+def test_what_could_never_match_is_invalid_in_one_line(fields):
+    with pytest.raises(exceptions.Invalid) as caught:
+        Expected(**fields)
+    assert "\n" not in str(caught.value)
+
+
+def test_differs_keeps_its_words():
+    kept = digests_of(b"abc")
+    assert differs(kept, kept) is None
+    assert differs(kept, digests_of(b"ab")) == "2 of 3 bytes"
+    assert differs(kept, digests_of(b"abcd")) == "4 bytes, 3 were kept"
+    other = digests_of(b"abd")
+    assert differs(kept, other) == f"md5 {other.checksum}, {kept.checksum} was kept"
+    same_md5 = kept._replace(multihash="0" * 128)
+    assert differs(same_md5, kept) == f"sha512 {kept.multihash}, {'0' * 128} was kept"
+
+
+@given(
+    data=st.binary(max_size=64),
+    other=st.binary(max_size=64),
+    given_fields=st.sets(st.sampled_from(["checksum", "multihash", "size"])),
+    algo=st.sampled_from(["sha512", "sha256", "md5"]),
+)
+def test_bytes_match_exactly_when_every_digest_given_matches(
+    data, other, given_fields, algo
+):
+    """The one comparison: bytes whose digests are ``read`` match what was
+    expected of ``data`` exactly when each field given agrees."""
+    wanted_of = digests_of(data, algo)
+    read = digests_of(other, algo)
+    wanted = Expected(
+        **{name: getattr(wanted_of, name) for name in given_fields},
+        hashing_algo=algo,
+    )
+    agree = all(getattr(read, name) == getattr(wanted, name) for name in given_fields)
+    words = mismatch(wanted, read)
+    assert (words is None) is agree
+    if words is not None:
+        assert "\n" not in words and words.endswith(("expected", "bytes"))
