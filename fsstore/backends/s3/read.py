@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 from fsstore import exceptions
+from fsstore.backends.s3.errors import error_code
+from fsstore.streams import ImageChunks, no_chunks
 
 LOG = logging.getLogger(__name__)
 
@@ -122,3 +124,62 @@ class ResumingBody:
         if self._body is not None:
             self._body.close()
             self._body = None
+
+
+class Span(NamedTuple):
+    """What to read of an object: from ``offset``, ``limit`` bytes (None: to
+    the end), in reads of ``read_size``, resuming at most ``resumes`` times."""
+
+    offset: int
+    limit: int | None
+    read_size: int
+    resumes: int
+
+
+def open_object(
+    client: Any, bucket: str, key: str, span: Span, uri: str
+) -> tuple[ImageChunks, int, dict[str, Any]]:
+    """The chunks of ``span`` of object ``key``, their length, and the first
+    GET's response (ETag, Metadata).
+
+    A range of an empty object reads as nothing; an offset past the end is
+    Invalid. Other engine errors are raised as they are, for the store to
+    map.
+    """
+    what = f"image {uri}"
+    last = None if span.limit is None else span.offset + span.limit - 1
+
+    def fetch(first: int, last: int | None, etag: str | None) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {}
+        if first or last is not None:
+            kwargs["Range"] = f"bytes={first}-{'' if last is None else last}"
+        if etag:
+            kwargs["IfMatch"] = etag.strip('"')
+        try:
+            response: dict[str, Any] = client.get_object(
+                Bucket=bucket, Key=key, **kwargs
+            )
+        except Exception as exc:
+            if etag and error_code(exc) == "PreconditionFailed":
+                raise exceptions.BackendException(
+                    f"{what} was replaced while it was read"
+                ) from None
+            raise
+        return response
+
+    try:
+        response = fetch(span.offset, last, None)
+    except exceptions.FsstoreError:
+        raise
+    except Exception as exc:
+        if error_code(exc) != "InvalidRange":
+            raise
+        if span.offset == 0:  # a range of an empty object
+            return no_chunks(), 0, {}
+        raise exceptions.Invalid(
+            f"offset {span.offset} is past the end of {uri}"
+        ) from None
+    body = ResumingBody(
+        response, fetch, span.offset, last, span.read_size, span.resumes, what
+    )
+    return body, int(response["ContentLength"]), response

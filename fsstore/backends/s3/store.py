@@ -61,7 +61,7 @@ from fsstore.backends.s3.errors import (
     translate,
 )
 from fsstore.backends.s3.multipart import MAX_PARTS, MultipartUpload
-from fsstore.backends.s3.read import ResumingBody
+from fsstore.backends.s3.read import Span, open_object
 from fsstore.hashing import ImageHasher, KeptDigests
 from fsstore.location import Location, S3Location
 from fsstore.store import (
@@ -77,7 +77,6 @@ from fsstore.streams import (
     ImageChunks,
     ImageData,
     Verifier,
-    no_chunks,
 )
 
 __all__ = ["OPTIONS", "MiB", "S3Store", "key_problem"]
@@ -235,43 +234,18 @@ class S3Store(Store):
     ) -> tuple[ImageChunks, int, dict[str, Any]]:
         """``_get``, and the first GET's response (ETag, Metadata)."""
         key = self._key(location)
-        what = f"image {location.uri}"
-        last = None if limit is None else offset + limit - 1
-
-        def fetch(first: int, last: int | None, etag: str | None) -> dict[str, Any]:
-            kwargs: dict[str, Any] = {}
-            if first or last is not None:
-                kwargs["Range"] = f"bytes={first}-{'' if last is None else last}"
-            if etag:
-                kwargs["IfMatch"] = etag.strip('"')
-            try:
-                response: dict[str, Any] = self.client.get_object(
-                    Bucket=self.bucket, Key=key, **kwargs
-                )
-            except Exception as exc:
-                if etag and error_code(exc) == "PreconditionFailed":
-                    raise exceptions.BackendException(
-                        f"{what} was replaced while it was read"
-                    ) from None
-                raise
-            return response
-
         try:
-            response = fetch(offset, last, None)
+            return open_object(
+                self.client,
+                self.bucket,
+                key,
+                Span(offset, limit, READ_CHUNK, self.retry_get_count),
+                location.uri,
+            )
         except exceptions.FsstoreError:
             raise
         except Exception as exc:
-            if error_code(exc) == "InvalidRange":
-                if offset == 0:  # a range of an empty object
-                    return no_chunks(), 0, {}
-                raise exceptions.Invalid(
-                    f"offset {offset} is past the end of {location.uri}"
-                ) from None
-            raise self._error(exc, what) from None
-        body = ResumingBody(
-            response, fetch, offset, last, READ_CHUNK, self.retry_get_count, what
-        )
-        return body, int(response["ContentLength"]), response
+            raise self._error(exc, f"image {location.uri}") from None
 
     def _head(self, key: str, what: str) -> int:
         try:
