@@ -1,14 +1,34 @@
-"""Every option fsstore reads, and ``list_opts()`` for oslo-config-generator.
+"""The framework's options, and ``list_opts()`` for oslo-config-generator.
 
 The names are glance_store's and Glance's, so that an existing
-glance-api.conf configures fsstore unchanged.
+glance-api.conf configures fsstore unchanged. Drivers declare their own
+options (``OPTIONS``); they are found through the entry points, as the
+drivers are (fsstore.plugins), so this module names no driver.
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
+
 from oslo_config import cfg
 
-STORE_GROUP = "glance_store"
+from fsstore import exceptions, plugins
+from fsstore.store import STORE_GROUP
+
+LOG = logging.getLogger(__name__)
+
+__all__ = [
+    "BACKEND_OPTS",
+    "CACHE_OPTS",
+    "ENABLED_BACKENDS_OPT",
+    "STORE_GROUP",
+    "STORE_OPTS",
+    "driver_options",
+    "list_builtin_opts",
+    "list_opts",
+    "own_options",
+]
 
 STORE_OPTS = [
     cfg.ListOpt(
@@ -74,23 +94,65 @@ CACHE_OPTS = [
 ]
 
 
-def builtin_store_opts() -> list[cfg.Opt]:
-    """Options of the store drivers shipped with fsstore."""
-    from fsstore.backends import filesystem, http, s3
+def driver_options(
+    *,
+    skipped: Callable[[exceptions.DriverLoadFailure], None] | None = None,
+    own: bool = False,
+) -> list[tuple[str | None, cfg.Opt]]:
+    """``(group, option)`` of every option the drivers declare: the stores'
+    in ``[glance_store]``, the cache drivers' where each says, all found
+    through the entry points (see fsstore.plugins.driver_options, whose
+    ``skipped`` and ``own`` these are)."""
+    return [
+        *plugins.driver_options(
+            plugins.BACKENDS_NAMESPACE, STORE_GROUP, skipped=skipped, own=own
+        ),
+        *plugins.driver_options(
+            plugins.CACHE_DRIVERS_NAMESPACE, None, skipped=skipped, own=own
+        ),
+    ]
 
-    return [*filesystem.OPTIONS, *s3.OPTIONS, *http.OPTIONS]
+
+def own_options() -> list[tuple[str | None, cfg.Opt]]:
+    """``(group, option)`` of the framework's own options."""
+    return [
+        (None, ENABLED_BACKENDS_OPT),
+        *((None, opt) for opt in CACHE_OPTS),
+        *((STORE_GROUP, opt) for opt in STORE_OPTS),
+    ]
+
+
+def _by_group(
+    options: list[tuple[str | None, cfg.Opt]],
+) -> list[tuple[str | None, list[cfg.Opt]]]:
+    """Options by group, ``[DEFAULT]`` first and the rest by name, as
+    oslo-config-generator prints them."""
+    groups: dict[str, list[cfg.Opt]] = {}
+    for group, opt in options:
+        groups.setdefault(group or "DEFAULT", []).append(opt)
+    names = sorted(groups, key=lambda name: (name != "DEFAULT", name))
+    return [(name, groups[name]) for name in names]
+
+
+def _warn(failure: exceptions.DriverLoadFailure) -> None:
+    LOG.warning("%s; its options are not listed", failure)
 
 
 def list_opts() -> list[tuple[str | None, list[cfg.Opt]]]:
-    """Options by group, for oslo-config-generator (namespace ``fsstore``)."""
-    from fsstore.cache import central
+    """Options by group, for oslo-config-generator (namespace ``fsstore``):
+    the framework's and every installed driver's, built-in and third-party.
 
-    return [
-        (
-            "DEFAULT",
-            [ENABLED_BACKENDS_OPT, *CACHE_OPTS]
-            + [opt for group, opt in central.OPTIONS if group is None],
-        ),
-        (STORE_GROUP, [*STORE_OPTS, *builtin_store_opts()]),
-        ("database", [opt for group, opt in central.OPTIONS if group == "database"]),
-    ]
+    A driver that cannot be loaded is left out with a warning naming it
+    (the generator shows warnings): one broken plugin must not keep an
+    operator from a sample of everything else, Glance's own options
+    included when the generator lists several namespaces at once.
+    """
+    return _by_group([*own_options(), *driver_options(skipped=_warn)])
+
+
+def list_builtin_opts() -> list[tuple[str | None, list[cfg.Opt]]]:
+    """Options by group of the framework and of the drivers fsstore ships,
+    whatever else is installed (namespace ``fsstore.builtin``): what the
+    committed sample, etc/fsstore.conf.sample, documents. Every one must
+    load: a failure is fsstore's own bug, and raises DriverLoadFailure."""
+    return _by_group([*own_options(), *driver_options(own=True)])

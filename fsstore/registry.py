@@ -19,75 +19,57 @@ shapes, and work on the registry that :func:`create_stores` made last.
 
 from __future__ import annotations
 
+import logging
 import threading
-from typing import Any, TypeVar, overload
+from typing import Any
 
 from oslo_config import cfg
-from stevedore import driver as stevedore_driver
-from stevedore.exception import NoMatches
 
-from fsstore import exceptions, opts
+from fsstore import exceptions, opts, plugins
 from fsstore.hashing import DEFAULT_HASHING_ALGO
 from fsstore.location import Location, redact, split_scheme
-from fsstore.store import SHARED_GROUP, AddResult, Store
+
+# load_driver is re-exported: callers written before fsstore.plugins (the
+# image cache) import it from here.
+from fsstore.plugins import BACKENDS_NAMESPACE, load_driver
+from fsstore.store import AddResult, Store
 from fsstore.streams import ImageChunks, ImageData, Verifier
 
-BACKENDS_NAMESPACE = "fsstore.backends"
-DriverT = TypeVar("DriverT")
+LOG = logging.getLogger(__name__)
+
+__all__ = [
+    "BACKENDS_NAMESPACE",
+    "StoreRegistry",
+    "add_to_backend",
+    "add_to_backend_with_multihash",
+    "create_stores",
+    "delete_from_backend",
+    "get_from_backend",
+    "get_size_from_backend",
+    "load_driver",
+    "register_opts",
+]
 
 
 def register_opts(conf: cfg.ConfigOpts) -> None:
-    """Register every option fsstore reads, the image cache's included."""
-    conf.register_opt(opts.ENABLED_BACKENDS_OPT)
-    conf.register_opts(opts.CACHE_OPTS)
-    conf.register_opts(opts.STORE_OPTS, group=opts.STORE_GROUP)
-    conf.register_opts(opts.builtin_store_opts(), group=opts.STORE_GROUP)
+    """Register every option fsstore reads, the image cache's included.
 
+    The drivers' options are those every installed driver declares, found
+    through the entry points. A driver that cannot be loaded is left out
+    (logged at INFO): a service is not stopped by a plugin its
+    configuration does not use (say, one whose dependencies are missing on
+    this node), and one it does use fails to load with DriverLoadFailure
+    naming it, so nothing is lost but the noise.
 
-@overload
-def load_driver(name: str) -> type[Store]: ...
-
-
-@overload
-def load_driver(name: str, namespace: str, base: type[DriverT]) -> type[DriverT]: ...
-
-
-def load_driver(
-    name: str, namespace: str = BACKENDS_NAMESPACE, base: type[Any] = Store
-) -> type[Any]:
-    """The class registered as ``name`` in ``namespace``, a subclass of ``base``
-    (by default a store driver); typed as ``base`` is, as stevedore's
-    ``DriverManager[T]``.
-
-    Anything else (no such entry point, an import error, a class of the wrong
-    kind) is a DriverLoadFailure that names the driver.
+    :param conf: the configuration to register in; again is harmless
     """
+    for group, opt in opts.own_options():
+        conf.register_opt(opt, group=group)
+    plugins.register_options(conf, opts.driver_options(skipped=_not_registered))
 
-    def failed(_manager: Any, entrypoint: Any, exc: BaseException) -> None:
-        raise exceptions.DriverLoadFailure(
-            name, f"entry point {entrypoint.value!r} failed to import: {exc}"
-        ) from exc
 
-    try:
-        manager = stevedore_driver.DriverManager(
-            namespace,
-            name,
-            invoke_on_load=False,
-            on_load_failure_callback=failed,
-        )
-    except NoMatches:
-        raise exceptions.DriverLoadFailure(
-            name, f"no driver of that name in the {namespace!r} entry points"
-        ) from None
-    except RuntimeError as exc:  # several drivers registered under one name
-        raise exceptions.DriverLoadFailure(name, str(exc)) from None
-    driver_cls = manager.driver
-    if not (isinstance(driver_cls, type) and issubclass(driver_cls, base)):
-        raise exceptions.DriverLoadFailure(
-            name,
-            f"{driver_cls!r} is not a subclass of {base.__module__}.{base.__qualname__}",
-        )
-    return driver_cls
+def _not_registered(failure: exceptions.DriverLoadFailure) -> None:
+    LOG.info("%s; its options are not registered", failure)
 
 
 class StoreRegistry:
@@ -124,12 +106,11 @@ class StoreRegistry:
             )
         loaded: set[type[Store]] = set()
         for name in names:
-            driver_cls = load_driver(name)
+            driver_cls = load_driver(name, BACKENDS_NAMESPACE, Store)
             if driver_cls in loaded:
                 continue  # an alias of a driver already loaded
             loaded.add(driver_cls)
-            self.conf.register_opts(driver_cls.OPTIONS, group=opts.STORE_GROUP)
-            self.stores[name] = driver_cls(self.conf)
+            self.stores[name] = self._new_store(driver_cls, None)
         default = self._opt(opts.STORE_GROUP, "default_store")
         found = self._find_name(default)
         if found is None:
@@ -152,11 +133,8 @@ class StoreRegistry:
                 raise exceptions.BadStoreConfiguration(
                     name, "this name is reserved and cannot name a backend"
                 )
-            driver_cls = load_driver(type_name)
-            self.conf.register_opts(driver_cls.OPTIONS, group=name)
-            self.conf.register_opts(driver_cls.OPTIONS, group=SHARED_GROUP)
-            self.conf.register_opts(opts.BACKEND_OPTS, group=name)
-            self.stores[name] = driver_cls(self.conf, backend_group=name)
+            driver_cls = load_driver(type_name, BACKENDS_NAMESPACE, Store)
+            self.stores[name] = self._new_store(driver_cls, name)
         default = self._opt(opts.STORE_GROUP, "default_backend")
         if not default:
             raise exceptions.BadStoreConfiguration(
@@ -170,6 +148,15 @@ class StoreRegistry:
                 f"({', '.join(self.stores)})",
             )
         self.default_name = default
+
+    def _new_store(self, driver_cls: type[Store], backend_group: str | None) -> Store:
+        """A store of ``driver_cls``, its options registered where it reads
+        them: the one place a store's options are registered, once per
+        store."""
+        plugins.register_options(self.conf, driver_cls.declared_options(backend_group))
+        if backend_group is not None:
+            self.conf.register_opts(opts.BACKEND_OPTS, group=backend_group)
+        return driver_cls(self.conf, backend_group=backend_group)
 
     def _find_name(self, name_or_scheme: str) -> str | None:
         if name_or_scheme in self.stores:

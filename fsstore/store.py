@@ -39,6 +39,8 @@ from fsstore.streams import (  # noqa: F401
 RESERVED_PREFIX = ".fsstore-"
 # glance_store's group of defaults for every backend's options.
 SHARED_GROUP = "backend_defaults"
+# The group of every store's options in single-store mode.
+STORE_GROUP = "glance_store"
 MAX_IMAGE_ID_BYTES = 255
 
 
@@ -213,9 +215,24 @@ class Store:
         self.name = backend_group or self.DRIVER_NAME
         self.capabilities = self.CAPABILITIES
 
+    @classmethod
+    def declared_options(
+        cls, backend_group: str | None = None
+    ) -> list[tuple[str, cfg.Opt]]:
+        """Where each of this driver's ``OPTIONS`` is registered: in
+        ``[glance_store]`` (single-store mode), or in the backend's group
+        and in ``[backend_defaults]``, whose values ``option()`` falls back
+        to (multi-store mode).
+
+        :param backend_group: the backend's name, None in single-store mode
+        :returns: ``(group, option)`` pairs for fsstore.plugins.register_options
+        """
+        groups = (backend_group, SHARED_GROUP) if backend_group else (STORE_GROUP,)
+        return [(group, opt) for group in groups for opt in cls.OPTIONS]
+
     @property
     def group(self) -> str:
-        return self.backend_group or "glance_store"
+        return self.backend_group or STORE_GROUP
 
     def option(self, name: str) -> Any:
         """The value of one of this store's options, or BadStoreConfiguration.

@@ -10,7 +10,9 @@ import pytest
 
 import fsstore
 from fsstore import exceptions
-from fsstore.registry import StoreRegistry, load_driver
+from fsstore.plugins import BACKENDS_NAMESPACE, load_driver
+from fsstore.registry import StoreRegistry
+from fsstore.store import Store
 from fsstore.testing.suite import read_all
 from tests import bad_configs
 from tests.helpers import load_conf, write_conf
@@ -142,7 +144,9 @@ def test_lookups(tmp_path):
 def test_filesystem_alias_loads_the_same_driver(tmp_path):
     registry = StoreRegistry(single_conf(tmp_path, stores="file, filesystem"))
     assert list(registry.stores) == ["file"]
-    assert load_driver("filesystem") is load_driver("file")
+    assert load_driver("filesystem", BACKENDS_NAMESPACE, Store) is load_driver(
+        "file", BACKENDS_NAMESPACE, Store
+    )
 
 
 def test_module_level_api(tmp_path):
