@@ -48,27 +48,38 @@ nodes are exact.
 
 from __future__ import annotations
 
-import contextlib
-import datetime
 import logging
 import os
-import re
 import threading
-import urllib.parse
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from oslo_config import cfg
 
-from fsstore import exceptions
+from fsstore import exceptions, plugins
+from fsstore.cache.central_schema import (
+    MAX_ID_LENGTH,
+    HitStatement,
+    epoch,
+    from_epoch,
+    tables,
+    utcnow,
+)
+from fsstore.cache.central_url import (
+    MISPLACED_AT,
+    hide_secrets,
+    misplaced_at,
+    one_line,
+    secrets_of,
+    shown_url,
+)
 from fsstore.cache.records import CachedImage, Directory, RecordsDriver
 
 LOG = logging.getLogger(__name__)
 
-MAX_ID_LENGTH = 36  # cached_images.image_id is VARCHAR(36)
 DELETE_BATCH = 500  # ids per DELETE ... IN (...)
 
-OPTIONS = [
+OPTIONS: list[tuple[str | None, cfg.Opt]] = [
     (
         "database",
         cfg.StrOpt(
@@ -90,151 +101,21 @@ OPTIONS = [
 
 
 def register_opts(conf: cfg.ConfigOpts) -> None:
-    """Register the two options unless Glance (or oslo.db) already did."""
-    for group, opt in OPTIONS:
-        with contextlib.suppress(cfg.DuplicateOptError):
-            conf.register_opt(opt, group=group)
+    """Register the two options unless Glance (or oslo.db) already did: for
+    a configuration made without fsstore's register_opts, which registers
+    them with every cache driver's.
 
-
-_SCHEME = re.compile(r"[\w+]+://")
-
-MISPLACED_AT = (
-    "[database] connection has an '@' that does not end its user name and "
-    "password: write each '@' in them as %40"
-)
-# What SQLAlchemy reads as user name, password and the rest, with one '@'.
-_ONE_AT = re.compile(r"[\w+]+://[^:/@]*(?::[^@]*)?@[^@]*", re.DOTALL)
-
-
-def _credentials_end(url: str) -> tuple[int, int] | None:
-    """Where the text after the scheme starts and where its last ``@`` is,
-    in a URL that may hold credentials; None if it holds none.
-
-    The password may hold anything but an unescaped ``@`` (``/``, ``?``,
-    ``#``, ``:`` included), so the credentials are taken to end at the last
-    ``@`` of the whole URL: an ``@`` in the database name or the query hides
-    more than it needs to, never less. An sqlite URL (``sqlite:////path``)
-    names a file and has no credentials; any other may have a user name
-    that starts with ``/``.
+    :param conf: the configuration to register in
     """
-    scheme = _SCHEME.match(url)
-    if scheme is None:
-        return None
-    start = scheme.end()
-    at = url.rfind("@", start)
-    if at < 0 or url.startswith("sqlite"):
-        return None
-    return start, at
-
-
-def shown_url(url: str) -> str:
-    """``url`` as messages show it: from ``://`` to its last ``@`` hidden,
-    without its query, on one line."""
-    scheme = _SCHEME.match(url)
-    if scheme is None:
-        return "(not a URL)"
-    span = _credentials_end(url)
-    rest = url[scheme.end() :] if span is None else "***" + url[span[1] :]
-    rest = rest.partition("?")[0]
-    return scheme.group() + "".join(c if c.isprintable() else "?" for c in rest)
-
-
-def misplaced_at(url: str) -> bool:
-    """Whether an ``@`` of ``url`` is not the one SQLAlchemy ends the
-    credentials at: then part of the password (or user name) would be read
-    as the host or the database, and named in the driver's errors."""
-    return _credentials_end(url) is not None and _ONE_AT.fullmatch(url) is None
-
-
-def secrets_of(url: str) -> list[str]:
-    """The user name and password of ``url`` (as written and decoded) and
-    any password in its query, longest first: what ``hide_secrets`` hides."""
-    found: set[str] = set()
-    span = _credentials_end(url)
-    if span is not None:
-        # The user name too: nothing from "://" to the last "@" is shown,
-        # and a driver names the user it failed to log in.
-        user, _, password = url[span[0] : span[1]].partition(":")
-        for raw in (user, password):
-            found |= {raw, urllib.parse.unquote(raw)}
-        query = url[span[1] :].partition("?")[2]
-    else:
-        query = url.partition("?")[2]
-    for key, value in urllib.parse.parse_qsl(query, keep_blank_values=True):
-        if "pass" in key.lower():
-            found.add(value)
-    return sorted((s for s in found if s), key=len, reverse=True)
-
-
-def hide_secrets(text: str, secrets: Sequence[str]) -> str:
-    """``text`` (a database driver's message) with each secret as ``***``:
-    a driver may repeat what it was given."""
-    for secret in secrets:
-        text = text.replace(secret, "***")
-    return text
-
-
-def _tables() -> tuple[Any, Any, Any]:
-    """(metadata, node_reference, cached_images), as Glance's models define them."""
-    import sqlalchemy as sa
-    from sqlalchemy.dialects import mysql
-
-    ident = sa.BigInteger().with_variant(sa.Integer, "sqlite")
-    # Glance's DateTime is DATETIME(0) on MySQL and MariaDB: whole seconds,
-    # so entries used within one second tie for least recently used. Tables
-    # fsstore creates keep microseconds there; Glance's keep their seconds.
-    moment = sa.DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
-    metadata = sa.MetaData()
-    node_reference = sa.Table(
-        "node_reference",
-        metadata,
-        sa.Column("node_reference_id", ident, primary_key=True, autoincrement=True),
-        sa.Column("node_reference_url", sa.String(255), nullable=False),
-        sa.UniqueConstraint(
-            "node_reference_url", name="uq_node_reference_node_reference_url"
-        ),
-    )
-    cached_images = sa.Table(
-        "cached_images",
-        metadata,
-        sa.Column("id", ident, primary_key=True, autoincrement=True),
-        sa.Column("image_id", sa.String(MAX_ID_LENGTH), nullable=False),
-        sa.Column("last_accessed", moment, nullable=False),
-        sa.Column("last_modified", moment, nullable=False),
-        sa.Column("size", sa.BigInteger, nullable=False),
-        sa.Column("hits", sa.Integer, nullable=False),
-        sa.Column("checksum", sa.String(32)),
-        sa.Column(
-            "node_reference_id",
-            ident,
-            sa.ForeignKey("node_reference.node_reference_id"),
-            nullable=False,
-        ),
-        sa.UniqueConstraint(
-            "image_id",
-            "node_reference_id",
-            name="ix_cached_images_image_id_node_reference_id",
-        ),
-    )
-    return metadata, node_reference, cached_images
-
-
-def _utcnow() -> datetime.datetime:
-    return datetime.datetime.now(datetime.UTC).replace(tzinfo=None)
-
-
-def _epoch(moment: datetime.datetime | None) -> float:
-    if moment is None:
-        return 0.0
-    return moment.replace(tzinfo=datetime.UTC).timestamp()
+    plugins.register_options(conf, OPTIONS)
 
 
 class CentralDbDriver(RecordsDriver):
     NAME = "centralized_db"
+    OPTIONS = OPTIONS
     max_id_length = MAX_ID_LENGTH
 
     def __init__(self, conf: cfg.ConfigOpts) -> None:
-        register_opts(conf)
         super().__init__(conf)
         self._engine: Any = None
         self._pid = 0
@@ -252,6 +133,28 @@ class CentralDbDriver(RecordsDriver):
                 self.NAME,
                 "SQLAlchemy is not installed (pip install 'fsstore[central]')",
             ) from None
+        url = self._read_options()
+        try:
+            self.url = sa.engine.make_url(url)
+        except Exception:
+            raise exceptions.BadDriverConfiguration(
+                self.NAME, "[database] connection is not an SQLAlchemy URL"
+            ) from None
+        self._metadata, self._nodes, self._records = tables()
+        try:
+            self._connect()
+        except exceptions.BadDriverConfiguration:
+            raise
+        except exceptions.FsstoreError as exc:
+            raise exceptions.BadDriverConfiguration(self.NAME, str(exc)) from None
+        except Exception as exc:
+            raise exceptions.BadDriverConfiguration(
+                self.NAME, f"database {self.shown_url}: {self._line(exc)}"
+            ) from None
+
+    def _read_options(self) -> str:
+        """``[database] connection``, checked; sets what messages show of it
+        and this node's URL."""
         try:
             url = self.conf.database.connection
         except (cfg.Error, ValueError, RecursionError):
@@ -277,29 +180,18 @@ class CentralDbDriver(RecordsDriver):
         self._secrets = secrets_of(url)
         if misplaced_at(url):
             raise exceptions.BadDriverConfiguration(self.NAME, MISPLACED_AT)
-        try:
-            self.url = sa.engine.make_url(url)
-        except Exception:
-            raise exceptions.BadDriverConfiguration(
-                self.NAME, "[database] connection is not an SQLAlchemy URL"
-            ) from None
-        self._metadata, self._nodes, self._records = _tables()
-        try:
-            self._engine = sa.create_engine(self.url)
-            # Single statements run in autocommit: one round trip each,
-            # without BEGIN and COMMIT around it. Atomic all the same.
-            self._single = self._engine.execution_options(isolation_level="AUTOCOMMIT")
-            self._pid = os.getpid()
-            self._hit = HitStatement(self._engine, self._records)
-            self._open_records()
-        except exceptions.BadDriverConfiguration:
-            raise
-        except exceptions.FsstoreError as exc:
-            raise exceptions.BadDriverConfiguration(self.NAME, str(exc)) from None
-        except Exception as exc:
-            raise exceptions.BadDriverConfiguration(
-                self.NAME, f"database {self.shown_url}: {self._line(exc)}"
-            ) from None
+        return str(url)
+
+    def _connect(self) -> None:
+        import sqlalchemy as sa
+
+        self._engine = sa.create_engine(self.url)
+        # Single statements run in autocommit: one round trip each,
+        # without BEGIN and COMMIT around it. Atomic all the same.
+        self._single = self._engine.execution_options(isolation_level="AUTOCOMMIT")
+        self._pid = os.getpid()
+        self._hit = HitStatement(self._engine, self._records)
+        self._open_records()
 
     def _open_records(self) -> None:
         """Find (or create) the tables and this node's row; record the entry
@@ -409,7 +301,7 @@ class CentralDbDriver(RecordsDriver):
 
     def _line(self, exc: BaseException) -> str:
         """A database error as one line, without any password in it."""
-        return hide_secrets(_one_line(exc), self._secrets)
+        return hide_secrets(one_line(exc), self._secrets)
 
     # -- access ----------------------------------------------------------
 
@@ -470,7 +362,7 @@ class CentralDbDriver(RecordsDriver):
     def commit(self, image_id: str, size: int, checksum: str | None, fd: int) -> None:
         import sqlalchemy as sa
 
-        now = _utcnow()
+        now = utcnow()
         records = self._records
 
         def replace() -> None:  # one transaction: the old row goes, ours comes
@@ -520,8 +412,8 @@ class CentralDbDriver(RecordsDriver):
                 image_id,
                 int(size),
                 int(hits),
-                _epoch(accessed),
-                _epoch(modified),
+                epoch(accessed),
+                epoch(modified),
                 checksum,
             )
             for image_id, size, hits, accessed, modified, checksum in rows
@@ -559,8 +451,8 @@ class CentralDbDriver(RecordsDriver):
         rows = [
             {
                 "image_id": image_id,
-                "last_accessed": _from_epoch(st.st_atime),
-                "last_modified": _from_epoch(st.st_mtime),
+                "last_accessed": from_epoch(st.st_atime),
+                "last_modified": from_epoch(st.st_mtime),
                 "size": st.st_size,
                 "hits": 0,
                 "node_reference_id": self._node_id,
@@ -576,87 +468,3 @@ class CentralDbDriver(RecordsDriver):
         self._run(
             sa.update(self._records).where(self._mine(image_id)).values(size=size)
         )
-
-
-class HitStatement:
-    """A hit's ``UPDATE ... SET hits = hits + 1``, one round trip.
-
-    A hit is recorded when the reader closes the image (fsstore.cache.hits),
-    and costs the reader the time it takes. Through SQLAlchemy's Connection
-    a single UPDATE costs about 200 us of Python on top of the round trip,
-    so the statement is compiled once for the database's dialect and run on
-    a connection of the database's own driver, in autocommit, held per
-    thread. Race: a connection the server closed (a restart) fails the
-    statement; it is tried once more on a new connection.
-    """
-
-    def __init__(self, engine: Any, records: Any) -> None:
-        import sqlalchemy as sa
-
-        statement = (
-            sa.update(records)
-            .where(
-                (records.c.node_reference_id == sa.bindparam("node"))
-                & (records.c.image_id == sa.bindparam("image"))
-            )
-            .values(
-                # A literal, not a bound 1: the only parameters are ours.
-                hits=records.c.hits + sa.literal_column("1"),
-                last_accessed=sa.bindparam("now"),
-            )
-        )
-        self._engine = engine
-        compiled = statement.compile(dialect=engine.dialect)
-        self._sql = str(compiled)
-        self._order = compiled.positiontup if compiled.positional else None
-        moment = records.c.last_accessed.type.dialect_impl(engine.dialect)
-        self._now = moment.bind_processor(engine.dialect)
-        self._local = threading.local()
-
-    def _cursor(self) -> Any:
-        # The connection is the driver's own, outside the engine's pool: a
-        # server with many reader threads must not hold the pool's
-        # connections, which the other operations need. It closes with its
-        # thread.
-        local = self._local
-        if getattr(local, "pid", None) != os.getpid():
-            dialect = self._engine.dialect
-            args, kwargs = dialect.create_connect_args(self._engine.url)
-            conn = dialect.connect(*args, **kwargs)
-            dialect.set_isolation_level(conn, "AUTOCOMMIT")
-            local.conn, local.cursor, local.pid = conn, conn.cursor(), os.getpid()
-        return local.cursor
-
-    def _forget(self) -> None:
-        local = self._local
-        conn, local.pid = getattr(local, "conn", None), None
-        if conn is not None:
-            with contextlib.suppress(Exception):
-                conn.close()
-
-    def run(self, node_id: int | None, image_id: str) -> None:
-        now: Any = _utcnow()
-        if self._now is not None:
-            now = self._now(now)
-        params: Any = {"node": node_id, "image": image_id, "now": now}
-        if self._order is not None:
-            params = tuple(params[name] for name in self._order)
-        for attempt in (1, 2):
-            try:
-                self._cursor().execute(self._sql, params)
-                return
-            except Exception:
-                self._forget()
-                if attempt == 2:
-                    raise
-
-
-def _from_epoch(seconds: float) -> datetime.datetime:
-    return datetime.datetime.fromtimestamp(seconds, datetime.UTC).replace(tzinfo=None)
-
-
-def _one_line(exc: BaseException) -> str:
-    """A database error's first line, without SQLAlchemy's background link."""
-    orig = getattr(exc, "orig", None)
-    text = str(orig if orig is not None else exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
