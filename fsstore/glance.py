@@ -24,7 +24,6 @@ refuses to start with a clear reason.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -42,11 +41,11 @@ except ImportError as exc:  # pragma: no cover - exercised without the extra
         f" ({exc})"
     ) from exc
 
-from oslo_config import cfg
 
 from fsstore import exceptions
 from fsstore.backends import filesystem, s3
 from fsstore.location import FileLocation, S3Location
+from fsstore.plugins import register_options
 from fsstore.store import Store as FsstoreStore
 from fsstore.streams import ImageChunks
 
@@ -216,9 +215,7 @@ class _Adapter(glance_store.driver.Store):
             # glance_store registers only a few options of its own in a
             # reserved store's group (os_glance_staging_store mapped to this
             # driver): add the rest, keeping what is there.
-            for opt in self.OPTIONS:
-                with contextlib.suppress(cfg.DuplicateOptError):
-                    conf.register_opt(opt, group=backend)
+            register_options(conf, ((backend, opt) for opt in self.OPTIONS))
         self.store = self.FSSTORE_CLASS(conf, backend_group=backend)
 
     def get_store_location_class(self) -> type[_StoreLocation]:
