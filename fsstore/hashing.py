@@ -78,10 +78,15 @@ def hashing_algo_problem(algo: object) -> str | None:
     return f"{shown(algo)} is not a hashing algorithm fsstore knows"
 
 
-def _digest_problem(value: str, algo: str) -> str | None:
-    """Why ``value`` is not a hex digest of ``algo`` (in either case)."""
+def digest_problem(value: object, algo: str) -> str | None:
+    """Why ``value`` is not a hex digest of ``algo`` (in either case), in
+    words quoting it; None when it is one."""
     length = 2 * new_multihash(algo).digest_size
-    if len(value) != length or not _HEX_DIGITS.issuperset(value.lower()):
+    if (
+        not isinstance(value, str)
+        or len(value) != length
+        or not _HEX_DIGITS.issuperset(value.lower())
+    ):
         return f"{shown(value)} is not a hex {algo} digest ({length} digits)"
     return None
 
@@ -125,11 +130,9 @@ class Expected:
         ):
             if problem is not None or value is None:
                 continue
-            if not isinstance(value, str):
-                problem = f"{shown(value)} is not a hex {algo} digest"
-            elif value == "":
+            if value == "":
                 object.__setattr__(self, name, None)
-            elif (problem := _digest_problem(value, algo)) is None:
+            elif (problem := digest_problem(value, algo)) is None:
                 object.__setattr__(self, name, value.lower())
         size = self.size
         if problem is None and size is not None and not _is_count(size):

@@ -19,12 +19,10 @@ from fsstore.scrub import (
     RateLimit,
     ScrubReport,
     Verdict,
-    _load_checkpoint,
-    _Pass,
-    _save_checkpoint,
-    _verdict,
     load_expected,
 )
+from fsstore.scrub.checkpoint import ScrubPass, load_checkpoint, save_checkpoint
+from fsstore.scrub.image import verdict_of
 from fsstore.store import image_id_problem as image_problem
 
 HEX = re.compile("[0-9a-f]+")
@@ -77,7 +75,7 @@ KEPT = KeptDigests("a" * 32, "b" * 128, "sha512", 10)
     ],
 )
 def test_verdicts(read, checksum, multihash, verdict):
-    assert _verdict(KEPT, None, read, checksum, {"sha512": multihash})[0] is verdict
+    assert verdict_of(KEPT, None, read, checksum, {"sha512": multihash})[0] is verdict
 
 
 def test_checkpoint_round_trip_and_damage(tmp_path):
@@ -85,25 +83,25 @@ def test_checkpoint_round_trip_and_damage(tmp_path):
     report = ScrubReport(
         [ImageCheck("a", "file:///x/a", Verdict.CORRUPT, "md5 differs", 10)]
     )
-    this = _Pass("file:/x", "options")
-    _save_checkpoint(path, report, this)
-    assert _load_checkpoint(path, this) == (report.checks, False)
-    _save_checkpoint(path, report, this, finished=True)
-    assert _load_checkpoint(path, this) == (report.checks, True)
-    assert _load_checkpoint(tmp_path / "none.json", this) is None
+    this = ScrubPass("file:/x", "options")
+    save_checkpoint(path, report, this)
+    assert load_checkpoint(path, this) == (report.checks, False)
+    save_checkpoint(path, report, this, finished=True)
+    assert load_checkpoint(path, this) == (report.checks, True)
+    assert load_checkpoint(tmp_path / "none.json", this) is None
     with pytest.raises(exceptions.Invalid, match="another store"):
-        _load_checkpoint(path, _Pass("file:/y", "options"))
+        load_checkpoint(path, ScrubPass("file:/y", "options"))
     with pytest.raises(exceptions.Invalid, match="other expected digests"):
-        _load_checkpoint(path, _Pass("file:/x", "others"))
+        load_checkpoint(path, ScrubPass("file:/x", "others"))
     path.write_text('{"images": [{"image_id": "a"}]}')
     with pytest.raises(exceptions.Invalid, match="is not a scrub checkpoint"):
-        _load_checkpoint(path, this)  # no checkpoint's keys: someone else's file
+        load_checkpoint(path, this)  # no checkpoint's keys: someone else's file
     path.write_text(
         '{"images": [{"image_id": "a"}], "store": "file:/x", "options": '
         '"options", "finished": false}'
     )
     with pytest.raises(exceptions.Invalid, match="damaged"):
-        _load_checkpoint(path, this)
+        load_checkpoint(path, this)
 
 
 def test_expected_digests_from_json_and_csv(tmp_path):
@@ -135,8 +133,8 @@ def test_expected_compares_case_blind_and_names_the_digest():
     md5, sha256 = "ab" * 16, "cd" * 32
     digests = {"sha256": sha256}
     wanted = Expected(md5.upper(), sha256.upper(), "sha256")
-    assert _verdict(None, wanted, 1, md5, digests)[0] is Verdict.OK
-    verdict, detail = _verdict(
+    assert verdict_of(None, wanted, 1, md5, digests)[0] is Verdict.OK
+    verdict, detail = verdict_of(
         None, Expected(None, "0" * 64, "sha256"), 1, md5, digests
     )
     assert verdict is Verdict.CORRUPT and detail.startswith(f"sha256 {sha256}")
@@ -146,15 +144,15 @@ def test_bytes_matching_either_kept_or_expected_are_never_corrupt():
     kept = KeptDigests("a" * 32, "b" * 128, "sha512", 10)
     digests = {"sha512": "b" * 128, "sha256": "c" * 64}
     glance = Expected("a" * 32, "d" * 64, "sha256")
-    verdict, detail = _verdict(kept, glance, 10, "a" * 32, digests)
+    verdict, detail = verdict_of(kept, glance, 10, "a" * 32, digests)
     assert verdict is Verdict.CONFLICT and "not the expected" in detail
-    verdict, detail = _verdict(
+    verdict, detail = verdict_of(
         kept, glance, 10, "a" * 32, {**digests, "sha256": "d" * 64, "sha512": "e" * 128}
     )
     assert verdict is Verdict.CONFLICT and "not the ones kept" in detail
     # Neither: corrupt, by what was kept; shorter than kept: truncated.
-    assert _verdict(kept, glance, 10, "f" * 32, digests)[0] is Verdict.CORRUPT
-    assert _verdict(kept, glance, 9, "f" * 32, digests)[0] is Verdict.TRUNCATED
+    assert verdict_of(kept, glance, 10, "f" * 32, digests)[0] is Verdict.CORRUPT
+    assert verdict_of(kept, glance, 9, "f" * 32, digests)[0] is Verdict.TRUNCATED
 
 
 # -- expected digests: validated whole before the first read ------------------------
