@@ -24,7 +24,8 @@ import time
 from typing import Any
 
 from fsstore import exceptions, safefiles
-from fsstore.cache.directory import QUEUE, CacheDirectory, regular_files
+from fsstore.cache.directory import CacheDirectory
+from fsstore.cache.layout import QUEUE, regular_files
 from fsstore.safefiles import write_all
 
 TEMPORARY_PREFIX = ".fsstore-queue-"
