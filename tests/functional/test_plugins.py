@@ -7,11 +7,16 @@ and tests/plugins/broken (entry points that must fail) into the test venv.
 from __future__ import annotations
 
 import json
+import logging
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+from oslo_config import cfg
 
-from fsstore import exceptions
+import fsstore
+from fsstore import exceptions, opts
 from fsstore.cache import ImageCache
 from fsstore.registry import StoreRegistry
 from fsstore.testing import StoreConformanceTests
@@ -145,3 +150,35 @@ def test_broken_cache_plugin(tmp_path):
         match="'broken_not_a_driver'.*not a subclass of fsstore.cache.records.RecordsDriver",
     ):
         ImageCache(conf)
+
+
+def test_example_options_are_listed_and_registered_like_builtin_ones(caplog):
+    with caplog.at_level(logging.WARNING, logger="fsstore.opts"):
+        listed = dict(opts.list_opts())
+    assert "example_memory_capacity" in {o.dest for o in listed["glance_store"]}
+    builtin = dict(opts.list_builtin_opts())
+    assert "example_memory_capacity" not in {o.dest for o in builtin["glance_store"]}
+    conf = cfg.ConfigOpts()
+    fsstore.register_opts(conf)
+    conf([], default_config_files=[])
+    assert conf.glance_store.example_memory_capacity == 256 * 1024**2
+
+
+def test_the_generator_lists_the_example_and_names_each_broken_plugin(tmp_path):
+    out = tmp_path / "sample.conf"
+    done = subprocess.run(
+        [
+            str(Path(sys.executable).with_name("oslo-config-generator")),
+            "--namespace",
+            "fsstore",
+            "--output-file",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "#example_memory_capacity = 268435456" in out.read_text()
+    assert "#filesystem_store_datadir = " in out.read_text()
+    for broken in ("broken_import", "broken_not_a_store", "broken_not_a_driver"):
+        assert f"driver {broken!r} could not be loaded" in done.stderr
