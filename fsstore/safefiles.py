@@ -88,6 +88,7 @@ class NotRegularFile(OSError):
 
     def __init__(self, path: str, what: str) -> None:
         super().__init__(errno.EINVAL, f"{what} where a regular file belongs", path)
+        self.what = what  # "a symbolic link", "a directory", ...
 
 
 def _kind(mode: int) -> str:
@@ -243,63 +244,72 @@ def atomic_file(
     the ``with`` block succeeds: whole, or not at all.
 
     ``dir_fd``: the directory's descriptor (``name`` a plain name in it),
-    or None (``name`` a path, its directory opened for the block).
-    ``replace``: False publishes by ``link(2)``, which never replaces
-    anything (FileExistsError, the file dropped, when ``name`` is taken);
+    or None (``name`` a path). ``replace``: False publishes by ``link(2)``,
+    never replacing anything (FileExistsError when ``name`` is taken);
     True renames over ``name``, for a state file only fsstore writes.
     ``mode``: the new file's permissions (less the umask). ``fsync``: flush
     the file before it is published and the directory after.
 
-    Protocol. The block writes to an anonymous ``O_TMPFILE`` file (when
-    linking and the file system offers it) or to a new temporary name
-    beside ``name`` (exclusive create). After the block: fsync, then the
-    link or rename, then fsync of the directory. On any failure the
-    temporary is gone (an anonymous file dies with its descriptor) and
-    ``name`` is as it was.
-
-    Races: something planted at ``name`` while the block writes is never
-    replaced by ``replace=False`` (link(2) refuses it), and never followed
-    by either (both act on the name, not a link's target); ``replace=True``
-    refuses a link, directory or other non-regular file found at ``name``
-    before the write (NotRegularFile). A temporary name swapped by someone
-    who can write to the directory is harmless: the file linked is the
-    one open (see ``link_new``).
+    Protocol: the block writes to an anonymous ``O_TMPFILE`` file (when
+    linking, where the file system has it) or to a new temporary name
+    beside ``name``; then fsync, the link or rename, fsync of the
+    directory. On failure no temporary is left and ``name`` is unchanged.
+    Races: a name planted at ``name`` meanwhile is never replaced by a
+    link and never followed by either; ``replace=True`` refuses a
+    non-regular file found there first (NotRegularFile); a temporary name
+    swapped by a stranger is harmless (``link_new`` links the open file).
     """
-    own = None
-    if dir_fd is None:
-        directory, name = os.path.split(name)
-        own = dir_fd = os.open(directory or ".", os.O_RDONLY | os.O_DIRECTORY)
-    elif "/" in name:
-        raise ValueError(f"{name!r} is a path; with dir_fd, a name is wanted")
-    try:
+    with _in_directory(dir_fd, name) as (dir_fd, name):
         if replace:
             _check_replaceable(name, dir_fd)
         fd, temporary = _new_temporary(dir_fd, name, mode, anonymous=not replace)
-        renamed = False
         try:
             try:
                 yield fd
                 if fsync:
                     os.fsync(fd)  # before the name: never a name of a partial file
                 trace("safefiles.atomic_file.publishing")
-                if temporary is not None and replace:
-                    os.replace(temporary, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
-                    renamed = True
-                else:
-                    link_new(
-                        fd, name, dst_dir_fd=dir_fd, src=temporary, src_dir_fd=dir_fd
-                    )
+                _publish(fd, dir_fd, name, temporary, replace)
             finally:
                 os.close(fd)
-        finally:
-            if temporary is not None and not renamed:
+        except BaseException:
+            if temporary is not None:
                 with contextlib.suppress(OSError):
                     os.unlink(temporary, dir_fd=dir_fd)
+            raise
         if fsync:
             os.fsync(dir_fd)
+
+
+@contextlib.contextmanager
+def _in_directory(dir_fd: int | None, name: str) -> Iterator[tuple[int, str]]:
+    """``(directory descriptor, plain name)`` for a name in ``dir_fd``, or
+    for a path (its directory opened for the block)."""
+    if dir_fd is not None:
+        if "/" in name:
+            raise ValueError(f"{name!r} is a path; with dir_fd, a name is wanted")
+        yield dir_fd, name
+        return
+    directory, name = os.path.split(name)
+    own = os.open(directory or ".", os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        yield own, name
     finally:
-        if own is not None:
-            os.close(own)
+        os.close(own)
+
+
+def _publish(
+    fd: int, dir_fd: int, name: str, temporary: str | None, replace: bool
+) -> None:
+    if temporary is not None and replace:
+        os.replace(temporary, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        return
+    try:
+        link_new(fd, name, dst_dir_fd=dir_fd, src=temporary, src_dir_fd=dir_fd)
+    finally:
+        if temporary is not None:  # a second name, whether linked or not
+            with contextlib.suppress(OSError):
+                os.unlink(temporary, dir_fd=dir_fd)
 
 
 def _new_temporary(
