@@ -21,9 +21,8 @@ stream; ``write_errors`` maps both kinds of target failure to store errors.
 
 from __future__ import annotations
 
-import contextlib
 import errno
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from fsstore import exceptions
@@ -72,22 +71,30 @@ def write_error(exc: OSError, where: str, image_id: str) -> exceptions.FsstoreEr
     )
 
 
-@contextlib.contextmanager
-def write_errors(
-    where: str, image_id: str, *, stream_inside: bool = False
-) -> Iterator[None]:
+class write_errors:  # noqa: N801 - used as a function: ``with write_errors(...):``
     """Map a failed write (WriteFailed) and, unless the caller's stream runs
     inside the block (``stream_inside``: its OSErrors are its own), a failed
     OS call on the target (OSError) to StorageFull, StorageWriteDenied or
-    BackendException."""
-    try:
-        yield
-    except WriteFailed as exc:
-        raise write_error(exc.oserror, where, image_id) from None
-    except OSError as exc:
-        if stream_inside:
-            raise
-        raise write_error(exc, where, image_id) from None
+    BackendException, naming ``where`` and ``image_id``. (A class, not a
+    generator: every small add enters it.)"""
+
+    __slots__ = ("image_id", "stream_inside", "where")
+
+    def __init__(
+        self, where: str, image_id: str, *, stream_inside: bool = False
+    ) -> None:
+        self.where = where
+        self.image_id = image_id
+        self.stream_inside = stream_inside
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: object, exc: BaseException | None, tb: object) -> None:
+        if isinstance(exc, WriteFailed):
+            raise write_error(exc.oserror, self.where, self.image_id) from None
+        if isinstance(exc, OSError) and not self.stream_inside:
+            raise write_error(exc, self.where, self.image_id) from None
 
 
 class ImageFileWriter:
