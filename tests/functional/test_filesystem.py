@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from fsstore import exceptions
+from fsstore import exceptions, tracing
 from fsstore.backends.filesystem import PUBLISH_LOCK, STAGING_DIR
 from fsstore.testing.suite import FailingStream, payload, read_all
 from tests import bad_configs
@@ -443,20 +443,21 @@ def test_the_check_and_the_link_are_one_step_across_directories(
         except BaseException as exc:  # noqa: BLE001 - examined below
             outcome.append(exc)
 
-    def inside_the_window(image_id: str) -> None:
+    def inside_the_window(_: str) -> None:
+        if threads:
+            return  # the contender's own pass, once the first has linked
         contender = threading.Thread(target=add_second)
+        threads.append(contender)
         contender.start()
         deadline = time.monotonic() + 30
         while not _blocked_on(lock) and contender.is_alive():
             assert time.monotonic() < deadline, "the contender neither ran nor waited"
             time.sleep(0.001)  # polling a condition, not waiting out a race
-        first.between_check_and_link = None
-        threads.append(contender)
 
     threads: list[threading.Thread] = []
-    first.between_check_and_link = inside_the_window
-    add(first, "contested", b"first")
-    threads[0].join(30)
+    with tracing.hooked(inside_the_window, ["filesystem.publish.locked"]):
+        add(first, "contested", b"first")
+        threads[0].join(30)
     assert len(outcome) == 1 and isinstance(outcome[0], exceptions.Duplicate), outcome
     assert (tmp_path / "x" / "contested").read_bytes() == b"first"
     assert not (tmp_path / "y" / "contested").exists()
@@ -634,17 +635,16 @@ def test_the_durability_check_catches_a_skipped_fsync(
 ):
     # The check above is sharp: a store that skips either fsync fails it.
     store = make_fs_store()
-    step = store._finish if skipped == "file" else store._publish
-
-    def without_fsync(*args: Any) -> None:
-        store.fsync = False
-        try:
-            step(*args)
-        finally:
-            store.fsync = True
-
-    monkeypatch.setattr(store, step.__name__, without_fsync)
     log = DurabilityLog(monkeypatch)
+    logged_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        is_dir = stat.S_ISDIR(os.fstat(fd).st_mode)
+        if is_dir != (skipped == "file"):
+            return  # the skipped one
+        logged_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
     result = store.add("img", iter([b"data"]), 4)
     with pytest.raises(AssertionError, match="not fsync'ed"):
         log.check(Path(result.location.removeprefix("file://")))

@@ -2,7 +2,8 @@
 
 ``store`` holds :class:`FilesystemStore` and its on-disk layout; beside it,
 the helpers only it uses: ``config`` (its options and their parsing),
-``datadirs`` (one data directory: staging, publish, the publish lock),
+``datadirs`` (the data directories: choice, publish, the publish lock),
+``staging`` (the file an image is written to before it is published),
 ``digests`` (digests kept as xattrs or record files) and ``timed`` (calls
 that may hang on a dead mount, bounded in time).
 """

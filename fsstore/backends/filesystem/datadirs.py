@@ -1,41 +1,44 @@
-"""The data directories of a filesystem store, and the staging files images
-are written to before they are published in one of them.
+"""The data directories of a filesystem store, and the publish of an image
+into one of them.
 
 See fsstore.backends.filesystem for the on-disk layout and the writing
 protocol; this module holds its mechanisms: opening the directories,
-noticing one that was replaced, choosing where an image goes, the staging
-file (anonymous ``O_TMPFILE``, or named and flock'ed), and the publish lock
-that makes an id unique across directories.
+noticing one that was replaced, choosing where an image goes, and the
+publish of a staging file (filesystem/staging.py) as an image
+(``DataDirs.publish``: digests, fsync, the publish lock that makes an id
+unique across directories, the link).
+
+The race of two adds of one id into two directories is open at the trace
+point ``filesystem.publish.locked`` (fsstore.tracing): between the check
+across directories and the link, under the publish lock.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
-import errno
 import logging
 import os
-import secrets
 import stat
 import threading
 from collections.abc import Iterator
 
 from fsstore import exceptions, locking, safefiles
-from fsstore.backends.filesystem.digests import forget_record
+from fsstore.backends.filesystem.digests import keep_digests
+from fsstore.backends.filesystem.staging import Staging, remove_stale_staging
 from fsstore.backends.filesystem.timed import TimedCalls
+from fsstore.hashing import KeptDigests
 from fsstore.location import FileLocation, Location
 from fsstore.store import RESERVED_PREFIX, image_id_problem
+from fsstore.tracing import trace
+from fsstore.writepath import write_error
 
 LOG = logging.getLogger(__name__)
 
-STAGING_DIR = RESERVED_PREFIX + "staging"
 PUBLISH_LOCK = RESERVED_PREFIX + "publish.lock"
 
 # free_bytes() of a file system that reports no capacity at all.
 UNKNOWN_ROOM = 2**63 - 1
-
-# What open(O_TMPFILE) fails with where the file system does not offer it.
-_NO_TMPFILE = {errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL, errno.ENOENT}
 
 
 @dataclasses.dataclass
@@ -44,19 +47,17 @@ class DataDir:
     priority: int
     fd: int = -1
     tmpfile: bool = True
-    ident: tuple[int, int] = (0, 0)  # (st_dev, st_ino) of the open directory
+    ident: os.stat_result | None = None  # of the open directory
     # Whether configure found nothing at its path and made it: a data
     # directory on a file system that is not mounted, say (see
     # DataDirs.missing).
     created: bool = False
     uri_prefix: str = dataclasses.field(init=False)  # + image id: its location
+    described: str = dataclasses.field(init=False)  # in messages
 
     def __post_init__(self) -> None:
         self.uri_prefix = FileLocation.from_path(os.path.join(self.path, "")).uri
-
-    @property
-    def described(self) -> str:
-        return f"data directory {self.path}"
+        self.described = f"data directory {self.path}"
 
     def free_bytes(self) -> int:
         st = os.statvfs(self.fd)
@@ -65,87 +66,6 @@ class DataDir:
             # only a failed write can tell.
             return UNKNOWN_ROOM
         return st.f_bavail * st.f_frsize
-
-
-def _identity(st: os.stat_result) -> tuple[int, int]:
-    return st.st_dev, st.st_ino
-
-
-class Staging:
-    """The file an image is written to before it is published."""
-
-    def __init__(self, datadir: DataDir) -> None:
-        self.datadir = datadir
-        self.fd = -1
-        self.name: str | None = None  # None: anonymous O_TMPFILE
-        self.staging_fd = -1
-        # The inode whose digest record was written (digests.py), on
-        # file systems without user xattrs; removed unless the link succeeds.
-        self.record_inode: int | None = None
-        self.published = False
-
-    def open(self) -> None:
-        if self.datadir.tmpfile:
-            try:
-                self.fd = os.open(
-                    ".", os.O_TMPFILE | os.O_WRONLY, 0o666, dir_fd=self.datadir.fd
-                )
-                return
-            except OSError as exc:
-                if exc.errno not in _NO_TMPFILE:
-                    raise
-                LOG.info(
-                    "%s: no O_TMPFILE, using named staging files", self.datadir.path
-                )
-                self.datadir.tmpfile = False
-        self._open_named()
-
-    def _open_named(self) -> None:
-        with contextlib.suppress(FileExistsError):
-            os.mkdir(STAGING_DIR, 0o700, dir_fd=self.datadir.fd)
-        self.staging_fd = os.open(
-            STAGING_DIR,
-            os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW,
-            dir_fd=self.datadir.fd,
-        )
-        while True:
-            name = secrets.token_hex(16)
-            try:
-                self.fd = locking.hold(
-                    name,
-                    dir_fd=self.staging_fd,
-                    flags=os.O_WRONLY | os.O_EXCL,
-                    mode=0o666,
-                )
-            except (FileExistsError, locking.LockHeld):
-                continue  # a name taken, or reaped again and again: another
-            self.name = name
-            return
-
-    def link(self, image_id: str) -> None:
-        """Publish under ``image_id``; FileExistsError if it is taken."""
-        safefiles.link_new(
-            self.fd,
-            image_id,
-            dst_dir_fd=self.datadir.fd,
-            src=self.name,
-            src_dir_fd=self.staging_fd if self.name is not None else None,
-        )
-        self.published = True
-
-    def close(self) -> None:
-        if self.record_inode is not None and not self.published:
-            forget_record(self.datadir.fd, self.record_inode)
-        if self.name is not None:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self.name, dir_fd=self.staging_fd)
-            self.name = None
-        fd, self.fd = self.fd, -1
-        if fd >= 0:
-            os.close(fd)
-        fd, self.staging_fd = self.staging_fd, -1
-        if fd >= 0:
-            os.close(fd)
 
 
 class DataDirs:
@@ -159,16 +79,16 @@ class DataDirs:
         self._by_path: list[DataDir] = []
         self._reopen_lock = threading.Lock()
         self._retired_fds: list[int] = []
-        self._publish_lock = threading.Lock()
-        self._lock_dir: DataDir | None = None
-        self._lock_fd = -1
-        self._lock_pid = 0
+        self._publish_lock = threading.Lock()  # guards _lock_file's choice
+        self._lock_file: locking.LockFile | None = None
         self.file_mode = 0
+        self.fsync = True
 
-    def open(self, dirs: list[DataDir], file_mode: int) -> None:
+    def open(self, dirs: list[DataDir], file_mode: int, fsync: bool) -> None:
         """Open every directory of ``dirs``, give them the search bits
         ``file_mode`` asks for, and remove the staging files no live writer
-        holds.
+        holds. ``file_mode`` and ``fsync`` are also what ``publish`` gives
+        each image.
 
         A fresh store (none of its directories exists) gets them all made,
         as glance_store makes its own. Once any exists, a missing one is
@@ -190,7 +110,7 @@ class DataDirs:
                     continue
                 d.created = fresh
                 d.fd = self._open_datadir(d.path)
-                d.ident = _identity(os.fstat(d.fd))
+                d.ident = os.fstat(d.fd)
                 d.tmpfile = safefiles.HAVE_PROC_FD
         except BaseException:
             for d in dirs:
@@ -199,6 +119,7 @@ class DataDirs:
             raise
         self.all = dirs
         self.file_mode = file_mode
+        self.fsync = fsync
         present = [d for d in dirs if d.fd >= 0]
         for d in present:
             _let_readers_search(d, file_mode)
@@ -206,7 +127,7 @@ class DataDirs:
         self._by_priority = [[d for d in dirs if d.priority == p] for p in priorities]
         self._by_path = sorted(dirs, key=lambda d: d.path)
         for d in present:
-            _remove_stale_staging(d)
+            remove_stale_staging(d)
 
     def _open_datadir(self, path: str) -> int:
         def bad(reason: str) -> exceptions.BadStoreConfiguration:
@@ -232,10 +153,9 @@ class DataDirs:
                 os.close(d.fd)
                 d.fd = -1
         self.all = []
-        if self._lock_fd >= 0:
-            os.close(self._lock_fd)
-            self._lock_fd = -1
-        self._lock_dir = None
+        if self._lock_file is not None:
+            self._lock_file.close()
+            self._lock_file = None
         fds, self._retired_fds = self._retired_fds, []
         for fd in fds:
             os.close(fd)
@@ -275,11 +195,14 @@ class DataDirs:
             st = self.timed(os.stat, datadir.path)
         except OSError:
             return False
-        if _identity(st) == datadir.ident:
+        if datadir.ident is not None and safefiles.same_inode(st, datadir.ident):
             return True
         with self._reopen_lock:
             try:
-                if _identity(os.stat(datadir.path)) == datadir.ident:
+                st = os.stat(datadir.path)
+                if datadir.ident is not None and safefiles.same_inode(
+                    st, datadir.ident
+                ):
                     return True  # another thread reopened it
                 fd = os.open(datadir.path, os.O_RDONLY | os.O_DIRECTORY)
             except OSError:
@@ -289,12 +212,12 @@ class DataDirs:
             # closed with the store, not here. (None: missing at configure.)
             if datadir.fd >= 0:
                 self._retired_fds.append(datadir.fd)
-            datadir.fd, datadir.ident = fd, _identity(os.fstat(fd))
+            # The publish lock, if it lived in the old one, moves with the
+            # descriptor (see _publish_lock_file).
+            datadir.fd, datadir.ident = fd, os.fstat(fd)
             datadir.tmpfile = safefiles.HAVE_PROC_FD
             _let_readers_search(datadir, self.file_mode)
-            if datadir is self._lock_dir:
-                self._lock_pid = 0  # the publish lock lived in the old one
-            _remove_stale_staging(datadir)
+            remove_stale_staging(datadir)
         return True
 
     def missing(self) -> list[str]:
@@ -317,9 +240,16 @@ class DataDirs:
                 )
         return found
 
-    def choose(self, image_id: str, size: int) -> DataDir:
+    def choose(self, image_id: str, size: int, *, small: bool = False) -> DataDir:
         """Where an image of ``size`` bytes (0: unknown) goes: the highest
-        priority with room, and within it the most free space."""
+        priority with room, and within it the most free space.
+
+        ``small``: nothing large is streamed before a full file system
+        shows (a failed write is StorageFull all the same), so a store with
+        one data directory, which has no choice to make, skips asking it
+        for its room."""
+        if small and len(self.all) == 1 and self.available(self.all[0]):
+            return self.all[0]
         missing = []
         for group in self._by_priority:
             present = [d for d in group if self.available(d)]
@@ -358,44 +288,77 @@ class DataDirs:
                 continue
             raise exceptions.Duplicate(f"image {image_id} already exists in {d.path}")
 
+    def publish(self, staging: Staging, kept: KeptDigests) -> None:
+        """Give the written staging file its image id as its name, in the
+        order the store's promises need:
+
+        1. its digests ``kept`` with it (digests.py): a published image
+           always has them;
+        2. its mode set and, with ``fsync``, its data flushed: a name never
+           shows bytes a crash can take back;
+        3. with several directories, under the publish lock, the id checked
+           absent from the others (race: another process adding it to
+           another directory; the lock orders the check and link of both);
+        4. linked, never replacing (race: another add of the id to this
+           directory; link(2) lets one win, the other gets Duplicate);
+        5. with ``fsync``, the directory flushed: the name is durable before
+           the add returns.
+        """
+        fd, datadir, image_id = staging.fd, staging.datadir, staging.image_id
+        try:
+            staging.record_inode = keep_digests(
+                fd, kept, datadir.fd, image_id, self.fsync
+            )
+            if self.file_mode:
+                os.fchmod(fd, self.file_mode)
+            if self.fsync:
+                os.fsync(fd)
+        except OSError as exc:
+            raise write_error(exc, datadir.described, image_id) from None
+        if len(self.all) > 1:
+            with self.publish_lock():
+                # Our own directory needs no check: link(2) refuses the name.
+                self.check_absent(image_id, skip=datadir)
+                trace("filesystem.publish.locked")
+                staging.link()
+        else:
+            staging.link()
+        if self.fsync:
+            try:
+                os.fsync(datadir.fd)
+            except OSError as exc:
+                raise write_error(exc, datadir.described, image_id) from None
+
     @contextlib.contextmanager
     def publish_lock(self) -> Iterator[None]:
         """Held while an id is checked absent from every directory and
-        linked into one: this process's threads, then other processes."""
-        with self._publish_lock, locking.flocked(self._publish_lock_fd()):
+        linked into one: a locking.LockFile, which orders this process's
+        threads and other processes alike."""
+        with self._publish_lock, contextlib.ExitStack() as held:
+            lock, path = self._publish_lock_file()
+            try:
+                held.enter_context(lock.held())
+            except (OSError, locking.LockHeld) as exc:
+                why = getattr(exc, "strerror", None) or exc
+                raise exceptions.BackendException(
+                    f"cannot open the publish lock {path}: {why}"
+                ) from None
             yield
 
-    def _publish_lock_fd(self) -> int:
-        # A lock fd inherited across fork() shares its flock with the parent,
-        # so each process opens its own.
+    def _publish_lock_file(self) -> tuple[locking.LockFile, str]:
         # The lock lives in the first directory by path that exists. Race:
         # while an operator removes or restores that directory, processes may
         # for an instant disagree on where the lock is (see available()).
         lock_dir = next(
             (d for d in self._by_path if self.available(d)), self._by_path[0]
         )
-        if (
-            self._lock_fd < 0
-            or self._lock_pid != os.getpid()
-            or lock_dir is not self._lock_dir
-        ):
-            if self._lock_fd >= 0:
-                os.close(self._lock_fd)  # the parent's, or a replaced directory's
-            # Forgotten before the open: a refused open must not leave a
-            # closed (and soon reused) number to be flocked or closed again.
-            self._lock_fd, self._lock_dir = -1, None
-            try:
-                fd = safefiles.open_regular(
-                    PUBLISH_LOCK, os.O_RDWR | os.O_CREAT, dir_fd=lock_dir.fd
-                )
-            except OSError as exc:
-                raise exceptions.BackendException(
-                    f"cannot open the publish lock "
-                    f"{os.path.join(lock_dir.path, PUBLISH_LOCK)}: {exc.strerror}"
-                ) from None
-            self._lock_fd, self._lock_dir = fd, lock_dir
-            self._lock_pid = os.getpid()
-        return self._lock_fd
+        lock = self._lock_file
+        if lock is None or lock.dir_fd != lock_dir.fd:
+            # Another directory, or the same one reopened: its own lock file.
+            if lock is not None:
+                lock.close()
+            lock = self._lock_file = locking.LockFile(PUBLISH_LOCK, dir_fd=lock_dir.fd)
+        return lock, os.path.join(lock_dir.path, PUBLISH_LOCK)
 
 
 def _holds_images(datadir: DataDir) -> bool:
@@ -428,26 +391,3 @@ def _let_readers_search(datadir: DataDir, perm: int) -> None:
             datadir.path,
             exc.strerror,
         )
-
-
-def _remove_stale_staging(datadir: DataDir) -> None:
-    """Remove named staging files that no live writer holds."""
-    try:
-        staging_fd = os.open(
-            STAGING_DIR,
-            os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW,
-            dir_fd=datadir.fd,
-        )
-    except (FileNotFoundError, NotADirectoryError):
-        return
-    try:
-        for name in os.listdir(staging_fd):
-            if locking.reap(name, dir_fd=staging_fd) == "reaped":
-                LOG.info(
-                    "removed stale staging file %s/%s/%s",
-                    datadir.path,
-                    STAGING_DIR,
-                    name,
-                )
-    finally:
-        os.close(staging_fd)

@@ -23,23 +23,26 @@ two concurrent adds of one id exactly one link succeeds.
 With several data directories, an id must be unique across all of them. The
 existence check and the link then run under an exclusive ``flock`` on
 ``.fsstore-publish.lock`` in the first directory (by path), which every process
-sharing the store agrees on.
+sharing the store agrees on (a locking.LockFile).
+
+An add reads top to bottom in ``_add``: choose a directory, write and hash
+into a staging file, publish it (``DataDirs.publish``: digests, fsync, the
+lock and the check across directories, the link, the directory's fsync).
 
 Reading protocol. A location names a file directly inside one of the data
 directories. The file is opened relative to the directory's file descriptor
-with ``O_NOFOLLOW``, so neither ``..``, an absolute path elsewhere, nor a
-symlink planted in a data directory reaches outside it.
+through ``safefiles.open_regular``, so neither ``..``, an absolute path
+elsewhere, a symlink nor a FIFO planted in a data directory reaches outside
+it or hangs the read.
 """
 
 from __future__ import annotations
 
-import errno
-import hashlib
 import json
 import logging
 import os
 import stat
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 from oslo_config import cfg
@@ -52,22 +55,18 @@ from fsstore.backends.filesystem.config import (
     parse_datadirs,
     parse_file_perm,
 )
-from fsstore.backends.filesystem.datadirs import (
-    PUBLISH_LOCK,
-    STAGING_DIR,
-    DataDir,
-    DataDirs,
-    Staging,
-)
+from fsstore.backends.filesystem.datadirs import PUBLISH_LOCK, DataDir, DataDirs
 from fsstore.backends.filesystem.digests import (
     ScrubbedFile,
     forget_name,
-    keep_digests,
     read_kept_digests,
 )
+from fsstore.backends.filesystem.staging import STAGING_DIR, Staging
 from fsstore.backends.filesystem.timed import TimedCalls
-from fsstore.hashing import ImageHasher, KeptDigests, new_multihash
+from fsstore.hashing import ImageHasher, KeptDigests
 from fsstore.location import FileLocation, Location
+from fsstore.pipeline import WriteFailed
+from fsstore.safefiles import NotRegularFile, open_regular
 from fsstore.store import (
     RESERVED_PREFIX,
     AddResult,
@@ -114,9 +113,6 @@ class FilesystemStore(Store):
         self.fsync = True
         self._timed = TimedCalls(self.name, 0, 1, 100)
         self._dirs = DataDirs(self.name, self._timed)
-        # A test's hook into the publish race: called under the publish lock
-        # between the check across directories and the link.
-        self.between_check_and_link: Callable[[str], None] | None = None
 
     @property
     def datadirs(self) -> list[DataDir]:
@@ -165,7 +161,7 @@ class FilesystemStore(Store):
         self.close()
         self._timed = TimedCalls(self.name, *timed)
         self._dirs = DataDirs(self.name, self._timed)
-        self._dirs.open(dirs, self.file_mode)
+        self._dirs.open(dirs, self.file_mode, self.fsync)
 
     def close(self) -> None:
         self._dirs.close()
@@ -228,36 +224,26 @@ class FilesystemStore(Store):
     def _open_image(self, location: Location) -> tuple[DataDir, str, int, int]:
         """The image file at ``location`` opened for reading: its data
         directory, its name, the descriptor and its size. Never a symlink,
-        and never anything but a regular file (O_NONBLOCK: a FIFO planted in
-        a data directory must not hang the open)."""
+        and never anything but a regular file (safefiles.open_regular: a
+        FIFO planted in a data directory must not hang the open)."""
         datadir, name = self._resolve(location)
         try:
-            fd = self._timed(
-                os.open,
-                name,
-                os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK,
-                dir_fd=datadir.fd,
-            )
+            fd = self._timed(open_regular, name, dir_fd=datadir.fd)
         except FileNotFoundError:
             raise exceptions.NotFound(f"image {location.uri} not found") from None
-        except OSError as exc:
-            if exc.errno == errno.ELOOP:
+        except NotRegularFile as exc:
+            if exc.what == "a symbolic link":
                 raise exceptions.Forbidden(
                     f"location {location.uri} is a symlink; images are never symlinks"
                 ) from None
             raise exceptions.Forbidden(
+                f"location {location.uri} is not an image file"
+            ) from None
+        except OSError as exc:
+            raise exceptions.Forbidden(
                 f"cannot open {location.uri}: {exc.strerror}"
             ) from None
-        try:
-            st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode):
-                raise exceptions.Forbidden(
-                    f"location {location.uri} is not an image file"
-                )
-        except BaseException:
-            os.close(fd)
-            raise
-        return datadir, name, fd, st.st_size
+        return datadir, name, fd, os.fstat(fd).st_size
 
     def _get(
         self, location: Location, offset: int, limit: int | None
@@ -297,92 +283,75 @@ class FilesystemStore(Store):
         verifier: Verifier | None,
     ) -> AddResult:
         source = CheckedSource(data, image_id, size, verifier, self.io_size)
-        if 0 < size <= self._one_read_limit and hasattr(data, "read"):
-            return self._add_one_read(image_id, source, size, hashing_algo)
-        if not 0 < size <= PIPELINE_THRESHOLD:
+        # A small file-like source is read whole before anything is made:
+        # at a few KiB the streaming machinery costs as much as the file
+        # system's own work (writepath.one_read_limit).
+        whole = (
+            source.read_whole()
+            if 0 < size <= self._one_read_limit and hasattr(data, "read")
+            else None
+        )
+        if whole is None and not 0 < size <= PIPELINE_THRESHOLD:
             # Fail fast before streaming a large image; for a small one the
             # publish step (link(2), and the check under the publish lock)
             # finds a duplicate at no extra cost.
             self._dirs.check_absent(image_id)
-        datadir = self._dirs.choose(image_id, size)
-        staging = Staging(datadir)
+        datadir = self._dirs.choose(image_id, size, small=whole is not None)
+        hasher = ImageHasher(hashing_algo)
+        try:
+            with Staging(datadir, image_id) as staging:
+                if whole is not None:
+                    hasher.update(whole)
+                    try:
+                        self._write(staging.fd, whole)
+                    except OSError as exc:
+                        raise write_error(exc, datadir.described, image_id) from None
+                    written = len(whole)
+                else:
+                    with write_errors(datadir.described, image_id, stream_inside=True):
+                        written = self._write_stream(staging.fd, hasher, source, size)
+                kept = KeptDigests(*hasher.hexdigests(), hashing_algo, written)
+                self._dirs.publish(staging, kept)
+        except BaseException:
+            hasher.close()  # its threads, if any (hexdigests stopped them)
+            raise
+        LOG.debug("added %s (%d bytes) to %s", image_id, written, datadir.path)
+        return AddResult(
+            datadir.uri_prefix + image_id,
+            written,
+            kept.checksum,
+            kept.multihash,
+            self._metadata_for(datadir, image_id),
+        )
+
+    def _write_stream(
+        self, fd: int, hasher: ImageHasher, source: CheckedSource, size: int
+    ) -> int:
+        """Write and hash the checked stream to ``fd`` (see
+        fsstore.writepath); the bytes written. Once the pipeline runs, the
+        rest of the source is read straight into its buffers."""
         writer = ImageFileWriter(
-            -1,
-            ImageHasher(hashing_algo),
+            fd,
+            hasher,
             inline=self.thin or 0 < size <= PIPELINE_THRESHOLD,
             write=self._write,
         )
         try:
-            with write_errors(datadir.described, image_id):
-                staging.open()
-            writer.fd = staging.fd
-            with write_errors(datadir.described, image_id, stream_inside=True):
-                written = self._write_stream(writer, source)
-            checksum, multihash = writer.hasher.hexdigests()
-            kept = KeptDigests(checksum, multihash, hashing_algo, written)
-            with write_errors(datadir.described, image_id):
-                self._finish(staging, image_id, kept)
-            self._publish(staging, image_id)
+            for chunk in source.chunks():
+                writer.add(chunk)
+                if writer.pipeline is not None:
+                    writer.drain(source)
+                    break
+            writer.finish()
         finally:
             writer.close()
-            staging.close()
-        return self._added(datadir, image_id, written, checksum, multihash)
-
-    def _add_one_read(
-        self, image_id: str, source: CheckedSource, size: int, hashing_algo: str
-    ) -> AddResult:
-        """``_add`` for a file-like source small enough to read at once
-        (writepath.one_read_limit): the same steps without the streaming
-        machinery, which at a few KiB costs as much as the file system's
-        own work."""
-        chunk = source.read_whole()
-        md5 = hashlib.md5(chunk, usedforsecurity=False)
-        multihash = new_multihash(hashing_algo)
-        multihash.update(chunk)
-        kept = KeptDigests(md5.hexdigest(), multihash.hexdigest(), hashing_algo, size)
-        if len(self.datadirs) == 1:
-            # No choice to make, and nothing large to stream before a full
-            # file system shows: a failed write is StorageFull all the same.
-            datadir = self.datadirs[0]
-            if not self._dirs.available(datadir):
-                datadir = self._dirs.choose(image_id, size)
-        else:
-            datadir = self._dirs.choose(image_id, size)
-        staging = Staging(datadir)
-        try:
-            with write_errors(datadir.described, image_id):
-                staging.open()
-                self._write(staging.fd, chunk)
-                self._finish(staging, image_id, kept)
-            self._publish(staging, image_id)
-        finally:
-            staging.close()
-        return self._added(datadir, image_id, size, kept.checksum, kept.multihash)
-
-    def _added(
-        self, datadir: DataDir, image_id: str, size: int, checksum: str, multihash: str
-    ) -> AddResult:
-        LOG.debug("added %s (%d bytes) to %s", image_id, size, datadir.path)
-        return AddResult(
-            datadir.uri_prefix + image_id,
-            size,
-            checksum,
-            multihash,
-            self._metadata_for(datadir, image_id),
-        )
-
-    @staticmethod
-    def _write_stream(writer: ImageFileWriter, source: CheckedSource) -> int:
-        """Write and hash the checked stream (see fsstore.writepath); the
-        bytes written. Once the pipeline runs, the rest of the source is
-        read straight into its buffers."""
-        for chunk in source.chunks():
-            writer.add(chunk)
-            if writer.pipeline is not None:
-                writer.drain(source)
-                break
-        writer.finish()
-        return source.finish()
+        written = source.finish()
+        if self.thin:
+            try:
+                os.ftruncate(fd, written)  # a trailing hole has no write to size it
+            except OSError as exc:
+                raise WriteFailed(exc) from exc
+        return written
 
     def _write(self, fd: int, chunk: bytes) -> None:
         if self.thin and chunk == self._zeros(len(chunk)):
@@ -395,48 +364,7 @@ class FilesystemStore(Store):
             return bytes(length)
         return self._zero_block
 
-    def _finish(self, staging: Staging, image_id: str, kept: KeptDigests) -> None:
-        fd = staging.fd
-        if self.thin:
-            os.ftruncate(fd, kept.size)  # a trailing hole has no write to size it
-        # Before the link: a published image always has its digests.
-        staging.record_inode = keep_digests(
-            fd, kept, staging.datadir.fd, image_id, self.fsync
-        )
-        if self.file_mode:
-            os.fchmod(fd, self.file_mode)
-        if self.fsync:
-            os.fsync(fd)
-
-    def _publish(self, staging: Staging, image_id: str) -> None:
-        datadir = staging.datadir
-        if len(self.datadirs) > 1:
-            with self._dirs.publish_lock():
-                # Under the lock no other process can link this id in another
-                # directory between this check and our link. Our own
-                # directory needs no check: link(2) refuses an existing name.
-                self._dirs.check_absent(image_id, skip=datadir)
-                if self.between_check_and_link is not None:
-                    self.between_check_and_link(image_id)
-                self._link(staging, image_id)
-        else:
-            self._link(staging, image_id)
-        if self.fsync:
-            with write_errors(datadir.described, image_id):
-                os.fsync(datadir.fd)
-
-    def _link(self, staging: Staging, image_id: str) -> None:
-        try:
-            staging.link(image_id)
-        except FileExistsError:
-            raise exceptions.Duplicate(
-                f"image {image_id} already exists in {staging.datadir.path}"
-            ) from None
-        except OSError as exc:
-            raise write_error(exc, staging.datadir.described, image_id) from None
-
     # -- integrity -------------------------------------------------------
-
     def images(self) -> Iterator[ListedImage]:
         for datadir in self.datadirs:
             if not self._dirs.available(datadir):
@@ -497,4 +425,6 @@ class FilesystemStore(Store):
         return self._dirs.preferred()
 
     def _metadata_for(self, datadir: DataDir, image_id: str) -> dict[str, Any]:
+        if not self.metadata:
+            return {}  # the usual case, and every add asks
         return metadata_for(self.metadata, os.path.join(datadir.path, image_id))
