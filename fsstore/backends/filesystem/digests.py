@@ -63,7 +63,7 @@ from fsstore.hashing import (
     kept_from_record,
     parse_record,
 )
-from fsstore.safefiles import open_regular, replace_contents
+from fsstore.safefiles import open_regular, replace_contents, same_inode
 from fsstore.store import RESERVED_PREFIX, ImageRead
 from fsstore.streams import FileChunkIterator
 
@@ -262,19 +262,14 @@ def _links_to(dir_fd: int, name: object, st: os.stat_result) -> bool:
         there = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
     except (OSError, ValueError):
         return False
-    return stat.S_ISREG(there.st_mode) and (there.st_dev, there.st_ino) == (
-        st.st_dev,
-        st.st_ino,
-    )
+    return stat.S_ISREG(there.st_mode) and same_inode(there, st)
 
 
-def _same_file(a: os.stat_result, b: os.stat_result) -> bool:
+def _unchanged(a: os.stat_result, b: os.stat_result) -> bool:
     """Whether ``a`` and ``b`` are one file, its bytes unchanged between
     them (a write moves the modification time, any change the change
     time)."""
-    return (a.st_dev, a.st_ino, a.st_size, a.st_mtime_ns, a.st_ctime_ns) == (
-        b.st_dev,
-        b.st_ino,
+    return same_inode(a, b) and (a.st_size, a.st_mtime_ns, a.st_ctime_ns) == (
         b.st_size,
         b.st_mtime_ns,
         b.st_ctime_ns,
@@ -316,13 +311,13 @@ class ScrubbedFile(ImageRead):
         changed = exceptions.Invalid(f"image {self._uri} changed while it was scrubbed")
         if kept.size != self._opened.st_size:
             raise changed
-        if not _same_file(self._opened, os.fstat(self._fd)):
+        if not _unchanged(self._opened, os.fstat(self._fd)):
             raise changed  # written to, or its attributes set, since it was opened
         try:
             there = os.stat(self._id, dir_fd=self._dir_fd, follow_symlinks=False)
         except FileNotFoundError:
             raise changed from None
-        if (there.st_dev, there.st_ino) != (self._opened.st_dev, self._opened.st_ino):
+        if not same_inode(there, self._opened):
             raise changed  # deleted, and maybe added again: not the file read
         kept_since = exceptions.Invalid(
             f"digests were kept for image {self._uri} while it was scrubbed"
