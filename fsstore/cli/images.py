@@ -105,25 +105,22 @@ def _write_through(path: str, target: str) -> Iterator[BinaryIO]:
 
 @contextlib.contextmanager
 def _replace(path: str, target: str, st: os.stat_result | None) -> Iterator[BinaryIO]:
-    directory = os.path.dirname(os.path.abspath(target))
-    tmp = os.path.join(directory, f".fsstore-get-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-    try:
-        # As a new file would be made: mode 0666 less the umask.
-        fd = safefiles.create_new(tmp, mode=0o666)
-    except OSError as exc:
-        raise _cannot_write(path, exc) from None
-    try:
+    with contextlib.ExitStack() as stack:
+        try:
+            # As a new file would be made: mode 0666 less the umask.
+            fd = stack.enter_context(
+                safefiles.atomic_file(
+                    None, target, replace=True, mode=0o666, fsync=False
+                )
+            )
+        except OSError as exc:
+            raise _cannot_write(path, exc) from None
         if st is not None:
             os.fchmod(fd, stat.S_IMODE(st.st_mode))
             if os.geteuid() == 0:
                 os.fchown(fd, st.st_uid, st.st_gid)
-        with os.fdopen(fd, "wb") as f:
+        with os.fdopen(fd, "wb", closefd=False) as f:
             yield f
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
 
 
 @contextlib.contextmanager
