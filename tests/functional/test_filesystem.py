@@ -463,6 +463,26 @@ def test_the_check_and_the_link_are_one_step_across_directories(
     assert not (tmp_path / "y" / "contested").exists()
 
 
+@pytest.mark.parametrize("staging", ["tmpfile", "named"])
+def test_the_trace_points_of_an_add_fire_in_order(make_fs_store, tmp_path, staging):
+    """A named staging file is held (locking.hold) before the write; the
+    publish lock is opened once per process, then only flocked again."""
+    store = make_fs_store(
+        staging=staging,
+        filesystem_store_datadirs=[f"{tmp_path}/x:2", f"{tmp_path}/y:1"],
+    )
+    held = ["locking.hold.opened"] if staging == "named" else []
+    for image_id, lock_opened in (("one", True), ("two", False)):
+        seen: list[str] = []
+        with tracing.hooked(seen.append):
+            add(store, image_id, b"data")
+        assert seen == [
+            *held,
+            *(["locking.hold.opened"] if lock_opened else []),
+            "filesystem.publish.locked",
+        ]
+
+
 # -- the write pipeline for large images ------------------------------------------
 
 BIG = 13 * MiB + 123
