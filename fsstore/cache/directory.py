@@ -13,12 +13,11 @@ change.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import stat
-import threading
-from collections.abc import Iterator
+import weakref
+from contextlib import AbstractContextManager
 from typing import BinaryIO
 
 from oslo_config import cfg
@@ -141,7 +140,10 @@ class CacheDirectory(CacheLayout):
         if not base_dir:
             raise exceptions.BadDriverConfiguration(name, "image_cache_dir is not set")
         super().__init__(name, base_dir, db_name, records)
-        self._held = threading.local()  # this thread's depth in lock()
+        # One descriptor per process, kept while the directory is in use;
+        # closed with it, or a process making many caches runs out.
+        self._lock_file = locking.LockFile(self.path(CACHE_LOCK))
+        weakref.finalize(self, self._lock_file.close)
 
     def configure(self) -> None:
         """Create the layout where missing (BadDriverConfiguration if it
@@ -161,31 +163,15 @@ class CacheDirectory(CacheLayout):
         """
         return self.policy.admits(size)
 
-    @contextlib.contextmanager
-    def lock(self) -> Iterator[None]:
-        """The cache-wide lock around every change to the set of entries.
+    def lock(self) -> AbstractContextManager[None]:
+        """The cache-wide lock around every change to the set of entries
+        (``.fsstore-cache.lock``, a ``locking.LockFile``).
 
         Re-entrant within a thread: a driver repairing its records under the
-        lock (see ``sqlite``) takes it again. Another thread of the process
-        opens its own descriptor, whose flock waits like any other process's.
+        lock (see ``sqlite``) takes it again. Other threads of the process
+        wait for it as other processes do.
         """
-        if getattr(self._held, "depth", 0):
-            self._held.depth += 1
-            try:
-                yield
-            finally:
-                self._held.depth -= 1
-            return
-        fd = safefiles.open_regular(self.path(CACHE_LOCK), os.O_RDWR | os.O_CREAT)
-        try:
-            with locking.flocked(fd):
-                self._held.depth = 1
-                try:
-                    yield
-                finally:
-                    self._held.depth = 0
-        finally:
-            os.close(fd)
+        return self._lock_file.held()
 
     # -- queries -----------------------------------------------------------
 

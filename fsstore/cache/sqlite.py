@@ -71,10 +71,6 @@ HIT = "UPDATE cached_images SET hits = hits + 1, last_accessed = ? WHERE image_i
 LOG = logging.getLogger(__name__)
 
 
-def _identity(st: os.stat_result) -> tuple[int, int]:
-    return st.st_dev, st.st_ino
-
-
 class SqliteDriver(RecordsDriver):
     NAME = "sqlite"
 
@@ -125,17 +121,17 @@ class SqliteDriver(RecordsDriver):
             if not check:
                 return local.conn  # type: ignore[no-any-return]
             try:
-                if _identity(os.stat(self.db_path)) == local.ident:
+                if safefiles.same_inode(os.stat(self.db_path), local.opened):
                     return local.conn  # type: ignore[no-any-return]
             except FileNotFoundError:
                 pass
             local.conn.close()
             local.pid = None
         try:
-            conn, ident = self._connect()
+            conn, opened = self._connect()
         except sqlite3.Error as exc:
             raise self._error(exc) from None
-        local.conn, local.ident, local.pid = conn, ident, os.getpid()
+        local.conn, local.opened, local.pid = conn, opened, os.getpid()
         return conn
 
     def _check_files(self) -> bool:
@@ -169,10 +165,11 @@ class SqliteDriver(RecordsDriver):
             exists = exists or not suffix
         return exists
 
-    def _connect(self) -> tuple[sqlite3.Connection, tuple[int, int]]:
+    def _connect(self) -> tuple[sqlite3.Connection, os.stat_result]:
+        """A new connection, and the database file it opened (its stat)."""
         if self._check_files():
             conn = self._open()
-            return conn, _identity(os.stat(self.db_path))
+            return conn, os.stat(self.db_path)
         # Race: several processes may find the file missing at once; under
         # the lock, only the first creates it and rebuilds its records.
         with self.directory.lock():
@@ -189,7 +186,7 @@ class SqliteDriver(RecordsDriver):
             if created:
                 conn.execute(SCHEMA)
                 self._rebuild(conn)
-            return conn, _identity(os.stat(self.db_path))
+            return conn, os.stat(self.db_path)
 
     def _open(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.db_path, timeout=60, isolation_level=None)
