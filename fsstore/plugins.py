@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 from oslo_config import cfg
 from stevedore import driver as stevedore_driver
 from stevedore.exception import MultipleMatches, NoMatches
+from stevedore.extension import ExtensionManager
 
 from fsstore import exceptions
 
@@ -129,7 +130,10 @@ def declared_options(
     return found
 
 
-def _entry_points(namespace: str, own: bool) -> list[importlib.metadata.EntryPoint]:
+def _loaded(namespace: str, own: bool) -> list[tuple[str, str, object]]:
+    """``(name, target, class or why it failed to import)`` of each entry
+    point of ``namespace``, by name."""
+    found: list[tuple[str, str, object]] = []
     if own:
         try:
             dist = importlib.metadata.distribution(DISTRIBUTION)
@@ -137,12 +141,25 @@ def _entry_points(namespace: str, own: bool) -> list[importlib.metadata.EntryPoi
             raise exceptions.DriverLoadFailure(
                 DISTRIBUTION, "it is not installed, so its entry points are unknown"
             ) from None
-        found = list(dist.entry_points.select(group=namespace))
+        for ep in dist.entry_points.select(group=namespace):
+            try:
+                found.append((ep.name, ep.value, ep.load()))
+            except Exception as exc:
+                found.append((ep.name, ep.value, exc))
     else:
-        found = list(importlib.metadata.entry_points(group=namespace))
+
+        def failed(_manager: Any, ep: Any, exc: BaseException) -> None:
+            found.append((ep.name, ep.value, exc))
+
+        # Through stevedore, as load_driver: one view of what is installed,
+        # read once per process.
+        manager: ExtensionManager[Any] = ExtensionManager(
+            namespace, invoke_on_load=False, on_load_failure_callback=failed
+        )
+        found += [(ext.name, ext.entry_point.value, ext.plugin) for ext in manager]
     # Sorted, as glance_store's list_opts: a sample generated anywhere lists
     # the drivers in one order, whatever the order of sys.path.
-    return sorted(found, key=lambda ep: (ep.name, ep.value))
+    return sorted(found, key=lambda item: (item[0], item[1]))
 
 
 def driver_options(
@@ -167,25 +184,23 @@ def driver_options(
     :param own: only the drivers fsstore's own distribution declares
     :returns: ``(group, option)`` pairs, drivers in the order of their names
     """
-    seen_classes: set[type] = set()
+    seen_classes: set[object] = set()
     seen_names: set[tuple[str | None, str]] = set()
     found: list[GroupedOption] = []
-    for ep in _entry_points(namespace, own):
+    for name, target, driver_cls in _loaded(namespace, own):
         try:
-            try:
-                driver_cls = ep.load()
-            except Exception as exc:
+            if isinstance(driver_cls, BaseException):
                 raise exceptions.DriverLoadFailure(
-                    ep.name, f"entry point {ep.value!r} failed to import: {exc}"
-                ) from exc
-            if driver_cls in seen_classes:
-                continue  # an alias of a driver already listed
-            options = declared_options(ep.name, driver_cls, default_group)
+                    name, f"entry point {target!r} failed to import: {driver_cls}"
+                ) from driver_cls
+            options = declared_options(name, driver_cls, default_group)
         except exceptions.DriverLoadFailure as exc:
             if skipped is None:
                 raise
             skipped(exc)
             continue
+        if driver_cls in seen_classes:
+            continue  # an alias of a driver already listed
         seen_classes.add(driver_cls)
         for group, opt in options:
             if (group, opt.dest) not in seen_names:
