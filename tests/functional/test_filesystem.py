@@ -463,6 +463,49 @@ def test_the_check_and_the_link_are_one_step_across_directories(
     assert not (tmp_path / "y" / "contested").exists()
 
 
+def test_a_child_forked_while_a_thread_publishes_can_publish(make_fs_store, tmp_path):
+    """A fork while another thread holds the publish lock: the child
+    inherits neither the thread's hold nor its flock (no deadlock on a lock
+    nobody in the child will release); its add waits for the parent's
+    publish like another process's would, then links."""
+    store = make_fs_store(
+        filesystem_store_datadirs=[f"{tmp_path}/x:2", f"{tmp_path}/y:1"]
+    )
+    inside, release = threading.Event(), threading.Event()
+
+    def hold_the_window(_: str) -> None:
+        if threading.current_thread() is publisher:
+            inside.set()
+            assert release.wait(30)
+
+    publisher = threading.Thread(target=add, args=(store, "parent", b"p"))
+    with tracing.hooked(hold_the_window, ["filesystem.publish.locked"]):
+        publisher.start()
+        assert inside.wait(30)
+        pid = os.fork()
+        if pid == 0:  # pragma: no cover - the child's outcome is its exit status
+            code = 1
+            try:
+                add(store, "child", b"c")
+                code = 0
+            finally:
+                os._exit(code)
+        time.sleep(0.2)
+        assert os.waitpid(pid, os.WNOHANG) == (0, 0)  # waiting for our flock
+        release.set()
+        publisher.join(30)
+    deadline = time.monotonic() + 30
+    while (done := os.waitpid(pid, os.WNOHANG)) == (0, 0):
+        if time.monotonic() > deadline:
+            os.kill(pid, 9)
+            os.waitpid(pid, 0)
+            pytest.fail("the child never published: it inherited a held lock")
+        time.sleep(0.01)  # polling the child's exit, not waiting out a race
+    assert os.waitstatus_to_exitcode(done[1]) == 0
+    assert (tmp_path / "x" / "child").read_bytes() == b"c"
+    assert (tmp_path / "x" / "parent").read_bytes() == b"p"
+
+
 @pytest.mark.parametrize("staging", ["tmpfile", "named"])
 def test_the_trace_points_of_an_add_fire_in_order(make_fs_store, tmp_path, staging):
     """A named staging file is held (locking.hold) before the write; the

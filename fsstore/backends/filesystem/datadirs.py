@@ -79,8 +79,12 @@ class DataDirs:
         self._by_path: list[DataDir] = []
         self._reopen_lock = threading.Lock()
         self._retired_fds: list[int] = []
-        self._publish_lock = threading.Lock()  # guards _lock_file's choice
+        # Held only to swap _lock_file, never across a publish: a fork
+        # while another thread publishes must not leave it locked in the
+        # child (the LockFile itself renews its locks there).
+        self._lock_swap = threading.Lock()
         self._lock_file: locking.LockFile | None = None
+        self._retired_locks: list[locking.LockFile] = []
         self.file_mode = 0
         self.fsync = True
 
@@ -153,9 +157,12 @@ class DataDirs:
                 os.close(d.fd)
                 d.fd = -1
         self.all = []
+        locks, self._retired_locks = self._retired_locks, []
         if self._lock_file is not None:
-            self._lock_file.close()
+            locks.append(self._lock_file)
             self._lock_file = None
+        for lock in locks:
+            lock.close()
         fds, self._retired_fds = self._retired_fds, []
         for fd in fds:
             os.close(fd)
@@ -334,7 +341,7 @@ class DataDirs:
         """Held while an id is checked absent from every directory and
         linked into one: a locking.LockFile, which orders this process's
         threads and other processes alike."""
-        with self._publish_lock, contextlib.ExitStack() as held:
+        with contextlib.ExitStack() as held:
             lock, path = self._publish_lock_file()
             try:
                 held.enter_context(lock.held())
@@ -347,18 +354,27 @@ class DataDirs:
 
     def _publish_lock_file(self) -> tuple[locking.LockFile, str]:
         # The lock lives in the first directory by path that exists. Race:
-        # while an operator removes or restores that directory, processes may
-        # for an instant disagree on where the lock is (see available()).
+        # while an operator removes or restores that directory, processes
+        # (and for an instant threads) may disagree on where the lock is
+        # (see available()).
         lock_dir = next(
             (d for d in self._by_path if self.available(d)), self._by_path[0]
         )
+        path = os.path.join(lock_dir.path, PUBLISH_LOCK)
         lock = self._lock_file
-        if lock is None or lock.dir_fd != lock_dir.fd:
-            # Another directory, or the same one reopened: its own lock file.
-            if lock is not None:
-                lock.close()
-            lock = self._lock_file = locking.LockFile(PUBLISH_LOCK, dir_fd=lock_dir.fd)
-        return lock, os.path.join(lock_dir.path, PUBLISH_LOCK)
+        if lock is not None and lock.dir_fd == lock_dir.fd:
+            return lock, path
+        with self._lock_swap:
+            lock = self._lock_file
+            if lock is None or lock.dir_fd != lock_dir.fd:
+                # Another directory, or the same one reopened: its own lock
+                # file. The old one may be held by another thread right now:
+                # it is closed with the store.
+                if lock is not None:
+                    self._retired_locks.append(lock)
+                lock = locking.LockFile(PUBLISH_LOCK, dir_fd=lock_dir.fd)
+                self._lock_file = lock
+        return lock, path
 
 
 def _holds_images(datadir: DataDir) -> bool:
