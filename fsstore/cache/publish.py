@@ -3,6 +3,12 @@
 The protocol is stated in fsstore.cache.directory; these are its steps, each
 race named where it is handled. Every function takes the cache directory
 whose files it works on.
+
+Trace points (fsstore.tracing), where a test opens a race window:
+``cache.start_write.locked`` (a writer has its ``incomplete/`` lock and has
+not yet checked again that the image is not cached) and
+``cache.publish.recorded`` (under the cache lock, the entry recorded and not
+yet linked into place).
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ from fsstore import locking, safefiles
 from fsstore.cache.eviction import evict_for
 from fsstore.cache.layout import INCOMPLETE, INVALID, QUEUE
 from fsstore.cache.writer import CacheWriter
+from fsstore.tracing import trace
 
 if TYPE_CHECKING:
     from fsstore.cache.directory import CacheDirectory
@@ -79,6 +86,7 @@ def start_write(
         return None
     # Race: another writer published the image between our is_cached and
     # our lock (it held the lock until then); ours would be a second copy.
+    trace("cache.start_write.locked")
     if directory.is_cached(image_id):
         discard(directory, image_id)
         os.close(fd)
@@ -107,6 +115,7 @@ def publish(directory: CacheDirectory, writer: CacheWriter) -> bool:
         directory.records.commit(
             image_id, writer.size, writer.checksum or None, writer.fd
         )
+        trace("cache.publish.recorded")
         if not _link_entry(directory, writer):
             return False
         _quietly(discard, directory, image_id)
