@@ -106,11 +106,11 @@ def test_register_opts_registers_what_list_opts_lists():
 def test_register_opts_keeps_an_option_the_service_registered_first():
     conf = cfg.ConfigOpts()
     # oslo.db's [database] connection, with another definition than ours.
-    theirs = cfg.StrOpt("connection", secret=True, help="oslo.db's")
+    theirs = cfg.StrOpt("connection", secret=True, default="sqlite://")
     conf.register_opt(theirs, group="database")
     register_opts(conf)
     conf([], default_config_files=[])
-    assert conf["database"]._group._opts["connection"]["opt"] is theirs
+    assert conf.database.connection == "sqlite://"  # ours has no default
 
 
 def driver_with(options):
