@@ -101,8 +101,13 @@ def driver_options(
 ) -> list[tuple[str | None, cfg.Opt]]:
     """``(group, option)`` of every option the drivers declare: the stores'
     in ``[glance_store]``, the cache drivers' where each says, all found
-    through the entry points (see fsstore.plugins.driver_options, whose
-    ``skipped`` and ``own`` these are)."""
+    through the entry points.
+
+    :param skipped: None: a driver that cannot be loaded raises
+        DriverLoadFailure naming it; else it is left out and ``skipped`` is
+        called with the failure
+    :param own: only the drivers fsstore's own distribution declares
+    """
     return [
         *plugins.driver_options(
             plugins.BACKENDS_NAMESPACE, STORE_GROUP, skipped=skipped, own=own
