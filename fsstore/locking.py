@@ -29,13 +29,11 @@ The races are trace points (fsstore.tracing) where they are open:
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import os
 import stat
 import threading
 import weakref
-from collections.abc import Iterator
 from typing import Literal
 
 from fsstore.safefiles import open_regular, same_inode
@@ -187,48 +185,64 @@ class LockFile:
         self.dir_fd = dir_fd
         self.mode = mode
         self._fd = -1
+        self._opened: os.stat_result | None = None  # of _fd, once open
         self._threads = threading.Lock()
         self._local = threading.local()  # this thread's depth in held()
         self._generation = 0  # one more in each forked child
         _LOCK_FILES.add(self)
 
-    @contextlib.contextmanager
-    def held(self) -> Iterator[None]:
+    def held(self) -> _Held:
         """Hold the lock for the ``with`` block (waiting for it). An error
         opening the lock file (OSError, NotRegularFile) or a name that kept
         being replaced (LockHeld) is raised before the block runs."""
-        local = self._local
+        return _Held(self)
+
+    def _acquire(self, held: _Held) -> None:
+        local = held.local = self._local
+        held.generation = self._generation
         depth: int = getattr(local, "depth", 0)
         if depth:
             local.depth = depth + 1
-            try:
-                yield
-            finally:
-                local.depth -= 1
+            held.threads = None  # an inner block: the outer one unlocks
             return
-        generation = self._generation
-        with self._threads:
-            fd = self._lock()
-            local.depth = 1
-            try:
-                yield
-            finally:
-                local.depth = 0
-                if generation == self._generation:  # not a forked child's
-                    fcntl.flock(fd, fcntl.LOCK_UN)
+        threads = held.threads = self._threads
+        threads.acquire()
+        try:
+            held.fd = self._lock()
+        except BaseException:
+            threads.release()
+            raise
+        local.depth = 1
+
+    def _release(self, held: _Held) -> None:
+        assert held.local is not None
+        held.local.depth -= 1
+        if held.threads is None:
+            return
+        try:
+            if held.generation == self._generation:  # not a forked child's
+                fcntl.flock(held.fd, fcntl.LOCK_UN)
+        finally:
+            held.threads.release()
 
     def _lock(self) -> int:
         if self._fd >= 0:
             fcntl.flock(self._fd, fcntl.LOCK_EX)
-            if same_file(self.name, self._fd, self.dir_fd):
+            try:
+                st = os.stat(self.name, dir_fd=self.dir_fd, follow_symlinks=False)
+            except FileNotFoundError:
+                st = None
+            if st is not None and self._opened and same_inode(st, self._opened):
                 return self._fd
             # Race: removed or replaced since we opened it (see above).
             fd, self._fd = self._fd, -1
             os.close(fd)
         # Forgotten before the open: a failed one leaves no closed (and
         # soon reused) number behind to be flocked or closed again.
-        self._fd = hold(self.name, dir_fd=self.dir_fd, mode=self.mode)
-        return self._fd
+        fd = hold(self.name, dir_fd=self.dir_fd, mode=self.mode)
+        self._opened = os.fstat(fd)
+        self._fd = fd
+        return fd
 
     def close(self) -> None:
         """Close this process's descriptor (no thread may hold the lock);
@@ -242,6 +256,29 @@ class LockFile:
         self._threads = threading.Lock()
         self._local = threading.local()
         self.close()  # the parent's lock stays the parent's
+
+
+class _Held:
+    """A ``with lock.held():`` block, and what it took: the thread's depth
+    counter, the generation (process) it took it in, and, for the outermost
+    block of a thread, the thread lock and the flock'ed descriptor. (A
+    class, not a generator: a store with several data directories enters
+    one per add.)"""
+
+    __slots__ = ("fd", "generation", "local", "lock", "threads")
+
+    def __init__(self, lock: LockFile) -> None:
+        self.lock = lock
+        self.local: threading.local | None = None
+        self.fd = -1
+        self.generation = 0
+        self.threads: threading.Lock | None = None
+
+    def __enter__(self) -> None:
+        self.lock._acquire(self)
+
+    def __exit__(self, *exc: object) -> None:
+        self.lock._release(self)
 
 
 _LOCK_FILES: weakref.WeakSet[LockFile] = weakref.WeakSet()

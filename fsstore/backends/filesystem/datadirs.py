@@ -341,16 +341,19 @@ class DataDirs:
         """Held while an id is checked absent from every directory and
         linked into one: a locking.LockFile, which orders this process's
         threads and other processes alike."""
-        with contextlib.ExitStack() as held:
-            lock, path = self._publish_lock_file()
-            try:
-                held.enter_context(lock.held())
-            except (OSError, locking.LockHeld) as exc:
-                why = getattr(exc, "strerror", None) or exc
-                raise exceptions.BackendException(
-                    f"cannot open the publish lock {path}: {why}"
-                ) from None
+        lock, path = self._publish_lock_file()
+        held = lock.held()
+        try:
+            held.__enter__()
+        except (OSError, locking.LockHeld) as exc:
+            why = getattr(exc, "strerror", None) or exc
+            raise exceptions.BackendException(
+                f"cannot open the publish lock {path}: {why}"
+            ) from None
+        try:
             yield
+        finally:
+            held.__exit__(None, None, None)
 
     def _publish_lock_file(self) -> tuple[locking.LockFile, str]:
         # The lock lives in the first directory by path that exists. Race:
