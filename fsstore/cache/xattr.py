@@ -41,7 +41,12 @@ def _read_hits(target: int | str) -> int | None:
     """The hit count; None if ``user.hits`` is not a number, _NOT_AN_ENTRY
     if there is none."""
     try:
-        value = os.getxattr(target, HITS)
+        if isinstance(target, int):
+            value = os.getxattr(target, HITS)
+        else:
+            # Race: an entry swapped for a link since it was found is read
+            # as the link (no user.hits: not an entry), never its target.
+            value = os.getxattr(target, HITS, follow_symlinks=False)
     except OSError:
         return _NOT_AN_ENTRY
     try:
@@ -53,7 +58,8 @@ def _read_hits(target: int | str) -> int | None:
 
 def _read_checksum(path: str) -> str | None:
     try:
-        return os.getxattr(path, CHECKSUM).decode("ascii", "replace")
+        value = os.getxattr(path, CHECKSUM, follow_symlinks=False)
+        return value.decode("ascii", "replace")
     except OSError:
         return None
 

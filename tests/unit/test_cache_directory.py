@@ -120,3 +120,20 @@ def test_the_cache_lock_is_reentrant_and_survives_its_file_being_removed(
     os.unlink(lock_path)
     with cache_dir.lock():
         assert os.path.isfile(lock_path)  # a lock on the new file, not the old
+
+
+def test_xattr_records_are_never_read_through_a_link_at_an_entry_name(
+    tmp_path: Path,
+) -> None:
+    conf = make_cache_conf(tmp_path / "cache", "xattr")
+    cache_dir = CacheDirectory(conf, load_records_driver(conf))
+    cache_dir.configure()
+    writer = start(cache_dir, "real", DATA)
+    assert writer is not None
+    writer.write(DATA)
+    assert writer.commit()
+    os.close(cache_dir.open_entry("real"))
+    os.symlink("real", cache_dir.path("img"))
+    assert cache_dir.records.hits("real") == 1
+    assert cache_dir.records.hits("img") == 0  # the link's, not its target's
+    assert [e.image_id for e in cache_dir.entries()] == ["real"]
