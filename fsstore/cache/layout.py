@@ -150,7 +150,10 @@ class CacheLayout:
 
     def is_refused(self, name: str) -> bool:
         """Whether a valid image id still cannot name an entry: a name the
-        cache or its driver reserves, or too long for the driver's records."""
+        cache or its driver reserves, or too long for the driver's records.
+
+        :param name: a valid image id.
+        """
         return name in self._reserved or (
             self._max_id_length is not None and len(name) > self._max_id_length
         )
@@ -180,7 +183,10 @@ class CacheLayout:
         return os.path.join(self.base_dir, sub, image_id)
 
     def checked(self, image_id: str) -> str:
-        """``image_id``, once it is known valid (Invalid if not)."""
+        """``image_id``, once it is known valid (Invalid if not).
+
+        :param image_id: the id to check.
+        """
         validate_image_id(image_id)
         return image_id
 

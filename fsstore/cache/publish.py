@@ -37,7 +37,11 @@ MAX_REASON = 1024
 
 def open_incomplete(directory: CacheDirectory, image_id: str) -> int | None:
     """Our locked, emptied ``incomplete/`` file, or None if another writer
-    is live."""
+    is live.
+
+    :param directory: the cache directory.
+    :param image_id: the image to write, an entry's name.
+    """
     with directory.subdir(INCOMPLETE) as dir_fd:
         try:
             # locking.hold handles the race of a finished writer or clean()
@@ -70,7 +74,11 @@ def start_write(
     hashing_algo: str,
     size: int = 0,
 ) -> CacheWriter | None:
-    """See ``CacheDirectory.start_write``."""
+    """A writer for ``image_id``, or None when it must not be cached now
+    (the parameters after ``directory`` are ``CacheDirectory.start_write``'s).
+
+    :param directory: the cache directory.
+    """
     if (
         not directory.is_entry_name(directory.checked(image_id))
         or directory.is_cached(image_id)
@@ -100,7 +108,12 @@ def start_write(
 
 
 def publish(directory: CacheDirectory, writer: CacheWriter) -> bool:
-    """See ``CacheDirectory.publish``."""
+    """Commit a verified writer's file as an entry (see
+    ``CacheDirectory.publish``); whether it was published.
+
+    :param directory: the cache directory.
+    :param writer: the writer, verified, holding its ``incomplete/`` lock.
+    """
     image_id = writer.image_id
     os.fsync(writer.fd)
     with directory.lock():
@@ -163,13 +176,21 @@ def _quietly(
 
 
 def dequeue(directory: CacheDirectory, image_id: str) -> None:
-    """Take a published image off the prefetch queue, if it is on it."""
+    """Take a published image off the prefetch queue, if it is on it.
+
+    :param directory: the cache directory.
+    :param image_id: the image published.
+    """
     with directory.subdir(QUEUE) as queue_fd, contextlib.suppress(FileNotFoundError):
         os.unlink(image_id, dir_fd=queue_fd)
 
 
 def discard(directory: CacheDirectory, image_id: str) -> None:
-    """Drop our ``incomplete/`` file (the caller holds its lock)."""
+    """Drop our ``incomplete/`` file (the caller holds its lock).
+
+    :param directory: the cache directory.
+    :param image_id: the image being written.
+    """
     with (
         directory.subdir(INCOMPLETE) as dir_fd,
         contextlib.suppress(FileNotFoundError),
@@ -178,7 +199,14 @@ def discard(directory: CacheDirectory, image_id: str) -> None:
 
 
 def invalidate(directory: CacheDirectory, image_id: str, reason: str, fd: int) -> None:
-    """See ``CacheDirectory.invalidate``."""
+    """Move a failed write to ``invalid/`` (see
+    ``CacheDirectory.invalidate``).
+
+    :param directory: the cache directory.
+    :param image_id: the image being written.
+    :param reason: why it failed, kept in ``user.error``.
+    :param fd: the writer's file.
+    """
     directory.checked(image_id)
     with contextlib.suppress(OSError):
         os.setxattr(fd, "user.error", reason.encode()[:MAX_REASON])
@@ -202,7 +230,13 @@ def invalidate(directory: CacheDirectory, image_id: str, reason: str, fd: int) -
 
 
 def mark_invalid(directory: CacheDirectory, image_id: str, reason: str) -> None:
-    """See ``CacheDirectory.mark_invalid``."""
+    """Record a failure with no file of its own in ``invalid/`` (see
+    ``CacheDirectory.mark_invalid``).
+
+    :param directory: the cache directory.
+    :param image_id: the image that failed.
+    :param reason: why, kept in ``user.error``.
+    """
     directory.checked(image_id)
     with directory.subdir(INVALID) as dir_fd:
         try:
