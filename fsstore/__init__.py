@@ -24,7 +24,7 @@ from fsstore.exceptions import (
     UnknownHashingAlgo,
     UnknownScheme,
 )
-from fsstore.hashing import KeptDigests
+from fsstore.hashing import Expected, KeptDigests
 from fsstore.location import FileLocation, Location
 from fsstore.registry import (
     StoreRegistry,
@@ -48,6 +48,7 @@ __all__ = [
     "Corrupt",
     "DriverLoadFailure",
     "Duplicate",
+    "Expected",
     "FileLocation",
     "Forbidden",
     "FsstoreError",

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
+from typing import Unpack
 
 from fsstore import exceptions
-from fsstore.cache.image_cache import ImageCache
-from fsstore.hashing import DEFAULT_HASHING_ALGO
+from fsstore.cache.image_cache import (
+    ExpectedArg,
+    ImageCache,
+    LegacyDigests,
+    as_expected,
+)
 from fsstore.registry import StoreRegistry
 from fsstore.store import range_length, validate_image_id
 from fsstore.streams import READ_CHUNK, FileChunkIterator, ImageChunks
@@ -30,12 +36,23 @@ class CachingStore:
         self,
         image_id: str,
         location: str,
-        checksum: str | None = None,
-        multihash: str | None = None,
-        hashing_algo: str = DEFAULT_HASHING_ALGO,
+        expected: ExpectedArg = None,
         offset: int = 0,
         chunk_size: int | None = None,
+        **legacy: Unpack[LegacyDigests],
     ) -> tuple[ImageChunks, int]:
+        """``(iterator of bytes, length)`` of the image, or of a range of it
+        (see Store.get), from the cache when it is cached.
+
+        :param image_id: the image.
+        :param location: where the store keeps it.
+        :param expected: what the data must match to be cached on the way
+            (see ImageCache.start_write); without a digest it is not cached.
+        :param offset: where the range starts.
+        :param chunk_size: the range's length (None: to the end).
+        :param legacy: the keywords before ``expected``
+            (ImageCache's LegacyDigests).
+        """
         validate_image_id(image_id)
         try:
             # Opening is the check: a separate is_cached() would cost a
@@ -43,15 +60,13 @@ class CachingStore:
             return self._from_cache(image_id, offset, chunk_size)
         except exceptions.NotFound:
             pass  # not cached: read through
+        wanted = as_expected(expected, **legacy)
         chunks, length = self.registry.get(location, offset, chunk_size)
-        if offset or chunk_size is not None or not (checksum or multihash):
+        if offset or chunk_size is not None or wanted is None or not wanted.digests:
             return chunks, length
-        return (
-            self.cache.get_caching_iter(
-                image_id, checksum, chunks, multihash, hashing_algo, size=length
-            ),
-            length,
-        )
+        if wanted.size is None:
+            wanted = dataclasses.replace(wanted, size=length)
+        return self.cache.get_caching_iter(image_id, wanted, chunks), length
 
     def _from_cache(
         self, image_id: str, offset: int, limit: int | None

@@ -11,8 +11,10 @@ prefetch queue is fsstore.cache.queue.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import logging
 from collections.abc import Iterable, Iterator
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, TypeAlias, TypedDict, Unpack
 
 from oslo_config import cfg
 
@@ -21,13 +23,79 @@ from fsstore.cache.directory import CacheDirectory, Cleaned
 from fsstore.cache.queue import PrefetchQueue
 from fsstore.cache.records import CachedImage, Problem, RecordsDriver
 from fsstore.cache.writer import CacheWriter
-from fsstore.hashing import DEFAULT_HASHING_ALGO
+from fsstore.hashing import DEFAULT_HASHING_ALGO, Expected
 from fsstore.location import without_credentials
 from fsstore.registry import load_driver, register_opts
 from fsstore.store import validate_image_id
 from fsstore.streams import CheckedSource
 
+LOG = logging.getLogger(__name__)
 CACHE_DRIVERS_NAMESPACE = "fsstore.cache_drivers"
+
+#: What a cache method takes as the digests to verify an image against:
+#: the one digests value, Glance's ``image_checksum`` (an MD5 hex digest),
+#: or None (nothing given).
+ExpectedArg: TypeAlias = Expected | str | None
+
+
+class LegacyDigests(TypedDict, total=False):
+    """The keywords cache methods took before ``expected``. Each still
+    works, folded into the one digests value by :func:`as_expected`; new
+    code passes an Expected."""
+
+    checksum: str | None
+    multihash: str | None
+    hashing_algo: str | None
+    size: int
+    allow_unverified: bool
+
+
+def as_expected(
+    expected: ExpectedArg, **legacy: Unpack[LegacyDigests]
+) -> Expected | None:
+    """``expected`` as the one digests value (None stays None).
+
+    :param expected: an Expected, an MD5 hex digest (what Glance passes
+        as ``image_checksum``), or None.
+    :param legacy: the keywords of :class:`LegacyDigests`; an Expected
+        and digests among them both are Invalid (which would count?).
+    """
+    checksum, multihash = legacy.get("checksum"), legacy.get("multihash")
+    algo = legacy.get("hashing_algo")
+    if isinstance(expected, Expected) or (expected and checksum):
+        if checksum or multihash or algo:
+            raise exceptions.Invalid(
+                "expected digests are given twice: as expected, and as "
+                "checksum, multihash or hashing_algo; give them once"
+            )
+    elif expected is not None or checksum or multihash or algo:
+        expected = Expected(
+            expected or checksum, multihash, algo or DEFAULT_HASHING_ALGO
+        )
+    assert expected is None or isinstance(expected, Expected)
+    changed: dict[str, Any] = {}
+    if legacy.get("size"):
+        changed["size"] = legacy["size"]
+    if legacy.get("allow_unverified"):
+        changed["allow_unverified"] = True
+    if changed:
+        expected = dataclasses.replace(expected or Expected(), **changed)
+    return expected
+
+
+def verifiable(image_id: str, expected: Expected | None) -> Expected:
+    """``expected``, if the cache may take ``image_id`` by it: it names a
+    digest, or allows unverified caching by name; else Invalid.
+
+    :param image_id: the image, as the message names it.
+    :param expected: the digests it is to be verified against.
+    """
+    if expected is None or not (expected.digests or expected.allow_unverified):
+        raise exceptions.Invalid(
+            f"image {image_id} has no checksum or multihash to verify it "
+            "against; give one, or allow unverified caching explicitly"
+        )
+    return expected
 
 
 def load_records_driver(conf: cfg.ConfigOpts) -> RecordsDriver:
@@ -172,25 +240,28 @@ class ImageCache:
         self,
         image_id: str,
         location: str | None = None,
-        checksum: str | None = None,
-        multihash: str | None = None,
-        hashing_algo: str | None = None,
-        allow_unverified: bool = False,
+        expected: ExpectedArg = None,
+        **legacy: Unpack[LegacyDigests],
     ) -> bool:
-        """Queue for prefetching; where to fetch it from may be recorded.
+        """Queue for prefetching; whether it was queued (not if it is
+        cached, being cached or queued already).
 
-        The prefetcher caches an image only once it matched ``checksum`` or
-        ``multihash`` (given here or by its resolver), unless
-        ``allow_unverified`` says otherwise by name. A location's credentials
-        are never recorded (the stores use their configured ones).
+        :param image_id: the image to queue (Glance's one argument).
+        :param location: where to fetch it from, recorded without its
+            credentials (the stores use their configured ones).
+        :param expected: what the prefetcher verifies it against, recorded
+            too (see start_write); without it, the prefetcher's resolver
+            may give one.
+        :param legacy: the keywords before ``expected`` (LegacyDigests).
         """
+        wanted = as_expected(expected, **legacy) or Expected()
         return self._queue.add(
             image_id,
             location=None if location is None else without_credentials(location),
-            checksum=checksum,
-            multihash=multihash,
-            hashing_algo=hashing_algo,
-            unverified=True if allow_unverified else None,
+            checksum=wanted.checksum,
+            multihash=wanted.multihash,
+            hashing_algo=wanted.hashing_algo if wanted.multihash else None,
+            unverified=True if wanted.allow_unverified else None,
         )
 
     def queued_image_info(self, image_id: str) -> dict[str, Any]:
@@ -249,98 +320,104 @@ class ImageCache:
     def start_write(
         self,
         image_id: str,
-        checksum: str | None = None,
-        multihash: str | None = None,
-        hashing_algo: str = DEFAULT_HASHING_ALGO,
-        size: int = 0,
-        allow_unverified: bool = False,
+        expected: ExpectedArg = None,
+        **legacy: Unpack[LegacyDigests],
     ) -> CacheWriter | None:
         """A writer for ``image_id`` (see fsstore.cache.writer), or None when
         it must not be cached now: cached, being cached by another writer, an
-        id the records cannot hold, or ``size`` larger than the cache.
+        id the records cannot hold, or larger than the cache.
 
-        The entry is published by ``commit()`` if the data matched
-        ``checksum`` / ``multihash``. Without either digest there is nothing
-        to verify against: Invalid, unless ``allow_unverified`` says so by
-        name, and then the entry is recorded without a checksum
-        (``CachedImage.verified`` is False).
+        :param image_id: the image to cache.
+        :param expected: what the data must match for ``commit()`` to
+            publish it (fsstore.hashing.Expected, or Glance's MD5 hex
+            digest); its ``size``, if given, is the declared size. One that
+            names no digest is Invalid, unless it allows unverified caching
+            by name: the entry is then recorded without a checksum
+            (``CachedImage.verified`` is False).
+        :param legacy: the keywords before ``expected`` (LegacyDigests).
         """
         validate_image_id(image_id)
-        if not (checksum or multihash or allow_unverified):
-            raise exceptions.Invalid(
-                f"image {image_id} has no checksum or multihash to verify it "
-                "against; give one, or allow unverified caching explicitly"
-            )
+        wanted = verifiable(image_id, as_expected(expected, **legacy))
         return self._directory.start_write(
-            image_id, checksum, multihash, hashing_algo, size
+            image_id,
+            wanted.checksum,
+            wanted.multihash,
+            wanted.hashing_algo,
+            wanted.size or 0,
         )
 
     def open_for_write(
         self,
         image_id: str,
-        checksum: str | None = None,
-        multihash: str | None = None,
-        hashing_algo: str = DEFAULT_HASHING_ALGO,
-        size: int = 0,
-        allow_unverified: bool = False,
+        expected: ExpectedArg = None,
+        **legacy: Unpack[LegacyDigests],
     ) -> contextlib.AbstractContextManager[CacheWriter | None]:
         """``start_write`` as a context manager: a clean exit commits, an
         exception fails the entry into ``invalid/``; None when it must not
-        be cached now."""
-        writer = self.start_write(
-            image_id, checksum, multihash, hashing_algo, size, allow_unverified
-        )
+        be cached now.
+
+        :param image_id: the image to cache.
+        :param expected: what the data must match (see start_write).
+        :param legacy: the keywords before ``expected`` (LegacyDigests).
+        """
+        writer = self.start_write(image_id, as_expected(expected, **legacy))
         return contextlib.nullcontext() if writer is None else writer
 
     def get_caching_iter(
         self,
         image_id: str,
-        checksum: str | None,
+        expected: ExpectedArg,
         iterator: Iterable[bytes],
-        multihash: str | None = None,
-        hashing_algo: str = DEFAULT_HASHING_ALGO,
-        size: int = 0,
-        allow_unverified: bool = False,
+        **legacy: Unpack[LegacyDigests],
     ) -> CachingIterator:
-        """Yield ``iterator``'s chunks, caching them on the way when possible.
+        """Yield ``iterator``'s chunks, caching them on the way when possible
+        (Glance's ``get_caching_iter(image_id, image_checksum, image_iter)``).
 
         The entry is published only if the stream completed and matched
-        ``checksum`` (MD5) and ``multihash`` where given. Without either
-        there is nothing to verify against, and the chunks pass through
-        uncached unless ``allow_unverified`` says otherwise. An exception
-        from ``iterator`` reaches the caller; caching problems never do.
+        ``expected``. An exception from ``iterator`` reaches the caller;
+        caching problems never do.
+
+        :param image_id: the image read.
+        :param expected: what the data must match (see start_write). With
+            nothing to verify against, or an MD5 that could never match,
+            the chunks pass through uncached.
+        :param iterator: the image's chunks.
+        :param legacy: the keywords before ``expected`` (LegacyDigests).
         """
         validate_image_id(image_id)
-        if not (checksum or multihash or allow_unverified):
+        try:
+            wanted = verifiable(image_id, as_expected(expected, **legacy))
+        except exceptions.Invalid as exc:
+            LOG.info("not caching %s: %s", image_id, exc)
             return CachingIterator(None, iterator)
-        writer = self.start_write(
-            image_id, checksum, multihash, hashing_algo, size, allow_unverified
-        )
-        return CachingIterator(writer, iterator)
+        return CachingIterator(self.start_write(image_id, wanted), iterator)
 
     def cache_image_iter(
         self,
         image_id: str,
         iterator: Iterable[Any] | Any,
-        checksum: str | None = None,
-        multihash: str | None = None,
-        hashing_algo: str = DEFAULT_HASHING_ALGO,
-        size: int = 0,
-        allow_unverified: bool = False,
+        expected: ExpectedArg = None,
+        **legacy: Unpack[LegacyDigests],
     ) -> bool:
-        """Cache everything ``iterator`` yields; True if it was published.
+        """Cache everything ``iterator`` yields; True if it was published
+        (Glance's ``cache_image_iter(image_id, image_iter, image_checksum)``).
 
-        Invalid without ``checksum`` or ``multihash``, unless
-        ``allow_unverified`` (see start_write).
+        :param image_id: the image to cache.
+        :param iterator: its data: chunks, or a file-like object.
+        :param expected: what the data must match (see start_write):
+            Invalid when it names no digest and does not allow unverified
+            caching; data longer or shorter than its ``size`` is not cached.
+        :param legacy: the keywords before ``expected`` (LegacyDigests).
         """
-        writer = self.start_write(
-            image_id, checksum, multihash, hashing_algo, size, allow_unverified
-        )
+        validate_image_id(image_id)
+        wanted = verifiable(image_id, as_expected(expected, **legacy))
+        writer = self.start_write(image_id, wanted)
         if writer is None:
             return False
         with writer:
             # The writer copies what it keeps: views are enough.
-            for view in CheckedSource(iterator, image_id, size).views():
+            source = CheckedSource(iterator, image_id, wanted.size or 0)
+            for view in source.views():
                 writer.write(view)
         return writer.published
 
@@ -348,16 +425,15 @@ class ImageCache:
         self,
         image_id: str,
         image_file: BinaryIO,
-        checksum: str | None = None,
-        multihash: str | None = None,
-        hashing_algo: str = DEFAULT_HASHING_ALGO,
-        allow_unverified: bool = False,
+        expected: ExpectedArg = None,
+        **legacy: Unpack[LegacyDigests],
     ) -> bool:
-        return self.cache_image_iter(
-            image_id,
-            image_file,
-            checksum,
-            multihash,
-            hashing_algo,
-            allow_unverified=allow_unverified,
-        )
+        """Cache the data of ``image_file``; True if it was published
+        (Glance's ``cache_image_file(image_id, image_file)``).
+
+        :param image_id: the image to cache.
+        :param image_file: its data, open for binary reading.
+        :param expected: what the data must match (see start_write).
+        :param legacy: the keywords before ``expected`` (LegacyDigests).
+        """
+        return self.cache_image_iter(image_id, image_file, expected, **legacy)

@@ -9,8 +9,8 @@ from collections.abc import Callable
 from typing import Any
 
 from fsstore import exceptions
-from fsstore.cache.image_cache import ImageCache
-from fsstore.hashing import DEFAULT_HASHING_ALGO
+from fsstore.cache.image_cache import ImageCache, verifiable
+from fsstore.hashing import DEFAULT_HASHING_ALGO, Expected
 from fsstore.registry import StoreRegistry
 
 LOG = logging.getLogger(__name__)
@@ -25,6 +25,16 @@ class PrefetchReport:
     cached: list[str] = dataclasses.field(default_factory=list)
     skipped: list[str] = dataclasses.field(default_factory=list)
     failed: dict[str, str] = dataclasses.field(default_factory=dict)
+
+
+def _expected(info: dict[str, Any]) -> Expected:
+    """What a queue entry (or a resolver) says the image must match."""
+    return Expected(
+        info.get("checksum"),
+        info.get("multihash"),
+        info.get("hashing_algo") or DEFAULT_HASHING_ALGO,
+        allow_unverified=info.get("unverified") is True,
+    )
 
 
 class Prefetcher:
@@ -59,21 +69,11 @@ class Prefetcher:
         location = info.get("location")
         if not location:
             raise exceptions.NotFound(f"no location known for queued image {image_id}")
-        unverified = info.get("unverified") is True
-        if not (info.get("checksum") or info.get("multihash") or unverified):
-            raise exceptions.Invalid(
-                f"queued image {image_id} has no checksum or multihash to verify "
-                "it against; queue it with one, or allow unverified caching"
-            )
+        expected = verifiable(image_id, _expected(info))
         chunks, length = self.registry.get(location)
         try:
             with self.cache.open_for_write(
-                image_id,
-                info.get("checksum"),
-                info.get("multihash"),
-                info.get("hashing_algo") or DEFAULT_HASHING_ALGO,
-                size=length,
-                allow_unverified=unverified,
+                image_id, dataclasses.replace(expected, size=length)
             ) as writer:
                 if writer is None:
                     # Cached, or being cached by another writer (whose commit

@@ -23,7 +23,13 @@ import os
 from types import TracebackType
 from typing import Any, Protocol
 
-from fsstore.hashing import ImageHasher
+from fsstore.hashing import (
+    DEFAULT_HASHING_ALGO,
+    Expected,
+    ImageHasher,
+    KeptDigests,
+    mismatch,
+)
 from fsstore.streams import byte_view
 from fsstore.writepath import ImageFileWriter, WriteFailed
 
@@ -43,23 +49,36 @@ class Publisher(Protocol):
 
 
 class CacheWriter:
-    """Receives one image's bytes for the cache; see the module docstring."""
+    """Receives one image's bytes for the cache; see the module docstring.
+
+    :param directory: the cache directory it publishes to.
+    :param image_id: the image's id.
+    :param fd: its ``incomplete/`` file, locked; the writer closes it.
+    :param expected: what the data must match to be published (see
+        fsstore.hashing.Expected); an MD5 hex digest or None stands for
+        ``Expected(expected, multihash, hashing_algo)``.
+    :param multihash: with an MD5 or None for ``expected``, the
+        multihash the data must have, or None.
+    :param hashing_algo: with an MD5 or None for ``expected``, the
+        multihash's algorithm.
+    """
 
     def __init__(
         self,
         directory: Publisher,
         image_id: str,
         fd: int,
-        checksum: str | None,
-        multihash: str | None,
-        hashing_algo: str,
+        expected: Expected | str | None,
+        multihash: str | None = None,
+        hashing_algo: str = DEFAULT_HASHING_ALGO,
     ) -> None:
         self._directory = directory
         self.image_id = image_id
         self.fd = fd
-        self.expected_checksum = checksum.lower() if checksum else None
-        self.expected_multihash = multihash.lower() if multihash else None
-        self.hasher = ImageHasher(hashing_algo)
+        if not isinstance(expected, Expected):
+            expected = Expected(expected, multihash, hashing_algo)
+        self.expected = expected
+        self.hasher = ImageHasher(expected.hashing_algo)
         self._file = ImageFileWriter(fd, self.hasher)
         self.size = 0
         self.abandoned: str | None = None  # why caching was given up, if it was
@@ -106,16 +125,18 @@ class CacheWriter:
         self._file.close()
 
     def verify(self) -> str | None:
-        """Why the data may not be published, or None when it may."""
+        """Why the data may not be published (how it differs from what
+        was expected, fsstore.hashing.mismatch), or None when it may."""
         checksum, multihash = self.hasher.hexdigests()
-        if self.expected_checksum and checksum != self.expected_checksum:
-            return f"checksum {checksum} does not match {self.expected_checksum}"
-        if self.expected_multihash and multihash != self.expected_multihash:
-            return f"multihash {multihash} does not match {self.expected_multihash}"
+        algo = self.expected.hashing_algo
+        reason = mismatch(
+            self.expected, KeptDigests(checksum, multihash, algo, self.size)
+        )
+        if reason is not None:
+            return reason
         # Recorded only when it was checked against something: an entry
         # without a checksum says it is unverified.
-        verified = self.expected_checksum or self.expected_multihash
-        self.checksum = checksum if verified else ""
+        self.checksum = checksum if self.expected.digests else ""
         return None
 
     # -- ending ----------------------------------------------------------------

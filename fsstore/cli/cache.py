@@ -13,11 +13,12 @@ from fsstore.cli.command import (
     Command,
     Context,
     arg,
-    hashing_algo,
     nonnegative,
     positive,
 )
+from fsstore.cli.images import hashing_algo
 from fsstore.cli.output import EXIT_FAILED, Result, human_size, progress, table, when
+from fsstore.hashing import DEFAULT_HASHING_ALGO, Expected
 from fsstore.store import validate_image_id
 
 
@@ -67,14 +68,13 @@ def cmd_queue(args: argparse.Namespace, ctx: Context) -> Result:
             f"image {args.image_id} was not queued: location {location.uri} "
             "belongs to none of the configured stores"
         )
-    queued = ctx.cache.queue_image(
-        args.image_id,
-        location=args.location,
-        checksum=args.checksum,
-        multihash=args.multihash,
-        hashing_algo=args.hashing_algo,
+    expected = Expected(
+        args.checksum,
+        args.multihash,
+        args.hashing_algo or DEFAULT_HASHING_ALGO,
         allow_unverified=args.allow_unverified,
     )
+    queued = ctx.cache.queue_image(args.image_id, args.location, expected)
     if not queued:
         state = _why_not_queued(ctx, args.image_id)
         raise exceptions.Invalid(f"image {args.image_id} was not queued: it is {state}")

@@ -19,7 +19,6 @@ from fsstore.cli.command import (
     OneOf,
     UsageError,
     arg,
-    hashing_algo,
     nonnegative,
     positive,
 )
@@ -31,7 +30,23 @@ from fsstore.cli.output import (
     human_size,
     progress,
 )
-from fsstore.hashing import DEFAULT_HASHING_ALGO, ImageHasher
+from fsstore.hashing import (
+    DEFAULT_HASHING_ALGO,
+    Expected,
+    ImageHasher,
+    KeptDigests,
+    hashing_algo_problem,
+    mismatch,
+)
+
+
+def hashing_algo(text: str) -> str:
+    """``--hashing-algo``: the library's one rule for an algorithm
+    (fsstore.hashing.hashing_algo_problem), a usage error when broken."""
+    problem = hashing_algo_problem(text)
+    if problem is not None:
+        raise argparse.ArgumentTypeError(problem)
+    return text
 
 
 @contextlib.contextmanager
@@ -184,28 +199,29 @@ def cmd_delete(args: argparse.Namespace, ctx: Context) -> Result:
 
 
 def cmd_verify(args: argparse.Namespace, ctx: Context) -> Result:
+    algo = args.hashing_algo
+    expected = Expected(args.checksum, args.multihash, algo)
     chunks, length = ctx.registry.get(args.uri)
-    hasher = ImageHasher(args.hashing_algo)
+    hasher, size = ImageHasher(algo), 0
     with contextlib.closing(chunks), progress(args.progress, length, "verify") as bar:
         for chunk in chunks:
             hasher.update(chunk)
+            size += len(chunk)
             bar.update(len(chunk))
-    checksum, multihash = hasher.hexdigests()
-    if args.checksum is not None:
-        kind, expected, actual = "checksum", args.checksum.lower(), checksum
-    else:
-        kind, expected, actual = "multihash", args.multihash.lower(), multihash
+    actual = KeptDigests(*hasher.hexdigests(), algo, size)
+    kind = "checksum" if args.checksum is not None else "multihash"
     record = {
         "location": args.uri,
         "kind": kind,
-        "expected": expected,
-        "actual": actual,
-        "ok": expected == actual,
+        "expected": getattr(expected, kind),
+        "actual": getattr(actual, kind),
+        "ok": mismatch(expected, actual) is None,
     }
-    if expected == actual:
-        return Result(record, f"OK {args.uri} {kind} {actual}")
+    if record["ok"]:
+        return Result(record, f"OK {args.uri} {kind} {record['actual']}")
     failure = Failure(
-        f"{kind} mismatch for {args.uri}: expected {expected}, got {actual}",
+        f"{kind} mismatch for {args.uri}: expected {record['expected']}, "
+        f"got {record['actual']}",
         "ChecksumMismatch",
     )
     return Result(record, None, EXIT_FAILED, failure)

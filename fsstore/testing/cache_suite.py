@@ -7,6 +7,9 @@ Subclass :class:`CacheDriverConformanceTests` and name the driver::
 
 Override the ``cache_dir`` fixture to put the cache on a particular file
 system (the default is pytest's ``tmp_path``).
+
+The suite's parts: fsstore.testing.cache_base (the cache it runs on and its
+helpers) and fsstore.testing.cache_limits (the size limit).
 """
 
 from __future__ import annotations
@@ -15,65 +18,28 @@ import fcntl
 import hashlib
 import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-from oslo_config import cfg
 
 from fsstore import exceptions
 from fsstore.cache import ImageCache
-from fsstore.registry import register_opts
+from fsstore.hashing import Expected
+
+# make_cache_conf, md5, KiB and UNVERIFIED are imported from here by users.
+from fsstore.testing.cache_base import (  # noqa: F401
+    UNVERIFIED,
+    KiB,
+    make_cache_conf,
+    md5,
+)
+from fsstore.testing.cache_limits import CacheLimitTests
 from fsstore.testing.suite import HOSTILE_IDS, payload
 
-KiB = 1024
 
-
-def make_cache_conf(cache_dir: Path, driver: str, **options: Any) -> cfg.ConfigOpts:
-    conf = cfg.ConfigOpts()
-    register_opts(conf)
-    conf([], default_config_files=[])
-    conf.set_override("image_cache_dir", str(cache_dir))
-    conf.set_override("image_cache_driver", driver)
-    for name, value in options.items():
-        conf.set_override(name, value)
-    return conf
-
-
-def md5(data: bytes) -> str:
-    return hashlib.md5(data).hexdigest()
-
-
-class CacheDriverConformanceTests:
-    driver = "sqlite"
-
-    @pytest.fixture
-    def cache_dir(self, tmp_path: Path) -> Path:
-        return tmp_path / "cache"
-
-    @pytest.fixture
-    def make_cache(self, cache_dir: Path) -> Callable[..., ImageCache]:
-        def make(**options: Any) -> ImageCache:
-            return ImageCache(make_cache_conf(cache_dir, self.driver, **options))
-
-        return make
-
-    @pytest.fixture
-    def cache(self, make_cache: Callable[..., ImageCache]) -> ImageCache:
-        return make_cache()
-
-    # -- helpers -------------------------------------------------------------
-
-    def put(self, cache: ImageCache, image_id: str, data: bytes) -> bool:
-        return cache.cache_image_iter(image_id, iter([data]), md5(data))
-
-    def read(self, cache: ImageCache, image_id: str) -> bytes:
-        with cache.open_for_read(image_id) as f:
-            return f.read()
-
-    def names(self, cache: ImageCache, sub: str) -> list[str]:
-        return sorted(os.listdir(os.path.join(cache.base_dir, sub)))
+class CacheDriverConformanceTests(CacheLimitTests):
+    """The suite: subclass it and set ``driver`` (see the module docstring)."""
 
     # -- basics --------------------------------------------------------------
 
@@ -148,12 +114,12 @@ class CacheDriverConformanceTests:
     def test_multihash_is_verified(self, cache: ImageCache) -> None:
         data = payload(100 * KiB)
         good = hashlib.sha256(data).hexdigest()
-        assert not cache.cache_image_iter(
-            "x", iter([data]), multihash="0" * 64, hashing_algo="sha256"
-        )
+        wrong = Expected(multihash="0" * 64, hashing_algo="sha256")
+        assert not cache.cache_image_iter("x", iter([data]), wrong)
         assert cache.cache_image_iter(
-            "y", iter([data]), md5(data), multihash=good, hashing_algo="sha256"
+            "y", iter([data]), Expected(md5(data), good, "sha256")
         )
+        assert self.names(cache, "invalid") == ["x"]
 
     def test_caching_iter_publishes_only_a_verified_whole(
         self, cache: ImageCache
@@ -171,7 +137,7 @@ class CacheDriverConformanceTests:
             yield b"some"
             raise OSError("the store went away")
 
-        it = cache.get_caching_iter("img", None, broken(), allow_unverified=True)
+        it = cache.get_caching_iter("img", UNVERIFIED, broken())
         with pytest.raises(OSError, match="went away"):
             list(it)
         assert not cache.is_cached("img")
@@ -229,7 +195,7 @@ class CacheDriverConformanceTests:
         assert short is not None
         short.write(data[:100])
         assert short.commit() is False
-        assert short.rejected is not None and "does not match" in short.rejected
+        assert short.rejected is not None and "was expected" in short.rejected
         assert self.names(cache, "incomplete") == []
         assert self.names(cache, "invalid") == ["failed", "short"]
         assert [e.image_id for e in cache.get_cached_images()] == ["kept"]
@@ -277,7 +243,7 @@ class CacheDriverConformanceTests:
     ) -> None:
         with pytest.raises(exceptions.Invalid, match="no checksum or multihash"):
             cache.start_write("img")
-        writer = cache.start_write("img", allow_unverified=True)
+        writer = cache.start_write("img", UNVERIFIED)
         assert writer is not None
         writer.write(b"data")
         assert writer.commit()
@@ -298,179 +264,40 @@ class CacheDriverConformanceTests:
         with cache.open_for_write("img", md5(b"abc")) as again:
             assert again is None  # cached already
 
-    # -- size limit ------------------------------------------------------------
-
-    def test_commit_evicts_least_recently_used(
-        self, make_cache: Callable[..., ImageCache]
-    ) -> None:
-        cache = make_cache(image_cache_max_size=300 * KiB)
-        for image_id in ["a", "b", "c"]:
-            assert self.put(cache, image_id, payload(100 * KiB))
-        self.read(cache, "a")  # now b is the least recently used
-        assert self.put(cache, "d", payload(100 * KiB))
-        assert {r.image_id for r in cache.get_cached_images()} == {"a", "c", "d"}
-        assert cache.get_cache_size() == 300 * KiB
-
-    def test_image_larger_than_the_cache_streams_uncached(
-        self, make_cache: Callable[..., ImageCache]
-    ) -> None:
-        cache = make_cache(image_cache_max_size=100 * KiB)
-        self.put(cache, "small", payload(50 * KiB))
-        data = payload(150 * KiB)
-        it = cache.get_caching_iter(
-            "big", md5(data), iter([data[: 80 * KiB], data[80 * KiB :]])
-        )
-        assert b"".join(it) == data
-        assert not cache.is_cached("big")
-        assert cache.is_cached("small")  # nothing evicted for a hopeless entry
-        assert self.names(cache, "incomplete") == []
-        declared = cache.get_caching_iter(
-            "big2", md5(data), iter([data]), size=len(data)
-        )
-        assert not declared.caching
-        assert b"".join(declared) == data
-
-    # The limit at its boundary: each comparison that guards it is checked
-    # from both sides, so an off-by-one in either direction fails a test.
-    # LIMIT is small enough that every byte shows.
-
-    LIMIT = 10
-
-    def test_a_declared_size_of_exactly_the_limit_is_cached(
-        self, make_cache: Callable[..., ImageCache]
-    ) -> None:
-        cache = make_cache(image_cache_max_size=self.LIMIT)
-        data = b"e" * self.LIMIT
-        writer = cache.start_write("exact", md5(data), size=len(data))
-        assert writer is not None
-        writer.write(data)
-        assert writer.commit()
-        assert cache.get_cache_size() == self.LIMIT
-
-    def test_a_declared_size_one_byte_over_the_limit_is_refused(
-        self, make_cache: Callable[..., ImageCache]
-    ) -> None:
-        cache = make_cache(image_cache_max_size=self.LIMIT)
-        data = b"o" * (self.LIMIT + 1)
-        # Refused before a byte is written, not only when the stream ends.
-        assert cache.start_write("over", md5(data), size=len(data)) is None
-        it = cache.get_caching_iter("over", md5(data), iter([data]), size=len(data))
-        assert not it.caching
-        assert b"".join(it) == data
-        assert not cache.is_cached("over")
-
-    def test_a_stream_of_exactly_the_limit_is_cached(
-        self, make_cache: Callable[..., ImageCache]
-    ) -> None:
-        cache = make_cache(image_cache_max_size=self.LIMIT)
-        data = b"s" * self.LIMIT
-        # Size unknown: only the writer's running count stands in the way.
-        assert cache.cache_image_iter("exact", iter([data[:4], data[4:]]), md5(data))
-        assert cache.get_cache_size() == self.LIMIT
-        assert self.read(cache, "exact") == data
-
-    def test_a_stream_one_byte_over_the_limit_is_not_cached(
-        self, make_cache: Callable[..., ImageCache]
-    ) -> None:
-        cache = make_cache(image_cache_max_size=self.LIMIT)
-        data = b"t" * (self.LIMIT + 1)
-        assert not cache.cache_image_iter("over", iter([data[:4], data[4:]]), md5(data))
-        assert not cache.is_cached("over")
-        assert cache.get_cache_size() == 0
-        assert self.names(cache, "incomplete") == []
-
-    def test_entries_filling_the_limit_exactly_all_stay(
-        self, make_cache: Callable[..., ImageCache]
-    ) -> None:
-        cache = make_cache(image_cache_max_size=self.LIMIT)
-        half = self.LIMIT // 2
-        assert self.put(cache, "a", b"a" * half)
-        assert self.put(cache, "b", b"b" * (self.LIMIT - half))
-        assert {r.image_id for r in cache.get_cached_images()} == {"a", "b"}
-        assert cache.get_cache_size() == self.LIMIT
-        assert cache.prune() == (0, 0)
-        assert cache.check() == []
-
-    def test_one_more_byte_on_a_full_cache_evicts_enough(
-        self, make_cache: Callable[..., ImageCache]
-    ) -> None:
-        cache = make_cache(image_cache_max_size=self.LIMIT)
-        half = self.LIMIT // 2
-        assert self.put(cache, "a", b"a" * half)  # the least recently used
-        assert self.put(cache, "b", b"b" * (self.LIMIT - half))
-        assert self.put(cache, "c", b"c")
-        assert {r.image_id for r in cache.get_cached_images()} == {"b", "c"}
-        assert cache.get_cache_size() == self.LIMIT - half + 1
-
-    def test_eviction_stops_as_soon_as_the_new_entry_fits_exactly(
-        self, make_cache: Callable[..., ImageCache]
-    ) -> None:
-        cache = make_cache(image_cache_max_size=self.LIMIT)
-        half = self.LIMIT // 2
-        assert self.put(cache, "a", b"a" * half)  # the least recently used
-        assert self.put(cache, "b", b"b" * half)
-        # Evicting a leaves exactly room for c: b must stay.
-        assert self.put(cache, "c", b"c" * half)
-        assert {r.image_id for r in cache.get_cached_images()} == {"b", "c"}
-        assert cache.get_cache_size() == self.LIMIT
-
-    def test_one_byte_over_a_shrunk_limit_is_found_and_pruned(
-        self, make_cache: Callable[..., ImageCache]
-    ) -> None:
-        cache = make_cache(image_cache_max_size=self.LIMIT + 1)
-        assert self.put(cache, "a", b"a")  # the least recently used
-        assert self.put(cache, "b", b"b" * self.LIMIT)
-        smaller = make_cache(image_cache_max_size=self.LIMIT)
-        [problem] = smaller.check()
-        assert problem.kind == "over-limit"
-        assert smaller.prune() == (1, 1)
-        assert [r.image_id for r in smaller.get_cached_images()] == ["b"]
-        assert smaller.check() == []
-
-    def test_prune_after_the_limit_shrinks(
-        self, make_cache: Callable[..., ImageCache]
-    ) -> None:
-        cache = make_cache()
-        for image_id in ["a", "b", "c", "d"]:
-            self.put(cache, image_id, payload(100 * KiB))
-        self.read(cache, "a")
-        smaller = make_cache(image_cache_max_size=250 * KiB)
-        assert smaller.prune() == (2, 200 * KiB)
-        assert {r.image_id for r in smaller.get_cached_images()} == {"a", "d"}
-        assert smaller.prune() == (0, 0)
-
-    def test_prune_of_many_entries(self, make_cache: Callable[..., ImageCache]) -> None:
-        cache = make_cache()
-        for i in range(60):
-            self.put(cache, f"img{i:02d}", payload(KiB, seed=i))
-        for i in range(50, 60):
-            self.read(cache, f"img{i:02d}")  # the ten most recently used
-        smaller = make_cache(image_cache_max_size=10 * KiB)
-        assert smaller.prune() == (50, 50 * KiB)
-        kept = [f"img{i:02d}" for i in range(50, 60)]
-        assert [r.image_id for r in smaller.get_cached_images()] == kept
-        assert smaller.get_cache_size() == 10 * KiB
-        assert smaller.check() == []
-        assert smaller.delete_all_cached_images() == 10
-        assert smaller.get_cached_images() == [] and smaller.get_cache_size() == 0
-
     # -- queue -----------------------------------------------------------------
 
     def test_queue(self, cache: ImageCache) -> None:
-        assert cache.queue_image("b", location="file:///x/b", checksum="00")
+        assert cache.queue_image("b", location="file:///x/b", expected=md5(b"b"))
         assert cache.queue_image("a")
         assert not cache.queue_image("a")
         assert cache.is_queued("a")
         assert cache.get_queued_images() == ["b", "a"]
         assert cache.queued_image_info("b") == {
             "location": "file:///x/b",
-            "checksum": "00",
+            "checksum": md5(b"b"),
         }
         assert cache.queued_image_info("a") == {}
         assert cache.delete_queued_image("b")
         assert not cache.delete_queued_image("b")
         assert cache.delete_all_queued_images() == 1
         assert cache.get_queued_images() == []
+
+    def test_a_queue_entry_records_what_is_expected(self, cache: ImageCache) -> None:
+        sha256 = hashlib.sha256(b"c").hexdigest()
+        assert cache.queue_image("c", "file:///x/c", Expected(None, sha256, "sha256"))
+        assert cache.queue_image("u", "file:///x/u", UNVERIFIED)
+        assert cache.queued_image_info("c") == {
+            "location": "file:///x/c",
+            "multihash": sha256,
+            "hashing_algo": "sha256",
+        }
+        assert cache.queued_image_info("u") == {
+            "location": "file:///x/u",
+            "unverified": True,
+        }
+        with pytest.raises(exceptions.Invalid, match="expected digests"):
+            cache.queue_image("bad", "file:///x/bad", "not an md5")
+        assert not cache.is_queued("bad")
 
     def test_cached_image_is_not_queued_and_commit_dequeues(
         self, cache: ImageCache

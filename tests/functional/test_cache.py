@@ -14,6 +14,8 @@ import pytest
 
 from fsstore import exceptions
 from fsstore.cache import CachingStore, ImageCache, Prefetcher
+from fsstore.cache.image_cache import as_expected
+from fsstore.hashing import Expected
 from fsstore.registry import StoreRegistry
 from fsstore.testing.cache_suite import make_cache_conf, md5
 from fsstore.testing.suite import payload
@@ -205,9 +207,9 @@ def test_xattr_hit_sets_access_time(tmp_path):
 
 def test_invalid_entry_records_its_error(tmp_path):
     cache = make(tmp_path, "xattr")
-    cache.cache_image_iter("bad", iter([b"data"]), checksum="0" * 32)
+    cache.cache_image_iter("bad", iter([b"data"]), expected="0" * 32)
     error = os.getxattr(tmp_path / "invalid" / "bad", "user.error").decode()
-    assert "does not match" in error
+    assert f"md5 {md5(b'data')}, {'0' * 32} was expected" in error
 
 
 # -- hits recorded while the reader reads ---------------------------------------------
@@ -251,10 +253,11 @@ def test_an_unclosed_reader_is_closed_at_exit_without_a_trace(tmp_path):
     script = f"""
 import gc
 from fsstore.cache import ImageCache
+from fsstore.hashing import Expected
 from fsstore.testing.cache_suite import make_cache_conf
 
 cache = ImageCache(make_cache_conf({str(tmp_path)!r}, "sqlite"))
-cache.cache_image_iter("img", iter([b"data"]), allow_unverified=True)
+cache.cache_image_iter("img", iter([b"data"]), Expected(allow_unverified=True))
 gc.disable()
 cycle = [cache.open_for_read("img")]
 cycle.append(cycle)
@@ -288,12 +291,12 @@ def test_read_through(tmp_path, registry, driver):
     caching = CachingStore(registry, cache)
     data = payload(700_000, seed=1)
     result = registry.add("img", iter([data]), len(data))
-    chunks, length = caching.get("img", result.location, checksum=result.checksum)
+    chunks, length = caching.get("img", result.location, expected=result.checksum)
     assert (length, b"".join(chunks)) == (len(data), data)
     assert cache.is_cached("img") and cache.get_hit_count("img") == 0
     # Now from the cache, even with the store's copy gone.
     registry.delete(result.location)
-    chunks, length = caching.get("img", result.location, checksum=result.checksum)
+    chunks, length = caching.get("img", result.location, expected=result.checksum)
     assert b"".join(chunks) == data
     chunks, length = caching.get("img", result.location, offset=10, chunk_size=5)
     assert (length, b"".join(chunks)) == (5, data[10:15])
@@ -312,7 +315,7 @@ def test_read_through_verifies_before_publishing(tmp_path, registry):
     path = result.location[len("file://") :]
     with open(path, "r+b") as f:
         f.write(b"CORRUPT")
-    chunks, _ = caching.get("img", result.location, checksum=result.checksum)
+    chunks, _ = caching.get("img", result.location, expected=result.checksum)
     assert b"".join(chunks)[:7] == b"CORRUPT"
     assert not cache.is_cached("img")
     assert os.listdir(tmp_path / "cache" / "invalid") == ["img"]
@@ -324,12 +327,12 @@ def test_read_through_without_checksum_or_ranged_does_not_cache(tmp_path, regist
     result = registry.add("img", iter([b"0123456789"]), 10)
     assert b"".join(caching.get("img", result.location)[0]) == b"0123456789"
     chunks, length = caching.get(
-        "img", result.location, checksum=result.checksum, offset=2, chunk_size=3
+        "img", result.location, expected=result.checksum, offset=2, chunk_size=3
     )
     assert (b"".join(chunks), length) == (b"234", 3)
     assert not cache.is_cached("img")
     with pytest.raises(exceptions.Invalid):
-        caching.get("../img", result.location, checksum=result.checksum)
+        caching.get("../img", result.location, expected=result.checksum)
 
 
 def test_read_through_with_multihash(tmp_path, registry):
@@ -337,7 +340,9 @@ def test_read_through_with_multihash(tmp_path, registry):
     caching = CachingStore(registry, cache)
     result = registry.add("img", iter([b"abc"]), 3, hashing_algo="sha256")
     chunks, _ = caching.get(
-        "img", result.location, multihash=result.multihash, hashing_algo="sha256"
+        "img",
+        result.location,
+        Expected(multihash=result.multihash, hashing_algo="sha256"),
     )
     assert b"".join(chunks) == b"abc"
     assert cache.is_cached("img")
@@ -353,12 +358,12 @@ def test_prefetcher_survives_failures(tmp_path, registry):
         data = payload(100_000 + i, seed=i)
         result = registry.add(f"good{i}", iter([data]), len(data))
         cache.queue_image(
-            f"good{i}", location=result.location, checksum=result.checksum
+            f"good{i}", location=result.location, expected=result.checksum
         )
         good[f"good{i}"] = data
     cache.queue_image("missing", location=f"file://{tmp_path}/images/missing")
     bad = registry.add("corrupt", iter([b"data"]), 4)
-    cache.queue_image("corrupt", location=bad.location, checksum="0" * 32)
+    cache.queue_image("corrupt", location=bad.location, expected="0" * 32)
     cache.queue_image("nowhere")  # a Glance-style queue entry, no resolver
     done = []
     report = Prefetcher(cache, registry, workers=3).run(
@@ -459,7 +464,39 @@ def test_a_writer_past_the_pipeline_threshold_ends_its_threads(tmp_path, end):
 def test_an_unknown_hashing_algo_leaves_the_image_cacheable(tmp_path):
     cache = make(tmp_path / "cache")
     with pytest.raises(exceptions.FsstoreError):
-        cache.start_write("img", md5(b"x"), hashing_algo="no-such-algo")
+        cache.start_write("img", Expected(md5(b"x"), hashing_algo="no-such-algo"))
     assert os.listdir(tmp_path / "cache" / "incomplete") == []
     assert cache.is_cacheable("img")
     assert cache.cache_image_iter("img", iter([b"x"]), md5(b"x"))
+
+
+# -- one expected argument; the keywords before it still work ------------------
+
+
+def test_the_keywords_before_expected_fold_into_it(tmp_path):
+    """Callers written before ``expected`` (checksum=, multihash=,
+    hashing_algo=, size=, allow_unverified=) get what they asked for."""
+    data = b"data"
+    sha256 = hashlib.sha256(data).hexdigest()
+    assert as_expected(None, checksum=md5(data)) == Expected(md5(data))
+    assert as_expected(md5(data), multihash=sha256, hashing_algo="sha256") == (
+        Expected(md5(data), sha256, "sha256")
+    )
+    assert as_expected(None, allow_unverified=True, size=4) == Expected(
+        size=4, allow_unverified=True
+    )
+    assert as_expected(None) is None
+    with pytest.raises(exceptions.Invalid, match="given twice"):
+        as_expected(Expected(md5(data)), checksum=md5(data))
+    with pytest.raises(exceptions.Invalid, match="expected digests"):
+        as_expected(md5(data), hashing_algo="shake_128")
+    cache = make(tmp_path)
+    assert cache.cache_image_iter(
+        "a", iter([data]), multihash=sha256, hashing_algo="sha256"
+    )
+    assert not cache.cache_image_iter("b", iter([data]), checksum=md5(b"other"))
+    assert cache.cache_image_iter("c", iter([data]), allow_unverified=True)
+    assert [(e.image_id, e.verified) for e in cache.get_cached_images()] == [
+        ("a", True),
+        ("c", False),
+    ]

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
 
 import pytest
 
+from fsstore.hashing import hashing_algo_problem
 from tests.functional.test_cli import fails, ok, run
 from tests.helpers import write_conf
 
@@ -200,3 +202,32 @@ def test_misconfigured_cache(tmp_path):
     fails(2, "--config-file", str(path), "cache", "list", match="'nosuch'")
     path = write_conf(tmp_path / "d.conf", {"DEFAULT": {}})
     fails(2, "--config-file", str(path), "cache", "size", match="image_cache_dir")
+
+
+@pytest.mark.parametrize(
+    ("algo", "accepted"), [("sha256", True), ("shake_128", False), ("SHA256", False)]
+)
+def test_the_command_and_the_library_share_one_rule_for_an_algorithm(
+    conf, tmp_path, algo, accepted
+):
+    """fsstore.hashing.hashing_algo_problem decides for both: an algorithm
+    the library refuses is a one-line usage error of the command, before
+    anything is stored or queued."""
+    assert (hashing_algo_problem(algo) is None) is accepted
+    src = tmp_path / "src"
+    src.write_bytes(b"data")
+    add_args = ["add", "--id", "img", "--hashing-algo", algo, str(src)]
+    multihash = hashlib.sha256(b"data").hexdigest()
+    location = f"file://{tmp_path}/images/img"
+    queue_args = ["cache", "queue", "img", "--location", location]
+    queue_args += ["--multihash", multihash, "--hashing-algo", algo]
+    if accepted:
+        ok(*conf, *add_args)
+        ok(*conf, *queue_args)
+        assert js(conf, "queued") == ["img"]
+        return
+    problem = str(hashing_algo_problem(algo))
+    fails(2, *conf, *add_args, match=problem)
+    fails(2, *conf, *queue_args, match=problem)
+    assert not (tmp_path / "images" / "img").exists()
+    assert js(conf, "queued") == []

@@ -213,8 +213,9 @@ def test_the_cache_never_keeps_a_rotten_image(rotten, tmp_path):
     registry = StoreRegistry(store.conf)
     cache = ImageCache(make_cache_conf(tmp_path / "cache", "sqlite"))
     # Unverified on purpose: only the store's own check can stop it.
-    cache.queue_image("rotten", location=location, allow_unverified=True)
-    cache.queue_image("whole", location=whole, allow_unverified=True)
+    unverified = Expected(allow_unverified=True)
+    cache.queue_image("rotten", location=location, expected=unverified)
+    cache.queue_image("whole", location=whole, expected=unverified)
     report = Prefetcher(cache, registry, workers=1).run()
     assert sorted(report.cached) == ["whole"]
     assert "rotten" in report.failed and "md5" in report.failed["rotten"]
