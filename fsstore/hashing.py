@@ -6,6 +6,13 @@ copy itself, so once a stream is large enough for it to pay, each digest runs
 in a thread of its own: hashlib releases the GIL on buffers above 2 KiB, so the
 two digests and the caller's I/O share the cores. Small images are hashed
 inline, where starting threads would cost more than it saves.
+
+It also holds what digests are compared with, once for every verification:
+:class:`KeptDigests` (what a store keeps with an image), :class:`Expected`
+(what a caller or an operator expects: the cache's writer, ``scrub
+--expected``), the one comparison of the bytes read with either
+(:func:`mismatch`), and the one rule for a multihash algorithm
+(:func:`hashing_algo_problem`), which the command applies too.
 """
 
 from __future__ import annotations
@@ -49,7 +56,10 @@ _HEX_DIGITS = frozenset("0123456789abcdef")
 
 
 def shown(value: object) -> str:
-    """``value`` as a message quotes it: on one line, and short."""
+    """``value`` as a message quotes it: on one line, and short.
+
+    :param value: anything a message names.
+    """
     text = repr(value)
     return text if len(text) <= 70 else text[:60] + "..." + text[-6:]
 
@@ -65,6 +75,8 @@ def hashing_algo_problem(algo: object) -> str | None:
     ``os_hash_algo`` nor a kept record says. Another spelling of a listed
     name (``SHA512``) is refused too: an algorithm is compared by name with
     Glance's ``os_hash_algo``.
+
+    :param algo: the name to check (anything: it may come from a file).
     """
     if not isinstance(algo, str):
         return f"{shown(algo)} is not the name of a hashing algorithm"
@@ -80,7 +92,11 @@ def hashing_algo_problem(algo: object) -> str | None:
 
 def digest_problem(value: object, algo: str) -> str | None:
     """Why ``value`` is not a hex digest of ``algo`` (in either case), in
-    words quoting it; None when it is one."""
+    words quoting it; None when it is one.
+
+    :param value: the digest to check (anything: it may come from a file).
+    :param algo: an algorithm :func:`hashing_algo_problem` accepts.
+    """
     length = 2 * new_multihash(algo).digest_size
     if (
         not isinstance(value, str)
@@ -177,8 +193,12 @@ def mismatch(
 
 
 def differs(kept: KeptDigests, actual: KeptDigests) -> str | None:
-    """How the image read (``actual``) differs from what was kept with it,
-    in words (:func:`mismatch`); None when it does not."""
+    """How the image read differs from what was kept with it, in words
+    (:func:`mismatch`); None when it does not.
+
+    :param kept: what the store kept with the image.
+    :param actual: the digests of the bytes read, in ``kept.hashing_algo``.
+    """
     return mismatch(kept, actual, "kept")
 
 

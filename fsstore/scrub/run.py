@@ -37,6 +37,7 @@ def scrub(
 ) -> ScrubReport:
     """Check every image of ``store`` (see fsstore.scrub) and report.
 
+    :param store: the store to scrub.
     :param rate: bytes a second at most, on average (None: no limit).
     :param checkpoint: the file of the verdicts so far (None: none), written
         before the first image, after it, then every ``checkpoint_every``
@@ -48,44 +49,62 @@ def scrub(
     :param expected: digests expected, by image id (absent ones: missing).
     :param record: keep digests for images that have none.
     :param on_total: told the bytes to read (as listed) before the first.
+    :param checkpoint_every: see ``checkpoint``.
     """
     report = ScrubReport()
-    this = ScrubPass.of(store, expected, record)
+    saver = _Checkpoints(checkpoint, ScrubPass.of(store, expected, record))
     if checkpoint is not None:
-        _start(report, store, checkpoint, this, resume)
+        _start(report, store, saver, resume)
     listed, pending = _listed(report, store)
     if on_total is not None:
         on_total(sum(image.size for image in pending))
-    limit, saved = RateLimit(rate), -math.inf
+    limit = RateLimit(rate)
     for image in pending:
-        wanted = expected.get(image.image_id) if expected is not None else None
+        wanted = (expected or {}).get(image.image_id)
         check = check_image(
             store, image.image_id, image.location, limit, on_bytes, wanted, record
         )
         report.checks.append(check)
-        if checkpoint is not None and time.monotonic() - saved >= checkpoint_every:
-            save_checkpoint(checkpoint, report, this)
-            saved = time.monotonic()
+        saver.save(report, every=checkpoint_every)
         if on_image is not None:
             on_image(check)
-    if expected is not None:
-        _missing(report, listed, expected, on_image)
-    if checkpoint is not None:
-        save_checkpoint(checkpoint, report, this, finished=True)
+    _missing(report, listed, expected or {}, on_image)
+    saver.save(report, finished=True)
     return report
 
 
+class _Checkpoints:
+    """Where a scrub writes its checkpoints (``path`` None: nowhere)."""
+
+    def __init__(self, path: Path | None, this: ScrubPass) -> None:
+        self.path, self.this = path, this
+        self._saved = -math.inf
+
+    def save(
+        self, report: ScrubReport, finished: bool = False, every: float = 0.0
+    ) -> None:
+        """Write ``report`` unless one was written less than ``every``
+        seconds ago (a flushed write per image would cost more than
+        reading many small images)."""
+        if self.path is None or time.monotonic() - self._saved < every:
+            return
+        save_checkpoint(self.path, report, self.this, finished)
+        if every:
+            self._saved = time.monotonic()
+
+
 def _start(
-    report: ScrubReport, store: Store, checkpoint: Path, this: ScrubPass, resume: bool
+    report: ScrubReport, store: Store, saver: _Checkpoints, resume: bool
 ) -> None:
     """Take the verdicts to resume from, if any, and write the checkpoint
     before the first image: one that cannot be written stops the scrub
     before it reads anything."""
+    assert saver.path is not None
     if resume:
-        _resume(report, store, checkpoint, this)
+        _resume(report, store, saver.path, saver.this)
     else:
-        read_checkpoint(checkpoint)  # refuses a file that is no checkpoint
-    save_checkpoint(checkpoint, report, this)
+        read_checkpoint(saver.path)  # refuses a file that is no checkpoint
+    saver.save(report)
 
 
 def _resume(
