@@ -68,26 +68,23 @@ def hashing_algo_problem(algo: object) -> str | None:
     """Why ``algo`` is not an algorithm fsstore computes a multihash in, in
     words naming it; None when it is one.
 
-    The one rule, for the library and the command alike: a name that
-    hashlib lists (``hashlib.algorithms_available``, in its spelling) and
-    whose digest has a fixed length. ``shake_128`` and ``shake_256`` are
-    refused: their hex digest needs a length, which neither Glance's
-    ``os_hash_algo`` nor a kept record says. Another spelling of a listed
-    name (``SHA512``) is refused too: an algorithm is compared by name with
-    Glance's ``os_hash_algo``.
+    The one rule, for the library and the command alike: a name
+    ``hashlib.new`` accepts, as glance_store's multihash accepts it (so
+    ``SHA512`` too), whose digest has a fixed length. ``shake_128`` and
+    ``shake_256`` are refused: their hex digest needs a length, which
+    neither Glance's ``os_hash_algo`` nor a kept record says.
 
     :param algo: the name to check (anything: it may come from a file).
     """
     if not isinstance(algo, str):
         return f"{shown(algo)} is not the name of a hashing algorithm"
     try:
-        if algo in hashlib.algorithms_available:
-            if hashlib.new(algo).digest_size:
-                return None
-            return f"{shown(algo)} has no fixed digest length"
-    except ValueError:
-        pass  # listed, yet refused by this build (FIPS mode)
-    return f"{shown(algo)} is not a hashing algorithm fsstore knows"
+        digest = hashlib.new(algo)
+    except ValueError:  # unknown, or refused by this build (FIPS mode)
+        return f"{shown(algo)} is not a hashing algorithm fsstore knows"
+    if not digest.digest_size:
+        return f"{shown(algo)} has no fixed digest length"
+    return None
 
 
 def digest_problem(value: object, algo: str) -> str | None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
 from collections.abc import Callable
 from typing import Any
 
@@ -105,9 +104,3 @@ def positive_number(text: str) -> float:
     if not value > 0:  # also refuses nan
         raise argparse.ArgumentTypeError("must be greater than 0")
     return value
-
-
-def hashing_algo(text: str) -> str:
-    if text not in hashlib.algorithms_available:
-        raise argparse.ArgumentTypeError(f"unknown hashing algorithm {text!r}")
-    return text

@@ -205,7 +205,8 @@ def test_misconfigured_cache(tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("algo", "accepted"), [("sha256", True), ("shake_128", False), ("SHA256", False)]
+    ("algo", "accepted"),
+    [("sha256", True), ("SHA256", True), ("shake_128", False), ("crc99", False)],
 )
 def test_the_command_and_the_library_share_one_rule_for_an_algorithm(
     conf, tmp_path, algo, accepted

@@ -35,7 +35,7 @@ def digests_of(data: bytes, algo: str = "sha512") -> KeptDigests:
         ("blake2b", True),
         ("shake_128", False),  # no fixed length: its hex digest needs one
         ("shake_256", False),
-        ("SHA512", False),  # compared by name with Glance's os_hash_algo
+        ("SHA512", True),  # hashlib's other spelling, as glance_store takes it
         ("crc99", False),
         ("", False),
     ],
