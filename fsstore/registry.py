@@ -76,6 +76,15 @@ class StoreRegistry:
     """The configured stores of one ``ConfigOpts``, and operations on them."""
 
     def __init__(self, conf: cfg.ConfigOpts) -> None:
+        """Load every configured driver, then configure each store.
+
+        :param conf: the parsed configuration; fsstore's options and each
+            store's are registered in it (register_opts)
+        :raises DriverLoadFailure: naming a driver the configuration names
+            that cannot be loaded
+        :raises BadStoreConfiguration: naming the store (or group) whose
+            options are missing, contradictory or wrong
+        """
         self.conf = conf
         register_opts(conf)
         self.stores: dict[str, Store] = {}
@@ -169,7 +178,13 @@ class StoreRegistry:
     # -- lookups ---------------------------------------------------------
 
     def get_store(self, name: str | None = None) -> Store:
-        """A store by backend name (multi-store), driver name or scheme."""
+        """A store by backend name (multi-store), driver name or scheme.
+
+        :param name: None for the default store (``default_store`` or
+            ``default_backend``)
+        :raises UnknownScheme: when no configured store has that name or
+            scheme
+        """
         if name is None:
             return self.stores[self.default_name]
         found = self._find_name(name)
@@ -183,7 +198,16 @@ class StoreRegistry:
         return self.stores[found]
 
     def store_for(self, uri: str) -> tuple[Store, Location]:
-        """The store that owns ``uri``, and the location parsed by it."""
+        """The store that owns ``uri``, and the location parsed by it.
+
+        Of several stores of its scheme, the ones that own the location
+        (Store.owns) are asked which prefers it most (Store.preference).
+
+        :param uri: a location, as an add returned it
+        :raises BadStoreUri: when ``uri`` is no URI its store can parse
+        :raises UnknownScheme: when no configured store has its scheme
+        :raises Forbidden: when stores have its scheme but none owns it
+        """
         scheme, _ = split_scheme(uri)
         candidates = [s for s in self.stores.values() if scheme in s.get_schemes()]
         if not candidates:
@@ -211,6 +235,17 @@ class StoreRegistry:
         hashing_algo: str = DEFAULT_HASHING_ALGO,
         verifier: Verifier | None = None,
     ) -> AddResult:
+        """Add an image to one store (Store.add).
+
+        :param image_id: the image's id, its name in the store
+        :param data: a file-like object or an iterable of bytes-like chunks
+        :param size: the size the caller declares, checked; 0 if unknown
+        :param backend: the store (see get_store); None for the default
+        :param hashing_algo: the hashlib algorithm of the multihash
+        :param verifier: shown every byte once, in order (``update``)
+        :returns: the AddResult; in multi-store mode its metadata names the
+            backend as ``store``, as Glance expects
+        """
         store = self.get_store(backend)
         result = store.add(image_id, data, size, hashing_algo, verifier)
         if self.multi_store:
@@ -220,18 +255,29 @@ class StoreRegistry:
     def get(
         self, uri: str, offset: int = 0, chunk_size: int | None = None
     ) -> tuple[ImageChunks, int]:
+        """The image at ``uri``, or a range of it (Store.get).
+
+        :param uri: the location (see store_for)
+        :param offset: the first byte to read
+        :param chunk_size: at most this many bytes from ``offset`` (None: to
+            the end); glance_store's name for a range's length, not an I/O size
+        :returns: ``(chunks, length)``; close the chunks if not read to the end
+        """
         store, location = self.store_for(uri)
         return store.get(location, offset, chunk_size)
 
     def get_size(self, uri: str) -> int:
+        """The size in bytes of the image at ``uri`` (see store_for)."""
         store, location = self.store_for(uri)
         return store.get_size(location)
 
     def delete(self, uri: str) -> None:
+        """Delete the image at ``uri`` (see store_for); NotFound if it is gone."""
         store, location = self.store_for(uri)
         store.delete(location)
 
     def close(self) -> None:
+        """Close every store that holds anything open (threads, descriptors)."""
         for store in self.stores.values():
             close = getattr(store, "close", None)
             if close is not None:
@@ -245,7 +291,13 @@ _default_lock = threading.Lock()
 
 
 def create_stores(conf: cfg.ConfigOpts) -> StoreRegistry:
-    """Load and configure the stores of ``conf``; the new default registry."""
+    """Load and configure the stores of ``conf``; the new default registry.
+
+    The module-level functions below work on the registry made last.
+
+    :param conf: the parsed configuration (see StoreRegistry)
+    :returns: the registry, for callers that keep one of their own
+    """
     global _default_registry
     registry = StoreRegistry(conf)
     with _default_lock:
@@ -273,7 +325,21 @@ def add_to_backend(
     context: Any = None,
     verifier: Verifier | None = None,
 ) -> tuple[str, int, str, dict[str, Any]]:
-    """glance_store's add: ``(location, size, checksum, metadata)``."""
+    """glance_store's add: its name, arguments and return shape.
+
+    :param conf: the configuration; a registry is made from it
+        (create_stores) unless the default registry is of it already
+    :param image_id: the image's id, its name in the store
+    :param data: a file-like object or an iterable of bytes-like chunks
+    :param size: the size the caller declares, checked; 0 if unknown
+    :param scheme: the store, by backend name, driver name or scheme; None
+        for the default one
+    :param context: glance_store's request context, which its stores take
+        credentials from; accepted and unused, as fsstore's stores use their
+        configured ones
+    :param verifier: shown every byte once, in order (``update``)
+    :returns: ``(location, size, checksum, metadata)``, checksum the MD5
+    """
     result = _registry(conf).add(image_id, data, size, scheme, verifier=verifier)
     return result.location, result.size, result.checksum, result.metadata
 
@@ -288,18 +354,48 @@ def add_to_backend_with_multihash(
     context: Any = None,
     verifier: Verifier | None = None,
 ) -> AddResult:
+    """glance_store's add with a multihash: its name, arguments and return shape.
+
+    The AddResult is the tuple ``(location, size, checksum, multihash,
+    metadata)``; the other parameters are add_to_backend's.
+
+    :param hashing_algo: the hashlib algorithm of the multihash (Glance's
+        ``hashing_algorithm``)
+    :param context: accepted and unused (see add_to_backend)
+    """
     return _registry(conf).add(image_id, data, size, scheme, hashing_algo, verifier)
 
 
 def get_from_backend(
     uri: str, offset: int = 0, chunk_size: int | None = None, context: Any = None
 ) -> tuple[ImageChunks, int]:
+    """glance_store's get, on the default registry (create_stores).
+
+    :param uri: the image's location
+    :param offset: the first byte to read
+    :param chunk_size: at most this many bytes from ``offset`` (None: to the
+        end), glance_store's name for a range's length
+    :param context: accepted and unused (see add_to_backend)
+    :returns: ``(chunks, length)``, as glance_store returns them
+    :raises BackendException: when no stores were created
+    """
     return _registry().get(uri, offset, chunk_size)
 
 
 def get_size_from_backend(uri: str, context: Any = None) -> int:
+    """glance_store's get_size, on the default registry: the size in bytes.
+
+    :param context: accepted and unused (see add_to_backend)
+    :raises BackendException: when no stores were created
+    """
     return _registry().get_size(uri)
 
 
 def delete_from_backend(uri: str, context: Any = None) -> None:
+    """glance_store's delete, on the default registry.
+
+    :param context: accepted and unused (see add_to_backend)
+    :raises NotFound: when no image is at ``uri``
+    :raises BackendException: when no stores were created
+    """
     _registry().delete(uri)
