@@ -46,6 +46,10 @@ HAVE_PROC_FD = os.path.isdir("/proc/self/fd")
 
 # What open(O_TMPFILE) fails with where the file system does not offer it.
 NO_TMPFILE = frozenset({errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL, errno.ENOENT})
+#: The name of atomic_file's temporary, where it needs one: under the prefix
+#: no image id may take (fsstore.store.RESERVED_PREFIX), so one a crash
+#: leaves in a store's or the cache's directory is never taken for an image.
+TEMPORARY_PREFIX = ".fsstore-tmp-"
 
 __all__ = [
     "HAVE_PROC_FD",
@@ -323,7 +327,7 @@ def _new_temporary(
         except OSError as exc:
             if exc.errno not in NO_TMPFILE:
                 raise
-    temporary = f".{name}.{secrets.token_hex(6)}.tmp"
+    temporary = TEMPORARY_PREFIX + secrets.token_hex(8)
     return create_new(temporary, dir_fd=dir_fd, mode=mode), temporary
 
 

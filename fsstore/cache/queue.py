@@ -3,8 +3,8 @@
 A queued image is a file named by its id; its mtime is the queue order and
 its content, optionally, JSON ``{"location", "checksum", "multihash",
 "hashing_algo", "unverified"}`` (Glance's queue files are empty). A new
-entry appears whole: it is written under ``.fsstore-queue-<random>`` and
-linked into place, which also refuses an id that is queued already. The
+entry appears whole: it is a ``safefiles.atomic_file``, linked into place
+only when written, which also refuses an id that is queued already. The
 cache directory's ``publish`` dequeues what it publishes.
 
 Only a regular file is a queue entry: a link, FIFO or directory put in
@@ -18,7 +18,6 @@ from __future__ import annotations
 import errno
 import json
 import os
-import secrets
 import stat
 import time
 from typing import Any
@@ -28,7 +27,6 @@ from fsstore.cache.directory import CacheDirectory
 from fsstore.cache.layout import QUEUE, regular_files
 from fsstore.safefiles import write_all
 
-TEMPORARY_PREFIX = ".fsstore-queue-"
 # A location, digests and a flag: far below this. Anything longer was not
 # written by queue_image.
 MAX_QUEUE_FILE = 64 * 1024
@@ -91,27 +89,22 @@ class PrefetchQueue:
             return False
         body = json.dumps({k: v for k, v in info.items() if v is not None}).encode()
         # Race: a prefetcher may read the entry the moment it appears, so it
-        # appears whole: written under a temporary name, then linked into
-        # place (link(2) also refuses an id that is queued already, and
-        # anything else at its name).
-        tmp = TEMPORARY_PREFIX + secrets.token_hex(8)
+        # appears whole: written first, then linked into place (link(2) also
+        # refuses an id that is queued already, and anything else at its
+        # name).
         with directory.subdir(QUEUE) as dir_fd:
-            # 0600: it may name a location, which is nobody else's business.
-            fd = safefiles.create_new(tmp, dir_fd=dir_fd, mode=0o600)
             try:
-                write_all(fd, body)
-                # The mtime is the queue order; the kernel's timestamp
-                # granularity (a clock tick) would tie quick successions.
-                now = time.time_ns()
-                os.utime(fd, ns=(now, now))
-                safefiles.link_new(
-                    fd, image_id, dst_dir_fd=dir_fd, src=tmp, src_dir_fd=dir_fd
-                )
+                # 0600: it may name a location, which is nobody else's business.
+                with safefiles.atomic_file(
+                    dir_fd, image_id, replace=False, fsync=False
+                ) as fd:
+                    write_all(fd, body)
+                    # The mtime is the queue order; the kernel's timestamp
+                    # granularity (a clock tick) would tie quick successions.
+                    now = time.time_ns()
+                    os.utime(fd, ns=(now, now))
             except FileExistsError:
                 return False
-            finally:
-                os.close(fd)
-                os.unlink(tmp, dir_fd=dir_fd)
         return True
 
     def remove(self, image_id: str) -> bool:
@@ -137,7 +130,7 @@ class PrefetchQueue:
         left = []
         with self.directory.subdir(QUEUE) as dir_fd:
             for name in os.listdir(dir_fd):
-                if not name.startswith(TEMPORARY_PREFIX):
+                if not name.startswith(safefiles.TEMPORARY_PREFIX):
                     continue
                 try:
                     st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)

@@ -14,6 +14,7 @@ import pytest
 
 from fsstore.backends.filesystem import STAGING_DIR, FilesystemStore
 from fsstore.backends.filesystem.digests import RECORDS_DIR
+from fsstore.safefiles import TEMPORARY_PREFIX
 from fsstore.testing.suite import payload
 from tests.helpers import load_conf, write_conf
 
@@ -107,7 +108,7 @@ def assert_digests_kept(conf: Path, tmp_path: Path, leftovers: int = 0) -> None:
         for d in datadirs(tmp_path)
         if (d / RECORDS_DIR).is_dir()
         for name in os.listdir(d / RECORDS_DIR)
-        if not name.endswith(".tmp")  # cut short by a kill: never read
+        if not name.startswith(TEMPORARY_PREFIX)  # cut short by a kill: never read
     }
     assert len(records - inodes) <= leftovers, (records, inodes)
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from fsstore.safefiles import TEMPORARY_PREFIX
 from fsstore.testing.suite import payload
 from tests.functional.test_cli import fails, ok, run
 from tests.functional.test_s3 import s3_options
@@ -42,7 +43,7 @@ def stored(tmp_path: Path) -> tuple[list[str], str]:
 
 
 def leftovers(directory: Path) -> list[str]:
-    return [n for n in os.listdir(directory) if n.startswith(".fsstore-get")]
+    return [n for n in os.listdir(directory) if n.startswith(TEMPORARY_PREFIX)]
 
 
 # -- get -o --------------------------------------------------------------------
@@ -107,7 +108,7 @@ def test_output_to_a_directory_names_the_path(stored, tmp_path):
     target = tmp_path / "adir"
     target.mkdir()
     err = fails(2, *conf, "get", location, "-o", str(target), match=str(target))
-    assert "directory" in err and ".fsstore-get" not in err
+    assert "directory" in err and TEMPORARY_PREFIX not in err
     assert leftovers(tmp_path) == []
 
 
