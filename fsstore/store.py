@@ -45,20 +45,24 @@ MAX_IMAGE_ID_BYTES = 255
 
 
 class Capability(enum.Flag):
+    """What a store offers; the public methods check it before a driver is called."""
+
     NONE = 0
-    READ = enum.auto()
-    READ_RANDOM = enum.auto()
-    WRITE = enum.auto()
-    DELETE = enum.auto()
+    READ = enum.auto()  # get, get_size, read_image
+    READ_RANDOM = enum.auto()  # get with an offset or a chunk_size
+    WRITE = enum.auto()  # add
+    DELETE = enum.auto()  # delete
     ALL = READ | READ_RANDOM | WRITE | DELETE
 
 
 class AddResult(NamedTuple):
-    location: str
-    size: int
-    checksum: str
-    multihash: str
-    metadata: dict[str, Any]
+    """What an add stored: glance_store's add_with_multihash tuple, by name."""
+
+    location: str  # the URI that get, get_size and delete take
+    size: int  # bytes stored
+    checksum: str  # the MD5, in hex
+    multihash: str  # the hex digest of the add's hashing_algo
+    metadata: dict[str, Any]  # the driver's, for the location's metadata in Glance
 
 
 class ListedImage(NamedTuple):
@@ -74,12 +78,14 @@ class ImageRead:
     chunks, what was kept for it when it was opened, and how to keep
     digests for exactly the image read.
 
-    Race: the image at a location may be deleted and added again (same id,
-    same size, other bytes), or get digests from another recorder, while a
-    scrub reads it. A driver binds ``keep`` to the object it opened (the
-    filesystem store: the open file; S3: the ETag of the object read), so
-    digests are never kept for bytes other than those read, nor over
-    digests kept since the read began. Close it (or use ``with``) when done.
+    Race: while a scrub reads it, the image at a location may be deleted and
+    added again (same id and size, other bytes) or get digests from another
+    recorder. A driver binds ``keep`` to the object it opened (filesystem:
+    the open file; S3: the ETag read), so digests are never kept for other
+    bytes than those read, nor over digests kept since. Close it when done.
+
+    :param chunks: the image's chunks from its first byte, never checked
+    :param kept: what was kept with it when it was opened; None: nothing
     """
 
     def __init__(self, chunks: ImageChunks, kept: KeptDigests | None) -> None:
@@ -87,19 +93,20 @@ class ImageRead:
         self.kept = kept
 
     def kept_now(self) -> KeptDigests | None:
-        """What is kept for the image at the location now: when it is not
-        ``kept``, the image there was replaced while it was read (or got
-        digests meanwhile)."""
+        """What is kept for the image at the location now: not ``kept`` when
+        the image there was replaced (or got digests) while it was read."""
         return self.kept
 
     def keep(self, kept: KeptDigests) -> None:
-        """Keep ``kept``, the digests of the bytes read, with the image
-        read, if it is still the one at its location, unchanged, and
-        nothing was kept for it since it was opened; else Invalid, saying
-        which, and nothing is kept."""
+        """Keep ``kept``, the digests of the bytes read, with the image read.
+
+        :raises Invalid: saying which, when the image at its location was
+            replaced or changed, or got digests since it opened; nothing is kept
+        """
         raise NotImplementedError
 
     def close(self) -> None:
+        """Close the chunks, and what the driver opened for them, read or not."""
         close = getattr(self.chunks, "close", None)
         if close is not None:
             close()
@@ -137,6 +144,8 @@ def image_id_problem(image_id: object) -> str | None:
 
     Refused: non-strings, the empty string, more than 255 bytes of UTF-8,
     ``/`` or NUL, ``.`` and ``..``, and the reserved prefix ``.fsstore-``.
+
+    :param image_id: anything a caller gave as an id
     """
     if not isinstance(image_id, str):
         return f"image id must be a string, not {type(image_id).__name__}"
@@ -161,8 +170,10 @@ def image_id_problem(image_id: object) -> str | None:
 
 
 def validate_image_id(image_id: object) -> str:
-    """Return ``image_id`` if it is safe as a single file name, else raise
-    Invalid, before anything touches a disk (see image_id_problem)."""
+    """``image_id``, if it is safe as a single file name (image_id_problem).
+
+    :raises Invalid: saying why it is not, before anything touches a disk
+    """
     problem = image_id_problem(image_id)
     if problem is not None:
         raise exceptions.Invalid(problem)
@@ -170,16 +181,20 @@ def validate_image_id(image_id: object) -> str:
 
 
 def validate_size(size: object) -> int:
+    """``size``, if an add may declare it (an int >= 0, not a bool); else Invalid."""
     if isinstance(size, bool) or not isinstance(size, int) or size < 0:
         raise exceptions.Invalid(f"image size must be an integer >= 0, not {size!r}")
     return size
 
 
 def range_length(size: int, offset: int, limit: int | None, what: str) -> int:
-    """Length of the range of ``size`` bytes that starts at ``offset`` and
-    holds at most ``limit`` bytes (None: to the end).
+    """The length of the range a ranged get reads, for drivers' ``_get``.
 
-    An offset at or past the end of a non-empty image is Invalid.
+    :param size: the image's size in bytes
+    :param offset: the range's first byte
+    :param limit: at most this many bytes (None: to the end)
+    :param what: the image, as the message names it
+    :raises Invalid: when ``offset`` is not 0 and at or past the end
     """
     if offset and offset >= size:
         raise exceptions.Invalid(
@@ -190,11 +205,11 @@ def range_length(size: int, offset: int, limit: int | None, what: str) -> int:
 
 
 class Store:
-    """Base class of every store driver.
+    """Base class of every store driver; :meth:`configure` reads its options.
 
-    ``conf`` is an oslo.config ``ConfigOpts``. In single-store mode a store
-    reads its options from ``[glance_store]``; in multi-store mode from the
-    group named after its backend (``backend_group``).
+    :param conf: the service's oslo.config ``ConfigOpts``
+    :param backend_group: multi-store mode: the backend's name, the group its
+        options are read from; None: single-store mode, ``[glance_store]``
     """
 
     #: oslo.config options this driver reads, registered in its group.
@@ -220,9 +235,8 @@ class Store:
         cls, backend_group: str | None = None
     ) -> list[tuple[str, cfg.Opt]]:
         """Where each of this driver's ``OPTIONS`` is registered: in
-        ``[glance_store]`` (single-store mode), or in the backend's group
-        and in ``[backend_defaults]``, whose values ``option()`` falls back
-        to (multi-store mode).
+        ``[glance_store]`` (single-store mode), or in the backend's group and
+        in ``[backend_defaults]``, which ``option()`` falls back to (multi-store).
 
         :param backend_group: the backend's name, None in single-store mode
         :returns: ``(group, option)`` pairs for fsstore.plugins.register_options
@@ -232,6 +246,7 @@ class Store:
 
     @property
     def group(self) -> str:
+        """The group this store's options are read from."""
         return self.backend_group or STORE_GROUP
 
     def option(self, name: str) -> Any:
@@ -241,6 +256,9 @@ class Store:
         group that is None (glance_store resets those defaults to None), or
         that the group does not set while ``[backend_defaults]`` does, is
         taken from ``[backend_defaults]``.
+
+        :param name: an option the driver declares in ``OPTIONS``
+        :raises BadStoreConfiguration: when it cannot be read, never quoting a secret
         """
         group = self.group
         try:
@@ -286,6 +304,7 @@ class Store:
         """Read and check the configuration; raise BadStoreConfiguration."""
 
     def get_schemes(self) -> tuple[str, ...]:
+        """The URI schemes of this store's locations (``SCHEMES``)."""
         return self.SCHEMES
 
     def describe(self) -> dict[str, Any]:
@@ -302,6 +321,7 @@ class Store:
     # -- locations -------------------------------------------------------
 
     def parse_location(self, uri: str) -> Location:
+        """The location ``uri`` names; BadStoreUri if it is none of ours."""
         raise NotImplementedError
 
     def owns(self, location: Location) -> bool:
@@ -338,7 +358,17 @@ class Store:
         hashing_algo: str = DEFAULT_HASHING_ALGO,
         verifier: Verifier | None = None,
     ) -> AddResult:
-        """Store ``data`` as ``image_id``; ``size`` 0 means unknown."""
+        """Store ``data`` as ``image_id``, after the checks every driver shares.
+
+        :param image_id: the image's id, its name in the store
+        :param data: a file-like object or an iterable of bytes-like chunks
+        :param size: the size the caller declares, checked; 0 if unknown
+        :param hashing_algo: the hashlib algorithm of the multihash
+        :param verifier: shown every byte once, in order (``update``)
+        :raises StoreAddDisabled: when the store does not offer adding
+        :raises Invalid: a bad id, size or hashing_algo, or data not ``size`` bytes
+        :raises Duplicate: when the store holds ``image_id`` already
+        """
         self._require(Capability.WRITE, exceptions.StoreAddDisabled)
         validate_image_id(image_id)
         validate_size(size)
@@ -353,9 +383,14 @@ class Store:
     ) -> tuple[ImageChunks, int]:
         """``(iterator of bytes, length)`` of the image, or of a range of it.
 
-        ``chunk_size`` is glance_store's name for the range's length (at most
-        that many bytes from ``offset``); drivers' ``_get`` receive it as
-        ``limit``. It is never an I/O size.
+        :param location: a Location, or its URI
+        :param offset: the range's first byte
+        :param chunk_size: glance_store's name for the range's length (at most
+            that many bytes; None: to the end), never an I/O size: ``_get``'s limit
+        :raises StoreCapabilityError: when the store offers no reads (or ranges)
+        :raises Invalid: for a bad ``offset`` or ``chunk_size``
+        :raises Corrupt: with ``verify_on_read``, at the end of a whole image
+            whose bytes differ from the digests kept with it
         """
         self._require(Capability.READ, exceptions.StoreGetNotSupported)
         if offset or chunk_size is not None:
@@ -379,10 +414,12 @@ class Store:
         return chunks, length
 
     def get_size(self, location: Location | str) -> int:
+        """The size in bytes of the image at ``location`` (a Location or its URI)."""
         self._require(Capability.READ, exceptions.StoreGetNotSupported)
         return self._get_size(self._location(location))
 
     def delete(self, location: Location | str) -> None:
+        """Delete the image at ``location`` (a Location or its URI)."""
         self._require(Capability.DELETE, exceptions.StoreDeleteNotSupported)
         self._delete(self._location(location))
 
@@ -406,12 +443,11 @@ class Store:
         return _ReadByLocation(self, where, chunks, kept)
 
     def identity(self) -> str | None:
-        """Where this store keeps its images, as a string that every
-        configuration reaching the same images gives alike and no other
-        gives (the filesystem store: its data directories; S3: endpoint and
-        bucket). A scrub's checkpoint belongs to it: store names are only
-        names, and two configurations may each call theirs ``file``. None
-        when the driver does not say; a scrub of it cannot resume."""
+        """Where this store keeps its images: a string every configuration
+        reaching them gives alike and no other (filesystem: the data
+        directories; S3: endpoint and bucket). A scrub's checkpoint belongs
+        to it, not to a store name (two configurations may each have a
+        ``file``). None: the driver does not say; its scrub cannot resume."""
         return None
 
     def unavailable(self) -> list[str]:
@@ -426,8 +462,10 @@ class Store:
         return None
 
     def keep_digests(self, location: Location | str, kept: KeptDigests) -> None:
-        """Keep ``kept`` with an image stored without them (``scrub
-        --record``)."""
+        """Keep ``kept`` with an image stored without them (``scrub --record``).
+
+        :raises StoreKeepDigestsNotSupported: when the store keeps none
+        """
         raise exceptions.StoreKeepDigestsNotSupported(self.name)
 
     # -- driver hooks ------------------------------------------------------
@@ -440,15 +478,22 @@ class Store:
         hashing_algo: str,
         verifier: Verifier | None,
     ) -> AddResult:
+        """Store the image: :meth:`add`'s arguments, checked. Read ``data``
+        through streams.CheckedSource (size check, verifier), raise Duplicate
+        if the id is taken, and leave nothing behind on any failure."""
         raise NotImplementedError
 
     def _get(
         self, location: Location, offset: int, limit: int | None
     ) -> tuple[ImageChunks, int]:
+        """``(chunks, length)`` of at most ``limit`` bytes (None: to the end)
+        from ``offset``, both checked by :meth:`get`; see range_length."""
         raise NotImplementedError
 
     def _get_size(self, location: Location) -> int:
+        """The image's size in bytes; NotFound if there is none."""
         raise NotImplementedError
 
     def _delete(self, location: Location) -> None:
+        """Delete the image; NotFound if there is none."""
         raise NotImplementedError
