@@ -15,7 +15,12 @@ from fsstore.exceptions import BadStoreUri
 
 
 def split_scheme(uri: str) -> tuple[str, str]:
-    """``(scheme, rest)`` of ``uri``; :class:`BadStoreUri` when it has none."""
+    """``(scheme, rest)`` of ``uri``, the scheme in lowercase.
+
+    :param uri: a location, as a caller gave it
+    :raises BadStoreUri: when it is no string, holds a NUL byte, or has no
+        valid ``scheme://``; the message never shows its credentials
+    """
     if not isinstance(uri, str):
         raise BadStoreUri(f"location must be a string, not {type(uri).__name__}")
     shown = redact(uri)
@@ -32,12 +37,18 @@ def split_scheme(uri: str) -> tuple[str, str]:
 
 @dataclasses.dataclass(frozen=True)
 class Location:
-    """A parsed location; ``uri`` is its canonical string form."""
+    """A parsed location; ``uri`` is its canonical string form.
+
+    Each store's subclass parses its scheme's URIs (``from_uri``) and
+    builds ``uri`` back.
+    """
 
     scheme: str
 
     @property
     def uri(self) -> str:
+        """The canonical URI, which an add returns and get, get_size and
+        delete take."""
         raise NotImplementedError
 
     def __str__(self) -> str:
@@ -57,6 +68,11 @@ class FileLocation(Location):
 
     @classmethod
     def from_uri(cls, uri: str) -> FileLocation:
+        """The location of a ``file://`` (or ``filesystem://``) URI.
+
+        :param uri: ``file:///absolute/path``; the path is kept as written
+        :raises BadStoreUri: for another scheme, or a host part
+        """
         scheme, rest = split_scheme(uri)
         # filesystem:// is glance_store's legacy spelling: the same location.
         if scheme not in ("file", "filesystem"):
@@ -72,10 +88,12 @@ class FileLocation(Location):
 
     @classmethod
     def from_path(cls, path: str) -> FileLocation:
+        """The location of the file at ``path``, taken as written (absolute)."""
         return cls(scheme="file", path=path)
 
     @property
     def uri(self) -> str:
+        """``file://`` and the path, as written."""
         return f"file://{self.path}"
 
 
@@ -96,7 +114,10 @@ def _split_credentials(rest: str) -> tuple[str | None, str]:
 
 
 def redact(uri: str) -> str:
-    """``uri`` without any ``user:password@`` part, fit for messages and logs."""
+    """``uri`` without any ``user:password@`` part, fit for messages and logs.
+
+    :param uri: any string; one without ``://`` is returned as it is
+    """
     scheme, sep, rest = uri.partition("://")
     if not sep:
         return uri
@@ -107,7 +128,10 @@ def redact(uri: str) -> str:
 def without_credentials(uri: str) -> str:
     """``uri`` with any ``user:password@`` part dropped: what to keep of a
     location given with credentials, which fsstore never uses (a store uses
-    its configured ones)."""
+    its configured ones).
+
+    :param uri: any string; one without ``://`` is returned as it is
+    """
     scheme, sep, rest = uri.partition("://")
     if not sep:
         return uri
@@ -128,6 +152,13 @@ class S3Location(Location):
 
     @classmethod
     def from_uri(cls, uri: str) -> S3Location:
+        """The location of an S3 URI; its key is percent-decoded.
+
+        :param uri: ``s3://``, ``s3+http://`` or ``s3+https://`` host/bucket/key,
+            perhaps with glance_store's ``access:secret@``, which is dropped
+        :raises BadStoreUri: for another scheme, or no host, bucket or key;
+            the message never shows the credentials
+        """
         scheme, rest = split_scheme(uri)
         shown = redact(uri)
         if scheme not in ("s3", "s3+http", "s3+https"):
@@ -142,6 +173,7 @@ class S3Location(Location):
 
     @property
     def uri(self) -> str:
+        """The URI, without credentials, its key percent-encoded (``/`` too)."""
         key = urllib.parse.quote(self.key, safe="")
         return f"{self.scheme}://{self.host}/{self.bucket}/{key}"
 
@@ -154,6 +186,11 @@ class HttpLocation(Location):
 
     @classmethod
     def from_uri(cls, uri: str) -> HttpLocation:
+        """The location of an ``http://`` or ``https://`` URL, kept as given.
+
+        :raises BadStoreUri: for another scheme, credentials in the URL (they
+            are refused, not dropped), an invalid port, or no host
+        """
         scheme, rest = split_scheme(uri)
         shown = redact(uri)
         if scheme not in ("http", "https"):
@@ -174,4 +211,5 @@ class HttpLocation(Location):
 
     @property
     def uri(self) -> str:
+        """The URL, as given."""
         return self.url
