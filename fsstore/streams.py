@@ -40,6 +40,9 @@ READ_CHUNK = 64 * 1024
 
 
 class Readable(Protocol):
+    """A file-like source of image data: ``read(size)`` returns at most
+    ``size`` bytes, and ``b""`` at the end (never None: see the module doc)."""
+
     def read(self, size: int, /) -> object: ...
 
 
@@ -65,11 +68,20 @@ class ImageChunks(Protocol):
 
 
 class Verifier(Protocol):
+    """What checks an image's data as it is added (Glance's signature
+    verifier, say): ``update`` is shown every byte once, in order."""
+
     def update(self, chunk: bytes) -> None: ...
 
 
 def byte_view(chunk: object, image_id: str) -> memoryview:
-    """``chunk`` as a flat view of unsigned bytes, or Invalid naming its type."""
+    """``chunk`` as a flat view of unsigned bytes, or Invalid naming its type.
+
+    :param chunk: a chunk as a caller handed it (anything)
+    :param image_id: the image, as the message names it
+    :raises Invalid: for a ``str``, an object without the buffer protocol,
+        or one not contiguous in memory
+    """
     if isinstance(chunk, str):
         raise exceptions.Invalid(
             f"image {image_id}: data must be bytes, not str (is the file open "
@@ -92,7 +104,11 @@ def byte_view(chunk: object, image_id: str) -> memoryview:
 
 
 class SizeCheck:
-    """Counts a stream's bytes against a declared size (0: unknown)."""
+    """Counts a stream's bytes against a declared size (0: unknown).
+
+    :param image_id: the image, as the messages name it
+    :param expected_size: the size the caller declared; 0 checks nothing
+    """
 
     def __init__(self, image_id: str, expected_size: int) -> None:
         self.image_id = image_id
@@ -125,6 +141,14 @@ class CheckedSource:
     position, so a consumer may start with one and go on with another (the
     filesystem store reads a head of chunks, then reads the rest straight
     into its pipeline's buffers). :meth:`finish` ends the stream.
+
+    :param data: a file-like object (``read``, perhaps ``readinto``), an
+        iterable of bytes-like chunks, or one bytes-like object
+    :param image_id: the image, as the messages name it
+    :param size: the size the caller declared, checked; 0 if unknown
+    :param verifier: shown every byte once, in order
+    :param read_size: the size of each ``read`` of a file-like ``data``
+    :raises Invalid: when ``data`` is neither file-like nor iterable
     """
 
     def __init__(
@@ -161,6 +185,7 @@ class CheckedSource:
 
     @property
     def can_readinto(self) -> bool:
+        """Whether the source has ``readinto``, so :meth:`readinto` works."""
         return self._readinto is not None
 
     def _reads(self) -> Iterator[object]:
@@ -196,7 +221,12 @@ class CheckedSource:
         return None
 
     def chunks(self) -> Iterator[bytes]:
-        """The chunks, each safe to keep: ``bytes`` as given, others copied."""
+        """The chunks, each safe to keep: ``bytes`` as given, others copied.
+
+        Each is counted against the declared size (Invalid at once on an
+        overrun) and shown to the verifier. An iterable's empty chunks are
+        skipped; a file's empty read is the end.
+        """
         verifier = self.verifier
         for safe in self._kept():
             if verifier is not None:
@@ -230,6 +260,11 @@ class CheckedSource:
         """Read into ``buffer`` (a file's ``readinto``); 0 at the end.
 
         Only for sources that :attr:`can_readinto`.
+
+        :param buffer: where the bytes go; at most ``len(buffer)`` are read
+        :returns: the number of bytes read, counted and verified
+        :raises Invalid: when the source's readinto returns None (no data
+            ready) or no byte count, or the bytes overrun the declared size
         """
         assert self._readinto is not None
         if self._ended:
@@ -277,7 +312,14 @@ def read_chunks(
     verifier: Verifier | None = None,
 ) -> Iterator[bytes]:
     """The checked chunks of ``data``, each safe to keep, then the size check:
-    for drivers that need nothing more of :class:`CheckedSource`."""
+    for drivers that need nothing more of :class:`CheckedSource`.
+
+    :param data: a file-like object or an iterable of bytes-like chunks
+    :param read_size: the size of each ``read`` of a file-like ``data``
+    :param image_id: the image, as the messages name it
+    :param expected_size: the size the caller declared, checked; 0 if unknown
+    :param verifier: shown every byte once, in order
+    """
     source = CheckedSource(data, image_id, expected_size, verifier, read_size)
     yield from source.chunks()
     source.finish()
@@ -323,6 +365,11 @@ class FileChunkIterator:
     ``for chunk in it`` iterates the generator underneath directly. It holds
     the file too, so the loop may outlive this object (``for chunk in
     store.get(uri)[0]``): the file closes when the last of them goes.
+
+    :param fd: an open descriptor of the file, which this object now owns
+    :param offset: where the chunks start in the file
+    :param length: how many bytes to read; fewer if the file is truncated
+    :param read_size: the most bytes a chunk holds
     """
 
     def __init__(self, fd: int, offset: int, length: int, read_size: int) -> None:
@@ -336,6 +383,7 @@ class FileChunkIterator:
         return next(self._chunks)
 
     def close(self) -> None:
+        """Close the file, whether the chunks were read to the end or not."""
         self._chunks.close()  # runs its finally only if it had started
         self._file.close()
 
