@@ -100,13 +100,14 @@ def driver_options(
     own: bool = False,
 ) -> list[tuple[str | None, cfg.Opt]]:
     """``(group, option)`` of every option the drivers declare: the stores'
-    in ``[glance_store]``, the cache drivers' where each says, all found
-    through the entry points.
+    in ``[glance_store]``, the cache drivers' where each says (``[DEFAULT]``
+    when it says nothing), all found through the entry points.
 
     :param skipped: None: a driver that cannot be loaded raises
         DriverLoadFailure naming it; else it is left out and ``skipped`` is
         called with the failure
     :param own: only the drivers fsstore's own distribution declares
+    :raises DriverLoadFailure: with ``skipped`` None, naming the driver
     """
     return [
         *plugins.driver_options(
@@ -119,7 +120,11 @@ def driver_options(
 
 
 def own_options() -> list[tuple[str | None, cfg.Opt]]:
-    """``(group, option)`` of the framework's own options."""
+    """``(group, option)`` of the framework's own options.
+
+    ``enabled_backends`` and the image cache's are in ``[DEFAULT]``, the
+    rest in ``[glance_store]``.
+    """
     return [
         (None, ENABLED_BACKENDS_OPT),
         *((None, opt) for opt in CACHE_OPTS),
@@ -151,6 +156,8 @@ def list_opts() -> list[tuple[str | None, list[cfg.Opt]]]:
     (the generator shows warnings): one broken plugin must not keep an
     operator from a sample of everything else, Glance's own options
     included when the generator lists several namespaces at once.
+
+    :returns: ``(group, options)`` pairs, ``[DEFAULT]`` first, then by name
     """
     return _by_group([*own_options(), *driver_options(skipped=_warn)])
 
@@ -159,5 +166,8 @@ def list_builtin_opts() -> list[tuple[str | None, list[cfg.Opt]]]:
     """Options by group of the framework and of the drivers fsstore ships,
     whatever else is installed (namespace ``fsstore.builtin``): what the
     committed sample, etc/fsstore.conf.sample, documents. Every one must
-    load: a failure is fsstore's own bug, and raises DriverLoadFailure."""
+    load: a failure is fsstore's own bug.
+
+    :raises DriverLoadFailure: naming the built-in driver that did not load
+    """
     return _by_group([*own_options(), *driver_options(own=True)])

@@ -102,6 +102,7 @@ def declared_options(
     :param name: the driver's entry-point name, for errors
     :param driver_cls: the class the entry point names
     :param default_group: the group of an option declared without one
+    :returns: ``(group, option)`` pairs, in the order declared
     :raises DriverLoadFailure: when it declares no ``OPTIONS`` list of
         options and ``(group, option)`` pairs (it is not a driver)
     """
