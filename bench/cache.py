@@ -111,12 +111,13 @@ def cache_cases(
     the database at ``database``)."""
     sys.path.insert(0, str(ROOT))
     from fsstore.cache import ImageCache
+    from fsstore.hashing import Expected
 
     d = fresh(f"cache-{driver}")
     conf = _conf_maker(d / "cache", driver, database)
     cache = ImageCache(conf())
     data = os.urandom(MiB)
-    cache.cache_image_iter("hit", iter([data]), allow_unverified=True)
+    cache.cache_image_iter("hit", iter([data]), Expected(allow_unverified=True))
     out: dict[str, float] = {}
     out["hit_us"], out["plain_us"] = _hit_reads(cache, d / "cache" / "hit", reps)
     out["is_cached_us"] = _is_cached_us(cache, reps)

@@ -41,7 +41,7 @@ def fill_throughput(src: Path, runs: int) -> tuple[float, float]:
                         pass
             caching = CachingStore(registry, ImageCache(conf))
             start = time.perf_counter()
-            chunks, _ = caching.get("img", result.location, checksum=result.checksum)
+            chunks, _ = caching.get("img", result.location, result.checksum)
             for _chunk in chunks:
                 pass
             speeds[how].append(mib_s(size, time.perf_counter() - start))

@@ -26,6 +26,7 @@ from pathlib import Path
 import pytest
 
 from fsstore.cache import ImageCache
+from fsstore.hashing import Expected
 from fsstore.registry import StoreRegistry
 from tests.functional.test_cli import FSSTORE
 from tests.helpers import load_conf, write_conf
@@ -83,16 +84,13 @@ class Cli:
         self,
         image_id: str,
         location: str,
-        checksum: str | None = None,
-        allow_unverified: bool = False,
+        expected: Expected | str | None = None,
     ) -> None:
         """Queue through the library, unless queued already: quicker than
         the command, where the command's own queueing is not under test."""
         cache = ImageCache(load_conf(self.conf))
         if not cache.is_queued(image_id):
-            assert cache.queue_image(
-                image_id, location, checksum, allow_unverified=allow_unverified
-            )
+            assert cache.queue_image(image_id, location, expected)
 
 
 def _md5(data: bytes) -> str:
@@ -129,8 +127,8 @@ def test_planted_names_per_image(tmp_path: Path, driver: str, kind: str) -> None
     victims = Victims(tmp_path / "victims")
     data = {name: os.urandom(5000 + i) for i, name in enumerate([*PLANTS, "other"])}
     where = {name: cli.store(name, body) for name, body in data.items()}
-    cli.queue("bad-sum", where["bad-sum"][0], checksum="0" * 32)
-    cli.queue("gone", f"file://{cli.images}/missing", allow_unverified=True)
+    cli.queue("bad-sum", where["bad-sum"][0], "0" * 32)
+    cli.queue("gone", f"file://{cli.images}/missing", Expected(allow_unverified=True))
     for image_id in ("writing", "entry", "other"):
         cli.queue(image_id, *where[image_id])
     for image_id, sub in PLANTS.items():

@@ -15,6 +15,7 @@ import pytest
 
 from fsstore.cache import ImageCache
 from fsstore.registry import StoreRegistry
+from fsstore.testing.cache_suite import UNVERIFIED
 from tests.functional.cache_worker import conf_for, image_data
 from tests.helpers import load_conf, write_conf
 
@@ -131,7 +132,7 @@ def test_concurrent_misses_on_one_image(tmp_path, driver):
 def test_hit_counts_are_exact(tmp_path, driver):
     cache_dir = tmp_path / "cache"
     cache = cache_for(cache_dir, driver)
-    cache.cache_image_iter("hot", iter([b"x" * 4096]), allow_unverified=True)
+    cache.cache_image_iter("hot", iter([b"x" * 4096]), UNVERIFIED)
     workers = [
         Worker("hits", cache_dir, driver, 10 * GiB, "hot", 100)
         for _ in range(PROCESSES)

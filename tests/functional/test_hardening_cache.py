@@ -20,7 +20,7 @@ import pytest
 from fsstore import exceptions
 from fsstore.cache import CachingStore, ImageCache, Prefetcher
 from fsstore.registry import StoreRegistry
-from fsstore.testing.cache_suite import make_cache_conf, md5
+from fsstore.testing.cache_suite import UNVERIFIED, make_cache_conf, md5
 from fsstore.testing.suite import payload
 from tests.helpers import load_conf, write_conf
 
@@ -121,7 +121,7 @@ def test_a_full_records_file_system_does_not_fail_the_reader(
                 f.flush()
     except OSError:
         pass
-    chunks, _ = CachingStore(registry, cache).get("img", location, checksum=md5(data))
+    chunks, _ = CachingStore(registry, cache).get("img", location, md5(data))
     assert b"".join(chunks) == data  # no exception: the image is just not cached
     assert "not caching img: cache database" in caplog.text
     assert "full" in caplog.text
@@ -219,7 +219,7 @@ def test_caching_without_a_digest_needs_the_operator_to_ask(tmp_path):
     it = cache.get_caching_iter("a", None, iter([b"data"]))
     assert not it.caching and b"".join(it) == b"data"
     assert not cache.is_cached("a")
-    assert cache.cache_image_iter("a", iter([b"data"]), allow_unverified=True)
+    assert cache.cache_image_iter("a", iter([b"data"]), UNVERIFIED)
     [entry] = cache.get_cached_images()
     assert (entry.image_id, entry.checksum, entry.verified) == ("a", None, False)
 
@@ -232,7 +232,7 @@ def test_the_prefetcher_refuses_an_unverifiable_queue_entry(tmp_path):
     report = Prefetcher(cache, registry).run()
     assert "no checksum or multihash" in report.failed["img"]
     assert not cache.is_cached("img")
-    cache.queue_image("img", location=location, allow_unverified=True)
+    cache.queue_image("img", location=location, expected=UNVERIFIED)
     assert Prefetcher(cache, registry).run().cached == ["img"]
     assert [e.verified for e in cache.get_cached_images()] == [False]
 

@@ -20,7 +20,11 @@ from fsstore import exceptions, opts
 from fsstore.cache import ImageCache
 from fsstore.registry import StoreRegistry
 from fsstore.testing import StoreConformanceTests
-from fsstore.testing.cache_suite import CacheDriverConformanceTests, make_cache_conf
+from fsstore.testing.cache_suite import (
+    UNVERIFIED,
+    CacheDriverConformanceTests,
+    make_cache_conf,
+)
 from tests.functional.test_cli import fails, ok
 from tests.helpers import load_conf, write_conf
 
@@ -99,7 +103,7 @@ def test_example_beside_the_filesystem_store(tmp_path):
 def test_cache_with_the_example_driver_from_config(tmp_path):
     cache = ImageCache(make_cache_conf(tmp_path / "cache", "example_json"))
     assert type(cache.records).__name__ == "JsonRecordsDriver"
-    assert cache.cache_image_iter("img", iter([b"cached"]), allow_unverified=True)
+    assert cache.cache_image_iter("img", iter([b"cached"]), UNVERIFIED)
     with cache.open_for_read("img") as f:
         assert f.read() == b"cached"
     assert cache.get_hit_count("img") == 1

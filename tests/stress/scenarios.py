@@ -19,7 +19,7 @@ from pathlib import Path
 from fsstore import exceptions
 from fsstore.cache import CachingStore, ImageCache, Prefetcher
 from fsstore.registry import StoreRegistry
-from fsstore.testing.cache_suite import make_cache_conf
+from fsstore.testing.cache_suite import UNVERIFIED, make_cache_conf
 from fsstore.testing.streams import SHAPES, NoneRead, Recorder, TextRead, shaped
 from tests import bad_configs
 from tests.helpers import is_root, load_conf, ramfs, tmpfs, write_conf
@@ -320,11 +320,11 @@ def _cache_worker(
         counts["ops"] += 1
         try:
             if op == "read":
-                chunks, length = caching.get(image_id, location, checksum=checksum)
+                chunks, length = caching.get(image_id, location, checksum)
                 data = b"".join(chunks)
                 counts["corrupt"] += hashlib.md5(data).hexdigest() != checksum
             elif op == "queue":
-                cache.queue_image(image_id, location=location, checksum=checksum)
+                cache.queue_image(image_id, location=location, expected=checksum)
             elif op == "prefetch":
                 Prefetcher(cache, registry, workers=2).run()
             elif op == "prune":
@@ -408,7 +408,7 @@ def cache_load(
     # Exact hits while others prune and clean.
     cache = ImageCache(make_cache_conf(cache_dir, driver))
     cache.delete_all_cached_images()
-    cache.cache_image_iter("hot", iter([b"h" * 1000]), allow_unverified=True)
+    cache.cache_image_iter("hot", iter([b"h" * 1000]), UNVERIFIED)
     reads = 50
     pids = []
     for p in range(processes):
@@ -567,9 +567,7 @@ def hostile(workdir: Path, with_cli: bool = True) -> Result:
             ("cache queue", lambda i=image_id: cache.queue_image(i)),
             (
                 "cache write",
-                lambda i=image_id: cache.cache_image_iter(
-                    i, iter([b"x"]), allow_unverified=True
-                ),
+                lambda i=image_id: cache.cache_image_iter(i, iter([b"x"]), UNVERIFIED),
             ),
             ("cache delete", lambda i=image_id: cache.delete_cached_image(i)),
         ]:
@@ -1043,7 +1041,7 @@ def _planted_ops(
         cache().cache_image_iter(IMG, iter([data]), "0" * 32)
 
     def fail_prefetch() -> None:
-        cache().queue_image(IMG, location=missing, allow_unverified=True)
+        cache().queue_image(IMG, location=missing, expected=UNVERIFIED)
         Prefetcher(cache(), registry).run()
 
     return [
