@@ -25,7 +25,9 @@ from fsstore.registry import StoreRegistry, register_opts
 from fsstore.store import Store
 from fsstore.testing.data import new_id, read_all
 
-#: function, with picklable arguments (paths, names), never the store itself.
+#: Builds a store, in whatever process calls it. The suite pickles one into
+#: another process: a picklable callable (a class instance or a module-level
+#: function, with picklable arguments: paths, names), never the store itself.
 StoreFactory = Callable[[], Store]
 
 
@@ -33,7 +35,11 @@ StoreFactory = Callable[[], Store]
 class StoreFromConfig:
     """A :data:`StoreFactory`: the store named ``name`` (a backend name in
     multi-store mode, else a scheme) of the configuration in
-    ``config_files``, as a :class:`~fsstore.registry.StoreRegistry` builds it."""
+    ``config_files``, as a :class:`~fsstore.registry.StoreRegistry` builds it.
+
+    :param config_files: the configuration files, in the order given
+    :param name: the store's backend name (multi-store mode), else a scheme
+    """
 
     config_files: tuple[str, ...]
     name: str
@@ -41,13 +47,17 @@ class StoreFromConfig:
     @classmethod
     def of(cls, store: Store) -> StoreFromConfig | None:
         """The factory of a store configured from files; None for one whose
-        configuration is not all in files (overrides, arguments)."""
+        configuration is not all in files (overrides, arguments).
+
+        :param store: a configured store; files come from its ``conf``
+        """
         files = tuple(getattr(store.conf, "config_file", None) or ())
         if not files:
             return None
         return cls(files, store.backend_group or store.get_schemes()[0])
 
     def __call__(self) -> Store:
+        """Parse the files and build the store, in the calling process."""
         conf = cfg.ConfigOpts()
         register_opts(conf)
         args = [arg for path in self.config_files for arg in ("--config-file", path)]
@@ -114,7 +124,11 @@ class _Meeting:
 
 def race_body(tag: str, image_id: str) -> bytes:
     """What writer ``tag`` adds under ``image_id``: the writers' differ, so
-    the stored bytes name the winner."""
+    the stored bytes name the winner.
+
+    :param tag: the writer, ``a`` or ``b``
+    :param image_id: the id both writers add
+    """
     return f"{tag}:{image_id}:".encode() * 1024
 
 
@@ -190,7 +204,14 @@ class RaceConformanceTests:
     race_rounds = 20
 
     def leftovers(self, store: Store) -> Any:
-        """What the store holds besides published images (None: not checked)."""
+        """What the store holds besides published images (None: not checked).
+
+        Override it to list a store's staging files or in-progress uploads,
+        so that the failure tests prove an add that fails leaves none.
+
+        :param store: the store of the ``store`` fixture
+        :returns: anything comparable with ``==``, taken before and after
+        """
         return None
 
     def store_factory(self, store: Store) -> StoreFactory | None:
@@ -198,13 +219,19 @@ class RaceConformanceTests:
         holds, for the races between processes: by default the store of
         the same configuration files (:class:`StoreFromConfig`). Override
         it for a store set up otherwise; return None for one whose images
-        live in its process (a memory store): those races are skipped."""
+        live in its process (a memory store): those races are skipped.
+
+        :param store: the store of the ``store`` fixture
+        """
         return StoreFromConfig.of(store)
 
     def one_winner_gap(self, store: Store) -> str | None:
         """Why ``store`` does not promise that exactly one of concurrent
         adds of an id wins (the race tests are then skipped), or None: it
-        does, as every store should."""
+        does, as every store should.
+
+        :param store: the store of the ``store`` fixture
+        """
         return None
 
     def _leftovers_at_rest(self, store: Store) -> Any:
