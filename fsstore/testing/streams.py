@@ -9,6 +9,9 @@ from collections.abc import Iterator
 from typing import Any
 
 # Each name is a way to hand over the same bytes; see shaped().
+# bytes/bytearray: iterables of new objects; reused-*: one buffer that each
+# chunk overwrites; array: views of 4-byte items; file*: file-like objects,
+# whole, read short, or handing out views of one buffer; rawio: a raw file.
 SHAPES = [
     "bytes",
     "bytearray",
@@ -23,17 +26,22 @@ SHAPES = [
 
 
 class Recorder:
-    """A verifier that hashes what it is shown (a copy: never holds a view)."""
+    """A verifier that hashes what it is shown (a copy: never holds a view).
+
+    ``calls`` counts the updates; :meth:`md5` is the digest of all it saw.
+    """
 
     def __init__(self) -> None:
         self._md5 = hashlib.md5()
         self.calls = 0
 
     def update(self, chunk: Any) -> None:
+        """Hash ``chunk`` (any bytes-like object) at once, and count the call."""
         self.calls += 1
         self._md5.update(chunk)
 
     def md5(self) -> str:
+        """The hex MD5 of every byte shown so far."""
         return self._md5.hexdigest()
 
 
@@ -105,13 +113,17 @@ class Spinning(AssertionError):
 
 
 class NoneRead:
-    """A non-blocking stream: some data, then read() returns None."""
+    """A non-blocking stream: some data, then read() returns None.
+
+    :param data: what the first read returns, whatever its size
+    """
 
     def __init__(self, data: bytes) -> None:
         self._data: bytes | None = data
         self._nones = 0
 
     def read(self, n: int = -1) -> bytes | None:
+        """The data once, then None; Spinning if asked too often after that."""
         data, self._data = self._data, None
         if data is None:
             self._nones += 1
@@ -121,13 +133,17 @@ class NoneRead:
 
 
 class TextRead:
-    """A file opened in text mode: read() returns str, '' at the end."""
+    """A file opened in text mode: read() returns str, '' at the end.
+
+    :param text: what it reads
+    """
 
     def __init__(self, text: str) -> None:
         self._f = io.StringIO(text)
         self._empty = 0
 
     def read(self, n: int = -1) -> str:
+        """At most ``n`` characters; Spinning if asked too often after ''."""
         text = self._f.read(n)
         if not text:
             self._empty += 1
@@ -137,7 +153,13 @@ class TextRead:
 
 
 def shaped(data: bytes, shape: str, step: int) -> Any:
-    """``data`` handed over as ``shape``, in pieces of about ``step`` bytes."""
+    """``data`` handed over as ``shape``, in pieces of about ``step`` bytes.
+
+    :param data: the bytes to hand over
+    :param shape: one of :data:`SHAPES`
+    :param step: the size of a piece; less than 1 counts as 1
+    :raises ValueError: for a shape not in :data:`SHAPES`
+    """
     step = max(1, step)
     pieces = [data[i : i + step] for i in range(0, len(data), step)]
     if shape == "bytes":

@@ -37,7 +37,12 @@ __all__ = [
 
 
 class StoreConformanceTests(RaceConformanceTests):
-    """Subclass this and provide a ``store`` fixture."""
+    """Subclass this and provide a ``store`` fixture.
+
+    Set :attr:`io_size` and :attr:`keeps_digests` to what the store does;
+    override :meth:`leftovers`, :meth:`store_factory` or
+    :meth:`one_winner_gap` as :class:`RaceConformanceTests` says.
+    """
 
     #: The store's I/O size (filesystem_store_chunk_size for the filesystem
     #: store), for the round trips at its boundaries.
@@ -49,11 +54,19 @@ class StoreConformanceTests(RaceConformanceTests):
 
     @pytest.fixture
     def store(self) -> Store:  # pragma: no cover - provided by subclasses
+        """A configured, empty store, new for each test."""
         raise NotImplementedError("provide a 'store' fixture")
 
     # -- helpers -------------------------------------------------------
 
     def assert_nothing_left(self, store: Store, image_id: str, before: Any) -> None:
+        """Assert that a failed add left nothing: no leftovers, and the id
+        can be added (then deleted again).
+
+        :param store: the store the add failed in
+        :param image_id: the id of the failed add
+        :param before: :meth:`leftovers` before the add; None: not compared
+        """
         if before is not None:
             assert self.leftovers(store) == before
         # Nothing was published under the id: adding it now works.
@@ -246,6 +259,8 @@ class StoreConformanceTests(RaceConformanceTests):
 
     @pytest.fixture
     def ranged(self, store: Store) -> Iterator[tuple[Store, str, bytes]]:
+        """``(store, location, data)`` of an image of a few I/O sizes, for the
+        ranged reads; skipped for a store that refuses them, as it declares."""
         data = payload(3 * self.io_size + 11, seed=7)
         result = store.add(new_id(), iter([data]), len(data))
         if Capability.READ_RANDOM not in store.capabilities:
