@@ -4,15 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Unpack
 
 from fsstore import exceptions
-from fsstore.cache.image_cache import (
-    ExpectedArg,
-    ImageCache,
-    LegacyDigests,
-    as_expected,
-)
+from fsstore.cache.image_cache import ExpectedArg, ImageCache, as_expected
 from fsstore.registry import StoreRegistry
 from fsstore.store import range_length, validate_image_id
 from fsstore.streams import READ_CHUNK, FileChunkIterator, ImageChunks
@@ -39,7 +33,6 @@ class CachingStore:
         expected: ExpectedArg = None,
         offset: int = 0,
         chunk_size: int | None = None,
-        **legacy: Unpack[LegacyDigests],
     ) -> tuple[ImageChunks, int]:
         """``(iterator of bytes, length)`` of the image, or of a range of it
         (see Store.get), from the cache when it is cached.
@@ -50,8 +43,6 @@ class CachingStore:
             (see ImageCache.start_write); without a digest it is not cached.
         :param offset: where the range starts.
         :param chunk_size: the range's length (None: to the end).
-        :param legacy: the keywords before ``expected``
-            (ImageCache's LegacyDigests).
         """
         validate_image_id(image_id)
         try:
@@ -60,7 +51,7 @@ class CachingStore:
             return self._from_cache(image_id, offset, chunk_size)
         except exceptions.NotFound:
             pass  # not cached: read through
-        wanted = as_expected(expected, **legacy)
+        wanted = as_expected(expected)
         chunks, length = self.registry.get(location, offset, chunk_size)
         if offset or chunk_size is not None or wanted is None or not wanted.digests:
             return chunks, length

@@ -11,10 +11,9 @@ prefetch queue is fsstore.cache.queue.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import logging
 from collections.abc import Iterable, Iterator
-from typing import Any, BinaryIO, TypeAlias, TypedDict, Unpack
+from typing import Any, BinaryIO, TypeAlias
 
 from oslo_config import cfg
 
@@ -23,7 +22,7 @@ from fsstore.cache.directory import CacheDirectory, Cleaned
 from fsstore.cache.queue import PrefetchQueue
 from fsstore.cache.records import CachedImage, Problem, RecordsDriver
 from fsstore.cache.writer import CacheWriter
-from fsstore.hashing import DEFAULT_HASHING_ALGO, Expected
+from fsstore.hashing import Expected
 from fsstore.location import without_credentials
 from fsstore.registry import load_driver, register_opts
 from fsstore.store import validate_image_id
@@ -38,49 +37,15 @@ CACHE_DRIVERS_NAMESPACE = "fsstore.cache_drivers"
 ExpectedArg: TypeAlias = Expected | str | None
 
 
-class LegacyDigests(TypedDict, total=False):
-    """The keywords cache methods took before ``expected``. Each still
-    works, folded into the one digests value by :func:`as_expected`; new
-    code passes an Expected."""
-
-    checksum: str | None
-    multihash: str | None
-    hashing_algo: str | None
-    size: int
-    allow_unverified: bool
-
-
-def as_expected(
-    expected: ExpectedArg, **legacy: Unpack[LegacyDigests]
-) -> Expected | None:
+def as_expected(expected: ExpectedArg) -> Expected | None:
     """``expected`` as the one digests value (None stays None).
 
     :param expected: an Expected, an MD5 hex digest (what Glance passes
         as ``image_checksum``), or None.
-    :param legacy: the keywords of :class:`LegacyDigests`; an Expected
-        and digests among them both are Invalid (which would count?).
     """
-    checksum, multihash = legacy.get("checksum"), legacy.get("multihash")
-    algo = legacy.get("hashing_algo")
-    if isinstance(expected, Expected) or (expected and checksum):
-        if checksum or multihash or algo:
-            raise exceptions.Invalid(
-                "expected digests are given twice: as expected, and as "
-                "checksum, multihash or hashing_algo; give them once"
-            )
-    elif expected is not None or checksum or multihash or algo:
-        expected = Expected(
-            expected or checksum, multihash, algo or DEFAULT_HASHING_ALGO
-        )
-    assert expected is None or isinstance(expected, Expected)
-    changed: dict[str, Any] = {}
-    if legacy.get("size"):
-        changed["size"] = legacy["size"]
-    if legacy.get("allow_unverified"):
-        changed["allow_unverified"] = True
-    if changed:
-        expected = dataclasses.replace(expected or Expected(), **changed)
-    return expected
+    if expected is None or isinstance(expected, Expected):
+        return expected
+    return Expected(expected)
 
 
 def verifiable(image_id: str, expected: Expected | None) -> Expected:
@@ -241,7 +206,6 @@ class ImageCache:
         image_id: str,
         location: str | None = None,
         expected: ExpectedArg = None,
-        **legacy: Unpack[LegacyDigests],
     ) -> bool:
         """Queue for prefetching; whether it was queued (not if it is
         cached, being cached or queued already).
@@ -252,9 +216,8 @@ class ImageCache:
         :param expected: what the prefetcher verifies it against, recorded
             too (see start_write); without it, the prefetcher's resolver
             may give one.
-        :param legacy: the keywords before ``expected`` (LegacyDigests).
         """
-        wanted = as_expected(expected, **legacy) or Expected()
+        wanted = as_expected(expected) or Expected()
         return self._queue.add(
             image_id,
             location=None if location is None else without_credentials(location),
@@ -321,7 +284,6 @@ class ImageCache:
         self,
         image_id: str,
         expected: ExpectedArg = None,
-        **legacy: Unpack[LegacyDigests],
     ) -> CacheWriter | None:
         """A writer for ``image_id`` (see fsstore.cache.writer), or None when
         it must not be cached now: cached, being cached by another writer, an
@@ -334,10 +296,9 @@ class ImageCache:
             names no digest is Invalid, unless it allows unverified caching
             by name: the entry is then recorded without a checksum
             (``CachedImage.verified`` is False).
-        :param legacy: the keywords before ``expected`` (LegacyDigests).
         """
         validate_image_id(image_id)
-        wanted = verifiable(image_id, as_expected(expected, **legacy))
+        wanted = verifiable(image_id, as_expected(expected))
         return self._directory.start_write(
             image_id,
             wanted.checksum,
@@ -350,7 +311,6 @@ class ImageCache:
         self,
         image_id: str,
         expected: ExpectedArg = None,
-        **legacy: Unpack[LegacyDigests],
     ) -> contextlib.AbstractContextManager[CacheWriter | None]:
         """``start_write`` as a context manager: a clean exit commits, an
         exception fails the entry into ``invalid/``; None when it must not
@@ -358,9 +318,8 @@ class ImageCache:
 
         :param image_id: the image to cache.
         :param expected: what the data must match (see start_write).
-        :param legacy: the keywords before ``expected`` (LegacyDigests).
         """
-        writer = self.start_write(image_id, as_expected(expected, **legacy))
+        writer = self.start_write(image_id, as_expected(expected))
         return contextlib.nullcontext() if writer is None else writer
 
     def get_caching_iter(
@@ -368,7 +327,6 @@ class ImageCache:
         image_id: str,
         expected: ExpectedArg,
         iterator: Iterable[bytes],
-        **legacy: Unpack[LegacyDigests],
     ) -> CachingIterator:
         """Yield ``iterator``'s chunks, caching them on the way when possible
         (Glance's ``get_caching_iter(image_id, image_checksum, image_iter)``).
@@ -382,11 +340,10 @@ class ImageCache:
             nothing to verify against, or an MD5 that could never match,
             the chunks pass through uncached.
         :param iterator: the image's chunks.
-        :param legacy: the keywords before ``expected`` (LegacyDigests).
         """
         validate_image_id(image_id)
         try:
-            wanted = verifiable(image_id, as_expected(expected, **legacy))
+            wanted = verifiable(image_id, as_expected(expected))
         except exceptions.Invalid as exc:
             LOG.info("not caching %s: %s", image_id, exc)
             return CachingIterator(None, iterator)
@@ -397,7 +354,6 @@ class ImageCache:
         image_id: str,
         iterator: Iterable[Any] | Any,
         expected: ExpectedArg = None,
-        **legacy: Unpack[LegacyDigests],
     ) -> bool:
         """Cache everything ``iterator`` yields; True if it was published
         (Glance's ``cache_image_iter(image_id, image_iter, image_checksum)``).
@@ -407,10 +363,9 @@ class ImageCache:
         :param expected: what the data must match (see start_write):
             Invalid when it names no digest and does not allow unverified
             caching; data longer or shorter than its ``size`` is not cached.
-        :param legacy: the keywords before ``expected`` (LegacyDigests).
         """
         validate_image_id(image_id)
-        wanted = verifiable(image_id, as_expected(expected, **legacy))
+        wanted = verifiable(image_id, as_expected(expected))
         writer = self.start_write(image_id, wanted)
         if writer is None:
             return False
@@ -426,7 +381,6 @@ class ImageCache:
         image_id: str,
         image_file: BinaryIO,
         expected: ExpectedArg = None,
-        **legacy: Unpack[LegacyDigests],
     ) -> bool:
         """Cache the data of ``image_file``; True if it was published
         (Glance's ``cache_image_file(image_id, image_file)``).
@@ -434,6 +388,5 @@ class ImageCache:
         :param image_id: the image to cache.
         :param image_file: its data, open for binary reading.
         :param expected: what the data must match (see start_write).
-        :param legacy: the keywords before ``expected`` (LegacyDigests).
         """
-        return self.cache_image_iter(image_id, image_file, expected, **legacy)
+        return self.cache_image_iter(image_id, image_file, expected)

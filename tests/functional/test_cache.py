@@ -14,7 +14,6 @@ import pytest
 
 from fsstore import exceptions
 from fsstore.cache import CachingStore, ImageCache, Prefetcher
-from fsstore.cache.image_cache import as_expected
 from fsstore.hashing import Expected
 from fsstore.registry import StoreRegistry
 from fsstore.testing.cache_suite import make_cache_conf, md5
@@ -470,33 +469,21 @@ def test_an_unknown_hashing_algo_leaves_the_image_cacheable(tmp_path):
     assert cache.cache_image_iter("img", iter([b"x"]), md5(b"x"))
 
 
-# -- one expected argument; the keywords before it still work ------------------
+# -- one expected argument -------------------------------------------------------
 
 
-def test_the_keywords_before_expected_fold_into_it(tmp_path):
-    """Callers written before ``expected`` (checksum=, multihash=,
-    hashing_algo=, size=, allow_unverified=) get what they asked for."""
-    data = b"data"
-    sha256 = hashlib.sha256(data).hexdigest()
-    assert as_expected(None, checksum=md5(data)) == Expected(md5(data))
-    assert as_expected(md5(data), multihash=sha256, hashing_algo="sha256") == (
-        Expected(md5(data), sha256, "sha256")
-    )
-    assert as_expected(None, allow_unverified=True, size=4) == Expected(
-        size=4, allow_unverified=True
-    )
-    assert as_expected(None) is None
-    with pytest.raises(exceptions.Invalid, match="given twice"):
-        as_expected(Expected(md5(data)), checksum=md5(data))
-    with pytest.raises(exceptions.Invalid, match="expected digests"):
-        as_expected(md5(data), hashing_algo="shake_128")
+@pytest.mark.parametrize(
+    "keyword", ["checksum", "multihash", "hashing_algo", "size", "allow_unverified"]
+)
+def test_the_keywords_before_expected_are_refused(tmp_path, keyword):
+    """What the data must match is one ``expected``: a keyword the cache
+    took before it is a TypeError naming it, never quietly ignored."""
     cache = make(tmp_path)
-    assert cache.cache_image_iter(
-        "a", iter([data]), multihash=sha256, hashing_algo="sha256"
-    )
-    assert not cache.cache_image_iter("b", iter([data]), checksum=md5(b"other"))
-    assert cache.cache_image_iter("c", iter([data]), allow_unverified=True)
-    assert [(e.image_id, e.verified) for e in cache.get_cached_images()] == [
-        ("a", True),
-        ("c", False),
-    ]
+    for call in (
+        lambda **kw: cache.start_write("a", **kw),
+        lambda **kw: cache.cache_image_iter("a", iter([b"data"]), **kw),
+        lambda **kw: cache.queue_image("a", "file:///x/a", **kw),
+    ):
+        with pytest.raises(TypeError, match=keyword):
+            call(**{keyword: md5(b"data")})
+    assert not cache.is_cached("a") and not cache.is_queued("a")
