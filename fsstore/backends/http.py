@@ -182,7 +182,11 @@ def build_opener(
     context: ssl.SSLContext, proxies: dict[str, str]
 ) -> urllib.request.OpenerDirector:
     """An opener for http and https only: no ftp, file or data handlers,
-    which urllib.request.build_opener would add."""
+    which urllib.request.build_opener would add.
+
+    :param context: the TLS context https requests verify servers with
+    :param proxies: proxy URLs by scheme, as urllib's ProxyHandler takes them
+    """
     opener = urllib.request.OpenerDirector()
     for handler in (
         urllib.request.ProxyHandler(dict(proxies)),
@@ -198,7 +202,12 @@ def build_opener(
 
 
 def content_length(response: Any, what: str) -> int | None:
-    """The response's Content-Length, None if it has none."""
+    """The response's Content-Length, None if it has none.
+
+    :param response: an HTTP response (its ``headers``)
+    :param what: the location, as the message names it
+    :raises BackendException: when it is not a non-negative integer
+    """
     value = response.headers.get("Content-Length")
     if value is None:
         return None
@@ -216,6 +225,10 @@ class ResponseIterator:
     Closes the response when done or closed. Errors while reading (a reset
     connection, a malformed chunked body, a body that ends early, the
     deadline) are BackendException naming the location.
+
+    :param response: the open response, which this object now owns
+    :param length: its Content-Length; None: read to the end of the body
+    :param deadline: the request's deadline, which names the location
     """
 
     def __init__(self, response: Any, length: int | None, deadline: _Deadline) -> None:
@@ -276,6 +289,7 @@ class ResponseIterator:
         return chunk
 
     def close(self) -> None:
+        """Close the response, whether the body was read to the end or not."""
         if self._response is not None:
             self._response.close()
             self._response = None
@@ -294,6 +308,11 @@ class HttpStore(Store):
     DRIVER_NAME = "http"
 
     def configure(self) -> None:
+        """Read the options and build the opener every request goes through.
+
+        :raises BadStoreConfiguration: when https_ca_certificates_file cannot
+            be loaded (or an option cannot be read)
+        """
         cafile = self.option("https_ca_certificates_file")
         insecure = self.option("https_insecure")
         proxies = self.option("http_proxy_information") or {}
@@ -315,6 +334,7 @@ class HttpStore(Store):
         self.opener = build_opener(context, dict(proxies))
 
     def parse_location(self, uri: str) -> HttpLocation:
+        """An ``http://`` or ``https://`` location (HttpLocation.from_uri)."""
         return HttpLocation.from_uri(uri)
 
     def _open(self, location: Location, method: str) -> tuple[Any, _Deadline]:
@@ -344,6 +364,8 @@ class HttpStore(Store):
     def _get(
         self, location: Location, offset: int, limit: int | None
     ) -> tuple[ImageChunks, int]:
+        """A GET of the whole image (ranges are not offered); the length is
+        its Content-Length, 0 when the server sends none."""
         response, deadline = self._open(location, "GET")
         try:
             length = content_length(response, deadline.what)
@@ -353,6 +375,7 @@ class HttpStore(Store):
         return ResponseIterator(response, length, deadline), length or 0
 
     def _get_size(self, location: Location) -> int:
+        """A HEAD's Content-Length, 0 when the server sends none."""
         response, deadline = self._open(location, "HEAD")
         with response:
             return content_length(response, deadline.what) or 0
