@@ -116,6 +116,7 @@ class FilesystemStore(Store):
 
     @property
     def datadirs(self) -> list[DataDir]:
+        """The configured data directories, missing ones included."""
         return self._dirs.all
 
     # -- configuration ---------------------------------------------------
@@ -140,6 +141,13 @@ class FilesystemStore(Store):
         )
 
     def configure(self) -> None:
+        """Read the options, open the data directories (a fresh store's are
+        made) and remove the staging files no live writer holds.
+
+        :raises BadStoreConfiguration: for no data directory or both options
+            set, a bad priority, permission or metadata file, or a directory
+            that cannot be made or is not readable and writable
+        """
         dirs = self._configured_datadirs()
         self.file_mode = parse_file_perm(
             self.name, self.option("filesystem_store_file_perm")
@@ -164,10 +172,14 @@ class FilesystemStore(Store):
         self._dirs.open(dirs, self.file_mode, self.fsync)
 
     def close(self) -> None:
+        """Close the data directories' descriptors, the publish lock and the
+        threads of filesystem_store_timeout; configure opens them anew."""
         self._dirs.close()
         self._timed.close()
 
     def describe(self) -> dict[str, Any]:
+        """Store.describe, and each data directory's path, priority and free
+        bytes (None: missing), highest priority first."""
         info = super().describe()
         info["datadirs"] = [
             {
@@ -183,9 +195,12 @@ class FilesystemStore(Store):
     # -- locations -------------------------------------------------------
 
     def parse_location(self, uri: str) -> FileLocation:
+        """A ``file://`` (or ``filesystem://``) location (FileLocation.from_uri)."""
         return FileLocation.from_uri(uri)
 
     def owns(self, location: Location) -> bool:
+        """Whether ``location`` names a file directly inside one of the data
+        directories (by path, or by the path resolved), under a valid id."""
         return self._dirs.find(location) is not None
 
     def _resolve(self, location: Location) -> tuple[DataDir, str]:
@@ -366,6 +381,9 @@ class FilesystemStore(Store):
 
     # -- integrity -------------------------------------------------------
     def images(self) -> Iterator[ListedImage]:
+        """The regular files of every data directory present, but the
+        store's own (``.fsstore-*``); a missing directory is skipped
+        (``unavailable`` names it)."""
         for datadir in self.datadirs:
             if not self._dirs.available(datadir):
                 continue
@@ -381,15 +399,20 @@ class FilesystemStore(Store):
                     yield ListedImage(entry.name, location, st.st_size)
 
     def identity(self) -> str:
+        """``file:`` and the data directories' resolved paths, sorted."""
         # Priorities only order where new images go; the directories (as
         # resolved, so that two spellings of one path agree) are the store.
         paths = sorted({os.path.realpath(d.path) for d in self.datadirs})
         return "file:" + json.dumps(paths)
 
     def unavailable(self) -> list[str]:
+        """The data directories missing now, and those a fresh store made
+        that still hold no image (maybe in place of an unmounted one)."""
         return self._dirs.missing()
 
     def kept_digests(self, location: Location | str) -> KeptDigests | None:
+        """The digests recorded with the image file (a user xattr, or a
+        record in ``.fsstore-digests``); None too when no file can be opened."""
         try:
             datadir, name, fd, _ = self._open_image(self._location(location))
         except (exceptions.NotFound, exceptions.Forbidden):
@@ -400,6 +423,8 @@ class FilesystemStore(Store):
             os.close(fd)
 
     def read_image(self, location: Location | str) -> ScrubbedFile:
+        """The image file opened for a scrub; its ``keep`` keeps digests
+        with that open file only (see ImageRead)."""
         where = self._location(location)
         datadir, name, fd, _ = self._open_image(where)
         try:
