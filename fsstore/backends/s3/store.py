@@ -113,6 +113,8 @@ class S3Store(Store):
     # -- configuration ---------------------------------------------------
 
     def configure(self) -> None:
+        """Read the options and make the one client every thread shares;
+        BadStoreConfiguration if host, bucket or either key is not set."""
         host, access_key, secret_key = (
             self.option(name) for name in CREDENTIAL_OPTIONS
         )
@@ -169,6 +171,8 @@ class S3Store(Store):
         )
 
     def describe(self) -> dict[str, Any]:
+        """Store.describe, with the endpoint, the bucket, the addressing style,
+        and as its scheme the one new locations get."""
         info = super().describe()
         info.update(
             schemes=[self.scheme],
@@ -189,6 +193,7 @@ class S3Store(Store):
     # -- locations -------------------------------------------------------
 
     def parse_location(self, uri: str) -> S3Location:
+        """An ``s3[+http|+https]://`` location, credentials dropped."""
         return S3Location.from_uri(uri)
 
     def owns(self, location: Location) -> bool:
@@ -204,8 +209,8 @@ class S3Store(Store):
         return isinstance(location, S3Location) and location.bucket == self.bucket
 
     def preference(self, location: Location) -> int:
-        # Of several S3 stores with this bucket, the one whose host the
-        # location names.
+        """Of several S3 stores with this bucket, the one whose host the
+        location names is preferred."""
         return int(isinstance(location, S3Location) and location.host == self.host)
 
     def _key(self, location: Location) -> str:
@@ -273,6 +278,7 @@ class S3Store(Store):
     # -- integrity -------------------------------------------------------
 
     def images(self) -> Iterator[ListedImage]:
+        """The bucket's objects, but claims, digest records and keys no add writes."""
         pages = self.client.get_paginator("list_objects_v2").paginate(
             Bucket=self.bucket
         )
@@ -290,6 +296,7 @@ class S3Store(Store):
             raise self._error(exc, f"listing bucket {self.bucket!r}") from None
 
     def identity(self) -> str:
+        """``s3:``, the endpoint (lowercase, no trailing ``/``), and the bucket."""
         return f"s3:{self.endpoint.rstrip('/').lower()}/{self.bucket}"
 
     def kept_digests(self, location: Location | str) -> KeptDigests | None:
@@ -307,6 +314,8 @@ class S3Store(Store):
         return kept
 
     def read_image(self, location: Location | str) -> ScrubbedObject:
+        """The object opened for a scrub; its ``keep`` keeps digests only for
+        the object of the ETag read (see ImageRead)."""
         where = self._location(location)
         key = self._key(where)
         try:
@@ -480,6 +489,8 @@ def key_problem(image_id: str) -> str | None:
     On top of every store's rules (image_id_problem): no ASCII control
     characters, which S3's XML responses cannot carry and which engines
     handle each their own way (a newline is refused as a missing object).
+
+    :param image_id: the id of an add, or a key listed in the bucket
     """
     problem = image_id_problem(image_id)
     if problem is None and any(ord(c) < 32 or ord(c) == 127 for c in image_id):
