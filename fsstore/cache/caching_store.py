@@ -55,7 +55,7 @@ class CachingStore:
         chunks, length = self.registry.get(location, offset, chunk_size)
         if offset or chunk_size is not None or wanted is None or not wanted.digests:
             return chunks, length
-        if wanted.size is None:
+        if wanted.size is None and length:  # 0: the store does not know it
             wanted = dataclasses.replace(wanted, size=length)
         return self.cache.get_caching_iter(image_id, wanted, chunks), length
 

@@ -42,6 +42,7 @@ from fsstore.cache.layout import (
 from fsstore.cache.policy import CachePolicy, EvictionPolicy
 from fsstore.cache.records import CachedImage, Problem, RecordsDriver
 from fsstore.cache.writer import CacheWriter
+from fsstore.hashing import Expected
 from fsstore.store import image_id_problem
 
 LOG = logging.getLogger(__name__)
@@ -251,27 +252,16 @@ class CacheDirectory(CacheLayout):
 
     # -- writing (fsstore.cache.publish) ---------------------------------------
 
-    def start_write(
-        self,
-        image_id: str,
-        checksum: str | None,
-        multihash: str | None,
-        hashing_algo: str,
-        size: int = 0,
-    ) -> CacheWriter | None:
+    def start_write(self, image_id: str, expected: Expected) -> CacheWriter | None:
         """A writer for ``image_id``, or None when it must not be cached now:
         it is cached, another writer has it, its name is not an entry's, or
-        ``size`` is not admitted by the policy.
+        ``expected.size`` is not admitted by the policy.
 
         :param image_id: the image to cache.
-        :param checksum: the MD5 the data must have, or None.
-        :param multihash: the ``hashing_algo`` digest it must have, or None.
-        :param hashing_algo: the multihash's algorithm.
-        :param size: the declared size (0: unknown).
+        :param expected: what the data must match to be published (its
+            digests, and its size if given), checked by the writer.
         """
-        return _publish.start_write(
-            self, image_id, checksum, multihash, hashing_algo, size
-        )
+        return _publish.start_write(self, image_id, expected)
 
     def publish(self, writer: CacheWriter) -> bool:
         """Commit a verified writer's file as an entry; False if an entry

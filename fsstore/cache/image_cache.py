@@ -299,13 +299,7 @@ class ImageCache:
         """
         validate_image_id(image_id)
         wanted = verifiable(image_id, as_expected(expected))
-        return self._directory.start_write(
-            image_id,
-            wanted.checksum,
-            wanted.multihash,
-            wanted.hashing_algo,
-            wanted.size or 0,
-        )
+        return self._directory.start_write(image_id, wanted)
 
     def open_for_write(
         self,

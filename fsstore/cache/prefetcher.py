@@ -71,10 +71,10 @@ class Prefetcher:
             raise exceptions.NotFound(f"no location known for queued image {image_id}")
         expected = verifiable(image_id, _expected(info))
         chunks, length = self.registry.get(location)
+        if length and expected.size is None:  # 0: the store does not know it
+            expected = dataclasses.replace(expected, size=length)
         try:
-            with self.cache.open_for_write(
-                image_id, dataclasses.replace(expected, size=length)
-            ) as writer:
+            with self.cache.open_for_write(image_id, expected) as writer:
                 if writer is None:
                     # Cached, or being cached by another writer (whose commit
                     # dequeues it), or larger than the whole cache.

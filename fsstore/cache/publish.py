@@ -28,6 +28,7 @@ from fsstore.tracing import trace
 
 if TYPE_CHECKING:
     from fsstore.cache.directory import CacheDirectory
+    from fsstore.hashing import Expected
 
 LOG = logging.getLogger(__name__)
 
@@ -67,22 +68,20 @@ def open_incomplete(directory: CacheDirectory, image_id: str) -> int | None:
 
 
 def start_write(
-    directory: CacheDirectory,
-    image_id: str,
-    checksum: str | None,
-    multihash: str | None,
-    hashing_algo: str,
-    size: int = 0,
+    directory: CacheDirectory, image_id: str, expected: Expected
 ) -> CacheWriter | None:
     """A writer for ``image_id``, or None when it must not be cached now
-    (the parameters after ``directory`` are ``CacheDirectory.start_write``'s).
+    (see ``CacheDirectory.start_write``).
 
     :param directory: the cache directory.
+    :param image_id: the image to cache.
+    :param expected: what the data must match to be published, handed to
+        the writer as it is; its ``size``, if given, must be admitted.
     """
     if (
         not directory.is_entry_name(directory.checked(image_id))
         or directory.is_cached(image_id)
-        or not directory.policy.admits(size)
+        or not directory.policy.admits(expected.size or 0)
     ):
         return None
     try:
@@ -100,8 +99,8 @@ def start_write(
         os.close(fd)
         return None
     try:
-        return CacheWriter(directory, image_id, fd, checksum, multihash, hashing_algo)
-    except BaseException:  # an unknown hashing_algo: nothing was written
+        return CacheWriter(directory, image_id, fd, expected)
+    except BaseException:  # no writer to end: nothing was written
         discard(directory, image_id)
         os.close(fd)
         raise

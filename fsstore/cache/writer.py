@@ -23,13 +23,7 @@ import os
 from types import TracebackType
 from typing import Any, Protocol
 
-from fsstore.hashing import (
-    DEFAULT_HASHING_ALGO,
-    Expected,
-    ImageHasher,
-    KeptDigests,
-    mismatch,
-)
+from fsstore.hashing import Expected, ImageHasher, KeptDigests, mismatch
 from fsstore.streams import byte_view
 from fsstore.writepath import ImageFileWriter, WriteFailed
 
@@ -55,28 +49,15 @@ class CacheWriter:
     :param image_id: the image's id.
     :param fd: its ``incomplete/`` file, locked; the writer closes it.
     :param expected: what the data must match to be published (see
-        fsstore.hashing.Expected); an MD5 hex digest or None stands for
-        ``Expected(expected, multihash, hashing_algo)``.
-    :param multihash: with an MD5 or None for ``expected``, the
-        multihash the data must have, or None.
-    :param hashing_algo: with an MD5 or None for ``expected``, the
-        multihash's algorithm.
+        fsstore.hashing.Expected): its digests, and its size if given.
     """
 
     def __init__(
-        self,
-        directory: Publisher,
-        image_id: str,
-        fd: int,
-        expected: Expected | str | None,
-        multihash: str | None = None,
-        hashing_algo: str = DEFAULT_HASHING_ALGO,
+        self, directory: Publisher, image_id: str, fd: int, expected: Expected
     ) -> None:
         self._directory = directory
         self.image_id = image_id
         self.fd = fd
-        if not isinstance(expected, Expected):
-            expected = Expected(expected, multihash, hashing_algo)
         self.expected = expected
         self.hasher = ImageHasher(expected.hashing_algo)
         self._file = ImageFileWriter(fd, self.hasher)

@@ -469,6 +469,24 @@ def test_an_unknown_hashing_algo_leaves_the_image_cacheable(tmp_path):
     assert cache.cache_image_iter("img", iter([b"x"]), md5(b"x"))
 
 
+def test_the_writer_checks_the_expected_size(tmp_path):
+    """The Expected a writer is given is checked whole: its size too."""
+    data = b"data"
+    cache = make(tmp_path / "cache")
+    for image_id, size, reason in (
+        ("short", 5, "4 of 5 bytes"),
+        ("long", 3, "4 bytes, 3 were expected"),
+    ):
+        writer = cache.start_write(image_id, Expected(md5(data), size=size))
+        assert writer is not None
+        writer.write(data)
+        assert not writer.commit()
+        assert writer.rejected == reason
+    assert cache.get_cached_images() == []
+    assert sorted(os.listdir(tmp_path / "cache" / "invalid")) == ["long", "short"]
+    assert cache.cache_image_iter("exact", iter([data]), Expected(md5(data), size=4))
+
+
 # -- one expected argument -------------------------------------------------------
 
 

@@ -13,6 +13,7 @@ from fsstore import tracing
 from fsstore.cache.directory import CacheDirectory
 from fsstore.cache.image_cache import load_records_driver
 from fsstore.cache.writer import CacheWriter
+from fsstore.hashing import Expected
 from fsstore.testing.cache_suite import make_cache_conf
 
 DATA = b"cached image " * 100
@@ -28,7 +29,7 @@ def cache_dir(request: pytest.FixtureRequest, tmp_path: Path) -> CacheDirectory:
 
 def start(cache_dir: CacheDirectory, image_id: str, data: bytes) -> CacheWriter | None:
     md5 = hashlib.md5(data).hexdigest()
-    return cache_dir.start_write(image_id, md5, None, "sha512")
+    return cache_dir.start_write(image_id, Expected(md5))
 
 
 def names(cache_dir: CacheDirectory, sub: str) -> list[str]:

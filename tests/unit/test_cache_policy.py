@@ -22,6 +22,7 @@ from fsstore.cache.policy import (
     LeastRecentlyUsed,
 )
 from fsstore.cache.records import CachedImage
+from fsstore.hashing import Expected
 from fsstore.testing.cache_suite import make_cache_conf
 
 LIMIT = 10
@@ -149,9 +150,11 @@ def directory(
     return cache_dir
 
 
-def put(cache_dir: CacheDirectory, image_id: str, data: bytes, size: int = 0) -> bool:
+def put(
+    cache_dir: CacheDirectory, image_id: str, data: bytes, size: int | None = None
+) -> bool:
     md5 = hashlib.md5(data).hexdigest()
-    writer = cache_dir.start_write(image_id, md5, None, "sha512", size)
+    writer = cache_dir.start_write(image_id, Expected(md5, size=size))
     if writer is None:
         return False
     writer.write(data)
@@ -165,7 +168,7 @@ def driver(request: pytest.FixtureRequest) -> str:
 
 def test_the_declared_size_is_checked_at_the_limit(tmp_path: Path, driver: str) -> None:
     cache_dir = directory(tmp_path, driver)
-    assert cache_dir.start_write("over", None, None, "sha512", LIMIT + 1) is None
+    assert cache_dir.start_write("over", Expected(size=LIMIT + 1)) is None
     assert put(cache_dir, "exact", b"e" * LIMIT, size=LIMIT)
     assert cache_dir.records.total_size() == LIMIT
 
@@ -174,7 +177,7 @@ def test_the_streamed_size_is_checked_at_the_limit(tmp_path: Path, driver: str) 
     cache_dir = directory(tmp_path, driver)
     assert put(cache_dir, "exact", b"e" * LIMIT)  # size unknown up front
     md5 = hashlib.md5(b"o" * (LIMIT + 1)).hexdigest()
-    writer = cache_dir.start_write("over", md5, None, "sha512")
+    writer = cache_dir.start_write("over", Expected(md5))
     assert writer is not None
     writer.write(b"o" * LIMIT)
     assert writer.abandoned is None
