@@ -385,6 +385,7 @@ def get_from_backend(
 def get_size_from_backend(uri: str, context: Any = None) -> int:
     """glance_store's get_size, on the default registry: the size in bytes.
 
+    :param uri: the image's location
     :param context: accepted and unused (see add_to_backend)
     :raises BackendException: when no stores were created
     """

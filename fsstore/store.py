@@ -462,7 +462,8 @@ class Store:
         return None
 
     def keep_digests(self, location: Location | str, kept: KeptDigests) -> None:
-        """Keep ``kept`` with an image stored without them (``scrub --record``).
+        """Keep ``kept`` with the image at ``location``, stored without them
+        (``scrub --record``).
 
         :raises StoreKeepDigestsNotSupported: when the store keeps none
         """
