@@ -31,7 +31,7 @@ def payload(size: int, seed: int = 0) -> bytes:
     """``size`` deterministic, non-UTF-8 bytes.
 
     :param size: how many bytes
-    :param seed: another seed, other bytes; the same, the same bytes
+    :param seed: the same seed gives the same bytes, another other bytes
     """
     block = hashlib.sha512(f"fsstore-{seed}".encode()).digest() + bytes(range(128, 256))
     return (block * (size // len(block) + 1))[:size]
