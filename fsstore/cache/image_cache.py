@@ -165,6 +165,14 @@ class ImageCache:
     def max_size(self) -> int:
         return self._directory.max_size
 
+    def admits(self, size: int) -> bool:
+        """Whether an image of ``size`` bytes may be cached at all: the
+        cache policy's one size check (``CachePolicy.admits``).
+
+        :param size: the image's size in bytes.
+        """
+        return self._directory.admits(size)
+
     # -- queries -------------------------------------------------------------
 
     def is_cached(self, image_id: str) -> bool:

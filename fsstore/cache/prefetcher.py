@@ -78,7 +78,7 @@ class Prefetcher:
                 if writer is None:
                     # Cached, or being cached by another writer (whose commit
                     # dequeues it), or larger than the whole cache.
-                    if length > self.cache.max_size:
+                    if not self.cache.admits(length):
                         raise exceptions.Invalid(
                             f"image {image_id} ({length} bytes) is larger than "
                             "image_cache_max_size"

@@ -382,6 +382,19 @@ def test_prefetcher_survives_failures(tmp_path, registry):
     ]
 
 
+def test_prefetcher_refuses_an_image_larger_than_the_cache(tmp_path, registry):
+    """The limit is the cache policy's, inclusive: an image of exactly
+    image_cache_max_size bytes is prefetched, one byte more fails."""
+    cache = make(tmp_path / "cache", image_cache_max_size=10)
+    for image_id, data in (("exact", b"e" * 10), ("over", b"o" * 11)):
+        result = registry.add(image_id, iter([data]), len(data))
+        cache.queue_image(image_id, result.location, result.checksum)
+    report = Prefetcher(cache, registry).run()
+    assert report.cached == ["exact"]
+    assert "larger than image_cache_max_size" in report.failed["over"]
+    assert cache.get_queued_images() == []
+
+
 def test_prefetcher_resolves_glance_queue_entries(tmp_path, registry):
     cache = make(tmp_path / "cache")
     result = registry.add("img", iter([b"resolved"]), 8)
