@@ -17,19 +17,18 @@ from typing import Any, BinaryIO, TypeAlias
 
 from oslo_config import cfg
 
-from fsstore import exceptions
+from fsstore import exceptions, plugins
 from fsstore.cache.directory import CacheDirectory, Cleaned
 from fsstore.cache.queue import PrefetchQueue
 from fsstore.cache.records import CachedImage, Problem, RecordsDriver
 from fsstore.cache.writer import CacheWriter
 from fsstore.hashing import Expected
 from fsstore.location import without_credentials
-from fsstore.registry import load_driver, register_opts
+from fsstore.registry import register_opts
 from fsstore.store import validate_image_id
 from fsstore.streams import CheckedSource
 
 LOG = logging.getLogger(__name__)
-CACHE_DRIVERS_NAMESPACE = "fsstore.cache_drivers"
 
 #: What a cache method takes as the digests to verify an image against:
 #: the one digests value, Glance's ``image_checksum`` (an MD5 hex digest),
@@ -70,7 +69,9 @@ def load_records_driver(conf: cfg.ConfigOpts) -> RecordsDriver:
     except (cfg.Error, ValueError) as exc:
         raise exceptions.BadDriverConfiguration("?", str(exc)) from None
     try:
-        driver_cls = load_driver(name, CACHE_DRIVERS_NAMESPACE, RecordsDriver)
+        driver_cls = plugins.load_driver(
+            name, plugins.CACHE_DRIVERS_NAMESPACE, RecordsDriver
+        )
     except exceptions.DriverLoadFailure as exc:
         raise exceptions.BadDriverConfiguration(name, exc.reason) from None
     driver: RecordsDriver = driver_cls(conf)
@@ -139,6 +140,7 @@ class ImageCache:
     """The image cache of ``conf`` (``[DEFAULT] image_cache_*`` options)."""
 
     def __init__(self, conf: cfg.ConfigOpts) -> None:
+        # The cache's own options and every records driver's, once each.
         register_opts(conf)
         self.conf = conf
         records = load_records_driver(conf)
