@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 DEMO_CONF := etc/fsstore-demo.conf
 FSSTORE := $(BIN)/fsstore --config-file $(DEMO_CONF)
 
-.PHONY: demo test test-glance test-ceph test-mariadb stress bench bench-quick lint format genconfig clean
+.PHONY: demo test test-glance test-ceph ceph-bindings test-mariadb stress bench bench-quick lint format genconfig clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -47,17 +47,39 @@ $(SWIFT_VENV)/.installed: tests/engines/swift-constraints.txt
 		-c tests/engines/swift-constraints.txt swift
 	touch $@
 
-test: $(VENV)/.installed-test $(PEER_VENV)/.installed $(SWIFT_VENV)/.installed
+# The RBD store's bindings: Debian's python3-rbd and python3-rados (PyPI has
+# none), built for Debian's Python. When the venv's Python has the same
+# extension suffix, just those two modules are linked into a directory of the
+# venv's site-packages that a .pth file (a path relative to site-packages)
+# adds to sys.path: the rest of Debian's dist-packages stays out of the venv.
+CEPH_DIST := /usr/lib/python3/dist-packages
+CEPH_BINDINGS := fsstore-ceph-bindings
+ceph-bindings: $(BIN)/python
+	@site=$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_path("purelib"))'); \
+	suffix=$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX"))'); \
+	if [ -e $(CEPH_DIST)/rados$$suffix ] && [ -e $(CEPH_DIST)/rbd$$suffix ]; then \
+		mkdir -p "$$site/$(CEPH_BINDINGS)" && \
+		ln -sfn $(CEPH_DIST)/rados$$suffix $(CEPH_DIST)/rbd$$suffix "$$site/$(CEPH_BINDINGS)/" && \
+		echo $(CEPH_BINDINGS) > "$$site/$(CEPH_BINDINGS).pth"; \
+	else \
+		rm -rf "$$site/$(CEPH_BINDINGS)" "$$site/$(CEPH_BINDINGS).pth"; \
+	fi
+
+test: $(VENV)/.installed-test $(PEER_VENV)/.installed $(SWIFT_VENV)/.installed ceph-bindings
 	$(BIN)/python -m pytest tests
 
-# The S3 tests on Ceph RGW (Debian's packages, installed when missing; root).
-CEPH_PACKAGES := ceph-mon ceph-osd radosgw
+# The S3 tests on Ceph RGW and the RBD store's tests on a one-node cluster
+# (Debian's packages, installed when missing; root).
+CEPH_PACKAGES := ceph-mon ceph-osd ceph-common radosgw python3-rbd python3-rados
+CEPH_PRESENT := command -v radosgw >/dev/null && command -v rbd >/dev/null && \
+	ls $(CEPH_DIST)/rbd.cpython-*.so >/dev/null 2>&1
 test-ceph: $(VENV)/.installed-test
-	@command -v radosgw >/dev/null || [ "$$(id -u)" = 0 ] || \
+	@$(CEPH_PRESENT) || [ "$$(id -u)" = 0 ] || \
 		{ echo "make test-ceph: Ceph is not installed, and installing it needs root" >&2; exit 1; }
-	@command -v radosgw >/dev/null || { apt-get update -qq && \
+	@$(CEPH_PRESENT) || { apt-get update -qq && \
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(CEPH_PACKAGES) >/dev/null; } || \
 		{ echo "make test-ceph: could not install $(CEPH_PACKAGES)" >&2; exit 1; }
+	@$(MAKE) --no-print-directory ceph-bindings
 	$(BIN)/python -m pytest tests/functional/test_s3.py tests/functional/test_s3_races.py \
 		tests/functional/test_s3_faults.py tests/functional/test_s3_scrub.py \
 		tests/functional/test_no_secrets.py \
