@@ -61,6 +61,11 @@ class Forbidden(FsstoreError):
     denied access."""
 
 
+class InUseByStore(FsstoreError):
+    """The image cannot be deleted while the storage uses it: an RBD image
+    whose snapshot still has clones (a VM's disk); nothing was changed."""
+
+
 class Invalid(FsstoreError):
     """The request is malformed: a bad image id, a size mismatch, a bad range,
     data that is not bytes."""

@@ -59,6 +59,7 @@ _SAME_MESSAGE: tuple[tuple[type[exceptions.FsstoreError], type[Exception]], ...]
     (exceptions.StorageFull, gs_exceptions.StorageFull),
     (exceptions.StorageWriteDenied, gs_exceptions.StorageWriteDenied),
     (exceptions.Forbidden, gs_exceptions.Forbidden),
+    (exceptions.InUseByStore, gs_exceptions.InUseByStore),
     (exceptions.Invalid, gs_exceptions.Invalid),
     (exceptions.BadStoreUri, gs_exceptions.BadStoreUri),
     (exceptions.UnknownScheme, gs_exceptions.UnknownScheme),
