@@ -232,6 +232,11 @@ class LockFile:
                 st = os.stat(self.name, dir_fd=self.dir_fd, follow_symlinks=False)
             except FileNotFoundError:
                 st = None
+            except BaseException:
+                # Never left held by a check that failed (EACCES, EIO): the
+                # caller is told, and nobody else waits on a lock it lost.
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+                raise
             if st is not None and self._opened and same_inode(st, self._opened):
                 return self._fd
             # Race: removed or replaced since we opened it (see above).

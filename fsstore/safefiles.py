@@ -159,6 +159,31 @@ def open_regular(
     return _opened(fd, path)
 
 
+def open_directory(path: str, *, dir_fd: int | None = None) -> int:
+    """Open the directory ``path`` (in ``dir_fd``, if given) for use as a
+    ``dir_fd``, without following a link at its last component.
+
+    :raises NotADirectoryError: for anything but a directory there; a
+        symbolic link is named as one ("a symbolic link where a directory
+        belongs"), as Linux reports it as ENOTDIR or ELOOP.
+    :raises FileNotFoundError: when nothing is there.
+    """
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        return os.open(path, flags, dir_fd=dir_fd)
+    except OSError as exc:
+        if exc.errno not in (errno.ELOOP, errno.ENOTDIR):
+            raise
+        try:
+            link = stat.S_ISLNK(
+                os.stat(path, dir_fd=dir_fd, follow_symlinks=False).st_mode
+            )
+        except OSError:
+            link = False
+        what = "a symbolic link where a directory belongs" if link else exc.strerror
+        raise NotADirectoryError(errno.ENOTDIR, what, path) from None
+
+
 def create_new(
     path: str,
     *,

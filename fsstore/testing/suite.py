@@ -13,7 +13,7 @@ import pytest
 from fsstore import exceptions
 from fsstore.hashing import KeptDigests
 from fsstore.store import Capability, Store
-from fsstore.streams import ImageData
+from fsstore.streams import READ_CHUNK, ImageData
 from fsstore.testing.data import HOSTILE_IDS, FailingStream, new_id, payload, read_all
 from fsstore.testing.races import (
     RaceConformanceTests,
@@ -46,7 +46,7 @@ class StoreConformanceTests(RaceConformanceTests):
 
     #: The store's I/O size (filesystem_store_chunk_size for the filesystem
     #: store), for the round trips at its boundaries.
-    io_size = 64 * 1024
+    io_size = READ_CHUNK
 
     #: Whether the store keeps each image's digests (Store.kept_digests) and
     #: lists its images (Store.images), for a scrub.

@@ -5,6 +5,7 @@ forked child."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import select
 import signal
@@ -288,3 +289,31 @@ def test_trace_points_of_holding_and_reaping_fire_in_order(tmp_path: Path) -> No
         os.close(locking.hold(str(tmp_path / "lock")))
         assert locking.reap(str(tmp_path / "lock")) == "reaped"
     assert seen == ["locking.hold.opened", "locking.reap.locked"]
+
+
+def test_a_failed_recheck_leaves_the_lock_free(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The re-check after the flock fails (EACCES on a path component, EIO):
+    # the caller gets the error, and the flock is not kept behind its back.
+    lock = locking.LockFile(str(tmp_path / "lock"))
+    with lock.held():
+        pass  # the descriptor is open now; the next held() re-checks
+    real_stat = os.stat
+
+    def denied(path, *args, **kwargs):
+        if str(path).endswith("lock"):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_stat(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "stat", denied)
+    with pytest.raises(PermissionError), lock.held():
+        pass
+    monkeypatch.undo()
+    other = os.open(tmp_path / "lock", os.O_RDWR)
+    try:
+        fcntl.flock(other, fcntl.LOCK_EX | fcntl.LOCK_NB)  # free: no BlockingIOError
+    finally:
+        os.close(other)
+    with lock.held():  # and the lock file still works
+        pass

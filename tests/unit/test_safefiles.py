@@ -394,3 +394,25 @@ def test_atomic_file_wants_a_name_with_dir_fd(work: Path) -> None:
             pass
     finally:
         os.close(dir_fd)
+
+
+def test_open_directory_never_follows_a_link(tmp_path: Path) -> None:
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    (tmp_path / "file").write_bytes(b"")
+    fd = safefiles.open_directory(str(tmp_path / "real"))
+    try:
+        assert os.listdir(fd) == []
+    finally:
+        os.close(fd)
+    parent = os.open(tmp_path, os.O_RDONLY)
+    try:
+        with pytest.raises(NotADirectoryError, match="a symbolic link where a dir"):
+            safefiles.open_directory("link", dir_fd=parent)
+    finally:
+        os.close(parent)
+    with pytest.raises(NotADirectoryError) as refused:
+        safefiles.open_directory(str(tmp_path / "file"))
+    assert "symbolic link" not in str(refused.value)
+    with pytest.raises(FileNotFoundError):
+        safefiles.open_directory(str(tmp_path / "none"))

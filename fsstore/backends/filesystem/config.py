@@ -17,6 +17,7 @@ from oslo_config import cfg
 
 from fsstore import exceptions
 from fsstore.backends.filesystem.datadirs import DataDir
+from fsstore.streams import READ_CHUNK
 
 LOG = logging.getLogger(__name__)
 
@@ -47,7 +48,7 @@ OPTIONS = [
     ),
     cfg.IntOpt(
         "filesystem_store_chunk_size",
-        default=64 * 1024,
+        default=READ_CHUNK,
         min=1,
         help="Chunk size, in bytes, for reading and writing image files.",
     ),

@@ -63,7 +63,7 @@ from fsstore.hashing import (
     kept_from_record,
     parse_record,
 )
-from fsstore.safefiles import open_regular, replace_contents, same_inode
+from fsstore.safefiles import open_directory, open_regular, replace_contents, same_inode
 from fsstore.store import RESERVED_PREFIX, ImageRead
 from fsstore.streams import FileChunkIterator
 
@@ -74,7 +74,6 @@ RECORDS_DIR = RESERVED_PREFIX + "digests"
 RECORD_MODE = 0o644
 _FIELDS = ("md5", "multihash", "hashing_algo", "size")
 _NO_XATTRS = {errno.ENOTSUP, errno.EOPNOTSUPP}
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW
 
 
 def keep_digests(
@@ -145,7 +144,7 @@ def forget_record(dir_fd: int, inode: int) -> None:
     raises: it runs after the outcome is decided (while an add's error is
     being raised), and a record left behind is never read (see above)."""
     try:
-        records = os.open(RECORDS_DIR, _DIR_FLAGS, dir_fd=dir_fd)
+        records = open_directory(RECORDS_DIR, dir_fd=dir_fd)
     except FileNotFoundError:
         return
     except OSError as exc:
@@ -213,7 +212,7 @@ def _write_record(
     else:
         if fsync:  # its entry durable before any image linked beside it
             os.fsync(dir_fd)
-    records = os.open(RECORDS_DIR, _DIR_FLAGS, dir_fd=dir_fd)
+    records = open_directory(RECORDS_DIR, dir_fd=dir_fd)
     try:
         replace_contents(
             str(inode), body, mode=RECORD_MODE, fsync=fsync, dir_fd=records
@@ -226,7 +225,7 @@ def _record_body(dir_fd: int, inode: int) -> bytes | None:
     """The bytes of the record of ``inode`` (at most one more than a record
     can hold); None when there is none, or it is not a regular file."""
     try:
-        records = os.open(RECORDS_DIR, _DIR_FLAGS, dir_fd=dir_fd)
+        records = open_directory(RECORDS_DIR, dir_fd=dir_fd)
     except OSError:
         return None
     try:

@@ -77,11 +77,7 @@ class Staging:
     def _open_named(self) -> None:
         with contextlib.suppress(FileExistsError):
             os.mkdir(STAGING_DIR, 0o700, dir_fd=self.datadir.fd)
-        self.staging_fd = os.open(
-            STAGING_DIR,
-            os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW,
-            dir_fd=self.datadir.fd,
-        )
+        self.staging_fd = safefiles.open_directory(STAGING_DIR, dir_fd=self.datadir.fd)
         while True:
             name = secrets.token_hex(16)
             try:
@@ -134,11 +130,7 @@ class Staging:
 def remove_stale_staging(datadir: DataDir) -> None:
     """Remove named staging files that no live writer holds."""
     try:
-        staging_fd = os.open(
-            STAGING_DIR,
-            os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW,
-            dir_fd=datadir.fd,
-        )
+        staging_fd = safefiles.open_directory(STAGING_DIR, dir_fd=datadir.fd)
     except (FileNotFoundError, NotADirectoryError):
         return
     try:

@@ -75,6 +75,7 @@ from fsstore.store import (
     range_length,
 )
 from fsstore.streams import (
+    READ_CHUNK,
     CheckedSource,
     FileChunkIterator,
     ImageChunks,
@@ -106,7 +107,7 @@ class FilesystemStore(Store):
         super().__init__(conf, backend_group)
         self.metadata: list[dict[str, Any]] = []
         self.file_mode = 0
-        self.io_size = 64 * 1024  # filesystem_store_chunk_size
+        self.io_size = READ_CHUNK  # until configure reads filesystem_store_chunk_size
         self.thin = False
         self._one_read_limit = 0
         self._zero_block = b""
