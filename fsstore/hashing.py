@@ -108,6 +108,21 @@ def _is_count(value: object) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
+class InvalidExpected(Invalid):
+    """An :class:`Expected` refused: ``field`` names the field that failed
+    (``checksum``, ``multihash``, ``hashing_algo`` or ``size``), so that a
+    caller reading the fields from elsewhere can name its own column.
+
+    :param field: the name of the field that failed.
+    :param problem: why, in words quoting the value.
+    """
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"expected digests: {problem}")
+        self.field = field
+        self.problem = problem
+
+
 @dataclasses.dataclass(frozen=True)
 class Expected:
     """The digests an image's bytes are expected to have: what a caller
@@ -122,36 +137,40 @@ class Expected:
     :param size: the size in bytes, or None (not checked).
     :param allow_unverified: with neither digest, whether the bytes may
         be taken without verifying them (the cache's unverified entries);
-        it must be asked for by name.
+        keyword-only: it must be asked for by name.
 
     Hex digests are kept in lower case, and an empty one is none given;
-    anything that could never match an image's digest is Invalid here,
-    before any image is read.
+    anything that could never match an image's digest is Invalid here
+    (:class:`InvalidExpected`, naming the field), before any image is read.
     """
 
     checksum: str | None = None
     multihash: str | None = None
     hashing_algo: str = DEFAULT_HASHING_ALGO
     size: int | None = None
-    allow_unverified: bool = False
+    allow_unverified: bool = dataclasses.field(default=False, kw_only=True)
 
     def __post_init__(self) -> None:
         problem = hashing_algo_problem(self.hashing_algo)
+        if problem is not None:
+            raise InvalidExpected("hashing_algo", problem)
         for name, value, algo in (
             ("checksum", self.checksum, "md5"),
             ("multihash", self.multihash, self.hashing_algo),
         ):
-            if problem is not None or value is None:
+            if value is None:
                 continue
             if value == "":
                 object.__setattr__(self, name, None)
-            elif (problem := digest_problem(value, algo)) is None:
+            elif (problem := digest_problem(value, algo)) is not None:
+                raise InvalidExpected(name, problem)
+            else:
                 object.__setattr__(self, name, value.lower())
         size = self.size
-        if problem is None and size is not None and not _is_count(size):
-            problem = f"size {shown(size)} is not a number of bytes"
-        if problem is not None:
-            raise Invalid(f"expected digests: {problem}")
+        if size is not None and not _is_count(size):
+            raise InvalidExpected(
+                "size", f"size {shown(size)} is not a number of bytes"
+            )
 
     @property
     def digests(self) -> bool:

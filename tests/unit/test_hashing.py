@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from fsstore import exceptions
 from fsstore.hashing import (
     Expected,
+    InvalidExpected,
     KeptDigests,
     differs,
     hashing_algo_problem,
@@ -78,6 +79,23 @@ def test_what_could_never_match_is_invalid_in_one_line(fields):
     with pytest.raises(exceptions.Invalid) as caught:
         Expected(**fields)
     assert "\n" not in str(caught.value)
+    # The error names the field that failed, for callers naming their own.
+    assert isinstance(caught.value, InvalidExpected)
+    [caught.value.field] = fields
+    assert caught.value.problem in str(caught.value)
+
+
+def test_an_unknown_algorithm_is_named_as_the_failed_field():
+    with pytest.raises(InvalidExpected) as caught:
+        Expected("a" * 31, hashing_algo="crc99")
+    assert caught.value.field == "hashing_algo"
+    assert "crc99" in caught.value.problem
+
+
+def test_allow_unverified_is_asked_for_by_name_only():
+    with pytest.raises(TypeError):
+        Expected(None, None, "sha512", None, True)
+    assert Expected(allow_unverified=True).allow_unverified
 
 
 def test_differs_keeps_its_words():
