@@ -213,3 +213,43 @@ class HttpLocation(Location):
     def uri(self) -> str:
         """The URL, as given."""
         return self.url
+
+
+@dataclasses.dataclass(frozen=True)
+class RbdLocation(Location):
+    """``rbd://fsid/pool/image/snapshot`` (each part percent-encoded), or
+    glance_store's legacy ``rbd://image`` (fsid, pool and snapshot empty)."""
+
+    fsid: str
+    pool: str
+    image: str
+    snapshot: str
+
+    @classmethod
+    def from_uri(cls, uri: str) -> RbdLocation:
+        """The location of an ``rbd://`` URI; its parts are percent-decoded.
+
+        :raises BadStoreUri: for another scheme, or neither one part nor four
+            non-empty ones
+        """
+        scheme, rest = split_scheme(uri)
+        shown = redact(uri)
+        if scheme != "rbd":
+            raise BadStoreUri(f"location {shown!r} is not an rbd:// URI")
+        parts = [urllib.parse.unquote(part) for part in rest.split("/")]
+        if len(parts) == 1 and parts[0]:
+            return cls(scheme="rbd", fsid="", pool="", image=parts[0], snapshot="")
+        if len(parts) != 4 or not all(parts):
+            raise BadStoreUri(
+                f"location {shown!r} must be rbd://fsid/pool/image/snapshot "
+                "or rbd://image"
+            )
+        return cls("rbd", *parts)
+
+    @property
+    def uri(self) -> str:
+        """The URI, each part percent-encoded (``/`` too)."""
+        if not self.pool:
+            return f"rbd://{urllib.parse.quote(self.image, safe='')}"
+        parts = (self.fsid, self.pool, self.image, self.snapshot)
+        return "rbd://" + "/".join(urllib.parse.quote(p, safe="") for p in parts)

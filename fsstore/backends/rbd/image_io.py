@@ -1,0 +1,155 @@
+"""Writing one image's bytes into an open RBD image, and reading them back.
+
+:class:`ImageWriter` is the state of one add and nothing else: the store
+makes one per add (glance_store keeps its resize state on the driver, so a
+reused driver fails the second add of unknown size). It gathers the
+caller's chunks into writes of the object size, issues them asynchronously
+with at most ``IN_FLIGHT`` outstanding (memory is bounded by that many
+objects), grows an image of unknown size geometrically ahead of the writes,
+and trims it to the bytes written at the end. With thin provisioning, a
+write that is all zeros is skipped: it stays a hole.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Generator, Iterator
+from typing import Any
+
+# Writes (of the object size) outstanding at once, per add.
+IN_FLIGHT = 4
+# An image of unknown size doubles as it fills, by at most this much a step.
+MAX_GROWTH = 8 << 30
+
+
+class ImageWriter:
+    """One add's writes into ``image`` (open, writable, ``capacity`` bytes).
+
+    :param image: an open ``rbd.Image``
+    :param chunk_size: the object size: each write is that long (the last
+        may be shorter) and starts at a multiple of it
+    :param capacity: the image's size now; grown when a write needs it
+    :param thin: skip writes that are all zeros
+    """
+
+    def __init__(self, image: Any, chunk_size: int, capacity: int, thin: bool) -> None:
+        self.image = image
+        self.chunk_size = chunk_size
+        self.capacity = capacity
+        self.thin = thin
+        self.offset = 0  # bytes handed to writes so far
+        self._buffer = bytearray()
+        self._slots = threading.Semaphore(IN_FLIGHT)
+        self._pending: dict[int, tuple[Any, bytes]] = {}
+        self._guard = threading.Lock()
+        self._error: int = 0
+
+    def add(self, chunk: bytes) -> None:
+        """Take ``chunk``; a full object's worth is written out."""
+        self._buffer += chunk
+        while len(self._buffer) >= self.chunk_size:
+            block = bytes(self._buffer[: self.chunk_size])
+            del self._buffer[: self.chunk_size]
+            self._write(block)
+
+    def finish(self) -> int:
+        """Write what is left, wait for every write, trim the image to the
+        bytes written; their count."""
+        if self._buffer:
+            self._write(bytes(self._buffer))
+            self._buffer = bytearray()
+        self.wait()
+        if self.capacity != self.offset:
+            self.image.resize(self.offset)
+            self.capacity = self.offset
+        return self.offset
+
+    def wait(self) -> None:
+        """Wait for the writes in flight; raise the first one's error."""
+        self.drain()
+        self._raise()
+
+    def drain(self) -> None:
+        """Wait for the writes in flight, their errors ignored: before an
+        abandoned add closes and removes its image."""
+        for _ in range(IN_FLIGHT):
+            self._slots.acquire()
+        for _ in range(IN_FLIGHT):
+            self._slots.release()
+
+    def _raise(self) -> None:
+        if self._error < 0:
+            self.image.flush()  # raises the error librbd kept, if any
+            raise OSError(-self._error, f"RBD write failed (errno {-self._error})")
+
+    def _write(self, block: bytes) -> None:
+        offset = self.offset
+        self.offset += len(block)
+        if self.offset > self.capacity:
+            self._grow(self.offset)
+        if self.thin and block == bytes(len(block)):
+            return
+        self._raise()
+        self._slots.acquire()
+        try:
+            completion = self.image.aio_write(block, offset, self._done)
+        except BaseException:
+            self._slots.release()
+            raise
+        with self._guard:
+            # The block stays referenced until its write completes.
+            self._pending[id(completion)] = (completion, block)
+
+    def _done(self, completion: Any) -> None:
+        value = completion.get_return_value()
+        with self._guard:
+            self._pending.pop(id(completion), None)
+            if value < 0 and not self._error:
+                self._error = value
+        self._slots.release()
+
+    def _grow(self, needed: int) -> None:
+        """Grow the image ahead of the writes: double it (at most MAX_GROWTH
+        more), and at least to ``needed``."""
+        step = min(max(self.capacity, self.chunk_size), MAX_GROWTH)
+        self.capacity = max(needed, self.capacity + step)
+        self.image.resize(self.capacity)
+
+
+class RangeReader:
+    """``length`` bytes of an open image from ``offset``, in reads of at
+    most ``chunk_size``; owns the image and closes it at the end, or when
+    closed before.
+    """
+
+    def __init__(self, image: Any, offset: int, length: int, chunk_size: int) -> None:
+        self._image = image
+        self._chunks = _reads(image, offset, length, chunk_size)
+
+    def __iter__(self) -> Iterator[bytes]:
+        return self
+
+    def __next__(self) -> bytes:
+        try:
+            return next(self._chunks)
+        except StopIteration:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        self._chunks.close()
+        image, self._image = self._image, None
+        if image is not None:
+            image.close()
+
+
+def _reads(
+    image: Any, offset: int, length: int, chunk_size: int
+) -> Generator[bytes, None, None]:
+    end = offset + length
+    while offset < end:
+        chunk = image.read(offset, min(chunk_size, end - offset))
+        if not chunk:
+            return
+        offset += len(chunk)
+        yield chunk
