@@ -198,3 +198,17 @@ def mariadb() -> Iterator[MariaDBServer]:
     server.start()
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def rbd_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """A one-node Ceph cluster (monitor and memstore OSD, no radosgw) with
+    the pool ``images`` made and ``rbd pool init``-ed, for the session;
+    stopped by its daemons' process ids (tests/engines/ceph.py)."""
+    from tests.engines.ceph import CephCluster
+
+    cluster = CephCluster(tmp_path_factory.mktemp("ceph-rbd"), memstore_gib=4)
+    cluster.start_rados()
+    cluster.create_rbd_pool("images")
+    yield cluster
+    cluster.stop()

@@ -1,4 +1,6 @@
-"""Ceph RGW (Debian's ceph 16.2 packages), one node, for `make test-ceph`.
+"""Ceph (Debian's ceph 16.2 packages), one node, for `make test-ceph`: RADOS
+alone for the RBD store (start_rados, create_rbd_pool), or with RGW for the
+S3 tests (start).
 
 One monitor, one OSD on memstore (its objects live in the OSD's memory, so
 stopping it throws the data away), pools of size 1, radosgw on loopback, an
@@ -7,7 +9,8 @@ client mode = crc`; `paxos propose interval` is short so that creating the
 user does not wait on the monitor. Every daemon runs in the foreground (-f)
 as a child of the fixture and is stopped by its process id; state, logs
 and admin sockets live under the state directory. Needs root and the
-packages ceph-mon, ceph-osd and radosgw (`make test-ceph` installs them).
+packages ceph-mon, ceph-osd, ceph-common (and radosgw for RGW): `make
+test-ceph` installs them.
 """
 
 from __future__ import annotations
@@ -24,7 +27,8 @@ from tests.engines import S3Engine, first_round_trip
 ACCESS_KEY = "FSSTORERGWACCESSKEY0"
 SECRET_KEY = "fsstore-rgw-secret-never-shown-0123456789"
 START_TIMEOUT = 60.0
-BINARIES = ("monmaptool", "ceph-mon", "ceph-osd", "ceph", "radosgw", "radosgw-admin")
+RADOS_BINARIES = ("monmaptool", "ceph-mon", "ceph-osd", "ceph", "rbd")
+BINARIES = (*RADOS_BINARIES, "radosgw", "radosgw-admin")
 
 CONF = """
 [global]
@@ -58,8 +62,8 @@ rgw dns name = localhost
 """
 
 
-def missing_binaries() -> list[str]:
-    return [name for name in BINARIES if shutil.which(name) is None]
+def missing_binaries(names: tuple[str, ...] = BINARIES) -> list[str]:
+    return [name for name in names if shutil.which(name) is None]
 
 
 def free_port() -> int:
@@ -75,6 +79,7 @@ class CephCluster:
         self.conf = state / "ceph.conf"
         self.memstore_bytes = memstore_gib << 30
         self.daemons: list[subprocess.Popen[bytes]] = []
+        self.fsid = ""
 
     def _run(self, *args: str) -> str:
         done = subprocess.run(
@@ -100,8 +105,10 @@ class CephCluster:
                 )
             )
 
-    def start(self) -> S3Engine:
-        missing = missing_binaries()
+    def start_rados(self) -> str:
+        """Start a monitor and a memstore OSD; the cluster's fsid once a
+        command has reached the monitor and the OSD is up."""
+        missing = missing_binaries(RADOS_BINARIES)
         if missing:
             raise RuntimeError(
                 f"Ceph is not installed ({', '.join(missing)} missing): "
@@ -109,12 +116,12 @@ class CephCluster:
             )
         for sub in ("run", "log", "mon", "osd/0"):
             (self.state / sub).mkdir(parents=True, exist_ok=True)
-        fsid, mon_port, rgw_port = str(uuid.uuid4()), free_port(), free_port()
+        fsid, mon_port = str(uuid.uuid4()), free_port()
         self.conf.write_text(
             CONF.format(
                 fsid=fsid,
                 mon_port=mon_port,
-                rgw_port=rgw_port,
+                rgw_port=free_port(),
                 state=self.state,
                 memstore_bytes=self.memstore_bytes,
             )
@@ -133,6 +140,33 @@ class CephCluster:
             osd_id = self._run("ceph", "osd", "create").strip()
             self._run("ceph-osd", "-i", osd_id, "--mkfs")
             self._daemon("osd", "ceph-osd", "-i", osd_id)
+        except BaseException:
+            self.stop()
+            raise
+        self.fsid = fsid
+        return fsid
+
+    def create_rbd_pool(self, pool: str) -> None:
+        """Create ``pool`` and ``rbd pool init`` it (which waits for the OSD)."""
+        try:
+            self._run("ceph", "osd", "pool", "create", pool)
+            self._run("rbd", "pool", "init", pool)
+        except BaseException:
+            self.stop()
+            raise
+
+    def start(self) -> S3Engine:
+        missing = missing_binaries()
+        if missing:
+            raise RuntimeError(
+                f"Ceph is not installed ({', '.join(missing)} missing): "
+                "run `make test-ceph` as root, which installs it"
+            )
+        self.start_rados()
+        rgw_port = int(
+            self.conf.read_text().split("endpoint=127.0.0.1:", 1)[1].split()[0]
+        )
+        try:
             self._run(
                 "radosgw-admin",
                 "user",

@@ -1,0 +1,284 @@
+"""The RBD store on a real one-node Ceph cluster (tests/engines/ceph.py),
+started from nothing for the session: monitor, memstore OSD, the pool
+``images`` made and ``rbd pool init``-ed (a real round trip to the OSD).
+
+Skipped, with one reason, where the Ceph daemons or the bindings
+(python3-rbd, python3-rados: ``make ceph-bindings``) are missing, or
+without root; ``make test-ceph`` installs them and runs it.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fsstore import exceptions
+from fsstore.backends.rbd import RbdStore
+from fsstore.backends.rbd import temporaries as rbd_temporaries
+from fsstore.backends.rbd.config import BINDINGS_HINT
+from fsstore.registry import StoreRegistry
+from fsstore.testing import StoreConformanceTests
+from fsstore.testing.suite import new_id, payload, read_all
+from tests.engines.ceph import RADOS_BINARIES, CephCluster, missing_binaries
+from tests.helpers import load_conf, write_conf
+
+
+def _why_not() -> str | None:
+    missing = missing_binaries(RADOS_BINARIES)
+    if missing:
+        return (
+            f"Ceph is not installed ({', '.join(missing)}): make test-ceph installs it"
+        )
+    for module in ("rados", "rbd"):
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            return f"no {module} bindings: {BINDINGS_HINT}"
+    if os.geteuid() != 0:
+        return "starting Ceph's daemons needs root"
+    return None
+
+
+_REASON = _why_not()
+if _REASON is not None:
+    pytest.skip(_REASON, allow_module_level=True)
+
+import rados  # noqa: E402
+import rbd  # noqa: E402
+
+MiB = 1024 * 1024
+
+
+def make_store(tmp_path: Path, cluster: CephCluster, **extra: object) -> RbdStore:
+    conf = write_conf(
+        tmp_path / f"rbd-{new_id()}.conf",
+        {
+            "glance_store": {
+                "stores": "rbd",
+                "default_store": "rbd",
+                "rbd_store_ceph_conf": str(cluster.conf),
+                "rbd_store_chunk_size": 1,
+                "rados_connect_timeout": 30,
+                **extra,
+            }
+        },
+    )
+    store = StoreRegistry(load_conf(conf)).get_store("rbd")
+    assert isinstance(store, RbdStore)
+    return store
+
+
+@pytest.fixture
+def store(tmp_path: Path, rbd_cluster: CephCluster) -> Iterator[RbdStore]:
+    made = make_store(tmp_path, rbd_cluster)
+    yield made
+    made.close()
+
+
+@pytest.fixture
+def ioctx(rbd_cluster: CephCluster) -> Iterator[Any]:
+    """An I/O context of the pool through a client of its own (Nova's)."""
+    client = rados.Rados(conffile=str(rbd_cluster.conf))
+    client.connect(timeout=30)
+    io = client.open_ioctx("images")
+    yield io
+    io.close()
+    client.shutdown()
+
+
+def temporaries_in(io: Any) -> list[str]:
+    return sorted(n for n in rbd.RBD().list(io) if rbd_temporaries.is_temporary(n))
+
+
+class TestRbdConformance(StoreConformanceTests):
+    io_size = MiB  # rbd_store_chunk_size = 1
+    keeps_digests = True
+
+    @pytest.fixture
+    def store(self, tmp_path: Path, rbd_cluster: CephCluster) -> Iterator[RbdStore]:
+        made = make_store(tmp_path, rbd_cluster)
+        yield made
+        made.close()
+
+    def leftovers(self, store: RbdStore) -> Any:
+        return temporaries_in(store.cluster.ioctx())  # type: ignore[union-attr]
+
+
+def test_location_names_cluster_pool_image_and_snapshot(store: RbdStore) -> None:
+    image_id = new_id()
+    result = store.add(image_id, iter([b"abc"]), 3)
+    assert store.cluster is not None
+    assert result.location == f"rbd://{store.cluster.fsid}/images/{image_id}/snap"
+    # glance_store's legacy form names the same image (its head).
+    assert read_all(store, f"rbd://{image_id}") == b"abc"
+
+
+def test_nova_clone_reads_the_image_and_blocks_delete(
+    store: RbdStore, ioctx: Any
+) -> None:
+    data = payload(3 * MiB + 5, seed=27)
+    image_id = new_id()
+    result = store.add(image_id, iter([data]), len(data))
+    disk = f"disk-{image_id}"
+    # Exactly as Nova does, with the cluster's default clone format.
+    rbd.RBD().clone(ioctx, image_id, "snap", ioctx, disk)
+    with rbd.Image(ioctx, disk, read_only=True) as clone:
+        assert clone.read(0, len(data)) == data
+    with pytest.raises(exceptions.InUseByStore, match="clones"):
+        store.delete(result.location)
+    # Nothing changed: the image, its protected snapshot and the clone.
+    assert read_all(store, result.location) == data
+    with rbd.Image(ioctx, image_id) as image:
+        assert image.is_protected_snap("snap")
+    rbd.RBD().remove(ioctx, disk)
+    store.delete(result.location)
+    with pytest.raises(exceptions.NotFound):
+        store.get_size(result.location)
+    assert image_id not in rbd.RBD().list(ioctx)
+
+
+def test_thin_provisioning_leaves_holes(tmp_path: Path, rbd_cluster: Any) -> None:
+    store = make_store(tmp_path, rbd_cluster, rbd_thin_provisioning=True)
+    data = payload(MiB, seed=1) + bytes(3 * MiB) + payload(MiB, seed=2)
+    result = store.add(new_id(), iter([data]), 0)
+    assert read_all(store, result.location) == data
+    written: list[tuple[int, int]] = []
+    image = store._open(store.parse_location(result.location))
+    try:
+        image.diff_iterate(
+            0, len(data), None, lambda off, n, exists: written.append((off, n))
+        )
+    finally:
+        image.close()
+    assert written == [(0, MiB), (4 * MiB, MiB)]
+    store.close()
+
+
+def test_unknown_sizes_on_one_store(store: RbdStore) -> None:
+    # glance_store's driver fails the second add of unknown size on a
+    # reused driver: the growth state here lives in each add.
+    for n in (2 * MiB + 3, 5 * MiB + 1, 7):
+        data = payload(n, seed=n)
+        result = store.add(new_id(), iter([data[: n // 2], data[n // 2 :]]), 0)
+        assert store.get_size(result.location) == n
+        assert read_all(store, result.location) == data
+
+
+def test_missing_image_is_not_found(store: RbdStore) -> None:
+    assert store.cluster is not None
+    store.cluster.ioctx()
+    uri = f"rbd://{store.cluster.fsid}/images/{new_id()}/snap"
+    for call in (store.get, store.get_size, store.delete, store.kept_digests):
+        with pytest.raises(exceptions.NotFound):
+            call(uri)
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "rbd://",
+        "rbd://a/b",
+        "rbd://a/b/c",
+        "rbd://a/b/c/d/e",
+        "rbd://fsid//image/snap",
+    ],
+)
+def test_malformed_locations_are_bad_uris(store: RbdStore, uri: str) -> None:
+    with pytest.raises(exceptions.BadStoreUri):
+        store.get_size(uri)
+
+
+def test_hostile_locations_are_refused(store: RbdStore, ioctx: Any) -> None:
+    assert store.cluster is not None
+    store.cluster.ioctx()
+    fsid = store.cluster.fsid
+    rbd.RBD().create(ioctx, "victim", MiB)
+    try:
+        for uri in [
+            f"rbd://{fsid}/otherpool/victim/snap",  # another pool
+            f"rbd://{'0' * 8}-0000-0000-0000-{'0' * 12}/images/victim/snap",
+            f"rbd://{fsid}/images/victim/other-snap",  # not our snapshot
+            f"rbd://{fsid}/images/%2Efsstore-rbd-0/snap",  # a temporary
+            f"rbd://{fsid}/images/..%2F..%2Fx/snap",
+            "rbd://.fsstore-rbd-0",
+        ]:
+            for call in (store.get, store.get_size, store.delete):
+                with pytest.raises(exceptions.Forbidden):
+                    call(uri)
+        assert "victim" in rbd.RBD().list(ioctx)
+    finally:
+        rbd.RBD().remove(ioctx, "victim")
+
+
+def test_crashed_writers_temporary_is_reaped_a_live_one_never(
+    tmp_path: Path, rbd_cluster: CephCluster, ioctx: Any, monkeypatch: Any
+) -> None:
+    monkeypatch.setattr(rbd_temporaries, "REAP_AGE", -1)
+    dead, live = rbd_temporaries.temporary_name(), rbd_temporaries.temporary_name()
+    for name in (dead, live):
+        rbd.RBD().create(ioctx, name, MiB)
+    with rbd.Image(ioctx, dead) as image:  # as far as a writer got
+        image.create_snap("snap")
+        image.protect_snap("snap")
+    with rbd.Image(ioctx, live):  # a live writer's watch
+        store = make_store(tmp_path, rbd_cluster)
+        store.add(new_id(), iter([b"x"]), 1)  # the first connection reaps
+        names = temporaries_in(ioctx)
+        assert dead not in names
+        assert live in names
+        store.close()
+    rbd.RBD().remove(ioctx, live)
+
+
+def test_cluster_down_is_one_line_within_the_timeout(tmp_path: Path) -> None:
+    conf = tmp_path / "down.conf"
+    conf.write_text(
+        "[global]\nmon host = v2:127.0.0.1:9\nauth client required = none\n"
+        "ms mon client mode = crc\nkeyring = /dev/null\n"
+    )
+    store = make_store(
+        tmp_path,
+        CephCluster(tmp_path),
+        rbd_store_ceph_conf=str(conf),
+        rados_connect_timeout=2,
+    )
+    started = time.monotonic()
+    with pytest.raises(exceptions.BackendException) as caught:
+        store.add(new_id(), iter([b"x"]), 1)
+    assert time.monotonic() - started < 10
+    message = str(caught.value)
+    assert "\n" not in message
+    assert "within 2 s" in message
+    assert "pool 'images'" in message
+
+
+def test_missing_bindings_are_one_line(
+    tmp_path: Path, rbd_cluster: CephCluster, monkeypatch: Any
+) -> None:
+    monkeypatch.setitem(__import__("sys").modules, "rbd", None)
+    with pytest.raises(exceptions.BadStoreConfiguration) as caught:
+        make_store(tmp_path, rbd_cluster)
+    assert "apt-get install python3-rbd python3-rados" in str(caught.value)
+    assert "\n" not in str(caught.value)
+
+
+def test_stale_claim_does_not_block_the_id(store: RbdStore, ioctx: Any) -> None:
+    # A delete or an add that crashed between its two steps left the claim
+    # of an id whose image and temporary are gone: an add breaks it.
+    image_id = new_id()
+    ioctx.write_full(
+        rbd_temporaries.claim_name(image_id), rbd_temporaries.temporary_name().encode()
+    )
+    result = store.add(image_id, iter([b"new"]), 3)
+    assert read_all(store, result.location) == b"new"
+    with pytest.raises(exceptions.Duplicate):
+        store.add(image_id, iter([b"again"]), 5)
+    store.delete(result.location)
+    with pytest.raises(rados.ObjectNotFound):
+        ioctx.stat(rbd_temporaries.claim_name(image_id))
