@@ -282,3 +282,44 @@ def test_stale_claim_does_not_block_the_id(store: RbdStore, ioctx: Any) -> None:
     store.delete(result.location)
     with pytest.raises(rados.ObjectNotFound):
         ioctx.stat(rbd_temporaries.claim_name(image_id))
+
+
+def _stalled_add(conf: str, image_id: str, marker: str) -> None:
+    """In a process of its own: add ``image_id`` and stall mid-stream (after
+    writing ``marker``), to be killed there."""
+    from fsstore.testing.races import StoreFromConfig
+
+    def chunks() -> Iterator[bytes]:
+        yield payload(3 * MiB, seed=3)
+        Path(marker).write_text("mid-stream")
+        time.sleep(600)
+        yield b"never"
+
+    StoreFromConfig((conf,), "rbd")().add(image_id, chunks(), 0)
+
+
+def test_killed_writer_leaves_no_image_and_the_id_free(
+    tmp_path: Path, store: RbdStore, ioctx: Any
+) -> None:
+    import multiprocessing
+    import signal
+
+    image_id = new_id()
+    marker = tmp_path / "marker"
+    conf = str(list(store.conf.config_file)[0])
+    writer = multiprocessing.get_context("spawn").Process(
+        target=_stalled_add, args=(conf, image_id, str(marker))
+    )
+    writer.start()
+    deadline = time.monotonic() + 60
+    while not marker.exists() and writer.is_alive() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert marker.exists(), "the writer did not get mid-stream"
+    assert writer.pid is not None
+    os.kill(writer.pid, signal.SIGKILL)
+    writer.join()
+    with pytest.raises(exceptions.NotFound):
+        store.get_size(store._location_of(image_id))
+    assert image_id not in rbd.RBD().list(ioctx)
+    result = store.add(image_id, iter([b"after"]), 5)
+    assert read_all(store, result.location) == b"after"
