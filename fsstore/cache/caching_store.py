@@ -6,7 +6,13 @@ import dataclasses
 import os
 
 from fsstore import exceptions
-from fsstore.cache.image_cache import ExpectedArg, ImageCache, as_expected
+from fsstore.cache.image_cache import (
+    ExpectedArg,
+    ImageCache,
+    as_expected,
+    not_cached,
+)
+from fsstore.hashing import InvalidExpected
 from fsstore.registry import StoreRegistry
 from fsstore.store import range_length, validate_image_id
 from fsstore.streams import READ_CHUNK, FileChunkIterator, ImageChunks
@@ -40,7 +46,9 @@ class CachingStore:
         :param image_id: the image.
         :param location: where the store keeps it.
         :param expected: what the data must match to be cached on the way
-            (see ImageCache.start_write); without a digest it is not cached.
+            (see ImageCache.start_write); without a digest, or with a
+            checksum string that is no MD5 hex digest (logged), the image
+            is served and not cached.
         :param offset: where the range starts.
         :param chunk_size: the range's length (None: to the end).
         """
@@ -51,7 +59,11 @@ class CachingStore:
             return self._from_cache(image_id, offset, chunk_size)
         except exceptions.NotFound:
             pass  # not cached: read through
-        wanted = as_expected(expected)
+        try:
+            wanted = as_expected(expected)
+        except InvalidExpected as exc:
+            not_cached(image_id, exc)  # still served, as it always was
+            wanted = None
         chunks, length = self.registry.get(location, offset, chunk_size)
         if offset or chunk_size is not None or wanted is None or not wanted.digests:
             return chunks, length

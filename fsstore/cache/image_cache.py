@@ -22,7 +22,7 @@ from fsstore.cache.directory import CacheDirectory, Cleaned
 from fsstore.cache.queue import PrefetchQueue
 from fsstore.cache.records import CachedImage, Problem, RecordsDriver
 from fsstore.cache.writer import CacheWriter
-from fsstore.hashing import Expected
+from fsstore.hashing import Expected, InvalidExpected
 from fsstore.location import without_credentials
 from fsstore.registry import register_opts
 from fsstore.store import validate_image_id
@@ -41,10 +41,25 @@ def as_expected(expected: ExpectedArg) -> Expected | None:
 
     :param expected: an Expected, an MD5 hex digest (what Glance passes
         as ``image_checksum``), or None.
+    :raises InvalidExpected: for a string that is no MD5 hex digest. The
+        cache's methods catch it: Glance's checksum comes from an image's
+        metadata, and one that could never match only means the image is
+        not cached (logged), its data still served. An Expected a caller
+        builds is checked when it is built (fsstore.hashing.Expected).
     """
     if expected is None or isinstance(expected, Expected):
         return expected
     return Expected(expected)
+
+
+def not_cached(image_id: str, problem: InvalidExpected) -> None:
+    """Log that ``image_id`` is not cached because Glance's checksum for it
+    is no MD5 hex digest (see :func:`as_expected`).
+
+    :param image_id: the image.
+    :param problem: what :func:`as_expected` raised.
+    """
+    LOG.warning("not caching %s: %s", image_id, problem)
 
 
 def verifiable(image_id: str, expected: Expected | None) -> Expected:
@@ -225,9 +240,14 @@ class ImageCache:
             credentials (the stores use their configured ones).
         :param expected: what the prefetcher verifies it against, recorded
             too (see start_write); without it, the prefetcher's resolver
-            may give one.
+            may give one. A checksum string that is no MD5 hex digest
+            could never be cached: the image is not queued (logged).
         """
-        wanted = as_expected(expected) or Expected()
+        try:
+            wanted = as_expected(expected) or Expected()
+        except InvalidExpected as exc:
+            not_cached(image_id, exc)
+            return False
         return self._queue.add(
             image_id,
             location=None if location is None else without_credentials(location),
@@ -297,7 +317,8 @@ class ImageCache:
     ) -> CacheWriter | None:
         """A writer for ``image_id`` (see fsstore.cache.writer), or None when
         it must not be cached now: cached, being cached by another writer, an
-        id the records cannot hold, or larger than the cache.
+        id the records cannot hold, larger than the cache, or a checksum
+        string that is no MD5 hex digest (logged; see as_expected).
 
         :param image_id: the image to cache.
         :param expected: what the data must match for ``commit()`` to
@@ -308,8 +329,12 @@ class ImageCache:
             (``CachedImage.verified`` is False).
         """
         validate_image_id(image_id)
-        wanted = verifiable(image_id, as_expected(expected))
-        return self._directory.start_write(image_id, wanted)
+        try:
+            wanted = as_expected(expected)
+        except InvalidExpected as exc:
+            not_cached(image_id, exc)
+            return None
+        return self._directory.start_write(image_id, verifiable(image_id, wanted))
 
     def open_for_write(
         self,
@@ -323,7 +348,7 @@ class ImageCache:
         :param image_id: the image to cache.
         :param expected: what the data must match (see start_write).
         """
-        writer = self.start_write(image_id, as_expected(expected))
+        writer = self.start_write(image_id, expected)
         return contextlib.nullcontext() if writer is None else writer
 
     def get_caching_iter(
@@ -348,6 +373,9 @@ class ImageCache:
         validate_image_id(image_id)
         try:
             wanted = verifiable(image_id, as_expected(expected))
+        except InvalidExpected as exc:
+            not_cached(image_id, exc)
+            return CachingIterator(None, iterator)
         except exceptions.Invalid as exc:
             LOG.info("not caching %s: %s", image_id, exc)
             return CachingIterator(None, iterator)
@@ -366,17 +394,17 @@ class ImageCache:
         :param iterator: its data: chunks, or a file-like object.
         :param expected: what the data must match (see start_write):
             Invalid when it names no digest and does not allow unverified
-            caching; data longer or shorter than its ``size`` is not cached.
+            caching. Data longer or shorter than its ``size`` is not
+            cached (False, the entry in ``invalid/``): the writer's one
+            check of the whole Expected, as for a digest that differs.
         """
-        validate_image_id(image_id)
-        wanted = verifiable(image_id, as_expected(expected))
-        writer = self.start_write(image_id, wanted)
+        writer = self.start_write(image_id, expected)
         if writer is None:
             return False
         with writer:
-            # The writer copies what it keeps: views are enough.
-            source = CheckedSource(iterator, image_id, wanted.size or 0)
-            for view in source.views():
+            # The writer copies what it keeps: views are enough. The size
+            # is the writer's to check, not the source's (0: unchecked).
+            for view in CheckedSource(iterator, image_id).views():
                 writer.write(view)
         return writer.published
 

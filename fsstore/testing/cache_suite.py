@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import io
 import os
 import threading
 from collections.abc import Iterator
@@ -95,8 +96,6 @@ class CacheDriverConformanceTests(CacheLimitTests):
             cache.open_for_read("nope").__enter__()
 
     def test_cache_image_file(self, cache: ImageCache, tmp_path: Path) -> None:
-        import io
-
         data = payload(200 * KiB, seed=3)
         assert cache.cache_image_file("f", io.BytesIO(data), md5(data))
         assert self.read(cache, "f") == data
@@ -250,6 +249,25 @@ class CacheDriverConformanceTests(CacheLimitTests):
         [entry] = cache.get_cached_images()
         assert not entry.verified
 
+    def test_a_checksum_that_is_no_md5_digest_is_not_cached(
+        self, cache: ImageCache, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        """Glance's checksum comes from an image's metadata: one that could
+        never match means the image is not cached, never an error."""
+        bad = "not-an-md5"
+        assert cache.start_write("img", bad) is None
+        with cache.open_for_write("img", bad) as writer:
+            assert writer is None
+        assert not cache.cache_image_iter("img", iter([b"data"]), bad)
+        assert not cache.cache_image_file("img", io.BytesIO(b"data"), bad)
+        it = cache.get_caching_iter("img", bad, iter([b"da", b"ta"]))
+        assert b"".join(it) == b"data" and not it.caching
+        assert not cache.queue_image("img", "file:///x/img", bad)
+        assert cache.is_cacheable("img") and not cache.is_queued("img")
+        assert self.names(cache, "invalid") == []
+        assert self.names(cache, "incomplete") == []
+        assert "not caching img" in caplog.text and repr(bad) in caplog.text
+
     def test_writer_as_a_context_manager(self, cache: ImageCache) -> None:
         with cache.open_for_write("img", md5(b"abc")) as writer:
             assert writer is not None
@@ -295,8 +313,8 @@ class CacheDriverConformanceTests(CacheLimitTests):
             "location": "file:///x/u",
             "unverified": True,
         }
-        with pytest.raises(exceptions.Invalid, match="expected digests"):
-            cache.queue_image("bad", "file:///x/bad", "not an md5")
+        # Glance's checksum that is no MD5 digest: not queued, not raised.
+        assert not cache.queue_image("bad", "file:///x/bad", "not an md5")
         assert not cache.is_queued("bad")
 
     def test_cached_image_is_not_queued_and_commit_dequeues(

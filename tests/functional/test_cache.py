@@ -334,6 +334,17 @@ def test_read_through_without_checksum_or_ranged_does_not_cache(tmp_path, regist
         caching.get("../img", result.location, expected=result.checksum)
 
 
+def test_read_through_with_a_checksum_that_is_no_md5_digest(tmp_path, registry):
+    """The image is served, as ever, and simply not cached."""
+    cache = make(tmp_path / "cache")
+    caching = CachingStore(registry, cache)
+    result = registry.add("img", iter([b"0123456789"]), 10)
+    chunks, length = caching.get("img", result.location, "not-an-md5")
+    assert (b"".join(chunks), length) == (b"0123456789", 10)
+    assert not cache.is_cached("img") and cache.is_cacheable("img")
+    assert os.listdir(tmp_path / "cache" / "invalid") == []
+
+
 def test_read_through_with_multihash(tmp_path, registry):
     cache = make(tmp_path / "cache")
     caching = CachingStore(registry, cache)
@@ -498,6 +509,18 @@ def test_the_writer_checks_the_expected_size(tmp_path):
     assert cache.get_cached_images() == []
     assert sorted(os.listdir(tmp_path / "cache" / "invalid")) == ["long", "short"]
     assert cache.cache_image_iter("exact", iter([data]), Expected(md5(data), size=4))
+
+
+@pytest.mark.parametrize("size", [3, 5])
+def test_cache_image_iter_refuses_a_wrong_size_one_way(tmp_path, size):
+    """Longer or shorter than the declared size: not cached, and False
+    either way (the writer's one check), never an exception."""
+    data = b"data"
+    cache = make(tmp_path / "cache")
+    wanted = Expected(md5(data), size=size)
+    assert not cache.cache_image_iter("img", iter([b"da", b"ta"]), wanted)
+    assert cache.get_cached_images() == []
+    assert os.listdir(tmp_path / "cache" / "invalid") == ["img"]
 
 
 # -- one expected argument -------------------------------------------------------
