@@ -323,3 +323,20 @@ def test_killed_writer_leaves_no_image_and_the_id_free(
     assert image_id not in rbd.RBD().list(ioctx)
     result = store.add(image_id, iter([b"after"]), 5)
     assert read_all(store, result.location) == b"after"
+
+
+def test_other_snapshots_are_in_use_and_nothing_changes(
+    store: RbdStore, ioctx: Any
+) -> None:
+    image_id = new_id()
+    result = store.add(image_id, iter([b"kept"]), 4)
+    with rbd.Image(ioctx, image_id) as image:
+        image.create_snap("backup")
+    for uri in (result.location, f"rbd://{image_id}"):
+        with pytest.raises(exceptions.InUseByStore, match="backup"):
+            store.delete(uri)
+    assert read_all(store, f"rbd://{image_id}") == b"kept"
+    with rbd.Image(ioctx, image_id) as image:
+        image.remove_snap("backup")
+    store.delete(result.location)
+    assert image_id not in rbd.RBD().list(ioctx)

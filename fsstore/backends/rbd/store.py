@@ -205,7 +205,6 @@ class RbdStore(Store):
     def _get(
         self, location: Location, offset: int, limit: int | None
     ) -> tuple[ImageChunks, int]:
-        assert self.settings is not None or self._ready()
         image = self._open(location)
         try:
             size = int(image.size())
@@ -240,10 +239,7 @@ class RbdStore(Store):
             try:
                 rbd.RBD().remove(ioctx, name)
             except rbd.ImageHasSnapshots:
-                # Clone v2 children keep the snapshot in the trash
-                # namespace: the image goes to the RBD trash, as
-                # glance_store does, and librbd removes it with its last child.
-                rbd.RBD().trash_move(ioctx, name)
+                self._trash(ioctx, name, what)
             release_claim(bindings, ioctx, name)
         except rbd.ImageBusy:
             raise exceptions.InUseByStore(
@@ -253,6 +249,27 @@ class RbdStore(Store):
             raise
         except Exception as exc:
             raise self._error(exc, what) from None
+
+    def _trash(self, ioctx: Any, name: str, what: str) -> None:
+        """Move image ``name``, which still has snapshots, to the RBD trash
+        when each is in the trash namespace (kept by clone v2 children, as
+        glance_store does: librbd removes it with its last child); any
+        other snapshot (a user's, or ``snap`` of a legacy location, which
+        names none) is InUseByStore and nothing is changed."""
+        rbd = self.bindings.rbd if self.bindings else None
+        assert rbd is not None
+        with rbd.Image(ioctx, name) as image:
+            kept = [
+                snap["name"]
+                for snap in image.list_snaps()
+                if snap.get("namespace") != rbd.RBD_SNAP_NAMESPACE_TYPE_TRASH
+            ]
+        if kept:
+            raise exceptions.InUseByStore(
+                f"{what} has snapshots ({', '.join(sorted(kept))}) that this "
+                "delete does not remove"
+            )
+        rbd.RBD().trash_move(ioctx, name)
 
     def _remove_snapshot(self, image: Any, snapshot: str, what: str) -> None:
         """Unprotect and remove ``snapshot``; InUseByStore, nothing changed,
