@@ -340,3 +340,15 @@ def test_other_snapshots_are_in_use_and_nothing_changes(
         image.remove_snap("backup")
     store.delete(result.location)
     assert image_id not in rbd.RBD().list(ioctx)
+
+
+def test_reads_closed_early_or_unread_close_the_image(store: RbdStore) -> None:
+    data = payload(9 * MiB + 3, seed=9)  # reads of 1 MiB, several ahead
+    location = store.add(new_id(), iter([data]), len(data)).location
+    chunks, length = store.get(location)
+    assert length == len(data)
+    assert next(iter(chunks)) == data[:MiB]
+    chunks.close()
+    store.get(location, offset=MiB)[0].close()  # never iterated
+    got, _ = store.get(location, offset=MiB - 1, chunk_size=2 * MiB + 2)
+    assert b"".join(got) == data[MiB - 1 : 3 * MiB + 1]

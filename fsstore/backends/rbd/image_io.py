@@ -12,8 +12,9 @@ write that is all zeros is skipped: it stays a hole.
 
 from __future__ import annotations
 
+import collections
 import threading
-from collections.abc import Generator, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 # Writes (of the object size) outstanding at once, per add.
@@ -118,38 +119,70 @@ class ImageWriter:
 
 class RangeReader:
     """``length`` bytes of an open image from ``offset``, in reads of at
-    most ``chunk_size``; owns the image and closes it at the end, or when
-    closed before.
+    most ``chunk_size``, ``IN_FLIGHT`` of them issued ahead asynchronously
+    (memory: that many chunks). Owns the image and closes it at the end, or
+    when closed before, once no read is outstanding.
     """
 
     def __init__(self, image: Any, offset: int, length: int, chunk_size: int) -> None:
         self._image = image
-        self._chunks = _reads(image, offset, length, chunk_size)
+        self._next = offset
+        self._end = offset + length
+        self._chunk_size = chunk_size
+        self._ahead: collections.deque[_Read] = collections.deque()
+        self._fill()
+
+    def _fill(self) -> None:
+        while len(self._ahead) < IN_FLIGHT and self._next < self._end:
+            n = min(self._chunk_size, self._end - self._next)
+            read = _Read()
+            read.completion = self._image.aio_read(self._next, n, read.done)
+            self._ahead.append(read)
+            self._next += n
 
     def __iter__(self) -> Iterator[bytes]:
         return self
 
     def __next__(self) -> bytes:
+        if not self._ahead:
+            self.close()
+            raise StopIteration
+        read = self._ahead.popleft()
         try:
-            return next(self._chunks)
-        except StopIteration:
+            data = read.result()
+            self._fill()
+        except BaseException:
             self.close()
             raise
+        return data
 
     def close(self) -> None:
-        self._chunks.close()
+        """Wait for the reads issued, then close the image."""
+        ahead, self._ahead = self._ahead, collections.deque()
+        self._next = self._end
+        for read in ahead:
+            read.finished.wait()
         image, self._image = self._image, None
         if image is not None:
             image.close()
 
 
-def _reads(
-    image: Any, offset: int, length: int, chunk_size: int
-) -> Generator[bytes, None, None]:
-    end = offset + length
-    while offset < end:
-        chunk = image.read(offset, min(chunk_size, end - offset))
-        if not chunk:
-            return
-        offset += len(chunk)
-        yield chunk
+class _Read:
+    """One asynchronous read: its completion, and what it returned."""
+
+    def __init__(self) -> None:
+        self.finished = threading.Event()
+        self.completion: Any = None
+        self.value = 0
+        self.data = b""
+
+    def done(self, completion: Any, data: bytes | None) -> None:
+        self.value = completion.get_return_value()
+        self.data = data or b""
+        self.finished.set()
+
+    def result(self) -> bytes:
+        self.finished.wait()
+        if self.value < 0:
+            raise OSError(-self.value, f"RBD read failed (errno {-self.value})")
+        return self.data
