@@ -55,12 +55,12 @@ def evict_for(directory: CacheDirectory, incoming: int) -> tuple[int, int]:
     :param incoming: the size of the entry about to be published (0 to
         bring the cache under its limit).
     """
-    policy = directory.policy
     total = directory.records.total_size()
-    if policy.admits(total + incoming):
-        return 0, 0  # the common case reads no records but the total
-    victims = policy.victims(directory.entries(), total, incoming)
-    freed = sum(entry.size for entry in victims)
+    # Lazy: the policy reads the records only if the total does not fit,
+    # so the common case reads nothing but the total.
+    entries = (entry for read in (directory.entries,) for entry in read())
+    victims, freed = directory.policy.plan(entries, total, incoming)
     remove(directory, [entry.image_id for entry in victims])
-    LOG.debug("evicted %d entries (%d bytes)", len(victims), freed)
+    if victims:
+        LOG.debug("evicted %d entries (%d bytes)", len(victims), freed)
     return len(victims), freed

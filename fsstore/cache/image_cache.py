@@ -19,6 +19,7 @@ from oslo_config import cfg
 
 from fsstore import exceptions, plugins
 from fsstore.cache.directory import CacheDirectory, Cleaned
+from fsstore.cache.policy import EvictionPolicy
 from fsstore.cache.queue import PrefetchQueue
 from fsstore.cache.records import CachedImage, Problem, RecordsDriver
 from fsstore.cache.writer import CacheWriter
@@ -152,14 +153,23 @@ class CachingIterator:
 
 
 class ImageCache:
-    """The image cache of ``conf`` (``[DEFAULT] image_cache_*`` options)."""
+    """The image cache of ``conf`` (``[DEFAULT] image_cache_*`` options).
 
-    def __init__(self, conf: cfg.ConfigOpts) -> None:
+    :param conf: the configuration its options are read from.
+    :param eviction: which entries go first when room is needed, by
+        ``prune`` and before an entry is published (fsstore.cache.policy);
+        the default is ``LeastRecentlyUsed``, as in Glance. Not an option:
+        a caller choosing another order passes it here.
+    """
+
+    def __init__(
+        self, conf: cfg.ConfigOpts, eviction: EvictionPolicy | None = None
+    ) -> None:
         # The cache's own options and every records driver's, once each.
         register_opts(conf)
         self.conf = conf
         records = load_records_driver(conf)
-        self._directory = CacheDirectory(conf, records)
+        self._directory = CacheDirectory(conf, records, eviction)
         self._directory.configure()
         self._queue = PrefetchQueue(self._directory)
 
@@ -193,15 +203,32 @@ class ImageCache:
     # -- queries -------------------------------------------------------------
 
     def is_cached(self, image_id: str) -> bool:
+        """Whether ``image_id`` is cached (published, readable).
+
+        :param image_id: the image; Invalid if it is no valid image id.
+        """
         return self._directory.is_cached(image_id)
 
     def is_queued(self, image_id: str) -> bool:
+        """Whether ``image_id`` is queued for prefetching.
+
+        :param image_id: the image; Invalid if it is no valid image id.
+        """
         return self._queue.is_queued(image_id)
 
     def is_being_cached(self, image_id: str) -> bool:
+        """Whether a live writer is caching ``image_id`` now.
+
+        :param image_id: the image; Invalid if it is no valid image id.
+        """
         return self._directory.is_being_cached(image_id)
 
     def is_cacheable(self, image_id: str) -> bool:
+        """Whether ``image_id`` could be cached now: a name the records can
+        hold, neither cached nor being cached.
+
+        :param image_id: the image; Invalid if it is no valid image id.
+        """
         directory = self._directory
         return (
             directory.is_entry_name(validate_image_id(image_id))
@@ -210,18 +237,25 @@ class ImageCache:
         )
 
     def get_cache_size(self) -> int:
+        """The recorded size of all cached images, in bytes."""
         return self._directory.records.total_size()
 
     def get_hit_count(self, image_id: str) -> int:
+        """How often the cached ``image_id`` was read; 0 when not cached.
+
+        :param image_id: the image; Invalid if it is no valid image id.
+        """
         validate_image_id(image_id)
         if not self._directory.is_entry_name(image_id):
             return 0
         return self._directory.records.hits(image_id)
 
     def get_cached_images(self) -> list[CachedImage]:
+        """The records of every cached image, sorted (by image id first)."""
         return sorted(self._directory.entries())
 
     def get_queued_images(self) -> list[str]:
+        """The queued image ids, the first queued first."""
         return self._queue.images()
 
     # -- queue ---------------------------------------------------------------
@@ -258,20 +292,36 @@ class ImageCache:
         )
 
     def queued_image_info(self, image_id: str) -> dict[str, Any]:
+        """What ``image_id``'s queue entry records (``location``, the
+        digests, ``unverified``); empty for Glance's empty queue files.
+        NotFound when it is not queued.
+
+        :param image_id: the image; Invalid if it is no valid image id.
+        """
         return self._queue.info(image_id)
 
     def delete_queued_image(self, image_id: str) -> bool:
+        """Dequeue ``image_id``; False if it was not queued.
+
+        :param image_id: the image; Invalid if it is no valid image id.
+        """
         return self._queue.remove(image_id)
 
     def delete_all_queued_images(self) -> int:
+        """Empty the queue: the number of images dequeued."""
         return self._queue.clear()
 
     # -- entries -------------------------------------------------------------
 
     def delete_cached_image(self, image_id: str) -> bool:
+        """Remove the cached ``image_id``; False if it was not cached.
+
+        :param image_id: the image; Invalid if it is no valid image id.
+        """
         return self._directory.delete(image_id)
 
     def delete_all_cached_images(self) -> int:
+        """Remove every cached image: the number of files removed."""
         return self._directory.delete_all()
 
     def prune(self) -> tuple[int, int]:

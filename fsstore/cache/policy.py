@@ -19,7 +19,7 @@ shown: it never reads or removes files.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import ClassVar, Protocol
+from typing import ClassVar, NamedTuple, Protocol
 
 from fsstore.cache.records import CachedImage
 
@@ -73,6 +73,14 @@ EVICTION_POLICIES: dict[str, type[EvictionPolicy]] = {
 }
 
 
+class Eviction(NamedTuple):
+    """What making room evicts: the entries, first to go first, and the
+    bytes of records they free together."""
+
+    victims: list[CachedImage]
+    freed: int
+
+
 class CachePolicy:
     """The size limit and the eviction order of one cache directory.
 
@@ -98,10 +106,23 @@ class CachePolicy:
     def victims(
         self, entries: Iterable[CachedImage], total: int, incoming: int = 0
     ) -> list[CachedImage]:
+        """The entries to evict, in eviction order (``plan``'s victims).
+
+        :param entries: every entry's record (``records.entries()``).
+        :param total: the recorded size of all entries (see ``plan``).
+        :param incoming: the size of the entry about to be published.
+        """
+        return self.plan(entries, total, incoming).victims
+
+    def plan(
+        self, entries: Iterable[CachedImage], total: int, incoming: int = 0
+    ) -> Eviction:
         """The entries to evict, in eviction order, so that what stays and
-        ``incoming`` are admitted together; none when they are already.
-        One pass over a snapshot: it always ends, and if even evicting
-        everything leaves too little room, everything is named.
+        ``incoming`` are admitted together, and the bytes they free; none
+        when they are admitted already, and then ``entries`` is not even
+        iterated (a lazy iterable of the records is never read). One pass
+        over a snapshot: it always ends, and if even evicting everything
+        leaves too little room, everything is named.
 
         :param entries: every entry's record (``records.entries()``).
         :param total: the recorded size of all entries
@@ -112,10 +133,10 @@ class CachePolicy:
         victims: list[CachedImage] = []
         freed = 0
         if self.admits(total + incoming):
-            return victims
+            return Eviction(victims, freed)
         for entry in self.eviction.order(entries):
             if self.admits(total - freed + incoming):
                 break
             victims.append(entry)
             freed += entry.size
-        return victims
+        return Eviction(victims, freed)

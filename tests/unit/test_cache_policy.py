@@ -6,14 +6,14 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import ClassVar
 
 import pytest
 
 from fsstore.cache.directory import CacheDirectory
-from fsstore.cache.image_cache import load_records_driver
+from fsstore.cache.image_cache import ImageCache, load_records_driver
 from fsstore.cache.policy import (
     EVICTION_POLICIES,
     CachePolicy,
@@ -79,6 +79,20 @@ def test_the_recorded_total_decides_not_the_sum_of_the_entries() -> None:
     assert CachePolicy(LIMIT).victims(entries, total=LIMIT, incoming=0) == []
     victims = CachePolicy(LIMIT).victims(entries, total=LIMIT + 1, incoming=0)
     assert [v.image_id for v in victims] == ["a"]
+
+
+def test_a_plan_reads_no_entries_while_they_fit() -> None:
+    def unread() -> Iterator[CachedImage]:
+        raise AssertionError("the records were read")
+        yield image("never")
+
+    assert CachePolicy(LIMIT).plan(unread(), total=6, incoming=4) == ([], 0)
+
+
+def test_a_plan_frees_what_its_victims_hold() -> None:
+    entries = [image(f"e{i}", 3, accessed=i) for i in range(3)]  # 9 bytes
+    victims, freed = CachePolicy(LIMIT).plan(entries, total=9, incoming=7)
+    assert ([v.image_id for v in victims], freed) == (["e0", "e1"], 6)
 
 
 # -- the eviction orders ---------------------------------------------------------
@@ -224,3 +238,20 @@ def test_prune_and_check_ask_the_same_limit(tmp_path: Path, driver: str) -> None
     assert [p.kind for p in cache_dir.check()] == ["over-limit"]
     assert cache_dir.prune() == (1, LIMIT)
     assert cache_dir.check() == []
+
+
+def test_the_image_cache_evicts_by_the_policy_it_is_given(
+    tmp_path: Path, driver: str
+) -> None:
+    """ImageCache passes its ``eviction`` through: prune evicts by it."""
+    conf = make_cache_conf(tmp_path / "cache", driver, image_cache_max_size=LIMIT)
+    roomy = ImageCache(conf)
+    for image_id, data in (("small-old", b"s" * 3), ("large-new", b"L" * 7)):
+        md5 = hashlib.md5(data).hexdigest()
+        assert roomy.cache_image_iter(image_id, iter([data]), md5)
+    conf.set_override("image_cache_max_size", LIMIT - 1)
+    largest_first = LargestFirst()
+    cache = ImageCache(conf, eviction=largest_first)
+    assert cache.prune() == (1, 7)  # LRU would have evicted small-old
+    assert largest_first.asked == 1
+    assert [e.image_id for e in cache.get_cached_images()] == ["small-old"]
