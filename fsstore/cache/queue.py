@@ -31,6 +31,11 @@ from fsstore.safefiles import write_all
 # written by queue_image.
 MAX_QUEUE_FILE = 64 * 1024
 
+#: The names of the temporary files a crashed queue write leaves: atomic_file's
+#: (``safefiles.TEMPORARY_PREFIX``), and the previous release's own queue
+#: temporaries (``.fsstore-queue-<hex>``), which an upgrade may find.
+LEFTOVER_PREFIXES = (safefiles.TEMPORARY_PREFIX, ".fsstore-queue-")
+
 
 class PrefetchQueue:
     """The queue of one cache directory."""
@@ -123,14 +128,19 @@ class PrefetchQueue:
         return sum(self.remove(image_id) for image_id in self.images())
 
     def clean(self, stall_time: int) -> list[str]:
-        """Remove temporary files left by a crash inside ``add``: one lives
-        for microseconds, so one older than ``stall_time`` is a leftover.
-        What cannot be removed is returned, one line each."""
+        """Remove temporary files left by a crash inside ``add`` (names
+        starting with one of ``LEFTOVER_PREFIXES``): one lives for
+        microseconds, so one older than ``stall_time`` is a leftover.
+        What cannot be removed is returned, one line each.
+
+        :param stall_time: the age in seconds past which a temporary file
+            is a crash's leftover, not a write in progress.
+        """
         now = time.time()
         left = []
         with self.directory.subdir(QUEUE) as dir_fd:
             for name in os.listdir(dir_fd):
-                if not name.startswith(safefiles.TEMPORARY_PREFIX):
+                if not name.startswith(LEFTOVER_PREFIXES):
                     continue
                 try:
                     st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
