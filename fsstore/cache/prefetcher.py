@@ -59,7 +59,15 @@ class Prefetcher:
         self.resolve = resolve
 
     def fetch(self, image_id: str) -> bool:
-        """Cache one queued image: True if cached, False if left to another."""
+        """Cache one queued image: True if cached, False if left to another
+        (cached or dequeued meanwhile, or being cached by another writer).
+
+        :param image_id: the queued image; its queue entry (or ``resolve``)
+            says where it is and what it must match.
+        :raises NotFound: when no location is known for it.
+        :raises Invalid: when it may not be cached (no digest to verify it
+            against, larger than the cache) or its data was rejected.
+        """
         try:
             info = self.cache.queued_image_info(image_id)
         except exceptions.NotFound:
@@ -99,6 +107,13 @@ class Prefetcher:
         )
 
     def run(self, on_done: Callable[[str, bool], None] | None = None) -> PrefetchReport:
+        """Fetch every queued image, ``workers`` at a time: what was cached,
+        skipped and failed. A failure is logged, the image put in
+        ``invalid/`` and dequeued; it never stops the others.
+
+        :param on_done: called with each image id as it ends, and whether
+            it was cached (progress for a command); None: nothing called.
+        """
         report = PrefetchReport()
         queued = self.cache.get_queued_images()
         with concurrent.futures.ThreadPoolExecutor(self.workers) as pool:

@@ -20,14 +20,15 @@ class _BadRow(Exception):
 
 
 def load_expected(path: Path) -> dict[str, Expected]:
-    """Expected digests by image id, from JSON (a list of objects) or CSV
-    (with a header row). Fields: ``id``, ``checksum``, ``multihash`` or
-    ``os_hash_value``, ``hashing_algo`` or ``os_hash_algo`` (default
-    sha512): the columns of Glance's ``images`` table.
+    """Expected digests by image id, with the columns of Glance's ``images``
+    table: ``id``, ``checksum``, ``multihash`` or ``os_hash_value``,
+    ``hashing_algo`` or ``os_hash_algo`` (default sha512). The whole file
+    is checked before it is returned, so that a scrub never stops at the
+    image of a bad row after reading the ones before it: anything
+    unusable is Invalid, in one line naming the file and the row.
 
-    The whole file is checked before it is returned, so that a scrub never
-    stops at the image of a bad row after reading the ones before it:
-    anything unusable is Invalid, in one line naming the file and the row.
+    :param path: UTF-8 text: CSV with a header row when its name ends in
+        ``.csv`` (in any case), else JSON (a list of objects).
     """
     try:
         body = path.read_bytes()
