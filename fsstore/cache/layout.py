@@ -10,12 +10,11 @@ counted, pruned or deleted as an image.
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import stat
 from collections.abc import Callable, Iterator
 
-from fsstore import exceptions
+from fsstore import exceptions, safefiles
 from fsstore.cache.records import INCOMPLETE, RecordsDriver
 from fsstore.store import RESERVED_PREFIX, image_id_problem, validate_image_id
 
@@ -198,16 +197,9 @@ class CacheLayout:
 
         :param sub: one of ``SUBDIRS``.
         """
-        path = os.path.join(self.base_dir, sub)
-        try:
-            fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
-        except OSError as exc:
-            # O_NOFOLLOW | O_DIRECTORY on a link: ELOOP or ENOTDIR.
-            if exc.errno in (errno.ELOOP, errno.ENOTDIR) and os.path.islink(path):
-                raise OSError(
-                    exc.errno, "a symbolic link where a directory belongs", path
-                ) from None
-            raise
+        # A link is named as one ("a symbolic link where a directory
+        # belongs"), anything else but a directory is NotADirectoryError.
+        fd = safefiles.open_directory(os.path.join(self.base_dir, sub))
         try:
             yield fd
         finally:
