@@ -146,6 +146,15 @@ class CephCluster:
         self.fsid = fsid
         return fsid
 
+    def restart_monitor(self) -> None:
+        """Kill the monitor (by its process id) and start it again on its
+        data and port: the cluster restarting under its clients."""
+        mon = self.daemons.pop(0)
+        mon.kill()
+        mon.wait()
+        self._daemon("mon", "ceph-mon", "-i", "a")
+        self._run("ceph", "status")  # answered: the monitor is back
+
     def create_rbd_pool(self, pool: str) -> None:
         """Create ``pool`` and ``rbd pool init`` it (which waits for the OSD)."""
         try:
