@@ -52,20 +52,37 @@ __all__ = [
 
 
 def register_opts(conf: cfg.ConfigOpts) -> None:
-    """Register every option fsstore reads, the image cache's included.
+    """Register every option fsstore reads, the image cache's included,
+    as glance_store's ``register_opts`` does: fsstore's own and those every
+    installed store driver declares, found through the entry points.
 
-    The drivers' options are those every installed driver declares, found
-    through the entry points. A driver that cannot be loaded is left out
-    (logged at INFO): a service is not stopped by a plugin its
-    configuration does not use (say, one whose dependencies are missing on
-    this node), and one it does use fails to load with DriverLoadFailure
-    naming it, so nothing is lost but the noise.
+    A cache records driver's options (centralized_db's ``[database]
+    connection``) are registered when that driver is loaded, not here: a
+    service that registers its own (Glance, through oslo.db) after this
+    call would otherwise find them taken. A store driver that cannot be
+    loaded is left out (logged at INFO): a service is not stopped by a
+    plugin its configuration does not use, and one it does use fails to
+    load with DriverLoadFailure naming it.
+
+    :param conf: the configuration to register in; again is harmless
+    """
+    register_own_opts(conf)
+    plugins.register_options(
+        conf,
+        plugins.driver_options(
+            plugins.BACKENDS_NAMESPACE, opts.STORE_GROUP, skipped=_not_registered
+        ),
+    )
+
+
+def register_own_opts(conf: cfg.ConfigOpts) -> None:
+    """Register fsstore's own options (not its drivers'): each driver's are
+    registered when it is loaded, where it reads them.
 
     :param conf: the configuration to register in; again is harmless
     """
     for group, opt in opts.own_options():
         conf.register_opt(opt, group=group)
-    plugins.register_options(conf, opts.driver_options(skipped=_not_registered))
 
 
 def _not_registered(failure: exceptions.DriverLoadFailure) -> None:
@@ -78,15 +95,15 @@ class StoreRegistry:
     def __init__(self, conf: cfg.ConfigOpts) -> None:
         """Load every configured driver, then configure each store.
 
-        :param conf: the parsed configuration; fsstore's options and each
-            store's are registered in it (register_opts)
+        :param conf: the parsed configuration; fsstore's own options and
+            each configured store's are registered in it, once
         :raises DriverLoadFailure: naming a driver the configuration names
             that cannot be loaded
         :raises BadStoreConfiguration: naming the store (or group) whose
             options are missing, contradictory or wrong
         """
         self.conf = conf
-        register_opts(conf)
+        register_own_opts(conf)
         self.stores: dict[str, Store] = {}
         self.multi_store = bool(self._opt(None, "enabled_backends"))
         if self.multi_store:

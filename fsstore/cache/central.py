@@ -101,9 +101,9 @@ OPTIONS: list[tuple[str | None, cfg.Opt]] = [
 
 
 def register_opts(conf: cfg.ConfigOpts) -> None:
-    """Register the two options unless Glance (or oslo.db) already did: for
-    a configuration made without fsstore's register_opts, which registers
-    them with every cache driver's.
+    """Register the two options unless Glance (or oslo.db) already did, as
+    the image cache does when it loads this driver: for a configuration
+    read before any cache is made (tests, tools).
 
     :param conf: the configuration to register in
     """

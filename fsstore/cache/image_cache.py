@@ -79,7 +79,8 @@ def verifiable(image_id: str, expected: Expected | None) -> Expected:
 
 
 def load_records_driver(conf: cfg.ConfigOpts) -> RecordsDriver:
-    """The records driver ``image_cache_driver`` names, not yet configured."""
+    """The records driver ``image_cache_driver`` names, its options
+    registered, not yet configured."""
     try:
         name = conf.image_cache_driver
     except (cfg.Error, ValueError) as exc:
@@ -88,8 +89,12 @@ def load_records_driver(conf: cfg.ConfigOpts) -> RecordsDriver:
         driver_cls = plugins.load_driver(
             name, plugins.CACHE_DRIVERS_NAMESPACE, RecordsDriver
         )
+        options = plugins.declared_options(name, driver_cls, None)
     except exceptions.DriverLoadFailure as exc:
         raise exceptions.BadDriverConfiguration(name, exc.reason) from None
+    # Registered here, once, and not by register_opts: centralized_db's
+    # [database] connection is the service's own (Glance's, through oslo.db).
+    plugins.register_options(conf, options)
     driver: RecordsDriver = driver_cls(conf)
     return driver
 

@@ -110,8 +110,8 @@ class RecordsDriver:
 
     NAME: ClassVar[str] = "base"
     #: oslo.config options this driver reads, each with its group (None:
-    #: ``[DEFAULT]``); registered by the cache's register_opts, listed by
-    #: list_opts, through the entry points (fsstore.plugins).
+    #: ``[DEFAULT]``); registered when the cache loads the driver, listed by
+    #: list_opts through the entry points (fsstore.plugins).
     OPTIONS: ClassVar[list[tuple[str | None, cfg.Opt]]] = []
     #: Ids longer than this are never entries of the driver (its records
     #: cannot hold them); such images are served, not cached.

@@ -96,21 +96,34 @@ def test_list_opts_lists_the_builtin_options_and_more(caplog):
     assert listed(opts.list_builtin_opts()) <= everything
 
 
-def test_register_opts_registers_what_list_opts_lists():
+def test_register_opts_registers_what_list_opts_lists_but_cache_drivers_options():
     conf = cfg.ConfigOpts()
     register_opts(conf)
+    cache_drivers = {
+        (group or "DEFAULT", opt.dest)
+        for group, opt in plugins.driver_options(
+            plugins.CACHE_DRIVERS_NAMESPACE, None, own=True
+        )
+    }
+    assert ("database", "connection") in cache_drivers
+    assert ("DEFAULT", "worker_self_reference_url") in cache_drivers
     for group, name in listed(opts.list_opts()):
-        assert name in (conf if group == "DEFAULT" else conf[group])
+        if group == "DEFAULT":
+            registered = name in conf
+        else:
+            registered = group in conf and name in conf[group]
+        assert registered is ((group, name) not in cache_drivers), (group, name)
 
 
-def test_register_opts_keeps_an_option_the_service_registered_first():
+def test_register_opts_leaves_the_database_to_the_service():
+    # Glance registers [database] through oslo.db after (or before) fsstore;
+    # the centralized_db driver's options come only when that driver loads.
     conf = cfg.ConfigOpts()
-    # oslo.db's [database] connection, with another definition than ours.
-    theirs = cfg.StrOpt("connection", secret=True, default="sqlite://")
-    conf.register_opt(theirs, group="database")
     register_opts(conf)
+    theirs = cfg.StrOpt("connection", secret=True, default="sqlite://")
+    conf.register_opt(theirs, group="database")  # no DuplicateOptError
     conf([], default_config_files=[])
-    assert conf.database.connection == "sqlite://"  # ours has no default
+    assert conf.database.connection == "sqlite://"
 
 
 def driver_with(options):
@@ -279,3 +292,17 @@ def test_a_driver_that_fails_to_import(installed, caplog):
     with pytest.raises(exceptions.DriverLoadFailure) as caught:
         plugins.load_driver("broken_here", plugins.BACKENDS_NAMESPACE, Store)
     assert str(caught.value) == message
+
+
+def test_a_cache_driver_registers_its_options_when_the_cache_loads_it(tmp_path):
+    from fsstore.cache.image_cache import load_records_driver
+    from fsstore.testing.cache_base import make_cache_conf
+
+    sqlite = make_cache_conf(tmp_path / "a", "sqlite")
+    load_records_driver(sqlite)
+    assert "database" not in sqlite  # left to the service (oslo.db)
+    central = make_cache_conf(tmp_path / "b", "centralized_db")
+    assert "database" not in central
+    load_records_driver(central)
+    assert "connection" in central.database
+    assert "worker_self_reference_url" in central
