@@ -1,14 +1,16 @@
 """fsstore's stores as glance_store drivers, for an unchanged Glance.
 
 Glance loads its stores from glance_store's ``glance_store.drivers`` entry
-points. fsstore registers two there:
+points. fsstore registers three there:
 
 * ``fsstore_file``: fsstore's filesystem store (atomic publish, containment,
   one winner per id), configured with glance_store's own filesystem options
   plus ``filesystem_store_fsync``;
 * ``fsstore_s3``: fsstore's S3 store (bounded memory, aborted uploads, no
   credentials in locations), configured with glance_store's ``s3_store_*``
-  options.
+  options;
+* ``fsstore_rbd``: fsstore's RBD store (nothing partial, one winner, digests
+  kept), configured with glance_store's ``rbd_store_*`` options.
 
 Each adapter presents glance_store's driver interface (its ``Store`` base
 class, capabilities, ``StoreLocation``, options registered in the backend's
@@ -25,6 +27,7 @@ refuses to start with a clear reason.
 from __future__ import annotations
 
 import functools
+import urllib.parse
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -34,6 +37,7 @@ try:
     from glance_store import capabilities
     from glance_store import exceptions as gs_exceptions
     from glance_store._drivers import filesystem as gs_filesystem
+    from glance_store._drivers import rbd as gs_rbd
     from glance_store._drivers import s3 as gs_s3
 except ImportError as exc:  # pragma: no cover - exercised without the extra
     raise ImportError(
@@ -43,8 +47,8 @@ except ImportError as exc:  # pragma: no cover - exercised without the extra
 
 
 from fsstore import exceptions
-from fsstore.backends import filesystem, s3
-from fsstore.location import FileLocation, S3Location
+from fsstore.backends import filesystem, rbd, s3
+from fsstore.location import FileLocation, RbdLocation, S3Location
 from fsstore.plugins import register_options
 from fsstore.store import Store as FsstoreStore
 from fsstore.streams import ImageChunks
@@ -196,6 +200,17 @@ class S3StoreLocation(_StoreLocation):
     @property
     def s3serviceurl(self) -> str:
         return str(self.parsed.host)
+
+
+class RbdStoreLocation(_StoreLocation):
+    parse = staticmethod(RbdLocation.from_uri)
+
+    # glance_store's RBD StoreLocation attributes: None in a legacy
+    # rbd://<image> location, as there.
+    fsid = property(lambda self: self.parsed.fsid or None)
+    pool = property(lambda self: self.parsed.pool or None)
+    image = property(lambda self: self.parsed.image)
+    snapshot = property(lambda self: self.parsed.snapshot or None)
 
 
 class _Adapter(glance_store.driver.Store):
@@ -360,3 +375,46 @@ class S3Store(_Adapter):
 
     def _glance_url_prefix(self) -> str:
         return f"{self.store.scheme}://{self.store.host}/{self.store.bucket}"
+
+
+class RbdStore(_Adapter):
+    """``fsstore_rbd``: fsstore's RBD store under glance_store."""
+
+    OPTIONS = [
+        *gs_rbd._RBD_OPTS,
+        *[o for o in rbd.OPTIONS if o.name not in {g.name for g in gs_rbd._RBD_OPTS}],
+    ]
+    FSSTORE_CLASS = rbd.RbdStore
+    LOCATION_CLASS = RbdStoreLocation
+    ENTRY_NAME = "fsstore_rbd"
+    store: rbd.RbdStore
+
+    def _expose(self) -> None:
+        # glance_store's driver attributes; chunk_size in bytes, as there.
+        settings = self.store.settings
+        assert settings is not None
+        self.pool, self.user = settings.pool, settings.user
+        self.conf_file = settings.ceph_conf
+        self.chunk_size = self.READ_CHUNKSIZE = self.WRITE_CHUNKSIZE = (
+            settings.chunk_size
+        )
+        self.thin_provisioning = settings.thin
+
+    def _glance_url_prefix(self) -> str:
+        # glance_store's: rbd://<fsid>/<pool>/, the fsid read from the
+        # cluster. While the cluster cannot be reached (Glance starts while
+        # Ceph is down) glance_store's fallback, rbd://, until it can.
+        cluster = self.store.cluster
+        try:
+            assert cluster is not None
+            cluster.ioctx()
+        except exceptions.FsstoreError:
+            return "rbd://"
+        quote = functools.partial(urllib.parse.quote, safe="")
+        return f"rbd://{quote(cluster.fsid)}/{quote(self.pool)}/"
+
+    @property
+    def url_prefix(self) -> str | None:
+        if self._url_prefix == "rbd://":
+            self._url_prefix = self._glance_url_prefix()
+        return self._url_prefix
