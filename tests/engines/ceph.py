@@ -15,6 +15,8 @@ test-ceph` installs them.
 
 from __future__ import annotations
 
+import importlib
+import os
 import shutil
 import socket
 import subprocess
@@ -64,6 +66,26 @@ rgw dns name = localhost
 
 def missing_binaries(names: tuple[str, ...] = BINARIES) -> list[str]:
     return [name for name in names if shutil.which(name) is None]
+
+
+def why_no_rbd() -> str | None:
+    """Why the RBD tests cannot run here (one line), or None: Ceph's
+    binaries, the rados and rbd bindings, and root to start the daemons."""
+    from fsstore.backends.rbd.config import BINDINGS_HINT
+
+    missing = missing_binaries(RADOS_BINARIES)
+    if missing:
+        return (
+            f"Ceph is not installed ({', '.join(missing)}): make test-ceph installs it"
+        )
+    for module in ("rados", "rbd"):
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            return f"no {module} bindings: {BINDINGS_HINT}"
+    if os.geteuid() != 0:
+        return "starting Ceph's daemons needs root"
+    return None
 
 
 def free_port() -> int:

@@ -9,7 +9,6 @@ without root; ``make test-ceph`` installs them and runs it.
 
 from __future__ import annotations
 
-import importlib
 import os
 import time
 from collections.abc import Iterator
@@ -21,31 +20,13 @@ import pytest
 from fsstore import exceptions
 from fsstore.backends.rbd import RbdStore
 from fsstore.backends.rbd import temporaries as rbd_temporaries
-from fsstore.backends.rbd.config import BINDINGS_HINT
 from fsstore.registry import StoreRegistry
 from fsstore.testing import StoreConformanceTests
 from fsstore.testing.suite import new_id, payload, read_all
-from tests.engines.ceph import RADOS_BINARIES, CephCluster, missing_binaries
+from tests.engines.ceph import CephCluster, why_no_rbd
 from tests.helpers import load_conf, write_conf
 
-
-def _why_not() -> str | None:
-    missing = missing_binaries(RADOS_BINARIES)
-    if missing:
-        return (
-            f"Ceph is not installed ({', '.join(missing)}): make test-ceph installs it"
-        )
-    for module in ("rados", "rbd"):
-        try:
-            importlib.import_module(module)
-        except ImportError:
-            return f"no {module} bindings: {BINDINGS_HINT}"
-    if os.geteuid() != 0:
-        return "starting Ceph's daemons needs root"
-    return None
-
-
-_REASON = _why_not()
+_REASON = why_no_rbd()
 if _REASON is not None:
     pytest.skip(_REASON, allow_module_level=True)
 

@@ -13,10 +13,8 @@ bindings are missing, or without root; ``make test-ceph`` runs it.
 from __future__ import annotations
 
 import hashlib
-import importlib
 import io
 import json
-import os
 import subprocess
 import sys
 import uuid
@@ -25,8 +23,7 @@ from typing import Any
 
 import pytest
 
-from fsstore.backends.rbd.config import BINDINGS_HINT
-from tests.engines.ceph import RADOS_BINARIES, CephCluster, missing_binaries
+from tests.engines.ceph import CephCluster, why_no_rbd
 from tests.helpers import write_conf
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -34,22 +31,6 @@ GS = "glance_store.exceptions."
 MiB = 1024 * 1024
 SIZED = bytes(range(256)) * (10 * 1024 + 3)  # 2.5 MiB and a bit: 3 objects
 UNKNOWN = b"unknown size " * 300_001  # about 3.7 MiB, read in 64 KiB pieces
-
-
-def _why_not() -> str | None:
-    missing = missing_binaries(RADOS_BINARIES)
-    if missing:
-        return (
-            f"Ceph is not installed ({', '.join(missing)}): make test-ceph installs it"
-        )
-    for module in ("rados", "rbd"):
-        try:
-            importlib.import_module(module)
-        except ImportError:
-            return f"no {module} bindings: {BINDINGS_HINT}"
-    if os.geteuid() != 0:
-        return "starting Ceph's daemons needs root"
-    return None
 
 
 class Trickle:
@@ -171,7 +152,7 @@ def cluster_down(conf_file: str, backend: str) -> dict[str, Any]:
     return {"url_prefix": driver.url_prefix, "add": error}
 
 
-_REASON = _why_not()
+_REASON = why_no_rbd()
 if _REASON is not None:
     pytest.skip(_REASON, allow_module_level=True)
 
