@@ -313,6 +313,15 @@ class _Adapter(glance_store.driver.Store):
         self.store.delete(self._uri(location))
 
 
+def theirs_and_ours(theirs: list[Any], ours: list[Any]) -> list[Any]:
+    """glance_store's own option objects for a driver (so an option Glance
+    registered first is the same object, never a duplicate), then those of
+    fsstore's store that glance_store lacks (timeouts, retries, verify on
+    read)."""
+    names = {opt.name for opt in theirs}
+    return [*theirs, *(opt for opt in ours if opt.name not in names)]
+
+
 class FileStore(_Adapter):
     """``fsstore_file``: fsstore's filesystem store under glance_store."""
 
@@ -358,10 +367,7 @@ class S3Store(_Adapter):
 
     # glance_store's own option objects, and fsstore's options it lacks
     # (timeouts, retries, the upload lease).
-    OPTIONS = [
-        *gs_s3._S3_OPTS,
-        *[o for o in s3.OPTIONS if o.name not in {g.name for g in gs_s3._S3_OPTS}],
-    ]
+    OPTIONS = theirs_and_ours(gs_s3._S3_OPTS, s3.OPTIONS)
     FSSTORE_CLASS = s3.S3Store
     LOCATION_CLASS = S3StoreLocation
     ENTRY_NAME = "fsstore_s3"
@@ -380,10 +386,7 @@ class S3Store(_Adapter):
 class RbdStore(_Adapter):
     """``fsstore_rbd``: fsstore's RBD store under glance_store."""
 
-    OPTIONS = [
-        *gs_rbd._RBD_OPTS,
-        *[o for o in rbd.OPTIONS if o.name not in {g.name for g in gs_rbd._RBD_OPTS}],
-    ]
+    OPTIONS = theirs_and_ours(gs_rbd._RBD_OPTS, rbd.OPTIONS)
     FSSTORE_CLASS = rbd.RbdStore
     LOCATION_CLASS = RbdStoreLocation
     ENTRY_NAME = "fsstore_rbd"

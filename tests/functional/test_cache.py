@@ -541,18 +541,3 @@ def test_the_keywords_before_expected_are_refused(tmp_path, keyword):
         with pytest.raises(TypeError, match=keyword):
             call(**{keyword: md5(b"data")})
     assert not cache.is_cached("a") and not cache.is_queued("a")
-
-
-def test_clean_reaps_the_previous_releases_queue_temporaries(tmp_path):
-    """A crashed queue write of the release before left
-    ``.fsstore-queue-<hex>``: reaped once stale, as today's temporaries."""
-    cache = make(tmp_path / "cache")
-    queue = tmp_path / "cache" / "queue"
-    stale, fresh = queue / ".fsstore-queue-0123abcd", queue / ".fsstore-queue-4567ef"
-    stale.write_bytes(b'{"location": "file:///x"}')
-    fresh.write_bytes(b"")
-    an_hour_ago = time.time() - 3600
-    os.utime(stale, (an_hour_ago, an_hour_ago))
-    assert cache.get_queued_images() == []
-    assert cache.clean(stall_time=60).left == ()
-    assert os.listdir(queue) == [fresh.name]

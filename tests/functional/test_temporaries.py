@@ -38,14 +38,15 @@ def test_a_queue_write_leaves_only_its_entry(cache: ImageCache, tmp_path: Path) 
     assert os.listdir(tmp_path / "cache" / "queue") == ["img"]
 
 
+@pytest.mark.parametrize(
+    "prefix",
+    [TEMPORARY_PREFIX, ".fsstore-queue-"],  # the previous release's queue writes
+)
 def test_a_temporary_left_by_a_crash_is_never_queued_and_is_reaped(
-    cache: ImageCache, tmp_path: Path
+    cache: ImageCache, tmp_path: Path, prefix: str
 ) -> None:
     queue = tmp_path / "cache" / "queue"
-    stale, fresh = (
-        queue / (TEMPORARY_PREFIX + "stale"),
-        queue / (TEMPORARY_PREFIX + "new"),
-    )
+    stale, fresh = queue / (prefix + "0123abcd"), queue / (prefix + "4567ef")
     stale.write_bytes(b'{"location": "file:///x"}')
     fresh.write_bytes(b"")
     an_hour_ago = time.time() - 3600
