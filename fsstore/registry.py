@@ -29,8 +29,8 @@ from fsstore import exceptions, opts, plugins
 from fsstore.hashing import DEFAULT_HASHING_ALGO
 from fsstore.location import Location, redact, split_scheme
 
-# load_driver is re-exported: callers written before fsstore.plugins (the
-# image cache) import it from here.
+# load_driver is re-exported (it is in __all__): code written before
+# fsstore.plugins imports it from here; it takes the namespace and base now.
 from fsstore.plugins import BACKENDS_NAMESPACE, load_driver
 from fsstore.store import AddResult, Store
 from fsstore.streams import ImageChunks, ImageData, Verifier
