@@ -48,22 +48,10 @@ $(SWIFT_VENV)/.installed: tests/engines/swift-constraints.txt
 	touch $@
 
 # The RBD store's bindings: Debian's python3-rbd and python3-rados (PyPI has
-# none), built for Debian's Python. When the venv's Python has the same
-# extension suffix, just those two modules are linked into a directory of the
-# venv's site-packages that a .pth file (a path relative to site-packages)
-# adds to sys.path: the rest of Debian's dist-packages stays out of the venv.
-CEPH_DIST := /usr/lib/python3/dist-packages
-CEPH_BINDINGS := fsstore-ceph-bindings
-ceph-bindings: $(BIN)/python
-	@site=$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_path("purelib"))'); \
-	suffix=$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_config_var("EXT_SUFFIX"))'); \
-	if [ -e $(CEPH_DIST)/rados$$suffix ] && [ -e $(CEPH_DIST)/rbd$$suffix ]; then \
-		mkdir -p "$$site/$(CEPH_BINDINGS)" && \
-		ln -sfn $(CEPH_DIST)/rados$$suffix $(CEPH_DIST)/rbd$$suffix "$$site/$(CEPH_BINDINGS)/" && \
-		echo $(CEPH_BINDINGS) > "$$site/$(CEPH_BINDINGS).pth"; \
-	else \
-		rm -rf "$$site/$(CEPH_BINDINGS)" "$$site/$(CEPH_BINDINGS).pth"; \
-	fi
+# none), made importable in fsstore's venv and the peer venv (Glance runs
+# fsstore_rbd there) by tests/engines/ceph-bindings.sh.
+ceph-bindings: $(BIN)/python $(PEER_VENV)/.installed
+	@sh tests/engines/ceph-bindings.sh $(BIN)/python $(PEER_VENV)/bin/python
 
 test: $(VENV)/.installed-test $(PEER_VENV)/.installed $(SWIFT_VENV)/.installed ceph-bindings
 	$(BIN)/python -m pytest tests
@@ -72,7 +60,7 @@ test: $(VENV)/.installed-test $(PEER_VENV)/.installed $(SWIFT_VENV)/.installed c
 # (Debian's packages, installed when missing; root).
 CEPH_PACKAGES := ceph-mon ceph-osd ceph-common radosgw python3-rbd python3-rados
 CEPH_PRESENT := command -v radosgw >/dev/null && command -v rbd >/dev/null && \
-	ls $(CEPH_DIST)/rbd.cpython-*.so >/dev/null 2>&1
+	ls /usr/lib/python3/dist-packages/rbd.cpython-*.so >/dev/null 2>&1
 test-ceph: $(VENV)/.installed-test
 	@$(CEPH_PRESENT) || [ "$$(id -u)" = 0 ] || \
 		{ echo "make test-ceph: Ceph is not installed, and installing it needs root" >&2; exit 1; }
