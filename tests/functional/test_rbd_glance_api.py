@@ -199,7 +199,8 @@ def test_upload_download_delete(glance, pool, rbd_cluster, transfer):
     assert image["direct_url"] == location
     assert locations(glance, image_id) == {"ceph": location}
     assert_published(pool, image_id, data)
-    assert temporaries(pool) == before
+    # None left behind (a stale one of another test may have been reaped).
+    assert temporaries(pool) <= before
 
     deleted = glance.request("DELETE", f"/v2/images/{image_id}")
     assert deleted.status == 204, deleted.body
