@@ -3,23 +3,44 @@
     python tests/peer/glance_store_suite.py [--update]
 
 Downloads glance_store's source distribution (the version pinned below; it
-holds ``glance_store/tests``), derives copies of its filesystem and S3 test
-modules whose class under test is fsstore's adapter, by the short fixed list
-of substitutions in SUBSTITUTIONS (and, for S3, the shim in s3_shim.py), runs them with pytest in this interpreter
-(the peer venv that ``make test-glance`` builds), and compares each test's
-outcome with ``expectations.txt`` beside this file: a test listed there must
-fail, any other must pass. An unexpected failure or an unexpected pass fails
-the run. ``--update`` rewrites the file's list from this run, keeping the
-reasons already written.
+holds ``glance_store/tests``), derives copies of its filesystem, S3 and RBD
+test modules whose class under test is fsstore's adapter, by the short fixed
+list of substitutions in SUBSTITUTIONS (and the test-side helpers of HELPERS),
+runs them with pytest in this interpreter (the peer venv that ``make
+test-glance`` builds), and compares each test's outcome with
+``expectations.txt`` beside this file: a test listed there must fail, any
+other must pass. An unexpected failure or an unexpected pass fails the run.
+``--update`` rewrites the file's list from this run, keeping the reasons
+already written.
+
+S3: glance_store's tests stub boto3's client around each call; s3_shim.py
+makes fsstore's store ask boto3 for its client on each use, so that it gets
+the stub.
+
+RBD: glance_store's tests put ``MockRados`` and ``MockRBD`` (the ``rados``
+and ``rbd`` modules, as classes whose every call succeeds and does nothing)
+in its driver's module in each setUp. In the derived copies that setUp also
+calls ``rbd_fake.install``, which grows the two mocks, in place, into an
+in-memory librados/librbd (images of bytes, snapshots and their protection,
+metadata, watchers, a rename and a create that never replace, RADOS write
+operations applied whole with exclusive create, asynchronous I/O, the real
+modules' error classes) and puts them where fsstore's store imports its
+bindings from (``sys.modules['rados']`` and ``['rbd']``) for the test. The
+mocks keep their names, so what a test patches (``MockRBD.RBD.remove``...) is
+what fsstore's store calls. The pool starts with the image the tests'
+location names. The tests that count calls of glance_store's synchronous
+``Image.write`` or of its private helpers are ``internals``; librbd itself is
+tested under fsstore on a real Ceph cluster (tests/functional/test_rbd.py).
 
 Expectation categories:
 
 * ``internals``: the test mocks or reads glance_store's private names (a
-  driver module's ``os``, ``TimeoutExecutor``, ``_find_best_datadir``...),
-  which an adapter does not have;
+  driver module's ``os``, ``TimeoutExecutor``, ``_find_best_datadir``,
+  ``_delete_image``...), which an adapter does not have, or counts the calls
+  its driver makes on a mock;
 * ``deliberate``: a documented difference (docs/glance.md): containment,
   atomic publish, configuration errors that raise instead of silently
-  disabling writes;
+  disabling writes, ranged reads of RBD images;
 * ``real``: a real incompatibility not fixed yet.
 """
 
@@ -37,14 +58,18 @@ HERE = Path(__file__).resolve().parent
 WORK = HERE / "work"
 EXPECTATIONS = HERE / "expectations.txt"
 # Shared bases first; the others are the modules run.
-BASES = ["test_filesystem_store_base", "test_s3_store_base"]
+BASES = ["test_filesystem_store_base", "test_s3_store_base", "test_rbd_store_base"]
 MODULES = [
     *BASES,
     "test_filesystem_store",
     "test_multistore_filesystem",
     "test_s3_store",
     "test_multistore_s3",
+    "test_rbd_store",
+    "test_multistore_rbd",
 ]
+# Test-side helpers copied into the derived package beside the modules.
+HELPERS = ["s3_shim.py", "rbd_fake.py"]
 # (old, new) on every derived module: the class under test becomes fsstore's
 # adapter, and the modules import each other's derived copies.
 SUBSTITUTIONS = [
@@ -72,6 +97,24 @@ SUBSTITUTIONS = [
     # Not a region name (botocore refuses it; fsstore says so at configure,
     # deliberately): the tests of everything else use a valid one.
     ("s3_store_region_name='custom_region_name'", "s3_store_region_name='custom-1'"),
+    ("rbd_store.Store(", "fsstore_glance.RbdStore("),
+    (
+        "from glance_store.tests.unit import test_rbd_store_base as rbd_base",
+        "from peer_tests import test_rbd_store_base as rbd_base\n"
+        "from peer_tests import rbd_fake",
+    ),
+    (
+        "from glance_store._drivers import rbd as rbd_store\n",
+        "from glance_store._drivers import rbd as rbd_store\n"
+        "from fsstore import glance as fsstore_glance\n",
+    ),
+    # Each setUp puts glance_store's mocks in its driver's module; then, grown
+    # by rbd_fake, where fsstore's store imports rados and rbd from.
+    (
+        "rbd_store.rbd = rbd_base.MockRBD\n",
+        "rbd_store.rbd = rbd_base.MockRBD\n"
+        "        rbd_fake.install(self, rbd_base.MockRados, rbd_base.MockRBD)\n",
+    ),
 ]
 CATEGORIES = ("internals", "deliberate", "real")
 
@@ -99,7 +142,8 @@ def derive(tree: Path) -> Path:
     package = WORK / "derived" / "peer_tests"
     package.mkdir(parents=True, exist_ok=True)
     (package / "__init__.py").write_text("")
-    (package / "s3_shim.py").write_text((HERE / "s3_shim.py").read_text())
+    for helper in HELPERS:
+        (package / helper).write_text((HERE / helper).read_text())
     for name in MODULES:
         text = (tree / "glance_store" / "tests" / "unit" / f"{name}.py").read_text()
         for old, new in SUBSTITUTIONS:
