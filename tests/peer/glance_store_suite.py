@@ -28,7 +28,8 @@ modules' error classes) and puts them where fsstore's store imports its
 bindings from (``sys.modules['rados']`` and ``['rbd']``) for the test. The
 mocks keep their names, so what a test patches (``MockRBD.RBD.remove``...) is
 what fsstore's store calls. The pool starts with the image the tests'
-location names. The tests that count calls of glance_store's synchronous
+location names. rbd_fake_check.py compares the fake with librbd on a real
+cluster, call by call. The tests that count calls of glance_store's synchronous
 ``Image.write`` or of its private helpers are ``internals``; librbd itself is
 tested under fsstore on a real Ceph cluster (tests/functional/test_rbd.py).
 

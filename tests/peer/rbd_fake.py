@@ -17,20 +17,26 @@ raises (``MockRBD.ImageBusy()``) is the class fsstore's store catches.
 two mocks where fsstore's store finds its bindings (it imports ``rados``
 and ``rbd`` at configure), as the tests put them in glance_store's driver.
 
-What librbd does and the fake does too: images are bytes at a size, a write
-that starts past the end fails (-EINVAL) and one that runs past it is cut
-there, an image opened read-only or at a snapshot
-refuses writes, ``create`` and ``rename`` never replace an image
-(ImageExists), a snapshot is a copy, a protected snapshot cannot be removed
-and ``remove`` refuses an image with snapshots (ImageHasSnapshots) or a
-watcher (ImageBusy), an image opened for writing is watched by its client
-(``watchers_list``), metadata_get of a missing key is KeyError, a RADOS
-write operation applies whole or not at all (an exclusive create of an
-object that exists is ObjectExists, an asserted version that changed fails),
+What librbd does and the fake does too (rbd_fake_check.py makes the same
+calls on both, a real one-node cluster and the fake, and compares their
+outcomes): images are bytes at a size; a write that starts past the end
+fails (-EINVAL) and one that runs past it is cut there; an image opened
+read-only or at a snapshot refuses writes (ReadOnlyImage); ``create`` and
+``rename`` never replace an image (ImageExists); a snapshot is a copy; a
+protected snapshot cannot be removed or protected again (ImageBusy);
+``remove`` refuses an image with snapshots (ImageHasSnapshots), then one
+with a watcher (ImageBusy); an image opened for writing is watched by its
+client (``watchers_list``), one opened read-only is not; an open image
+keeps working after a rename; metadata_get of a missing key is KeyError; a
+RADOS write operation applies whole or not at all (an exclusive create of
+an object that exists is ObjectExists, an asserted version that is not the
+object's fails with ERANGE or EOVERFLOW, and versions only grow);
 asynchronous I/O completes on another thread. The error classes have the
-real modules' names and hierarchy (``rbd.Error`` > ``rbd.OSError`` >
-``ImageNotFound``...). The real thing is tested on a Ceph cluster:
-tests/functional/test_rbd.py.
+real modules' names, errnos and hierarchy (``rbd.Error`` > ``rbd.OSError``
+> ``ImageNotFound``...). Left out: clones (no snapshot has children),
+snapshots in the trash namespace, exclusive locks, a full pool (NoSpace
+only where a test raises it). fsstore's RBD store itself is tested on a
+real cluster: tests/functional/test_rbd.py.
 
 The pool, ``images`` (glance_store's default), starts with one image,
 ``fake_image``: the one the tests' location names, which MockRBD, opening
@@ -83,6 +89,7 @@ class _Pool:
         self.images: dict[str, _Image] = {}
         self.trash: dict[str, _Image] = {}
         self.objects: dict[str, tuple[bytes, int]] = {}  # oid -> data, version
+        self.versions = itertools.count(1)
 
 
 class _Cluster:
@@ -222,11 +229,14 @@ def _grow_rados(MockRados: Any) -> None:  # noqa: N803 - the mock's name
                 data, version = objects.get(oid, (None, 0))
                 for step, arg in op.steps:  # on copies: all or nothing
                     data, version = _step(MockRados, oid, data, version, step, arg)
+                # As a placement group's: versions only grow, even across a
+                # remove and a new create (no ABA for assert_version).
+                version = next(self.pool.versions)
                 if data is None:
                     objects.pop(oid, None)
                 else:
-                    objects[oid] = (data, version + 1)
-                self.last_version = version + 1
+                    objects[oid] = (data, version)
+                self.last_version = version
 
         def read(self, oid: str, length: int = 8192, offset: int = 0) -> bytes:
             with _LOCK:
@@ -275,12 +285,13 @@ def _step(
         return data if data is not None else b"", version
     if step == "write_full":
         return arg, version
+    if step == "assert_version":  # an absent object's version is 0
+        if arg != version:
+            code = errno.EOVERFLOW if arg > version else errno.ERANGE
+            raise rados.OSError(f"version of {oid} is not {arg}", errno=code)
+        return data, version
     if data is None:
         _raise(rados, "ObjectNotFound", f"Failed to operate write op for oid {oid}")
-    if step == "assert_version":
-        if arg != version:
-            raise rados.OSError(f"version of {oid} is not {arg}", errno=errno.ERANGE)
-        return data, version
     return None, version  # remove
 
 
@@ -355,9 +366,7 @@ def _grow_rbd(MockRBD: Any) -> None:  # noqa: N803 - the mock's name
 
         def trash_move(self, ioctx: Any, name: str, delay: int = 0) -> None:
             with _LOCK:
-                image = found(ioctx, name)
-                if image.watchers:
-                    fail("ImageBusy", f"error moving image {name} to the trash")
+                found(ioctx, name)  # librbd moves an open image too
                 ioctx.pool.trash[name] = ioctx.pool.images.pop(name)
 
     MockRBD.RBD = RBD
