@@ -3,11 +3,12 @@
 :class:`ImageWriter` is the state of one add and nothing else: the store
 makes one per add (glance_store keeps its resize state on the driver, so a
 reused driver fails the second add of unknown size). It gathers the
-caller's chunks into writes of the object size, issues them asynchronously
-with at most ``IN_FLIGHT`` outstanding (memory is bounded by that many
-objects), grows an image of unknown size geometrically ahead of the writes,
-and trims it to the bytes written at the end. With thin provisioning, a
-write that is all zeros is skipped: it stays a hole.
+caller's chunks into writes of the object size (a chunk of exactly that
+size as it is, no copy), issues them asynchronously with at most
+``WRITES_IN_FLIGHT`` outstanding (memory is bounded by that many objects),
+grows an image of unknown size geometrically ahead of the writes, and trims
+it to the bytes written at the end. With thin provisioning, a write that is
+all zeros is skipped: it stays a hole.
 """
 
 from __future__ import annotations
@@ -17,7 +18,14 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
-# Writes (of the object size) outstanding at once, per add.
+# Writes (of the object size) outstanding at once, per add: one object is
+# written while the next is read and hashed. Each holds its bytes and
+# librbd's copy of them (rbd_disable_zero_copy_writes), beside the objects
+# the digest threads have yet to hash (fsstore.hashing.QUEUE_DEPTH); a
+# second one in flight costs two objects more and, the digests being the
+# slower part, gains nothing measurable on one node (bench/rbd_cases.py).
+WRITES_IN_FLIGHT = 1
+# Reads (of the object size) issued ahead of the reader, per read.
 IN_FLIGHT = 4
 # An image of unknown size doubles as it fills, by at most this much a step.
 MAX_GROWTH = 8 << 30
@@ -39,26 +47,43 @@ class ImageWriter:
         self.capacity = capacity
         self.thin = thin
         self.offset = 0  # bytes handed to writes so far
-        self._buffer = bytearray()
-        self._slots = threading.Semaphore(IN_FLIGHT)
+        self._parts: list[memoryview] = []  # less than an object's worth
+        self._parted = 0  # their length
+        self._slots = threading.Semaphore(WRITES_IN_FLIGHT)
         self._pending: dict[int, tuple[Any, bytes]] = {}
         self._guard = threading.Lock()
         self._error: int = 0
 
     def add(self, chunk: bytes) -> None:
-        """Take ``chunk``; a full object's worth is written out."""
-        self._buffer += chunk
-        while len(self._buffer) >= self.chunk_size:
-            block = bytes(self._buffer[: self.chunk_size])
-            del self._buffer[: self.chunk_size]
+        """Take ``chunk`` (``bytes``, kept as it is until written); each full
+        object's worth is written out.
+
+        A chunk of exactly the object size at an object's start (a file
+        read by the object size) is written as it is: no copy, and the
+        write shares its memory with the digest threads. Otherwise the
+        pieces of an object are joined once, when it is whole.
+        """
+        size = self.chunk_size
+        if not self._parted and len(chunk) == size:
+            self._write(chunk)
+            return
+        view, start = memoryview(chunk), 0
+        while self._parted + len(view) - start >= size:
+            need = size - self._parted
+            self._parts.append(view[start : start + need])
+            start += need
+            block, self._parts, self._parted = b"".join(self._parts), [], 0
             self._write(block)
+        if start < len(view):
+            self._parts.append(view[start:])
+            self._parted += len(view) - start
 
     def finish(self) -> int:
         """Write what is left, wait for every write, trim the image to the
         bytes written; their count."""
-        if self._buffer:
-            self._write(bytes(self._buffer))
-            self._buffer = bytearray()
+        if self._parted:
+            block, self._parts, self._parted = b"".join(self._parts), [], 0
+            self._write(block)
         self.wait()
         if self.capacity != self.offset:
             self.image.resize(self.offset)
@@ -73,9 +98,9 @@ class ImageWriter:
     def drain(self) -> None:
         """Wait for the writes in flight, their errors ignored: before an
         abandoned add closes and removes its image."""
-        for _ in range(IN_FLIGHT):
+        for _ in range(WRITES_IN_FLIGHT):
             self._slots.acquire()
-        for _ in range(IN_FLIGHT):
+        for _ in range(WRITES_IN_FLIGHT):
             self._slots.release()
 
     def _raise(self) -> None:
