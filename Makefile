@@ -97,10 +97,10 @@ $(VENV)/.installed-bench: $(VENV)/.installed-test
 	$(BIN)/python -m pip install --quiet -e '.[test,s3,central,bench]'
 	touch $@
 
-bench: $(VENV)/.installed-bench $(SWIFT_VENV)/.installed
+bench: $(VENV)/.installed-bench $(SWIFT_VENV)/.installed ceph-bindings
 	$(BIN)/python bench/run.py
 
-bench-quick: $(VENV)/.installed-bench $(SWIFT_VENV)/.installed
+bench-quick: $(VENV)/.installed-bench $(SWIFT_VENV)/.installed ceph-bindings
 	$(BIN)/python bench/run.py --quick
 
 lint: $(VENV)/.installed-test

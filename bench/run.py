@@ -1,6 +1,6 @@
 """fsstore's benchmarks, side by side with glance_store and the machine's limits.
 
-    python bench/run.py [--quick]
+    python bench/run.py [--quick] [--only rbd]
 
 Everything is measured in one run, on the same data and machine: glance_store
 5.7.0 runs from its own venv (bench/.venv-glance, made here on first use,
@@ -11,7 +11,8 @@ and bench/results/chart.png. Not a test: nothing here asserts timings.
 
 The cases live by family beside this driver: store.py (the filesystem store),
 cache.py (the image cache), scrub.py (fill and scrub), engines.py (S3), on
-common.py; sides.py is what each side runs in its own process.
+common.py, and rbd_cases.py (the RBD store on a one-node Ceph cluster); sides.py
+(and rbd_sides.py) is what each side runs in its own process.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import time
 from cache import cache_rows
 from common import RESULTS, WORK, MiB, Row, chart, glance_python, make_source
 from engines import moto_memory_row, s3_cases
+from rbd_cases import rbd_rows
 from scrub import fill_rows, scrub_rows
 from store import add_rows, get_rows, memory_row, small_rows
 
@@ -48,6 +50,11 @@ def main() -> int:
         action="store_true",
         help="256 MiB instead of 1 GiB, fewer runs (< 2 minutes)",
     )
+    parser.add_argument(
+        "--only",
+        choices=["rbd"],
+        help="only this family; its table goes to bench/work/latest-rbd.md",
+    )
     args = parser.parse_args()
     started = time.monotonic()
     WORK.mkdir(exist_ok=True)
@@ -56,6 +63,12 @@ def main() -> int:
     runs = 3 if args.quick else 5
     gpy = glance_python()
     src = make_source(size)
+    if args.only == "rbd":
+        rows = rbd_rows(gpy, src, runs)
+        table = report(rows, args.quick, runs, time.monotonic() - started)
+        (WORK / "latest-rbd.md").write_text(table)
+        print(table)
+        return 0
 
     rows, add = add_rows(gpy, src, runs)
     rows += get_rows(gpy, src, runs)
@@ -66,6 +79,7 @@ def main() -> int:
     rows.append(memory_row(src))
     rows.append(moto_memory_row(src))
     rows += s3_cases(gpy, make_source(256 * MiB), runs)
+    rows += rbd_rows(gpy, src, runs)
 
     table = report(rows, args.quick, runs, time.monotonic() - started)
     (RESULTS / "latest.md").write_text(table)

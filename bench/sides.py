@@ -366,6 +366,13 @@ def fsstore_small_vs_plain(images: str, plain: str, count: str, size: str) -> di
     return latencies
 
 
+def rbd_side(*args: str) -> dict:
+    """bench/rbd_sides.py, imported only by the RBD cases (the bindings)."""
+    from rbd_sides import rbd_side as side
+
+    return side(*args)
+
+
 CASES = {
     "glance-add": glance_add,
     "glance-get": glance_get,
@@ -378,6 +385,7 @@ CASES = {
     "fsstore-rss": fsstore_rss,
     "s3-rss": s3_rss,
     "s3-side": s3_side,
+    "rbd-side": rbd_side,
     "limit": limit_pass,
 }
 
