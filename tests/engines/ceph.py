@@ -2,15 +2,16 @@
 alone for the RBD store (start_rados, create_rbd_pool), or with RGW for the
 S3 tests (start).
 
-One monitor, one OSD on memstore (its objects live in the OSD's memory, so
-stopping it throws the data away), pools of size 1, radosgw on loopback, an
-S3 user made with radosgw-admin. Cluster auth is off, which needs `ms mon
-client mode = crc`; `paxos propose interval` is short so that creating the
-user does not wait on the monitor. Every daemon runs in the foreground (-f)
-as a child of the fixture and is stopped by its process id; state, logs
-and admin sockets live under the state directory. Needs root and the
-packages ceph-mon, ceph-osd, ceph-common (and radosgw for RGW): `make
-test-ceph` installs them.
+One monitor, one OSD on memstore (its objects live in the OSD's memory:
+killed, it throws them away; stopped, it saves them to its data directory,
+so a cluster restarted has its data), pools of size 1, radosgw on
+loopback, an S3 user made with radosgw-admin. Cluster auth is off, which
+needs `ms mon client mode = crc`; `paxos propose interval` is short so
+that creating the user does not wait on the monitor. Every daemon runs in
+the foreground (-f) as a child of the fixture and is stopped by its
+process id; state, logs and admin sockets live under the state directory.
+Needs root and the packages ceph-mon, ceph-osd, ceph-common (and radosgw
+for RGW): `make test-ceph` installs them.
 """
 
 from __future__ import annotations
@@ -56,6 +57,9 @@ pid file = {state}/run/$name.pid
 mon data = {state}/mon/$id
 osd data = {state}/osd/$id
 osd objectstore = memstore
+# A stopped OSD unmounts its store, so memstore saves its objects and a
+# restarted cluster has its data (the restart tests).
+osd fast shutdown = false
 memstore device bytes = {memstore_bytes}
 
 [client.rgw]
@@ -102,6 +106,7 @@ class CephCluster:
         self.memstore_bytes = memstore_gib << 30
         self.daemons: list[subprocess.Popen[bytes]] = []
         self.fsid = ""
+        self.osd_id = ""
 
     def _run(self, *args: str) -> str:
         done = subprocess.run(
@@ -159,9 +164,9 @@ class CephCluster:
             self._run("ceph-mon", "--mkfs", "-i", "a", "--monmap", monmap)
             self._daemon("mon", "ceph-mon", "-i", "a")
             # The first command that reaches the monitor is its readiness check.
-            osd_id = self._run("ceph", "osd", "create").strip()
-            self._run("ceph-osd", "-i", osd_id, "--mkfs")
-            self._daemon("osd", "ceph-osd", "-i", osd_id)
+            self.osd_id = self._run("ceph", "osd", "create").strip()
+            self._run("ceph-osd", "-i", self.osd_id, "--mkfs")
+            self._daemon("osd", "ceph-osd", "-i", self.osd_id)
         except BaseException:
             self.stop()
             raise
@@ -176,6 +181,26 @@ class CephCluster:
         mon.wait()
         self._daemon("mon", "ceph-mon", "-i", "a")
         self._run("ceph", "status")  # answered: the monitor is back
+
+    def restart(self) -> None:
+        """Stop the monitor and the OSD and start them again on their data
+        and the monitor's port: the whole cluster restarting under its
+        clients. SIGTERM, so the memstore OSD saves its objects to its data
+        directory as it unmounts and loads them again. Returns once a command
+        reached the new monitor; clients' operations wait for the OSD."""
+        assert len(self.daemons) == 2, "a RADOS cluster (start_rados) restarts"
+        daemons, self.daemons = self.daemons, []
+        for daemon in reversed(daemons):
+            daemon.terminate()
+            daemon.wait(START_TIMEOUT)
+        self._daemon("mon", "ceph-mon", "-i", "a")
+        self._daemon("osd", "ceph-osd", "-i", self.osd_id)
+        self._run("ceph", "status")
+
+    def blocklist(self, address: str) -> None:
+        """Blocklist a client by its address: its operations fail with
+        ESHUTDOWN from then on (what a fenced client sees)."""
+        self._run("ceph", "osd", "blocklist", "add", address)
 
     def create_rbd_pool(self, pool: str) -> None:
         """Create ``pool`` and ``rbd pool init`` it (which waits for the OSD)."""

@@ -333,19 +333,3 @@ def test_reads_closed_early_or_unread_close_the_image(store: RbdStore) -> None:
     store.get(location, offset=MiB)[0].close()  # never iterated
     got, _ = store.get(location, offset=MiB - 1, chunk_size=2 * MiB + 2)
     assert b"".join(got) == data[MiB - 1 : 3 * MiB + 1]
-
-
-def test_store_works_across_a_monitor_restart(tmp_path: Path) -> None:
-    cluster = CephCluster(tmp_path / "ceph", memstore_gib=1)
-    cluster.start_rados()
-    try:
-        cluster.create_rbd_pool("images")
-        store = make_store(tmp_path, cluster)
-        before = store.add(new_id(), iter([b"before"]), 6)
-        cluster.restart_monitor()
-        after = store.add(new_id(), iter([b"after"]), 5)
-        assert read_all(store, before.location) == b"before"
-        assert read_all(store, after.location) == b"after"
-        store.close()
-    finally:
-        cluster.stop()
