@@ -48,6 +48,7 @@ from fsstore.backends.rbd.config import (
 )
 from fsstore.backends.rbd.connection import Cluster
 from fsstore.backends.rbd.image_io import ImageWriter, RangeReader
+from fsstore.backends.rbd.opening import open_read_only
 from fsstore.backends.rbd.temporaries import (
     SNAPSHOT,
     discard,
@@ -194,9 +195,9 @@ class RbdStore(Store):
         bindings, _, _, ioctx = self._ready()
         name, snapshot = self._name(location)
         try:
-            return bindings.rbd.Image(
-                ioctx, name, snapshot=snapshot or None, read_only=read_only
-            )
+            if read_only:
+                return open_read_only(bindings, ioctx, name, snapshot)
+            return bindings.rbd.Image(ioctx, name, snapshot=snapshot or None)
         except Exception as exc:
             raise self._error(exc, f"image {location.uri}") from None
 
@@ -301,7 +302,7 @@ class RbdStore(Store):
                 continue
             location = self._location_of(name)
             with contextlib.suppress(rbd.ImageNotFound):
-                with rbd.Image(ioctx, name, snapshot=SNAPSHOT, read_only=True) as image:
+                with open_read_only(bindings, ioctx, name, SNAPSHOT) as image:
                     size = int(image.size())
                 yield ListedImage(name, location.uri, size)
 
