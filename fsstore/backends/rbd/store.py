@@ -68,6 +68,7 @@ from fsstore.hashing import (
 from fsstore.location import Location, RbdLocation
 from fsstore.store import AddResult, ListedImage, Store, image_id_problem, range_length
 from fsstore.streams import CheckedSource, ImageChunks, ImageData, Verifier
+from fsstore.tracing import trace
 
 __all__ = ["DIGESTS_KEY", "RbdStore"]
 
@@ -230,11 +231,20 @@ class RbdStore(Store):
     # -- delete ----------------------------------------------------------
 
     def _delete(self, location: Location) -> None:
-        bindings, _, _, ioctx = self._ready()
+        bindings, _, cluster, ioctx = self._ready()
         name, snapshot = self._name(location)
         rbd, what = bindings.rbd, f"image {location.uri}"
         try:
             with rbd.Image(ioctx, name) as image:
+                # Before anything changes: RBD().remove refuses an image
+                # another client has open (its watch), so the snapshot
+                # must not be gone by then.
+                if any(
+                    int(w["id"]) != cluster.instance_id for w in image.watchers_list()
+                ):
+                    raise exceptions.InUseByStore(
+                        f"{what} is open in another client: nothing was changed"
+                    )
                 if snapshot and image.snap_exists(snapshot):
                     self._remove_snapshot(image, snapshot, what)
             try:
@@ -377,6 +387,7 @@ class RbdStore(Store):
         except Exception as exc:
             raise self._error(exc, f"creating {what}") from None
         try:
+            trace("rbd.add.created")
             kept = self._write(
                 ioctx, temporary, image_id, data, size, hashing_algo, verifier
             )
@@ -402,7 +413,12 @@ class RbdStore(Store):
         verifier: Verifier | None,
     ) -> KeptDigests:
         """Fill the open temporary, keep the digests, snapshot, protect,
-        and rename it to ``image_id`` while it is still open (temporaries.py)."""
+        and rename it to ``image_id`` while it is still open (temporaries.py).
+
+        Trace points (a kill -9 test stops the writer at each): after the
+        create ``rbd.add.created``, then ``rbd.add.written``,
+        ``rbd.add.kept`` (digests in the metadata), ``rbd.add.protected``,
+        ``rbd.add.claimed`` and ``rbd.add.renamed`` (still open)."""
         assert self.bindings is not None and self.settings is not None
         rbd = self.bindings.rbd
         hasher = ImageHasher(hashing_algo)
@@ -423,19 +439,31 @@ class RbdStore(Store):
             finally:
                 hasher.close()
             kept = KeptDigests(*hasher.hexdigests(), hashing_algo, written)
+            trace("rbd.add.written")
             image.metadata_set(DIGESTS_KEY, encode_record(kept).decode())
+            trace("rbd.add.kept")
             image.create_snap(SNAPSHOT)
             image.protect_snap(SNAPSHOT)
-            duplicate = exceptions.Duplicate(
-                f"image {self._location_of(image_id).uri} already exists"
-            )
-            if not take_claim(self.bindings, ioctx, image_id, temporary):
-                raise duplicate
-            try:
-                rbd.RBD().rename(ioctx, temporary, image_id)
-            except BaseException as exc:
-                release_claim(self.bindings, ioctx, image_id)
-                if isinstance(exc, rbd.ImageExists):
-                    raise duplicate from None
-                raise
+            trace("rbd.add.protected")
+            self._publish(ioctx, temporary, image_id)
+            trace("rbd.add.renamed")
         return kept
+
+    def _publish(self, ioctx: Any, temporary: str, image_id: str) -> None:
+        """Claim ``image_id`` for ``temporary`` and rename it there; Duplicate
+        when another add claimed it, or the image exists."""
+        assert self.bindings is not None
+        rbd = self.bindings.rbd
+        duplicate = exceptions.Duplicate(
+            f"image {self._location_of(image_id).uri} already exists"
+        )
+        if not take_claim(self.bindings, ioctx, image_id, temporary):
+            raise duplicate
+        trace("rbd.add.claimed")
+        try:
+            rbd.RBD().rename(ioctx, temporary, image_id)
+        except BaseException as exc:
+            release_claim(self.bindings, ioctx, image_id)
+            if isinstance(exc, rbd.ImageExists):
+                raise duplicate from None
+            raise
