@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Iterator
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ import pytest
 
 from fsstore import exceptions
 from fsstore.backends.rbd import RbdStore
+from fsstore.backends.rbd import store as rbd_store
 from fsstore.backends.rbd import temporaries as rbd_temporaries
 from fsstore.registry import StoreRegistry
 from fsstore.testing import StoreConformanceTests
@@ -215,6 +217,46 @@ def test_crashed_writers_temporary_is_reaped_a_live_one_never(
         assert live in names
         store.close()
     rbd.RBD().remove(ioctx, live)
+
+
+def test_a_long_running_store_reaps_again_at_an_add(
+    store: RbdStore, ioctx: Any, monkeypatch: Any
+) -> None:
+    store.add(new_id(), iter([b"x"]), 1)  # connected: the first reap is done
+    monkeypatch.setattr(rbd_temporaries, "REAP_AGE", -1)
+    dead = rbd_temporaries.temporary_name()
+    rbd.RBD().create(ioctx, dead, MiB)
+    store.add(new_id(), iter([b"x"]), 1)
+    assert dead in temporaries_in(ioctx)  # within REAP_INTERVAL: no reap
+    monkeypatch.setattr(rbd_store, "REAP_INTERVAL", 0)
+    store.add(new_id(), iter([b"x"]), 1)
+    assert dead not in temporaries_in(ioctx)
+
+
+def test_another_clusters_location_is_forbidden_before_the_first_connection(
+    tmp_path: Path, rbd_cluster: CephCluster
+) -> None:
+    ours = make_store(tmp_path, rbd_cluster)
+    added = ours.add(new_id(), iter([b"x"]), 1)
+    kept = ours.kept_digests(added.location)
+    assert kept is not None
+    ours.close()
+    elsewhere = added.location.replace(rbd_cluster.fsid, str(uuid.uuid4()))
+    calls: list[Callable[[RbdStore], object]] = [
+        lambda fresh: fresh.keep_digests(elsewhere, kept),
+        lambda fresh: fresh.kept_digests(elsewhere),
+        lambda fresh: fresh.get_size(elsewhere),
+        lambda fresh: fresh.delete(elsewhere),
+    ]
+    for call in calls:
+        fresh = make_store(tmp_path, rbd_cluster)  # not connected yet
+        with pytest.raises(exceptions.Forbidden, match="another Ceph cluster"):
+            call(fresh)
+        fresh.close()
+    check = make_store(tmp_path, rbd_cluster)  # nothing was changed
+    assert check.get_size(added.location) == 1
+    assert check.kept_digests(added.location) == kept
+    check.close()
 
 
 def test_cluster_down_is_one_line_within_the_timeout(tmp_path: Path) -> None:

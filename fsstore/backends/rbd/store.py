@@ -33,6 +33,8 @@ from __future__ import annotations
 import contextlib
 import errno
 import logging
+import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -50,6 +52,7 @@ from fsstore.backends.rbd.connection import Cluster
 from fsstore.backends.rbd.image_io import ImageWriter, RangeReader
 from fsstore.backends.rbd.opening import open_read_only
 from fsstore.backends.rbd.temporaries import (
+    REAP_INTERVAL,
     SNAPSHOT,
     discard,
     is_temporary,
@@ -89,6 +92,8 @@ class RbdStore(Store):
         self.settings: Settings | None = None
         self.bindings: Bindings | None = None
         self.cluster: Cluster | None = None
+        self._reaping = threading.Lock()
+        self._reaped_at = 0.0
 
     # -- configuration ---------------------------------------------------
 
@@ -104,8 +109,18 @@ class RbdStore(Store):
         self.cluster = Cluster(self.name, self.settings, self.bindings, self._reap)
 
     def _reap(self, ioctx: Any) -> None:
+        """Remove crashed adds' temporaries: at the first connection, then
+        at an add once REAP_INTERVAL has passed since the last reap."""
         assert self.bindings is not None and self.cluster is not None
+        self._reaped_at = time.monotonic()
         reap(self.bindings, ioctx, self.cluster.instance_id)
+
+    def _reap_if_due(self, ioctx: Any) -> None:
+        with self._reaping:
+            if time.monotonic() - self._reaped_at < REAP_INTERVAL:
+                return
+            self._reaped_at = time.monotonic()
+        self._reap(ioctx)
 
     def close(self) -> None:
         """Drop the store's connection to the cluster."""
@@ -337,8 +352,8 @@ class RbdStore(Store):
     def keep_digests(self, location: Location | str, kept: KeptDigests) -> None:
         """Keep ``kept`` with an image that has none and ``kept.size`` bytes."""
         where = self._location(location)
+        bindings, _, _, ioctx = self._ready()  # connected: the fsid is known
         name, _ = self._name(where)
-        bindings, _, _, ioctx = self._ready()
         what = f"image {where.uri}"
         try:
             with bindings.rbd.Image(ioctx, name) as image:
@@ -363,6 +378,7 @@ class RbdStore(Store):
         verifier: Verifier | None,
     ) -> AddResult:
         bindings, settings, cluster, ioctx = self._ready()
+        self._reap_if_due(ioctx)
         rbd = bindings.rbd
         location = self._location_of(image_id)
         what = f"image {location.uri}"

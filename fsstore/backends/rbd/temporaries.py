@@ -19,8 +19,9 @@ The naming and liveness protocol, in the pool of the store::
   still open, so under its temporary name the image is watched all along.
   When the writer's process dies, the OSD drops its watch after
   ``osd_client_watch_timeout`` (30 s by default).
-* The reaper (a store's first connection) removes a temporary only when no
-  client but itself watches it and it was created more than ``REAP_AGE``
+* The reaper (a store's first connection, then an add every
+  ``REAP_INTERVAL`` seconds) removes a temporary only when no client but
+  itself watches it and it was created more than ``REAP_AGE``
   seconds ago.
 
 Races, each handled where it can happen:
@@ -56,6 +57,9 @@ TEMPORARY_PREFIX = RESERVED_PREFIX + "rbd-"
 #: Seconds a temporary is never reaped after it was created (the
 #: create-to-open race), far longer than the step it covers.
 REAP_AGE = 60
+#: Seconds between a store's reaps after its first connection's: a store
+#: that runs for weeks still removes what a crashed add left.
+REAP_INTERVAL = 600
 SNAPSHOT = "snap"
 
 
