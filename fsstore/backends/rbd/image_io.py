@@ -27,7 +27,12 @@ from typing import Any
 WRITES_IN_FLIGHT = 1
 # Reads (of the object size) issued ahead of the reader, per read.
 IN_FLIGHT = 4
-# An image of unknown size doubles as it fills, by at most this much a step.
+# An image of unknown size grows ahead of the writes: first to this many
+# objects, then doubling, by at most MAX_GROWTH a step. Each resize waits
+# for the writes in flight and updates the image's header (about 20 ms on
+# one node), while the final trim of what was not written is cheap (those
+# objects never existed): few large steps rather than many small ones.
+FIRST_GROWTH = 64
 MAX_GROWTH = 8 << 30
 
 
@@ -135,9 +140,9 @@ class ImageWriter:
         self._slots.release()
 
     def _grow(self, needed: int) -> None:
-        """Grow the image ahead of the writes: double it (at most MAX_GROWTH
-        more), and at least to ``needed``."""
-        step = min(max(self.capacity, self.chunk_size), MAX_GROWTH)
+        """Grow the image ahead of the writes: to FIRST_GROWTH objects, or
+        double it (at most MAX_GROWTH more), and at least to ``needed``."""
+        step = min(max(self.capacity, FIRST_GROWTH * self.chunk_size), MAX_GROWTH)
         self.capacity = max(needed, self.capacity + step)
         self.image.resize(self.capacity)
 
