@@ -73,7 +73,8 @@ test-ceph: $(VENV)/.installed-test
 		tests/functional/test_no_secrets.py tests/functional/test_rbd.py \
 		tests/functional/test_rbd_crash.py tests/functional/test_rbd_restart.py \
 		tests/functional/test_rbd_abort.py tests/functional/test_rbd_glance.py \
-		tests/functional/test_rbd_glance_api.py --s3-engines rgw
+		tests/functional/test_rbd_glance_api.py tests/functional/test_rbd_fake.py \
+		--s3-engines rgw
 
 # The centralized_db cache driver on MariaDB (Debian's mariadb-server,
 # installed when missing; root).

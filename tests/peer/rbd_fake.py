@@ -407,6 +407,13 @@ def _image_class(MockRBD: Any, fail: Any, found: Any) -> type:  # noqa: N803
             with _LOCK:
                 self._image.watchers.pop(self._cookie, None)
 
+        def set_snap(self, name: str) -> None:
+            """Move the open image to snapshot ``name``: read-only from then."""
+            with _LOCK:
+                if name not in self._image.snaps:
+                    fail("ImageNotFound", f"no snapshot {name} of image {self.name}")
+                self._snapshot, self._read_only = name, True
+
         def _data(self) -> bytes | bytearray:
             if self._snapshot is None:
                 return self._image.data
