@@ -256,6 +256,27 @@ class GlanceAPI:
         image: dict[str, Any] = response.json()
         return image
 
+    def import_image(
+        self, image_id: str, method: str, stores: list[str]
+    ) -> dict[str, Any]:
+        """Import the image by ``method`` (``glance-direct``,
+        ``copy-image``) into ``stores`` and wait until it is active there
+        and the import task has let go of it; the image record then."""
+        started = self.request(
+            "POST",
+            f"/v2/images/{image_id}/import",
+            {"method": {"name": method}, "stores": stores},
+        )
+        assert started.status == 202, started.body
+        return self.wait_image(
+            image_id,
+            lambda i: (
+                i["status"] == "active"
+                and set(stores) <= set(i["stores"].split(","))
+                and import_done(i)
+            ),
+        )
+
     def wait_image(
         self,
         image_id: str,
@@ -279,3 +300,13 @@ class GlanceAPI:
             if time.monotonic() > deadline:
                 raise AssertionError(f"timed out waiting: {image}\n{self.log_tail()}")
             time.sleep(0.1)
+
+
+def import_done(image: dict[str, Any]) -> bool:
+    """Whether Glance's import task has let go of the image: it holds the
+    image's import lock (os_glance_import_task) until its last update, and a
+    request that writes the image before then races it in Glance's
+    database."""
+    return "os_glance_import_task" not in image and not image.get(
+        "os_glance_importing_to_stores"
+    )

@@ -92,6 +92,21 @@ def why_no_rbd() -> str | None:
     return None
 
 
+def why_no_rbd_in(python: Path, hint: str) -> str | None:
+    """Why the RBD tests that run another venv's ``python`` (the peer venv:
+    Glance, glance_store's mocks) cannot run here (one line), or None;
+    ``hint`` says how to make that venv."""
+    reason = why_no_rbd()
+    if reason is not None:
+        return reason
+    if not python.exists():
+        return f"no venv at {python.parent.parent}: {hint}"
+    probe = subprocess.run([python, "-c", "import rados, rbd"], capture_output=True)
+    if probe.returncode:
+        return f"no rados/rbd bindings in {python.parent.parent}: make ceph-bindings"
+    return None
+
+
 def free_port() -> int:
     # The daemons bind their own ports; this one was free a moment ago.
     with socket.socket() as s:

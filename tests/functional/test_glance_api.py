@@ -130,30 +130,12 @@ def test_glance_direct_import_through_the_staging_store(glance, bucket_store, ba
     assert (staging / image_id).read_bytes() == data
     assert glance.image(image_id)["status"] == "uploading"
 
-    started = glance.request(
-        "POST",
-        f"/v2/images/{image_id}/import",
-        {"method": {"name": "glance-direct"}, "stores": [backend]},
-    )
-    assert started.status == 202, started.body
-    image = glance.wait_image(
-        image_id, lambda i: i["status"] == "active" and import_done(i)
-    )
+    image = glance.import_image(image_id, "glance-direct", [backend])
     assert image["stores"] == backend
     assert image_id in stored(glance, bucket_store, backend)
     assert_serves(glance, image_id, data)
     # Glance removes the staged copy once the import is done.
     assert not (staging / image_id).exists()
-
-
-def import_done(image: dict[str, Any]) -> bool:
-    """Whether Glance's import task has let go of the image: it holds the
-    image's import lock (os_glance_import_task) until its last update, and a
-    request that writes the image before then races it in Glance's
-    database."""
-    return "os_glance_import_task" not in image and not image.get(
-        "os_glance_importing_to_stores"
-    )
 
 
 def untag_locations(glance: GlanceAPI, image_id: str) -> None:
@@ -200,16 +182,7 @@ def test_copy_image_then_delete_from_one_store(glance, bucket_store):
     image_id = glance.create_image()
     glance.upload(image_id, data, "fast")
 
-    started = glance.request(
-        "POST",
-        f"/v2/images/{image_id}/import",
-        {"method": {"name": "copy-image"}, "stores": ["cloud"]},
-    )
-    assert started.status == 202, started.body
-    image = glance.wait_image(
-        image_id,
-        lambda i: set(i["stores"].split(",")) == {"fast", "cloud"} and import_done(i),
-    )
+    image = glance.import_image(image_id, "copy-image", ["cloud"])
     assert image["os_glance_failed_import"] == ""
     assert image_id in stored(glance, bucket_store, "fast")
     assert image_id in stored(glance, bucket_store, "cloud")

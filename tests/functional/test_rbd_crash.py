@@ -41,7 +41,10 @@ if _REASON is not None:
 import rados  # noqa: E402
 import rbd  # noqa: E402
 
+from tests.functional import test_rbd  # noqa: E402
 from tests.functional.test_rbd import make_store, temporaries_in  # noqa: E402
+
+ioctx = test_rbd.ioctx  # the fixture: a client of its own (Nova's)
 
 MiB = 1024 * 1024
 #: The add's trace points, in the order it reaches them.
@@ -90,16 +93,6 @@ def store(tmp_path: Path, rbd_cluster: CephCluster) -> Iterator[RbdStore]:
     made.cluster.ioctx()  # connected: its locations name the cluster's fsid
     yield made
     made.close()
-
-
-@pytest.fixture
-def ioctx(rbd_cluster: CephCluster) -> Iterator[Any]:
-    client = rados.Rados(conffile=str(rbd_cluster.conf))
-    client.connect(timeout=30)
-    io = client.open_ioctx("images")
-    yield io
-    io.close()
-    client.shutdown()
 
 
 def kill_writer_at(store: RbdStore, image_id: str, point: str) -> str:

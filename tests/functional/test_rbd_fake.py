@@ -14,27 +14,13 @@ from pathlib import Path
 
 import pytest
 
-from tests.engines.ceph import why_no_rbd
+from tests.engines.ceph import why_no_rbd_in
 
 ROOT = Path(__file__).resolve().parents[2]
 PEER_PYTHON = ROOT / "tests" / "peer" / ".venv" / "bin" / "python"
 
 
-def _why_not() -> str | None:
-    reason = why_no_rbd()
-    if reason is not None:
-        return reason
-    if not PEER_PYTHON.exists():
-        return "no peer venv: make tests/peer/.venv/.installed makes it"
-    probe = subprocess.run(
-        [PEER_PYTHON, "-c", "import rados, rbd"], capture_output=True
-    )
-    if probe.returncode:
-        return "no rados/rbd bindings in the peer venv: make ceph-bindings"
-    return None
-
-
-_REASON = _why_not()
+_REASON = why_no_rbd_in(PEER_PYTHON, "make tests/peer/.venv/.installed")
 if _REASON is not None:
     pytest.skip(_REASON, allow_module_level=True)
 

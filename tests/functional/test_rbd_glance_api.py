@@ -21,34 +21,16 @@ import hashlib
 import json
 import os
 import sqlite3
-import subprocess
 import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
-from tests.engines.ceph import CephCluster, why_no_rbd
+from tests.engines.ceph import CephCluster, why_no_rbd_in
 from tests.glance_api import INSTALL_HINT, PEER_VENV, GlanceAPI
 
-
-def why_not_here() -> str | None:
-    """Why these tests cannot run here (one line), or None."""
-    reason = why_no_rbd()
-    if reason is not None:
-        return reason
-    python = PEER_VENV / "bin" / "python"
-    if not python.exists():
-        return f"no peer venv for Glance: run `{INSTALL_HINT}`"
-    done = subprocess.run(
-        [str(python), "-c", "import rados, rbd"], capture_output=True, text=True
-    )
-    if done.returncode:
-        return "no rados/rbd bindings in the peer venv: run `make ceph-bindings`"
-    return None
-
-
-_REASON = why_not_here()
+_REASON = why_no_rbd_in(PEER_VENV / "bin" / "python", f"run `{INSTALL_HINT}`")
 if _REASON is not None:
     pytest.skip(_REASON, allow_module_level=True)
 
@@ -180,14 +162,6 @@ def chunks(data: bytes, size: int = 1 << 20) -> Iterator[bytes]:
         yield data[start : start + size]
 
 
-def import_done(image: dict[str, Any]) -> bool:
-    """Whether Glance's import task has let go of the image (as in
-    tests/functional/test_glance_api.py)."""
-    return "os_glance_import_task" not in image and not image.get(
-        "os_glance_importing_to_stores"
-    )
-
-
 @pytest.mark.parametrize("transfer", ["sized", "chunked"])
 def test_upload_download_delete(glance, pool, rbd_cluster, transfer):
     before = temporaries(pool)
@@ -259,16 +233,7 @@ def test_copy_image_from_the_file_store_to_rbd(glance, pool, rbd_cluster):
     assert glance.image(image_id)["stores"] == "fast"
     assert image_id not in rbd_images(pool)
 
-    started = glance.request(
-        "POST",
-        f"/v2/images/{image_id}/import",
-        {"method": {"name": "copy-image"}, "stores": ["ceph"]},
-    )
-    assert started.status == 202, started.body
-    image = glance.wait_image(
-        image_id,
-        lambda i: set(i["stores"].split(",")) == {"fast", "ceph"} and import_done(i),
-    )
+    image = glance.import_image(image_id, "copy-image", ["ceph"])
     assert image["os_glance_failed_import"] == ""
     fast_file = glance.workdir / "data" / "fast" / image_id
     assert locations(glance, image_id) == {
@@ -301,15 +266,7 @@ def test_glance_direct_import_to_rbd(glance, pool, rbd_cluster):
     assert staging.read_bytes() == data
     assert image_id not in rbd_images(pool)
 
-    started = glance.request(
-        "POST",
-        f"/v2/images/{image_id}/import",
-        {"method": {"name": "glance-direct"}, "stores": ["ceph"]},
-    )
-    assert started.status == 202, started.body
-    image = glance.wait_image(
-        image_id, lambda i: i["status"] == "active" and import_done(i)
-    )
+    image = glance.import_image(image_id, "glance-direct", ["ceph"])
     assert image["stores"] == "ceph"
     assert image["direct_url"] == rbd_location(rbd_cluster, image_id)
     assert_published(pool, image_id, data)
