@@ -10,9 +10,16 @@ import threading
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from fsstore import exceptions
-from fsstore.backends.filesystem.digests import PREFIX
+from fsstore.backends.filesystem.digests import (
+    ATTRIBUTE,
+    PREFIX,
+    encode_attribute,
+    parse_attribute,
+)
 from fsstore.cache import ImageCache, Prefetcher
 from fsstore.hashing import KeptDigests
 from fsstore.registry import StoreRegistry
@@ -90,10 +97,65 @@ def test_digests_are_kept_before_publish(make_fs_store, tmp_path):
     data = payload(70_000, seed=3)
     result = store.add("img", iter([data]), 0, hashing_algo="sha256")
     path = tmp_path / "images" / "img"
-    assert os.getxattr(path, PREFIX + "md5").decode() == result.checksum
+    # One attribute, set once (digests.py says why).
+    assert os.listxattr(path) == [ATTRIBUTE]
+    assert os.getxattr(path, ATTRIBUTE).decode() == (
+        f"{result.checksum} sha256 {result.multihash} {len(data)}"
+    )
     assert store.kept_digests(result.location) == KeptDigests(
         result.checksum, result.multihash, "sha256", len(data)
     )
+
+
+LEGACY = ("md5", "multihash", "hashing_algo", "size")
+
+
+def legacy_digests(path: Path, kept: KeptDigests) -> None:
+    """Keep ``kept`` with ``path`` as earlier releases did: four attributes."""
+    os.removexattr(path, ATTRIBUTE)
+    values = (kept.checksum, kept.multihash, kept.hashing_algo, str(kept.size))
+    for field, value in zip(LEGACY, values, strict=True):
+        os.setxattr(path, PREFIX + field, value.encode())
+
+
+def test_digests_kept_by_earlier_releases_are_read_and_never_replaced(
+    make_fs_store, tmp_path
+):
+    store = make_fs_store()
+    data = payload(5000, seed=8)
+    result = store.add("old", iter([data]), len(data))
+    kept = store.kept_digests(result.location)
+    assert kept is not None
+    path = tmp_path / "images" / "old"
+    legacy_digests(path, kept)
+    assert store.kept_digests(result.location) == kept
+    report = scrub(store, record=True)
+    assert [c.verdict for c in report.checks] == [Verdict.OK]
+    # Recording found them kept: nothing new was written.
+    assert sorted(os.listxattr(path)) == sorted(PREFIX + f for f in LEGACY)
+    # Any one of the four missing or malformed: not kept (never trusted).
+    os.setxattr(path, PREFIX + "size", b"5k")
+    assert store.kept_digests(result.location) is None
+    os.removexattr(path, PREFIX + "size")
+    assert store.kept_digests(result.location) is None
+
+
+@given(st.binary(max_size=300))
+def test_any_attribute_value_is_parsed_or_refused(value):
+    parsed = parse_attribute(value)
+    if parsed is not None:
+        assert encode_attribute(parsed) == value
+
+
+@given(
+    st.text("0123456789abcdef", min_size=1, max_size=128),
+    st.sampled_from(["sha256", "sha512", "sha3_512", "blake2b"]),
+    st.text("0123456789abcdef", min_size=1, max_size=128),
+    st.integers(min_value=0, max_value=2**63),
+)
+def test_the_attribute_round_trips(md5, algo, multihash, size):
+    kept = KeptDigests(md5, multihash, algo, size)
+    assert parse_attribute(encode_attribute(kept)) == kept
 
 
 def test_an_image_that_cannot_be_read_is_unreadable(damaged, tmp_path):

@@ -2,13 +2,20 @@
 file before it is linked, so that a published image never exists without
 them.
 
-Where the file system has user extended attributes, they are attributes of
-the image file itself::
+Where the file system has user extended attributes, they are one
+attribute of the image file itself::
 
-    user.fsstore.md5            MD5, hex (Glance's checksum)
-    user.fsstore.multihash      the multihash, hex (Glance's os_hash_value)
-    user.fsstore.hashing_algo   its algorithm (Glance's os_hash_algo)
-    user.fsstore.size           the size in bytes, decimal
+    user.fsstore.digests        "<md5> <hashing_algo> <multihash> <size>":
+                                MD5, hex (Glance's checksum), the multihash's
+                                algorithm (os_hash_algo), the multihash, hex
+                                (os_hash_value), the size in bytes, decimal
+
+One attribute, set once: on ext4 a SHA-512 digest does not fit in the
+inode's own attribute space, so the attributes take a block of their own,
+and each further ``setxattr`` rewrites it (four separate attributes made
+a 4 KiB add several times slower). Images kept by earlier releases carry
+the four attributes ``user.fsstore.md5``, ``.multihash``,
+``.hashing_algo`` and ``.size``; they are still read, never written.
 
 Where it has none (ENOTSUP: vfat, ramfs, some NFS), a record file per image
 in the data directory, named by the image file's inode number::
@@ -70,9 +77,11 @@ from fsstore.streams import FileChunkIterator
 LOG = logging.getLogger(__name__)
 
 PREFIX = "user.fsstore."
+ATTRIBUTE = PREFIX + "digests"
 RECORDS_DIR = RESERVED_PREFIX + "digests"
 RECORD_MODE = 0o644
-_FIELDS = ("md5", "multihash", "hashing_algo", "size")
+#: The attributes of earlier releases, read when ATTRIBUTE is absent.
+LEGACY_FIELDS = ("md5", "multihash", "hashing_algo", "size")
 _NO_XATTRS = {errno.ENOTSUP, errno.EOPNOTSUPP}
 
 
@@ -92,11 +101,12 @@ def keep_digests(
     ``first``: the file has no digests, and another writer that gets there
     first wins (FileExistsError); for attributes the first one is set only
     if it is absent, which is atomic."""
-    values = (kept.checksum, kept.multihash, kept.hashing_algo, str(kept.size))
     try:
-        for i, (field, value) in enumerate(zip(_FIELDS, values, strict=True)):
-            flags = os.XATTR_CREATE if first and i == 0 else 0
-            os.setxattr(fd, PREFIX + field, value.encode("ascii"), flags)
+        if first and _legacy(fd) is not None:
+            raise OSError(errno.EEXIST, "digests are kept already")
+        os.setxattr(
+            fd, ATTRIBUTE, encode_attribute(kept), os.XATTR_CREATE if first else 0
+        )
     except OSError as exc:
         if exc.errno == errno.EEXIST:
             raise FileExistsError(exc.errno, "digests are kept already") from None
@@ -113,14 +123,65 @@ def read_kept_digests(fd: int, dir_fd: int, image_id: str) -> KeptDigests | None
     """What ``keep_digests`` kept for the open image file ``fd``; None when
     any of it is missing or malformed."""
     try:
-        values = [os.getxattr(fd, PREFIX + field).decode("ascii") for field in _FIELDS]
-        return KeptDigests(values[0], values[1], values[2], int(values[3]))
+        return parse_attribute(os.getxattr(fd, ATTRIBUTE))
     except OSError as exc:
         if exc.errno in _NO_XATTRS:
             return _read_record(dir_fd, os.fstat(fd), image_id)
+        if exc.errno != errno.ENODATA:
+            return None
+    try:
+        legacy = _legacy(fd)
+    except OSError:
         return None
-    except ValueError:
+    return None if legacy is None else parse_legacy(legacy)
+
+
+def encode_attribute(kept: KeptDigests) -> bytes:
+    """``kept`` as the value of ATTRIBUTE."""
+    fields = (kept.checksum, kept.hashing_algo, kept.multihash, str(kept.size))
+    return " ".join(fields).encode("ascii")
+
+
+def parse_attribute(value: bytes) -> KeptDigests | None:
+    """What ``encode_attribute`` wrote, or None for anything else."""
+    fields = value.split(b" ")
+    if len(fields) != 4 or not all(fields):
         return None
+    try:
+        md5, algo, multihash, size = (field.decode("ascii") for field in fields)
+    except UnicodeDecodeError:
+        return None
+    if not size.isdigit():
+        return None
+    return KeptDigests(md5, multihash, algo, int(size))
+
+
+def _legacy(fd: int) -> list[bytes | None] | None:
+    """The four attributes of earlier releases (None for each one absent),
+    or None when none is there."""
+    values: list[bytes | None] = []
+    for field in LEGACY_FIELDS:
+        try:
+            values.append(os.getxattr(fd, PREFIX + field))
+        except OSError as exc:
+            if exc.errno != errno.ENODATA:
+                raise
+            values.append(None)
+    return values if any(value is not None for value in values) else None
+
+
+def parse_legacy(values: list[bytes | None]) -> KeptDigests | None:
+    """The digests of the four attributes of earlier releases; None when
+    any is missing or malformed."""
+    if any(value is None for value in values):
+        return None
+    try:
+        md5, multihash, algo, size = (bytes(v or b"").decode("ascii") for v in values)
+    except UnicodeDecodeError:
+        return None
+    if not size.isdigit():
+        return None
+    return KeptDigests(md5, multihash, algo, int(size))
 
 
 def kept_state(fd: int, dir_fd: int) -> tuple[object, ...]:
@@ -128,9 +189,9 @@ def kept_state(fd: int, dir_fd: int) -> tuple[object, ...]:
     attributes' values, or the record's bytes), to tell whether anything
     was kept for it between two looks."""
     values: list[object] = []
-    for field in _FIELDS:
+    for name in (ATTRIBUTE, *(PREFIX + field for field in LEGACY_FIELDS)):
         try:
-            values.append(os.getxattr(fd, PREFIX + field))
+            values.append(os.getxattr(fd, name))
         except OSError as exc:
             if exc.errno in _NO_XATTRS:
                 return ("record", _record_body(dir_fd, os.fstat(fd).st_ino))
