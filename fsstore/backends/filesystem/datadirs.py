@@ -288,12 +288,20 @@ class DataDirs:
             return self._by_priority[0][0]
 
     def check_absent(self, image_id: str, skip: DataDir | None = None) -> None:
+        """Duplicate when ``image_id`` is in a data directory but ``skip``.
+
+        Looked up by path, one call a directory: the directory at the path
+        now is where the image would be found (one that replaced the
+        directory opened at configure included), and a missing one holds
+        nothing. (``image_id`` was validated: it has no ``/``.)"""
         for d in self.all:
-            if d is skip or not self.available(d):
+            if d is skip:
                 continue
-            if not os.access(image_id, os.F_OK, dir_fd=d.fd, follow_symlinks=False):
-                continue
-            raise exceptions.Duplicate(f"image {image_id} already exists in {d.path}")
+            where = os.path.join(d.path, image_id)
+            if os.access(where, os.F_OK, follow_symlinks=False):
+                raise exceptions.Duplicate(
+                    f"image {image_id} already exists in {d.path}"
+                )
 
     def publish(self, staging: Staging, kept: KeptDigests) -> None:
         """Give the written staging file its image id as its name, in the
