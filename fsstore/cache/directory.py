@@ -193,6 +193,8 @@ class CacheDirectory(CacheLayout):
 
     def entries(self) -> list[CachedImage]:
         """The records of every entry, in any order."""
+        if self.records.lists_entry_files:
+            return self.records.entries()
         is_entry_name = self.is_entry_name
         return [e for e in self.records.entries() if is_entry_name(e.image_id)]
 

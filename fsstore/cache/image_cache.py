@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import operator
 from collections.abc import Iterable, Iterator
 from typing import Any, BinaryIO, TypeAlias
 
@@ -35,6 +36,9 @@ LOG = logging.getLogger(__name__)
 #: the one digests value, Glance's ``image_checksum`` (an MD5 hex digest),
 #: or None (nothing given).
 ExpectedArg: TypeAlias = Expected | str | None
+
+
+_image_id = operator.itemgetter(0)
 
 
 def as_expected(expected: ExpectedArg) -> Expected | None:
@@ -256,8 +260,10 @@ class ImageCache:
         return self._directory.records.hits(image_id)
 
     def get_cached_images(self) -> list[CachedImage]:
-        """The records of every cached image, sorted (by image id first)."""
-        return sorted(self._directory.entries())
+        """The records of every cached image, sorted by image id."""
+        # By the id alone (ids are unique): a sort of strings, several times
+        # faster than comparing tuples.
+        return sorted(self._directory.entries(), key=_image_id)
 
     def get_queued_images(self) -> list[str]:
         """The queued image ids, the first queued first."""

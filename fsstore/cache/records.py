@@ -116,6 +116,9 @@ class RecordsDriver:
     #: Ids longer than this are never entries of the driver (its records
     #: cannot hold them); such images are served, not cached.
     max_id_length: ClassVar[int | None] = None
+    #: True if ``entries`` lists only names ``scan_entry_files`` gave, which
+    #: the directory then need not check again.
+    lists_entry_files: ClassVar[bool] = False
 
     def __init__(self, conf: cfg.ConfigOpts) -> None:
         """Read the driver's own options (BadDriverConfiguration if wrong)."""

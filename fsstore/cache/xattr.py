@@ -21,6 +21,8 @@ import secrets
 import time
 from collections.abc import Iterator, Sequence
 
+from oslo_config import cfg
+
 from fsstore import exceptions, locking, safefiles
 from fsstore.cache.records import (
     INCOMPLETE,
@@ -35,6 +37,10 @@ CHECKSUM = "user.checksum"
 
 
 _NOT_AN_ENTRY = -1  # no user.hits at all
+# Longer than any kernel's coarse clock tick (HZ=100: 10 ms).
+_CLOCK_TICK_NS = 50_000_000
+# An entry's (hits, checksum).
+_Record = tuple[int, str | None]
 
 
 def _read_hits(target: int | str) -> int | None:
@@ -64,8 +70,27 @@ def _read_checksum(path: str) -> str | None:
         return None
 
 
+def _read_record(path: str) -> _Record | None:
+    """(hits, checksum) of the entry file at ``path``; None if it is no
+    entry."""
+    hits = _read_hits(path)
+    if hits == _NOT_AN_ENTRY:
+        return None
+    return hits or 0, _read_checksum(path)
+
+
 class XattrDriver(RecordsDriver):
     NAME = "xattr"
+    lists_entry_files = True
+
+    def __init__(self, conf: cfg.ConfigOpts) -> None:
+        super().__init__(conf)
+        # The cache directory's (st_dev, st_ino), and the records read there
+        # by (inode, ctime): see _records.
+        self._known: tuple[tuple[int, int], dict[tuple[int, int], _Record]] = (
+            (-1, -1),
+            {},
+        )
 
     def configure(self, directory: Directory) -> None:
         super().configure(directory)
@@ -109,25 +134,52 @@ class XattrDriver(RecordsDriver):
             if hits != _NOT_AN_ENTRY:
                 yield name, st, hits
 
+    def _records(self) -> Iterator[tuple[str, os.stat_result, _Record]]:
+        """(image id, lstat result, (hits, checksum)) of every entry, the
+        records of an entry unchanged since the last listing remembered.
+
+        Why remembering is exact: every write of an attribute, and the
+        hit's utime, sets the file's ctime to the file system's clock. A
+        record is remembered by (inode, ctime) only if that ctime is older
+        than the clock when it was read, so any later write, or a new file
+        reusing the inode, has another ctime and is read again. The clock is
+        taken twice, as the directory's mtime (the file system's own clock,
+        also on a network file system) and as now less a coarse clock tick
+        (a directory whose mtime was set ahead). Unremembered, an entry
+        costs two getxattr calls besides its lstat: twice a listing's cost.
+        """
+        base = self.directory.base_dir
+        top = os.stat(base)
+        settled = min(top.st_mtime_ns, time.time_ns() - _CLOCK_TICK_NS)
+        where = (top.st_dev, top.st_ino)
+        known = self._known[1] if self._known[0] == where else {}
+        seen: dict[tuple[int, int], _Record] = {}
+        for name, st in self.directory.scan_entry_files():
+            key = (st.st_ino, st.st_ctime_ns)
+            record = known.get(key)
+            if record is None:
+                record = _read_record(f"{base}/{name}")
+                if record is None:
+                    continue
+                if st.st_ctime_ns < settled:
+                    seen[key] = record
+            else:
+                seen[key] = record
+            yield name, st, record
+        self._known = (where, seen)
+
     def entries(self) -> list[CachedImage]:
-        base, new = self.directory.base_dir, tuple.__new__
+        new = tuple.__new__
         return [
             new(
                 CachedImage,
-                (
-                    name,
-                    st.st_size,
-                    hits or 0,
-                    st.st_atime,
-                    st.st_mtime,
-                    _read_checksum(f"{base}/{name}"),
-                ),
+                (name, st.st_size, hits, st.st_atime, st.st_mtime, checksum),
             )
-            for name, st, hits in self._scan()
+            for name, st, (hits, checksum) in self._records()
         ]
 
     def total_size(self) -> int:
-        return sum(st.st_size for _, st, _ in self._scan())
+        return sum(st.st_size for _, st, _ in self._records())
 
     def is_entry(self, target: int | str) -> bool:
         return _read_hits(target) != _NOT_AN_ENTRY

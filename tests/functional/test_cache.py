@@ -211,6 +211,58 @@ def test_invalid_entry_records_its_error(tmp_path):
     assert f"md5 {md5(b'data')}, {'0' * 32} was expected" in error
 
 
+def settle(cache_dir: Path) -> None:
+    """Make every entry's last change older than the clock and the
+    directory's mtime, so that a listing remembers its records."""
+    time.sleep(0.06)
+    (cache_dir / "stray").write_bytes(b"")
+    (cache_dir / "stray").unlink()
+
+
+def listed(cache: ImageCache) -> dict[str, tuple[int, str | None]]:
+    return {e.image_id: (e.hits, e.checksum) for e in cache.get_cached_images()}
+
+
+def read(cache: ImageCache, image_id: str) -> None:
+    with cache.open_for_read(image_id) as f:
+        f.read()
+
+
+def test_xattr_listing_sees_every_write_since_the_last(tmp_path):
+    cache = make(tmp_path, "xattr")
+    cache.cache_image_iter("a", iter([b"data"]), md5(b"data"))
+    cache.cache_image_iter("b", iter([b"b"]), Expected(allow_unverified=True))
+    settle(tmp_path)
+    assert listed(cache) == {"a": (0, md5(b"data")), "b": (0, None)}
+    for hits in (1, 2, 3):  # within one tick of the clock, as fast as it goes
+        read(cache, "a")
+        assert listed(cache)["a"] == (hits, md5(b"data"))
+    os.setxattr(tmp_path / "a", "user.hits", b"9")
+    os.setxattr(tmp_path / "b", "user.checksum", b"c" * 32)
+    assert listed(cache) == {"a": (9, md5(b"data")), "b": (0, "c" * 32)}
+    settle(tmp_path)
+    assert listed(cache) == {"a": (9, md5(b"data")), "b": (0, "c" * 32)}
+    read(cache, "a")
+    assert listed(cache)["a"] == (10, md5(b"data"))
+    assert cache.get_cache_size() == 5
+
+
+def test_xattr_listing_of_an_entry_cached_again(tmp_path):
+    cache = make(tmp_path, "xattr")
+    for _ in range(3):
+        cache.cache_image_iter("a", iter([b"old"]), Expected(allow_unverified=True))
+        read(cache, "a")
+        settle(tmp_path)
+        assert listed(cache) == {"a": (1, None)}
+        assert cache.delete_cached_image("a")
+        # Its inode is free: the new file may get the same number.
+        cache.cache_image_iter("a", iter([b"new"]), md5(b"new"))
+        assert listed(cache) == {"a": (0, md5(b"new"))}
+        assert cache.delete_cached_image("a")
+    assert listed(cache) == {}
+    assert cache.get_cache_size() == 0
+
+
 # -- hits recorded while the reader reads ---------------------------------------------
 
 
