@@ -196,6 +196,8 @@ def kept_state(fd: int, dir_fd: int) -> tuple[object, ...]:
             if exc.errno in _NO_XATTRS:
                 return ("record", _record_body(dir_fd, os.fstat(fd).st_ino))
             values.append(None)
+        if values[0] is not None:
+            break  # kept: the legacy attributes are never written beside it
     return ("attributes", *values)
 
 
