@@ -32,8 +32,10 @@ DEFAULT_HASHING_ALGO = "sha512"
 
 # Below this many bytes a stream is hashed in the caller's thread.
 THREADED_THRESHOLD = 1 << 20
-# Batches waiting per digest thread; bounds memory at this many batches.
-QUEUE_DEPTH = 4
+# Bytes handed to a digest thread and not hashed yet (one batch always
+# goes, however large): bounds what an add holds for its digests whatever
+# its chunk size (four batches of 1 MiB chunks, two of 8 MiB RBD objects).
+QUEUE_BYTES = 16 << 20
 # The digest threads are fed batches of chunks of at least this many bytes
 # in all: per 64 KiB chunk (a file read, an HTTP body), handing a chunk to
 # two queues costs more than hashing it.
@@ -287,23 +289,35 @@ def new_multihash(hashing_algo: str) -> Any:
 
 
 class _DigestThread:
-    """One digest fed through a bounded queue by a thread of its own."""
+    """One digest fed by a thread of its own, at most QUEUE_BYTES ahead."""
 
     def __init__(self, digest: Any) -> None:
         self.digest = digest
-        self._queue: queue.Queue[list[bytes] | None] = queue.Queue(QUEUE_DEPTH)
+        self._queue: queue.SimpleQueue[tuple[list[bytes], int] | None] = (
+            queue.SimpleQueue()
+        )
+        self._room = threading.Condition()
+        self._queued = 0  # bytes put and not hashed yet
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
         update = self.digest.update
         get = self._queue.get
-        while (batch := get()) is not _STOP:
+        while (item := get()) is not _STOP:
+            batch, size = item
             for chunk in batch:
                 update(chunk)
+            with self._room:
+                self._queued -= size
+                self._room.notify()
 
-    def put(self, batch: list[bytes]) -> None:
-        self._queue.put(batch)
+    def put(self, batch: list[bytes], size: int) -> None:
+        with self._room:
+            while self._queued and self._queued + size > QUEUE_BYTES:
+                self._room.wait()
+            self._queued += size
+        self._queue.put((batch, size))
 
     def join(self) -> None:
         self._queue.put(_STOP)
@@ -355,16 +369,18 @@ class ImageHasher:
         """Hand ``chunk`` to the digest threads, in batches. A ``bytes``
         goes as it is (it cannot change while queued); anything else is
         copied, so a caller may reuse its buffer."""
-        self._batch.append(chunk if type(chunk) is bytes else bytes(chunk))
-        self._batched += len(chunk)
+        kept = chunk if type(chunk) is bytes else bytes(chunk)
+        self._batch.append(kept)
+        self._batched += len(kept)
         if self._batched >= HASH_BATCH:
             self._flush()
 
     def _flush(self) -> None:
-        batch, self._batch, self._batched = self._batch, [], 0
+        batch, size = self._batch, self._batched
+        self._batch, self._batched = [], 0
         if batch:
             for thread in self._threads:
-                thread.put(batch)
+                thread.put(batch, size)
 
     def digests(self) -> list[Any]:
         """The two hash objects, for a caller that feeds them itself."""

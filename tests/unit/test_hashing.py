@@ -5,12 +5,13 @@ a hashing algorithm."""
 from __future__ import annotations
 
 import hashlib
+import threading
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fsstore import exceptions
+from fsstore import exceptions, hashing
 from fsstore.hashing import (
     Expected,
     InvalidExpected,
@@ -131,3 +132,45 @@ def test_bytes_match_exactly_when_every_digest_given_matches(
     assert (words is None) is agree
     if words is not None:
         assert "\n" not in words and words.endswith(("expected", "bytes"))
+
+
+class _Gated:
+    """A digest whose update waits for ``gate``: what a slow hash looks like
+    to the thread feeding it."""
+
+    def __init__(self) -> None:
+        self.gate = threading.Event()
+        self.hashed = 0
+
+    def update(self, chunk: bytes) -> None:
+        self.gate.wait()
+        self.hashed += len(chunk)
+
+
+def test_a_digest_thread_is_fed_at_most_queue_bytes_ahead() -> None:
+    digest = _Gated()
+    thread = hashing._DigestThread(digest)
+    size = 1 << 20
+    batch = [bytes(size)]
+    for _ in range(hashing.QUEUE_BYTES // size):  # exactly the room: never waits
+        thread.put(batch, size)
+    one_more = threading.Thread(target=thread.put, args=(batch, size))
+    one_more.start()
+    one_more.join(0.5)
+    assert one_more.is_alive()  # waiting for room: nothing hashed yet
+    digest.gate.set()
+    one_more.join(30)
+    assert not one_more.is_alive()
+    thread.join()
+    assert digest.hashed == hashing.QUEUE_BYTES + size
+
+
+def test_a_batch_larger_than_queue_bytes_still_goes_alone() -> None:
+    digest = _Gated()
+    digest.gate.set()
+    thread = hashing._DigestThread(digest)
+    big = hashing.QUEUE_BYTES + 1
+    thread.put([bytes(big)], big)  # on an empty queue: never waits
+    thread.put([b"x"], 1)
+    thread.join()
+    assert digest.hashed == big + 1

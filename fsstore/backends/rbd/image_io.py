@@ -21,7 +21,7 @@ from typing import Any
 # Writes (of the object size) outstanding at once, per add: one object is
 # written while the next is read and hashed. Each holds its bytes and
 # librbd's copy of them (rbd_disable_zero_copy_writes), beside the objects
-# the digest threads have yet to hash (fsstore.hashing.QUEUE_DEPTH); a
+# the digest threads have yet to hash (fsstore.hashing.QUEUE_BYTES); a
 # second one in flight costs two objects more and, the digests being the
 # slower part, gains nothing measurable on one node (bench/rbd_cases.py).
 WRITES_IN_FLIGHT = 1
