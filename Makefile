@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 DEMO_CONF := etc/fsstore-demo.conf
 FSSTORE := $(BIN)/fsstore --config-file $(DEMO_CONF)
 
-.PHONY: demo test test-glance test-ceph ceph-bindings test-mariadb stress bench bench-quick lint format genconfig clean
+.PHONY: demo test test-glance test-ceph ceph-bindings test-mariadb stress bench bench-quick bench-growth lint format genconfig clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -105,6 +105,11 @@ bench: $(VENV)/.installed-bench $(SWIFT_VENV)/.installed ceph-bindings
 
 bench-quick: $(VENV)/.installed-bench $(SWIFT_VENV)/.installed ceph-bindings
 	$(BIN)/python bench/run.py --quick
+
+# The filesystem store as it grows to 1,000,000 images (a few minutes; a
+# tmpfs of its own when root): bench/results/growth.md and growth.png.
+bench-growth: $(VENV)/.installed-bench
+	$(BIN)/python bench/growth.py
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check fsstore tests bench
