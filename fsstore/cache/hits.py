@@ -31,6 +31,20 @@ LOG = logging.getLogger(__name__)
 CountHit = Callable[[str, int], None]
 
 
+class Process:
+    """This process, as a token a fork() replaces in the child: telling an
+    inherited object from one's own costs no getpid() system call."""
+
+    token = object()
+
+
+def _forked() -> None:
+    Process.token = object()
+
+
+os.register_at_fork(after_in_child=_forked)
+
+
 def log_lost_hit(image_id: str, exc: BaseException) -> None:
     LOG.warning("hit on cached image %s not recorded: %s", image_id, exc)
 
@@ -40,7 +54,11 @@ class HitCountingReader(io.BufferedReader):
 
     def __init__(self, fd: int, count_hit: CountHit, image_id: str) -> None:
         super().__init__(io.FileIO(fd, "rb", closefd=True))
-        self._hit: tuple[CountHit, str, int] | None = (count_hit, image_id, os.getpid())
+        self._hit: tuple[CountHit, str, object] | None = (
+            count_hit,
+            image_id,
+            Process.token,
+        )
 
     def close(self) -> None:
         hit = getattr(self, "_hit", None)  # None if __init__ failed
@@ -48,7 +66,7 @@ class HitCountingReader(io.BufferedReader):
         try:
             # Race: a process forked while the file was open has a copy of
             # the reader; the hit is the opener's, recorded once, by it.
-            if hit is not None and hit[2] == os.getpid() and not self.closed:
+            if hit is not None and hit[2] is Process.token and not self.closed:
                 count_hit, image_id, _ = hit
                 try:
                     count_hit(image_id, self.fileno())

@@ -47,6 +47,7 @@ from typing import Any
 from oslo_config import cfg
 
 from fsstore import exceptions, safefiles
+from fsstore.cache.hits import Process
 from fsstore.cache.records import CachedImage, Directory, Problem, RecordsDriver
 from fsstore.store import RESERVED_PREFIX
 
@@ -117,7 +118,7 @@ class SqliteDriver(RecordsDriver):
         # database is lost with it either way, and the stat would cost a
         # tenth of the hit.
         local = self._local
-        if getattr(local, "pid", None) == os.getpid():
+        if getattr(local, "process", None) is Process.token:
             if not check:
                 return local.conn  # type: ignore[no-any-return]
             try:
@@ -126,12 +127,12 @@ class SqliteDriver(RecordsDriver):
             except FileNotFoundError:
                 pass
             local.conn.close()
-            local.pid = None
+            local.process = None
         try:
             conn, opened = self._connect()
         except sqlite3.Error as exc:
             raise self._error(exc) from None
-        local.conn, local.opened, local.pid = conn, opened, os.getpid()
+        local.conn, local.opened, local.process = conn, opened, Process.token
         return conn
 
     def _check_files(self) -> bool:
@@ -295,9 +296,9 @@ class SqliteDriver(RecordsDriver):
         """Move the damaged database aside and rebuild; what was done.
         Caller holds the lock."""
         local = self._local
-        if getattr(local, "pid", None) == os.getpid():
+        if getattr(local, "process", None) is Process.token:
             local.conn.close()
-            local.pid = None
+            local.process = None
         aside = os.path.join(
             self.directory.base_dir,
             f"{RESERVED_PREFIX}damaged-{os.path.basename(self.db_path)}-"
