@@ -1,6 +1,6 @@
 """fsstore's benchmarks, side by side with glance_store and the machine's limits.
 
-    python bench/run.py [--quick] [--only rbd]
+    python bench/run.py [--quick] [--only rbd|cache]
 
 Everything is measured in one run, on the same data and machine: glance_store
 5.7.0 runs from its own venv (bench/.venv-glance, made here on first use,
@@ -52,8 +52,8 @@ def main() -> int:
     )
     parser.add_argument(
         "--only",
-        choices=["rbd"],
-        help="only this family; its table goes to bench/work/latest-rbd.md",
+        choices=["rbd", "cache"],
+        help="only this family; its table goes to bench/work/latest-<family>.md",
     )
     args = parser.parse_args()
     started = time.monotonic()
@@ -62,14 +62,17 @@ def main() -> int:
     size = 256 * MiB if args.quick else 1024 * MiB
     runs = 3 if args.quick else 5
     gpy = glance_python()
-    src = make_source(size)
-    if args.only == "rbd":
-        rows = rbd_rows(gpy, src, runs)
+    if args.only:
+        if args.only == "cache":
+            rows = cache_rows(10000, 200 if args.quick else 1000)
+        else:
+            rows = rbd_rows(gpy, make_source(size), runs)
         table = report(rows, args.quick, runs, time.monotonic() - started)
-        (WORK / "latest-rbd.md").write_text(table)
+        (WORK / f"latest-{args.only}.md").write_text(table)
         print(table)
         return 0
 
+    src = make_source(size)
     rows, add = add_rows(gpy, src, runs)
     rows += get_rows(gpy, src, runs)
     rows += small_rows(gpy, 300 if args.quick else 1000, runs)
