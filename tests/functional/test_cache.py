@@ -124,6 +124,20 @@ def test_sqlite_adopts_a_glance_cache(tmp_path):
     assert cache.check() == []
 
 
+def test_sqlite_records_that_name_no_entry_are_never_listed(tmp_path):
+    cache = make(tmp_path)
+    cache.cache_image_iter("a", iter([b"data"]), md5(b"data"))
+    db = sqlite3.connect(tmp_path / "cache.db")
+    for name in ("queue", "cache.db", ".fsstore-x", "a/b", "..", "x" * 300):
+        db.execute("INSERT INTO cached_images (image_id) VALUES (?)", (name,))
+    db.commit()
+    db.close()
+    for _ in range(3):  # the ids taken at one listing are not checked again
+        assert [r.image_id for r in cache.get_cached_images()] == ["a"]
+    assert cache.delete_cached_image("a")
+    assert cache.get_cached_images() == []
+
+
 def test_sqlite_cache_size_does_not_walk(tmp_path, monkeypatch):
     cache = make(tmp_path)
     cache.cache_image_iter("a", iter([b"12345"]), md5(b"12345"))
