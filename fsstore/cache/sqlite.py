@@ -260,9 +260,14 @@ class SqliteDriver(RecordsDriver):
 
     def hit(self, image_id: str, fd: int) -> None:
         # The reader waits for this: no fetch, no check of the file's
-        # identity (see _db), the statement from the connection's cache.
+        # identity (see _db), the statement from the connection's cache, and
+        # _db's first test inlined.
+        local = self._local
         try:
-            self._db(check=False).execute(HIT, (time.time(), image_id))
+            if getattr(local, "process", None) is Process.token:
+                local.conn.execute(HIT, (time.time(), image_id))
+            else:
+                self._db(check=False).execute(HIT, (time.time(), image_id))
         except sqlite3.Error as exc:
             raise self._error(exc) from None
 
