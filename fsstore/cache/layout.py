@@ -164,14 +164,6 @@ class CacheLayout:
         """
         return image_id_problem(name) is None and not self.is_refused(name)
 
-    def _is_entry_file_name(self, name: str) -> bool:
-        """is_entry_name for a name read from the directory, cheaper: the
-        kernel already guarantees it non-empty, free of '/' and NUL, not '.'
-        or '..', and at most 255 bytes long."""
-        if name.startswith(RESERVED_PREFIX) or self.is_refused(name):
-            return False
-        return name.isascii() or image_id_problem(name) is None
-
     def path(self, image_id: str, sub: str = "") -> str:
         """The path of ``image_id`` in the cache directory, or in its
         ``sub/`` directory.
@@ -213,9 +205,31 @@ class CacheLayout:
 
     def scan_entry_files(self) -> Iterator[tuple[str, os.stat_result]]:
         """``(image id, lstat result)`` of each entry file, in directory order."""
-        # By descriptor: each lstat is relative, no walk of the directory's path.
+        # By descriptor: each lstat is relative, no walk of the directory's
+        # path. regular_files and is_entry_name inlined (an xattr listing is
+        # this loop and little else), the name check cheaper: the kernel
+        # guarantees a name non-empty, free of '/' and NUL, not '.' or '..',
+        # and at most 255 bytes long.
+        reserved, longest = self._reserved, self._max_id_length
+        if longest is None:
+            longest = 255
         dir_fd = os.open(self.base_dir, os.O_RDONLY | os.O_DIRECTORY)
         try:
-            yield from regular_files(dir_fd, self._is_entry_file_name)
+            with os.scandir(dir_fd) as found:
+                for entry in found:
+                    name = entry.name
+                    if (
+                        name.startswith(RESERVED_PREFIX)
+                        or name in reserved
+                        or len(name) > longest
+                        or not (name.isascii() or image_id_problem(name) is None)
+                    ):
+                        continue
+                    try:
+                        st = entry.stat(follow_symlinks=False)
+                    except FileNotFoundError:
+                        continue  # Race: removed since the listing; not an entry
+                    if stat.S_ISREG(st.st_mode):
+                        yield name, st
         finally:
             os.close(dir_fd)

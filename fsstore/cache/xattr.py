@@ -134,9 +134,9 @@ class XattrDriver(RecordsDriver):
             if hits != _NOT_AN_ENTRY:
                 yield name, st, hits
 
-    def _records(self) -> Iterator[tuple[str, os.stat_result, _Record]]:
-        """(image id, lstat result, (hits, checksum)) of every entry, the
-        records of an entry unchanged since the last listing remembered.
+    def entries(self) -> list[CachedImage]:
+        """Every entry, the records of one unchanged since the last listing
+        remembered.
 
         Why remembering is exact: every write of an attribute, and the
         hit's utime, sets the file's ctime to the file system's clock. A
@@ -154,6 +154,7 @@ class XattrDriver(RecordsDriver):
         where = (top.st_dev, top.st_ino)
         known = self._known[1] if self._known[0] == where else {}
         seen: dict[tuple[int, int], _Record] = {}
+        listed, new = [], tuple.__new__
         for name, st in self.directory.scan_entry_files():
             key = (st.st_ino, st.st_ctime_ns)
             record = known.get(key)
@@ -165,21 +166,14 @@ class XattrDriver(RecordsDriver):
                     seen[key] = record
             else:
                 seen[key] = record
-            yield name, st, record
+            hits, checksum = record
+            entry = (name, st.st_size, hits, st.st_atime, st.st_mtime, checksum)
+            listed.append(new(CachedImage, entry))
         self._known = (where, seen)
-
-    def entries(self) -> list[CachedImage]:
-        new = tuple.__new__
-        return [
-            new(
-                CachedImage,
-                (name, st.st_size, hits, st.st_atime, st.st_mtime, checksum),
-            )
-            for name, st, (hits, checksum) in self._records()
-        ]
+        return listed
 
     def total_size(self) -> int:
-        return sum(st.st_size for _, st, _ in self._records())
+        return sum(entry.size for entry in self.entries())
 
     def is_entry(self, target: int | str) -> bool:
         return _read_hits(target) != _NOT_AN_ENTRY
