@@ -60,7 +60,8 @@ def count_calls(store: S3Store, operation: str) -> list[dict[str, object]]:
 
 
 def test_read_resumes_from_the_next_byte_after_resets(tmp_path, s3_engine, proxy):
-    store = proxied_store(tmp_path, s3_engine, proxy)
+    # One thread: one stream (reads in parts: tests/functional/test_s3_parallel.py).
+    store = proxied_store(tmp_path, s3_engine, proxy, s3_store_thread_pools="1")
     data = payload(12 * MiB + 5, seed=21)
     result = store.add("img", iter([data]), len(data))
     gets = count_calls(store, "GetObject")
@@ -104,7 +105,14 @@ def test_read_resumes_after_a_stall(tmp_path, s3_engine, proxy):
 
 
 def test_object_replaced_mid_read_is_never_spliced(tmp_path, s3_engine, proxy):
-    store = proxied_store(tmp_path, s3_engine, proxy, s3_store_read_timeout="1")
+    # One stream (in parts: tests/functional/test_s3_parallel.py).
+    store = proxied_store(
+        tmp_path,
+        s3_engine,
+        proxy,
+        s3_store_read_timeout="1",
+        s3_store_thread_pools="1",
+    )
     data = payload(12 * MiB, seed=25)
     result = store.add("img", iter([data]), len(data))
     proxy.arm("stall", after=2 * MiB)
@@ -195,6 +203,29 @@ def test_every_body_carries_its_md5(tmp_path, s3_engine, proxy, size_known):
     images = [pair for pair in sent if pair[1]]
     assert len(images) >= (1 if size_known else 2)
     assert all(header == digest for header, digest in images), images
+
+
+def test_bodies_are_checked_by_their_md5_alone(tmp_path, s3_engine, proxy):
+    # Not also by SigV4's payload SHA-256, which the client and the engine
+    # would each compute over every byte (see config.make_client).
+    store = proxied_store(
+        tmp_path, s3_engine, proxy, s3_store_large_object_chunk_size="5"
+    )
+    sent: list[dict[str, Any]] = []
+    store.client.meta.events.register(
+        "before-send.s3.UploadPart",
+        lambda request, **kw: sent.append(dict(request.headers)),
+    )
+    data = payload(7 * MiB, seed=30)
+    result = store.add("img", iter([data]), 0)
+    assert read_all(store, result.location) == data
+    assert len(sent) == 2
+    for headers in sent:
+        assert headers["X-Amz-Content-SHA256"] in (
+            "UNSIGNED-PAYLOAD",
+            b"UNSIGNED-PAYLOAD",
+        )
+        assert "content-md5" in headers["Authorization"].decode().lower()
 
 
 @pytest.mark.parametrize("size_known", [True, False], ids=["put", "multipart"])

@@ -133,6 +133,8 @@ class S3Store(Store):
         self.thread_pools = self.option("s3_store_thread_pools")
         self.upload_lease = self.option("s3_store_upload_lease")
         self.retry_get_count = self.option("s3_store_retry_get_count")
+        # A read's resumes, then its parts: size, and how many in flight.
+        self._reads = (self.retry_get_count, self.part_size, self.thread_pools)
         self.timeouts = (
             self.option("s3_store_connect_timeout"),
             self.option("s3_store_read_timeout"),
@@ -142,7 +144,7 @@ class S3Store(Store):
         self.checksums = checksum_policy(self.option)
         # The engine checks every body it stores: botocore's x-amz-checksum
         # when it computes one, else our Content-MD5, which every engine
-        # checks.
+        # checks (the signature covers it: see config.make_client).
         self.content_md5 = self.checksums[0] != "when_supported"
         self.verify_on_read = self.option("s3_store_verify_on_read")
         self.client = make_client(
@@ -244,7 +246,7 @@ class S3Store(Store):
                 self.client,
                 self.bucket,
                 key,
-                Span(offset, limit, READ_CHUNK, self.retry_get_count),
+                Span(offset, limit, READ_CHUNK, *self._reads),
                 location.uri,
             )
         except exceptions.FsstoreError:
