@@ -123,7 +123,7 @@ def _s3_rows(name: str, got: dict[str, dict[str, list[float]]]) -> list[Row]:
             median(gl["add"]),
             "MiB/s",
             ">=",
-            1.0,
+            1.1,
         ),
         versus(
             f"{name}, get vs glance_store",
@@ -131,7 +131,7 @@ def _s3_rows(name: str, got: dict[str, dict[str, list[float]]]) -> list[Row]:
             median(gl["get"]),
             "MiB/s",
             ">=",
-            1.0,
+            1.3,
         ),
         within(
             f"{name}, add: peak RSS above baseline (glance_store beside)",

@@ -1,6 +1,6 @@
 """fsstore's benchmarks, side by side with glance_store and the machine's limits.
 
-    python bench/run.py [--quick] [--only rbd|cache]
+    python bench/run.py [--quick] [--only rbd|s3|cache]
 
 Everything is measured in one run, on the same data and machine: glance_store
 5.7.0 runs from its own venv (bench/.venv-glance, made here on first use,
@@ -52,7 +52,7 @@ def main() -> int:
     )
     parser.add_argument(
         "--only",
-        choices=["rbd", "cache"],
+        choices=["rbd", "s3", "cache"],
         help="only this family; its table goes to bench/work/latest-<family>.md",
     )
     args = parser.parse_args()
@@ -63,10 +63,12 @@ def main() -> int:
     runs = 3 if args.quick else 5
     gpy = glance_python()
     if args.only:
-        if args.only == "cache":
+        if args.only == "rbd":
+            rows = rbd_rows(gpy, make_source(size), runs)
+        elif args.only == "cache":
             rows = cache_rows(10000, 200 if args.quick else 1000)
         else:
-            rows = rbd_rows(gpy, make_source(size), runs)
+            rows = s3_cases(gpy, make_source(256 * MiB), runs)
         table = report(rows, args.quick, runs, time.monotonic() - started)
         (WORK / f"latest-{args.only}.md").write_text(table)
         print(table)
