@@ -15,11 +15,10 @@ from __future__ import annotations
 
 import io
 import os
-import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from sides import peak_rss_kib, rss_kib, write_conf
+from sides import timed_add_and_get, write_conf
 
 CHUNK_MIB = 8  # rbd_store_chunk_size on both sides: glance_store's default
 
@@ -111,28 +110,12 @@ def rbd_side(
     image_id: str,
     src: str,
     known: str,
-) -> dict[str, float]:
+) -> dict[str, Any]:
     make = glance_rbd if who == "glance" else fsstore_rbd
     add, get, delete = make(ceph_conf, pool, work)
     delete(add(f"warm-up-{image_id}", io.BytesIO(b"x"), 1))
-    baseline = rss_kib()
-    size = os.path.getsize(src) if known == "1" else 0
-    with open(src, "rb") as f:
-        start = time.perf_counter()
-        location = add(image_id, f, size)
-        add_seconds = time.perf_counter() - start
-    peak = peak_rss_kib()
-    start = time.perf_counter()
-    got = 0
-    for chunk in get(location):
-        got += len(chunk)
-    get_seconds = time.perf_counter() - start
-    delete(location)
-    if got != os.path.getsize(src):
-        raise RuntimeError(f"{who}: read {got} bytes of {os.path.getsize(src)}")
-    return {
-        "add_seconds": add_seconds,
-        "get_seconds": get_seconds,
-        "baseline_kib": baseline,
-        "peak_kib": peak,
-    }
+    out = timed_add_and_get(add, get, src, image_id, known)
+    delete(out["location"])
+    if out["read"] != os.path.getsize(src):
+        raise RuntimeError(f"{who}: read {out['read']} bytes of {os.path.getsize(src)}")
+    return out

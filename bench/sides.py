@@ -275,10 +275,10 @@ def s3_backend(who: str, options: dict, work: str):
     return add, get
 
 
-def s3_side(who, src, work, endpoint, access, secret, bucket, image_id, known):
-    """Add `src` (its size known or not), then read it back; both timed."""
-    add, get = s3_backend(who, s3_options(endpoint, access, secret, bucket), work)
-    add(f"warm-up-{image_id}", io.BytesIO(b"x"), 1)  # bucket and a connection
+def timed_add_and_get(add, get, src: str, image_id: str, known: str) -> dict:
+    """Add `src` (its size known or not), then read it back, both timed, and
+    the peak RSS of the add above the baseline before it; the location and
+    the bytes read back too."""
     baseline = rss_kib()
     size = os.path.getsize(src) if known == "1" else 0
     with open(src, "rb") as f:
@@ -287,15 +287,25 @@ def s3_side(who, src, work, endpoint, access, secret, bucket, image_id, known):
         add_seconds = time.perf_counter() - start
     peak = peak_rss_kib()
     start = time.perf_counter()
-    for _chunk in get(location):
-        pass
+    got = 0
+    for chunk in get(location):
+        got += len(chunk)
     get_seconds = time.perf_counter() - start
     return {
         "add_seconds": add_seconds,
         "get_seconds": get_seconds,
         "baseline_kib": baseline,
         "peak_kib": peak,
+        "location": location,
+        "read": got,
     }
+
+
+def s3_side(who, src, work, endpoint, access, secret, bucket, image_id, known):
+    """Add `src` (its size known or not), then read it back; both timed."""
+    add, get = s3_backend(who, s3_options(endpoint, access, secret, bucket), work)
+    add(f"warm-up-{image_id}", io.BytesIO(b"x"), 1)  # bucket and a connection
+    return timed_add_and_get(add, get, src, image_id, known)
 
 
 # -- the machine's limits ---------------------------------------------------------------

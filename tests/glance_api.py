@@ -16,6 +16,7 @@ the worker has loaded Glance: that first round trip is the readiness check.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import socket
@@ -254,6 +255,22 @@ class GlanceAPI:
         response = self.request("GET", f"/v2/images/{image_id}")
         assert response.status == 200, response.body
         image: dict[str, Any] = response.json()
+        return image
+
+    def assert_serves(self, image_id: str, data: bytes) -> dict[str, Any]:
+        """The image is active and serves ``data``: size, MD5 checksum and
+        SHA-512 os_hash_value in its record, the bytes and Content-MD5 of its
+        download; the record."""
+        image = self.image(image_id)
+        assert image["status"] == "active"
+        assert image["size"] == len(data)
+        assert image["checksum"] == hashlib.md5(data).hexdigest()
+        assert image["os_hash_algo"] == "sha512"
+        assert image["os_hash_value"] == hashlib.sha512(data).hexdigest()
+        download = self.request("GET", f"/v2/images/{image_id}/file")
+        assert download.status == 200, download.body[:500]
+        assert download.headers["Content-MD5"] == image["checksum"]
+        assert download.body == data
         return image
 
     def import_image(

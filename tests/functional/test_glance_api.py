@@ -11,7 +11,6 @@ the truth.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import sqlite3
@@ -82,19 +81,6 @@ def stored(glance: GlanceAPI, bucket_store: Any, backend: str) -> list[str]:
     return objects(bucket_store)
 
 
-def assert_serves(glance: GlanceAPI, image_id: str, data: bytes) -> None:
-    image = glance.image(image_id)
-    assert image["status"] == "active"
-    assert image["size"] == len(data)
-    assert image["checksum"] == hashlib.md5(data).hexdigest()
-    assert image["os_hash_algo"] == "sha512"
-    assert image["os_hash_value"] == hashlib.sha512(data).hexdigest()
-    download = glance.request("GET", f"/v2/images/{image_id}/file")
-    assert download.status == 200, download.body[:500]
-    assert download.headers["Content-MD5"] == image["checksum"]
-    assert download.body == data
-
-
 def chunks(data: bytes, size: int = 1 << 20) -> Iterator[bytes]:
     for start in range(0, len(data), size):
         yield data[start : start + size]
@@ -109,7 +95,7 @@ def test_upload_download_delete(glance, bucket_store, backend, transfer):
     glance.upload(image_id, body, backend)
     assert glance.image(image_id)["stores"] == backend
     assert image_id in stored(glance, bucket_store, backend)
-    assert_serves(glance, image_id, data)
+    glance.assert_serves(image_id, data)
 
     deleted = glance.request("DELETE", f"/v2/images/{image_id}")
     assert deleted.status == 204, deleted.body
@@ -133,7 +119,7 @@ def test_glance_direct_import_through_the_staging_store(glance, bucket_store, ba
     image = glance.import_image(image_id, "glance-direct", [backend])
     assert image["stores"] == backend
     assert image_id in stored(glance, bucket_store, backend)
-    assert_serves(glance, image_id, data)
+    glance.assert_serves(image_id, data)
     # Glance removes the staged copy once the import is done.
     assert not (staging / image_id).exists()
 
@@ -174,7 +160,7 @@ def test_untagged_location_is_claimed_by_its_store(glance, bucket_store, backend
 
     assert glance.image(image_id)["stores"] == backend
     assert location_tags(glance, image_id) == [f'{{"store": "{backend}"}}']
-    assert_serves(glance, image_id, data)
+    glance.assert_serves(image_id, data)
 
 
 def test_copy_image_then_delete_from_one_store(glance, bucket_store):
@@ -191,7 +177,7 @@ def test_copy_image_then_delete_from_one_store(glance, bucket_store):
     assert removed.status == 204, removed.body
     assert glance.image(image_id)["stores"] == "cloud"
     assert image_id not in stored(glance, bucket_store, "fast")
-    assert_serves(glance, image_id, data)
+    glance.assert_serves(image_id, data)
     # The copy in the bucket is the whole image, byte for byte.
     body = bucket_store.client.get_object(Bucket=bucket_store.bucket, Key=image_id)
     assert body["Body"].read() == data

@@ -17,7 +17,6 @@ without root; ``make test-ceph`` runs it.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import sqlite3
@@ -127,20 +126,6 @@ def assert_gone(pool: Any, image_id: str) -> None:
     assert image_id not in {t["name"] for t in rbd.RBD().trash_list(pool)}
 
 
-def assert_serves(glance: GlanceAPI, image_id: str, data: bytes) -> dict[str, Any]:
-    image = glance.image(image_id)
-    assert image["status"] == "active"
-    assert image["size"] == len(data)
-    assert image["checksum"] == hashlib.md5(data).hexdigest()
-    assert image["os_hash_algo"] == "sha512"
-    assert image["os_hash_value"] == hashlib.sha512(data).hexdigest()
-    download = glance.request("GET", f"/v2/images/{image_id}/file")
-    assert download.status == 200, download.body[:500]
-    assert download.headers["Content-MD5"] == image["checksum"]
-    assert download.body == data
-    return image
-
-
 def locations(glance: GlanceAPI, image_id: str) -> dict[str, str]:
     """The image's active locations in Glance's database, by store."""
     with sqlite3.connect(glance.database) as db:
@@ -169,7 +154,7 @@ def test_upload_download_delete(glance, pool, rbd_cluster, transfer):
     image_id = glance.create_image()
     glance.upload(image_id, data if transfer == "sized" else chunks(data), "ceph")
 
-    image = assert_serves(glance, image_id, data)
+    image = glance.assert_serves(image_id, data)
     assert image["stores"] == "ceph"
     location = rbd_location(rbd_cluster, image_id)
     assert image["direct_url"] == location
@@ -212,7 +197,7 @@ def test_delete_of_an_image_nova_cloned_is_409_until_the_clone_goes(
         # Nothing changed: Glance's record, its location, the data.
         assert glance.image(image_id) == image
         assert locations(glance, image_id) == {"ceph": image["direct_url"]}
-        assert_serves(glance, image_id, data)
+        glance.assert_serves(image_id, data)
         assert_published(pool, image_id, data)
         with rbd.Image(pool, disk, read_only=True) as clone:
             assert clone.parent_info() == (POOL, image_id, SNAPSHOT)
@@ -242,7 +227,7 @@ def test_copy_image_from_the_file_store_to_rbd(glance, pool, rbd_cluster):
     }
     assert fast_file.read_bytes() == data
     assert_published(pool, image_id, data)
-    assert_serves(glance, image_id, data)
+    glance.assert_serves(image_id, data)
 
     removed = glance.request("DELETE", f"/v2/stores/ceph/{image_id}")
     assert removed.status == 204, (removed.status, removed.body[:500])
@@ -250,7 +235,7 @@ def test_copy_image_from_the_file_store_to_rbd(glance, pool, rbd_cluster):
     assert locations(glance, image_id) == {"fast": f"file://{fast_file}"}
     assert_gone(pool, image_id)
     assert fast_file.read_bytes() == data
-    assert_serves(glance, image_id, data)
+    glance.assert_serves(image_id, data)
 
     deleted = glance.request("DELETE", f"/v2/images/{image_id}")
     assert deleted.status == 204, deleted.body
@@ -270,7 +255,7 @@ def test_glance_direct_import_to_rbd(glance, pool, rbd_cluster):
     assert image["stores"] == "ceph"
     assert image["direct_url"] == rbd_location(rbd_cluster, image_id)
     assert_published(pool, image_id, data)
-    assert_serves(glance, image_id, data)
+    glance.assert_serves(image_id, data)
     assert not staging.exists()
 
     deleted = glance.request("DELETE", f"/v2/images/{image_id}")
