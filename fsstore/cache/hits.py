@@ -31,20 +31,6 @@ LOG = logging.getLogger(__name__)
 CountHit = Callable[[str, int], None]
 
 
-class Process:
-    """This process, as a token a fork() replaces in the child: telling an
-    inherited object from one's own costs no getpid() system call."""
-
-    token = object()
-
-
-def _forked() -> None:
-    Process.token = object()
-
-
-os.register_at_fork(after_in_child=_forked)
-
-
 def log_lost_hit(image_id: str, exc: BaseException) -> None:
     LOG.warning("hit on cached image %s not recorded: %s", image_id, exc)
 
@@ -57,7 +43,10 @@ class HitCountingReader(io.BufferedReader):
         self._hit: tuple[CountHit, str, object] | None = (
             count_hit,
             image_id,
-            Process.token,
+            # The process: a reader inherited over a fork records nothing
+            # (getpid, not a fork hook: servers such as uWSGI fork in C,
+            # and Python's fork hooks do not run in their children).
+            os.getpid(),
         )
 
     def close(self) -> None:
@@ -66,7 +55,7 @@ class HitCountingReader(io.BufferedReader):
         try:
             # Race: a process forked while the file was open has a copy of
             # the reader; the hit is the opener's, recorded once, by it.
-            if hit is not None and hit[2] is Process.token and not self.closed:
+            if hit is not None and hit[2] == os.getpid() and not self.closed:
                 count_hit, image_id, _ = hit
                 try:
                     count_hit(image_id, self.fileno())

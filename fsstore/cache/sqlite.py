@@ -47,7 +47,6 @@ from typing import Any
 from oslo_config import cfg
 
 from fsstore import exceptions, safefiles
-from fsstore.cache.hits import Process
 from fsstore.cache.records import CachedImage, Directory, Problem, RecordsDriver
 from fsstore.store import RESERVED_PREFIX
 
@@ -118,7 +117,7 @@ class SqliteDriver(RecordsDriver):
         # database is lost with it either way, and the stat would cost a
         # tenth of the hit.
         local = self._local
-        if getattr(local, "process", None) is Process.token:
+        if getattr(local, "process", None) == os.getpid():
             if not check:
                 return local.conn  # type: ignore[no-any-return]
             try:
@@ -132,7 +131,7 @@ class SqliteDriver(RecordsDriver):
             conn, opened = self._connect()
         except sqlite3.Error as exc:
             raise self._error(exc) from None
-        local.conn, local.opened, local.process = conn, opened, Process.token
+        local.conn, local.opened, local.process = conn, opened, os.getpid()
         return conn
 
     def _check_files(self) -> bool:
@@ -264,7 +263,7 @@ class SqliteDriver(RecordsDriver):
         # _db's first test inlined.
         local = self._local
         try:
-            if getattr(local, "process", None) is Process.token:
+            if getattr(local, "process", None) == os.getpid():
                 local.conn.execute(HIT, (time.time(), image_id))
             else:
                 self._db(check=False).execute(HIT, (time.time(), image_id))
@@ -301,7 +300,7 @@ class SqliteDriver(RecordsDriver):
         """Move the damaged database aside and rebuild; what was done.
         Caller holds the lock."""
         local = self._local
-        if getattr(local, "process", None) is Process.token:
+        if getattr(local, "process", None) == os.getpid():
             local.conn.close()
             local.process = None
         aside = os.path.join(
