@@ -205,29 +205,6 @@ def test_every_body_carries_its_md5(tmp_path, s3_engine, proxy, size_known):
     assert all(header == digest for header, digest in images), images
 
 
-def test_bodies_are_checked_by_their_md5_alone(tmp_path, s3_engine, proxy):
-    # Not also by SigV4's payload SHA-256, which the client and the engine
-    # would each compute over every byte (see config.make_client).
-    store = proxied_store(
-        tmp_path, s3_engine, proxy, s3_store_large_object_chunk_size="5"
-    )
-    sent: list[dict[str, Any]] = []
-    store.client.meta.events.register(
-        "before-send.s3.UploadPart",
-        lambda request, **kw: sent.append(dict(request.headers)),
-    )
-    data = payload(7 * MiB, seed=30)
-    result = store.add("img", iter([data]), 0)
-    assert read_all(store, result.location) == data
-    assert len(sent) == 2
-    for headers in sent:
-        assert headers["X-Amz-Content-SHA256"] in (
-            "UNSIGNED-PAYLOAD",
-            b"UNSIGNED-PAYLOAD",
-        )
-        assert "content-md5" in headers["Authorization"].decode().lower()
-
-
 @pytest.mark.parametrize("size_known", [True, False], ids=["put", "multipart"])
 def test_data_corrupted_in_transit_is_refused_by_the_engine(
     tmp_path, s3_engine, proxy, size_known

@@ -271,3 +271,19 @@ def test_one_thread_reads_one_stream(tmp_path, s3_engine):
     gets = count_calls(store, "GetObject")
     assert read_all(store, location) == data
     assert len(gets) == 1 and "Range" not in gets[0]
+
+
+def test_an_empty_object_read_whole_in_parts_brings_its_etag_and_metadata(
+    tmp_path, s3_engine
+):
+    # The first part's range of an empty object is not satisfiable; a scrub
+    # still needs the object's ETag and kept digests from the response.
+    store = make_store(tmp_path, s3_engine, **IN_PARTS)
+    added = store.add("empty", iter([b""]), 0)
+    chunks, length, response = store._open_object(
+        store.parse_location(added.location), 0, None
+    )
+    assert (b"".join(chunks), length) == (b"", 0)
+    assert response.get("ETag")  # the object's: it pins a scrub's read
+    kept = store.kept_digests(added.location)
+    assert kept is not None and (kept.checksum, kept.size) == (added.checksum, 0)

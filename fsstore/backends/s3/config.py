@@ -168,13 +168,6 @@ def make_client(
         region_name=settings.region,
     )
     s3: dict[str, Any] = {"addressing_style": settings.addressing_style}
-    if settings.checksums[0] == "when_required":
-        # Every image body then carries its Content-MD5, which the engine
-        # checks and the signature covers. botocore would also hash each
-        # body over http (SigV4's payload SHA-256), and the engine hash it
-        # again to check it: two passes more per byte, a sixth of an add's
-        # time on two cores.
-        s3["payload_signing_enabled"] = False
     config = Config(
         s3=s3,
         max_pool_connections=settings.connections,

@@ -80,6 +80,8 @@ class PartReader:
         trace("s3.read.part")
         if index == 0:
             body = self._first
+        elif self._stopped.is_set():  # closed before this part began
+            return collections.deque()
         else:
             first = self._start + index * self._part_size
             body = self._open_part(
