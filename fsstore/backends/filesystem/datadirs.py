@@ -298,7 +298,7 @@ class DataDirs:
             if d is skip:
                 continue
             where = os.path.join(d.path, image_id)
-            if os.access(where, os.F_OK, follow_symlinks=False):
+            if self.timed(os.access, where, os.F_OK, follow_symlinks=False):
                 raise exceptions.Duplicate(
                     f"image {image_id} already exists in {d.path}"
                 )
