@@ -233,6 +233,21 @@ def test_a_long_running_store_reaps_again_at_an_add(
     assert dead not in temporaries_in(ioctx)
 
 
+def test_a_failed_reap_is_logged_and_the_add_goes_on(
+    store: RbdStore, monkeypatch: Any, caplog: Any
+) -> None:
+    store.add(new_id(), iter([b"x"]), 1)  # connected: the first reap is done
+
+    def failing(*args: object) -> list[str]:
+        raise rados.IOError("listing the pool timed out")
+
+    monkeypatch.setattr(rbd_store, "reap", failing)
+    monkeypatch.setattr(rbd_store, "REAP_INTERVAL", 0)
+    added = store.add(new_id(), iter([b"after"]), 5)
+    assert read_all(store, added.location) == b"after"
+    assert "reaping: RADOS I/O error (listing the pool timed out)" in caplog.text
+
+
 def test_another_clusters_location_is_forbidden_before_the_first_connection(
     tmp_path: Path, rbd_cluster: CephCluster
 ) -> None:

@@ -116,11 +116,16 @@ class RbdStore(Store):
         reap(self.bindings, ioctx, self.cluster.instance_id)
 
     def _reap_if_due(self, ioctx: Any) -> None:
+        """Reap if REAP_INTERVAL has passed; a failure is logged, never the
+        add's (housekeeping), and a lost connection is dropped."""
         with self._reaping:
             if time.monotonic() - self._reaped_at < REAP_INTERVAL:
                 return
             self._reaped_at = time.monotonic()
-        self._reap(ioctx)
+        try:
+            self._reap(ioctx)
+        except Exception as exc:
+            LOG.warning("%s", self._error(exc, f"store {self.name!r}: reaping"))
 
     def close(self) -> None:
         """Drop the store's connection to the cluster."""
