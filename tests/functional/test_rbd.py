@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from fsstore import exceptions
-from fsstore.backends.rbd import RbdStore
+from fsstore.backends.rbd import RbdStore, image_io
 from fsstore.backends.rbd import store as rbd_store
 from fsstore.backends.rbd import temporaries as rbd_temporaries
 from fsstore.registry import StoreRegistry
@@ -231,6 +231,49 @@ def test_a_long_running_store_reaps_again_at_an_add(
     monkeypatch.setattr(rbd_store, "REAP_INTERVAL", 0)
     store.add(new_id(), iter([b"x"]), 1)
     assert dead not in temporaries_in(ioctx)
+
+
+class _Done:
+    """A finished write, as librbd's completion reports it."""
+
+    def get_return_value(self) -> int:
+        return 0
+
+
+class _CompletesAtOnce:
+    """An open image whose asynchronous writes complete, callback and all,
+    before aio_write returns: the race the writer must survive, forced."""
+
+    def __init__(self, image: Any) -> None:
+        self._image = image
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._image, name)
+
+    def aio_write(self, data: bytes, offset: int, oncomplete: Any) -> _Done:
+        self._image.write(data, offset)
+        oncomplete(_Done())
+        return _Done()
+
+
+def test_an_add_holds_no_written_object_once_done(
+    store: RbdStore, monkeypatch: Any
+) -> None:
+    # A write that completes before aio_write returns must not leave its
+    # object referenced for the rest of the add (memory per add is bounded).
+    writers: list[Any] = []
+    made = image_io.ImageWriter.__init__
+
+    def forced(self: Any, image: Any, *args: Any) -> None:
+        made(self, _CompletesAtOnce(image), *args)
+        writers.append(self)
+
+    monkeypatch.setattr(image_io.ImageWriter, "__init__", forced)
+    data = payload(6 * MiB + 3, seed=5)
+    added = store.add(new_id(), iter([data]), len(data))
+    assert read_all(store, added.location) == data
+    assert len(writers) == 1
+    assert writers[0]._pending == {}
 
 
 def test_a_failed_reap_is_logged_and_the_add_goes_on(

@@ -14,6 +14,7 @@ all zeros is skipped: it stays a hole.
 from __future__ import annotations
 
 import collections
+import functools
 import threading
 from collections.abc import Iterator
 from typing import Any
@@ -55,7 +56,7 @@ class ImageWriter:
         self._parts: list[memoryview] = []  # less than an object's worth
         self._parted = 0  # their length
         self._slots = threading.Semaphore(WRITES_IN_FLIGHT)
-        self._pending: dict[int, tuple[Any, bytes]] = {}
+        self._pending: dict[int, bytes] = {}  # by offset
         self._guard = threading.Lock()
         self._error: int = 0
 
@@ -122,19 +123,23 @@ class ImageWriter:
             return
         self._raise()
         self._slots.acquire()
+        # The block stays referenced until its write completes. Race: the
+        # write may complete before aio_write returns, so it is recorded
+        # first, by its offset, which the completion is told.
+        with self._guard:
+            self._pending[offset] = block
         try:
-            completion = self.image.aio_write(block, offset, self._done)
+            self.image.aio_write(block, offset, functools.partial(self._done, offset))
         except BaseException:
+            with self._guard:
+                self._pending.pop(offset, None)
             self._slots.release()
             raise
-        with self._guard:
-            # The block stays referenced until its write completes.
-            self._pending[id(completion)] = (completion, block)
 
-    def _done(self, completion: Any) -> None:
+    def _done(self, offset: int, completion: Any) -> None:
         value = completion.get_return_value()
         with self._guard:
-            self._pending.pop(id(completion), None)
+            self._pending.pop(offset, None)
             if value < 0 and not self._error:
                 self._error = value
         self._slots.release()
