@@ -221,10 +221,16 @@ def _object_size(response: dict[str, Any]) -> int | None:
 
 
 def _first(
-    fetch: Fetch, offset: int, last: int | None, uri: str
+    fetch: Fetch, offset: int, last: int | None, uri: str, asked: int | None
 ) -> dict[str, Any] | None:
-    """The first GET's response; None for a range of an empty object,
-    Invalid for an offset past the end."""
+    """The first GET's response, of bytes ``offset`` to ``last``; None for
+    a range of an empty object, Invalid for an offset past the end.
+
+    ``asked``: the end of the read as the caller asked for it. When the
+    first part's range of an empty object is not satisfiable and that is
+    not what was asked, the object is read as asked (unranged for a whole
+    read), which brings its ETag and metadata: a scrub pins and checks them.
+    """
     try:
         return fetch(offset, last, None)
     except exceptions.FsstoreError:
@@ -232,9 +238,11 @@ def _first(
     except Exception as exc:
         if error_code(exc) != "InvalidRange":
             raise
-        if offset == 0:
-            return None
-        raise exceptions.Invalid(f"offset {offset} is past the end of {uri}") from None
+        if offset != 0:
+            raise exceptions.Invalid(
+                f"offset {offset} is past the end of {uri}"
+            ) from None
+    return None if last == asked else _first(fetch, offset, asked, uri, asked)
 
 
 def open_object(
@@ -256,12 +264,7 @@ def open_object(
     if in_parts and (span.limit is None or span.limit > span.part_size):
         first_last = span.offset + span.part_size - 1
     fetch = _fetcher(client, bucket, key, what)
-    response = _first(fetch, span.offset, first_last, uri)
-    if response is None and first_last != last:
-        # An empty object: the first part's range is not satisfiable. Read
-        # as asked (unranged for a whole read), which brings its ETag and
-        # metadata: a scrub pins and checks them.
-        response = _first(fetch, span.offset, last, uri)
+    response = _first(fetch, span.offset, first_last, uri, last)
     if response is None:  # a range of an empty object
         return no_chunks(), 0, {}
     resumes = Resumes(span.resumes)
