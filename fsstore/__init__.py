@@ -1,5 +1,8 @@
 """fsstore: pluggable storage backends for image services."""
 
+# The one place the version is written: setup.cfg reads it from here.
+__version__ = "0.1.0"
+
 from fsstore.exceptions import (
     BackendException,
     BadDriverConfiguration,
@@ -40,6 +43,7 @@ from fsstore.registry import (
 from fsstore.store import AddResult, Capability, ImageRead, ListedImage, Store
 
 __all__ = [
+    "__version__",
     "AddResult",
     "BackendException",
     "BadDriverConfiguration",

@@ -38,6 +38,7 @@ ORDER = [
     "testing",
     "glance",
     "cli",
+    "__main__",
     "__init__",
 ]
 FRAMEWORK_END = ORDER.index("backends")

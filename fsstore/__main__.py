@@ -1,0 +1,7 @@
+"""``python -m fsstore``: the ``fsstore`` command."""
+
+import sys
+
+from fsstore.cli.main import main
+
+sys.exit(main())
