@@ -24,6 +24,7 @@ ORDER = [
     "safefiles",
     "locking",
     "hashing",
+    "ids",
     "location",
     "streams",
     "pipeline",
