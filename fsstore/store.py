@@ -22,13 +22,13 @@ from fsstore.hashing import (
     new_multihash,
     verified_chunks,
 )
-from fsstore.ids import (  # noqa: F401 - re-exported: drivers import them from here
-    MAX_IMAGE_ID_BYTES,
-    RESERVED_PREFIX,
-    image_id_problem,
-    validate_image_id,
-    validate_size,
-)
+
+# Re-exported: drivers and the rest of fsstore import them from here.
+from fsstore.ids import MAX_IMAGE_ID_BYTES as MAX_IMAGE_ID_BYTES
+from fsstore.ids import RESERVED_PREFIX as RESERVED_PREFIX
+from fsstore.ids import image_id_problem as image_id_problem
+from fsstore.ids import validate_image_id as validate_image_id
+from fsstore.ids import validate_size as validate_size
 from fsstore.location import Location
 
 # Re-exported: drivers written against earlier releases import them from here.
