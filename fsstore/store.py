@@ -385,6 +385,16 @@ class Store:
         its images does not offer it."""
         raise exceptions.StoreListNotSupported(self.name)
 
+    def find_image(self, image_id: str) -> ListedImage | None:
+        """The image ``image_id`` names in this store, or None. This one
+        looks through ``images()``; a driver that can name an image's place
+        from its id alone overrides it.
+
+        :raises StoreListNotSupported: when the store cannot list its images
+        """
+        validate_image_id(image_id)
+        return next((i for i in self.images() if i.image_id == image_id), None)
+
     def read_image(self, location: Location | str) -> ImageRead:
         """The whole image at ``location`` opened for a scrub, with what
         was kept for it (see ImageRead); never checked on the way, as the

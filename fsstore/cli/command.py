@@ -10,9 +10,11 @@ from typing import Any
 
 from oslo_config import cfg
 
+from fsstore import exceptions
 from fsstore.cache import ImageCache
 from fsstore.cli.output import Result
 from fsstore.registry import StoreRegistry
+from fsstore.store import ListedImage, Store
 
 
 class UsageError(Exception):
@@ -39,6 +41,32 @@ class Context:
             self._cache = ImageCache(self.conf)
         return self._cache
 
+    def find(self, image_id: str, backend: str | None) -> tuple[Store, ListedImage]:
+        """The image ``image_id`` in store ``backend`` (None: the default).
+
+        :raises NotFound: when that store has no image of that id
+        """
+        store = self.registry.get_store(backend)
+        try:
+            found = store.find_image(image_id)
+        except exceptions.StoreListNotSupported:
+            raise UsageError(
+                f"store {store.name!r} cannot find an image by its id; "
+                "give the image's location (a URI)"
+            ) from None
+        if found is None:
+            raise exceptions.NotFound(f"no image {image_id!r} in store {store.name!r}")
+        return store, found
+
+    def location(self, image: str, backend: str | None) -> str:
+        """The location ``image`` names: itself when it is a URI, else the
+        location of the image of that id in store ``backend``."""
+        if "://" not in image:
+            return self.find(image, backend)[1].location
+        if backend is not None:
+            raise UsageError("--backend is for an image id; a URI names its own store")
+        return image
+
     def close(self) -> None:
         if self._registry is not None:
             self._registry.close()
@@ -57,6 +85,13 @@ class Arg:
 
 def arg(*flags: str, **options: Any) -> Arg:
     return Arg(flags, options)
+
+
+BACKEND = arg(
+    "--backend",
+    metavar="NAME",
+    help="the store: a backend name (multi-store) or a scheme (default: the default store)",
+)
 
 
 @dataclasses.dataclass(frozen=True)

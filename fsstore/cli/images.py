@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import io
 import os
 import stat
@@ -14,6 +15,7 @@ from typing import Any, BinaryIO, cast
 
 from fsstore import safefiles
 from fsstore.cli.command import (
+    BACKEND,
     Command,
     Context,
     OneOf,
@@ -152,14 +154,17 @@ def _destination(path: str | None) -> Iterator[BinaryIO]:
         yield sys.stdout.buffer
         sys.stdout.buffer.flush()
         return
-    target = os.path.realpath(path) if os.path.islink(path) else path
     try:
-        st: os.stat_result | None = os.stat(target)
+        # Followed: /dev/stdout and /proc/self/fd/N name a pipe or a
+        # terminal through a link that no real path reaches.
+        st: os.stat_result | None = os.stat(path)
     except FileNotFoundError:
         st = None
     except OSError as exc:
         raise _cannot_write(path, exc) from None
     if st is None or stat.S_ISREG(st.st_mode):
+        # The file a symlink names is replaced, never the link.
+        target = os.path.realpath(path) if os.path.islink(path) else path
         with _replace(path, target, st) as f:
             yield f
     elif (
@@ -167,7 +172,7 @@ def _destination(path: str | None) -> Iterator[BinaryIO]:
         or stat.S_ISBLK(st.st_mode)
         or stat.S_ISFIFO(st.st_mode)
     ):
-        with _write_through(path, target) as f:
+        with _write_through(path, path) as f:
             yield f
     else:
         kind = "a directory" if stat.S_ISDIR(st.st_mode) else "not a file"
@@ -175,7 +180,13 @@ def _destination(path: str | None) -> Iterator[BinaryIO]:
 
 
 def cmd_get(args: argparse.Namespace, ctx: Context) -> Result:
-    chunks, length = ctx.registry.get(args.uri, args.offset, args.length)
+    to_stdout = args.output is None or args.output == "-"
+    if to_stdout and not args.force and sys.stdout.isatty():
+        raise UsageError(
+            "refusing to write an image to a terminal; give -o FILE, or --force"
+        )
+    uri = ctx.location(args.image, args.backend)
+    chunks, length = ctx.registry.get(uri, args.offset, args.length)
     with (
         contextlib.closing(chunks),
         _destination(args.output) as out,
@@ -189,19 +200,22 @@ def cmd_get(args: argparse.Namespace, ctx: Context) -> Result:
 
 
 def cmd_size(args: argparse.Namespace, ctx: Context) -> Result:
-    size = ctx.registry.get_size(args.uri)
-    return Result({"location": args.uri, "size": size}, str(size))
+    uri = ctx.location(args.image, args.backend)
+    size = ctx.registry.get_size(uri)
+    return Result({"location": uri, "size": size}, str(size))
 
 
 def cmd_delete(args: argparse.Namespace, ctx: Context) -> Result:
-    ctx.registry.delete(args.uri)
-    return Result({"location": args.uri, "deleted": True}, f"deleted {args.uri}")
+    uri = ctx.location(args.image, args.backend)
+    ctx.registry.delete(uri)
+    return Result({"location": uri, "deleted": True}, f"deleted {uri}")
 
 
 def cmd_verify(args: argparse.Namespace, ctx: Context) -> Result:
     algo = args.hashing_algo
     expected = Expected(args.checksum, args.multihash, algo)
-    chunks, length = ctx.registry.get(args.uri)
+    uri = ctx.location(args.image, args.backend)
+    chunks, length = ctx.registry.get(uri)
     hasher, size = ImageHasher(algo), 0
     with contextlib.closing(chunks), progress(args.progress, length, "verify") as bar:
         for chunk in chunks:
@@ -211,16 +225,16 @@ def cmd_verify(args: argparse.Namespace, ctx: Context) -> Result:
     actual = KeptDigests(*hasher.hexdigests(), algo, size)
     kind = "checksum" if args.checksum is not None else "multihash"
     record = {
-        "location": args.uri,
+        "location": uri,
         "kind": kind,
         "expected": getattr(expected, kind),
         "actual": getattr(actual, kind),
         "ok": mismatch(expected, actual) is None,
     }
     if record["ok"]:
-        return Result(record, f"OK {args.uri} {kind} {record['actual']}")
+        return Result(record, f"OK {uri} {kind} {record['actual']}")
     failure = Failure(
-        f"{kind} mismatch for {args.uri}: expected {record['expected']}, "
+        f"{kind} mismatch for {uri}: expected {record['expected']}, "
         f"got {record['actual']}",
         "ChecksumMismatch",
     )
@@ -254,8 +268,25 @@ def cmd_stores(args: argparse.Namespace, ctx: Context) -> Result:
     return Result(records, "\n".join(_store_text(info) for info in records) or None)
 
 
-_URI = arg("uri")
-_HASHING_ALGO = arg("--hashing-algo", type=hashing_algo, default=DEFAULT_HASHING_ALGO)
+def _algorithms() -> str:
+    """The hashing algorithms this Python offers with a fixed digest length
+    (hashing_algo_problem's rule), for the help text."""
+    return ", ".join(
+        sorted(
+            a for a in hashlib.algorithms_available if hashing_algo_problem(a) is None
+        )
+    )
+
+
+_IMAGE = arg("image", metavar="ID|URI", help="an image id, or the image's location")
+_HASHING_ALGO = arg(
+    "--hashing-algo",
+    type=hashing_algo,
+    default=DEFAULT_HASHING_ALGO,
+    metavar="ALGO",
+    help=f"the multihash's algorithm (default: {DEFAULT_HASHING_ALGO}); one of: "
+    + _algorithms(),
+)
 
 COMMANDS = (
     Command(
@@ -263,13 +294,18 @@ COMMANDS = (
         "store an image",
         cmd_add,
         (
-            arg("file", metavar="FILE|-"),
+            arg(
+                "file",
+                metavar="FILE|-",
+                help="the image's bytes: a file, or - for stdin",
+            ),
             arg("--id", help="image id (default: a new UUID)"),
-            arg("--backend", help="backend name or scheme (default: the default)"),
+            BACKEND,
             arg(
                 "--size",
                 type=nonnegative,
-                help="declared size in bytes, checked against the data",
+                help="declared size in bytes, checked against the data "
+                "(default: the file's size; unknown for a pipe)",
             ),
             _HASHING_ALGO,
         ),
@@ -279,22 +315,53 @@ COMMANDS = (
         "read an image",
         cmd_get,
         (
-            _URI,
-            arg("-o", "--output", metavar="FILE", help="write here, not stdout"),
-            arg("--offset", type=nonnegative, default=0),
-            arg("--length", type=positive, default=None),
+            _IMAGE,
+            BACKEND,
+            arg(
+                "-o",
+                "--output",
+                metavar="FILE",
+                help="write here, not stdout (a file is replaced whole, or left as it was)",
+            ),
+            arg(
+                "--force",
+                action="store_true",
+                help="write to stdout even when it is a terminal",
+            ),
+            arg(
+                "--offset",
+                type=nonnegative,
+                default=0,
+                help="the first byte to read (default: 0)",
+            ),
+            arg(
+                "--length",
+                type=positive,
+                default=None,
+                help="at most this many bytes (default: to the end)",
+            ),
         ),
     ),
-    Command("size", "print an image's size", cmd_size, (_URI,)),
-    Command("delete", "delete an image", cmd_delete, (_URI,)),
+    Command("size", "print an image's size", cmd_size, (_IMAGE, BACKEND)),
+    Command("delete", "delete an image", cmd_delete, (_IMAGE, BACKEND)),
     Command(
         "verify",
         "check an image's digest",
         cmd_verify,
         (
-            _URI,
+            _IMAGE,
+            BACKEND,
             OneOf(
-                (arg("--checksum", metavar="MD5"), arg("--multihash", metavar="HEX")),
+                (
+                    arg(
+                        "--checksum", metavar="MD5", help="the MD5 it must have, in hex"
+                    ),
+                    arg(
+                        "--multihash",
+                        metavar="HEX",
+                        help="the --hashing-algo digest it must have, in hex",
+                    ),
+                ),
                 required=True,
             ),
             _HASHING_ALGO,

@@ -1,4 +1,4 @@
-"""The ``fsstore`` command: add, get, size, delete, verify, stores, scrub, cache.
+"""The ``fsstore`` command: add, get, size, delete, verify, stores, ls, info, scrub, cache.
 
 Configured like the library, through oslo.config (``--config-file``,
 ``--config-dir``, Glance-style files). Every error a user can cause is one
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.metadata
 import os
 import sys
 from typing import NoReturn
@@ -20,6 +21,7 @@ from fsstore import exceptions
 from fsstore.cli.cache import CACHE
 from fsstore.cli.command import Arg, Command, Context, OneOf, UsageError, arg
 from fsstore.cli.images import COMMANDS
+from fsstore.cli.listing import LISTING
 from fsstore.cli.output import EXIT_FAILED, EXIT_USAGE, emit, emit_error
 from fsstore.cli.scrub import SCRUB
 from fsstore.location import redact
@@ -52,7 +54,12 @@ GLOBAL_ARGS: tuple[Arg | OneOf, ...] = (
                 action="store_true",
                 help="show a progress bar on stderr (default: on a tty)",
             ),
-            arg("--no-progress", dest="progress", action="store_false"),
+            arg(
+                "--no-progress",
+                dest="progress",
+                action="store_false",
+                help="show no progress bar, even on a tty",
+            ),
         )
     ),
 )
@@ -95,13 +102,23 @@ def _add_commands(
             p.set_defaults(run=command.run)
 
 
+def _version() -> str:
+    """The installed distribution's version (setup.cfg takes it from
+    ``fsstore.__version__``, which the command cannot import: it sits above)."""
+    try:
+        return importlib.metadata.version("fsstore")
+    except importlib.metadata.PackageNotFoundError:
+        return "(not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = _Parser(add_help=False, argument_default=argparse.SUPPRESS)
     _add_args(common, GLOBAL_ARGS)
     parser = _Parser(
         prog="fsstore", description=__doc__.split("\n")[0], parents=[common]
     )
-    _add_commands(parser, (*COMMANDS, SCRUB, CACHE), "command", common)
+    parser.add_argument("--version", action="version", version=f"fsstore {_version()}")
+    _add_commands(parser, (*COMMANDS, *LISTING, SCRUB, CACHE), "command", common)
     return parser
 
 

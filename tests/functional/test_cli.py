@@ -308,7 +308,8 @@ def test_progress_bar(conf, image):
         (["delete", "file:///etc/passwd"], 1, "outside the data directories"),
         (["size", "file://{tmp}/hi/../../../etc/passwd"], 1, "outside"),
         (["get", "swift://c/o"], 1, "scheme 'swift'"),
-        (["get", "not a uri"], 1, "not a URI"),
+        (["get", "not a uri"], 1, "no image 'not a uri' in store 'file'"),
+        (["get", "../x"], 1, "contains '/'"),
         (["verify", "file:///x"], 2, "required"),
     ],
 )

@@ -73,6 +73,7 @@ from fsstore.store import (
     ListedImage,
     Store,
     range_length,
+    validate_image_id,
 )
 from fsstore.streams import (
     READ_CHUNK,
@@ -398,6 +399,21 @@ class FilesystemStore(Store):
                 if stat.S_ISREG(st.st_mode):
                     location = datadir.uri_prefix + entry.name
                     yield ListedImage(entry.name, location, st.st_size)
+
+    def find_image(self, image_id: str) -> ListedImage | None:
+        """The regular file ``image_id`` in the first data directory present
+        that holds one (an id is in one directory at most)."""
+        validate_image_id(image_id)
+        for datadir in self.datadirs:
+            if not self._dirs.available(datadir):
+                continue
+            try:
+                st = os.stat(image_id, dir_fd=datadir.fd, follow_symlinks=False)
+            except FileNotFoundError:
+                continue
+            if stat.S_ISREG(st.st_mode):
+                return ListedImage(image_id, datadir.uri_prefix + image_id, st.st_size)
+        return None
 
     def identity(self) -> str:
         """``file:`` and the data directories' resolved paths, sorted."""
