@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 DEMO_CONF := etc/fsstore-demo.conf
 FSSTORE := $(BIN)/fsstore --config-file $(DEMO_CONF)
 
-.PHONY: demo test test-glance test-ceph ceph-bindings test-mariadb stress bench bench-quick bench-growth lint format genconfig clean
+.PHONY: demo test test-glance test-ceph ceph-bindings test-mariadb stress bench bench-quick bench-growth lint format genconfig package-check clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -120,6 +120,13 @@ format: $(VENV)/.installed-test
 	$(BIN)/ruff format fsstore tests bench
 	$(BIN)/ruff check --fix fsstore tests bench
 
+# The sdist and the wheel built as a user builds them, the wheel's command
+# run from a new venv, and the example plugin's conformance test run from
+# the unpacked sdist with only fsstore[testing] (a minute or two; each step
+# installs what it needs into venvs of its own in a temporary directory).
+package-check:
+	PYTHON=$(PYTHON) bash tests/package/check.sh
+
 genconfig: $(VENV)/.installed
 	$(BIN)/oslo-config-generator --config-file etc/oslo-config-generator/fsstore.conf
 
@@ -146,5 +153,5 @@ demo: $(VENV)/.installed
 	rm -f var/demo-image.raw var/demo-image.out var/demo-add.txt var/demo-scrub.json
 
 clean:
-	rm -rf $(VENV) var build *.egg-info .pytest_cache bench/work bench/.venv-glance \
+	rm -rf $(VENV) var build dist *.egg-info .pytest_cache bench/work bench/.venv-glance \
 		$(PEER_VENV) tests/peer/work
