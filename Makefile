@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 DEMO_CONF := etc/fsstore-demo.conf
 FSSTORE := $(BIN)/fsstore --config-file $(DEMO_CONF)
 
-.PHONY: demo test test-glance test-ceph ceph-bindings test-mariadb stress bench bench-quick bench-growth lint format genconfig package-check clean
+.PHONY: demo test test-glance test-ceph ceph-bindings test-mariadb stress bench bench-quick bench-growth lint format genconfig package-check docs clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -127,6 +127,15 @@ format: $(VENV)/.installed-test
 package-check:
 	PYTHON=$(PYTHON) bash tests/package/check.sh
 
+# The documentation (Sphinx, the Markdown pages through myst-parser), with
+# warnings as errors, into docs/_build/html.
+$(VENV)/.installed-docs: $(BIN)/python setup.cfg setup.py pyproject.toml
+	$(BIN)/python -m pip install --quiet -e '.[docs]'
+	touch $@
+
+docs: $(VENV)/.installed-docs
+	$(BIN)/sphinx-build -W -b html docs docs/_build/html
+
 genconfig: $(VENV)/.installed
 	$(BIN)/oslo-config-generator --config-file etc/oslo-config-generator/fsstore.conf
 
@@ -154,4 +163,4 @@ demo: $(VENV)/.installed
 
 clean:
 	rm -rf $(VENV) var build dist *.egg-info .pytest_cache bench/work bench/.venv-glance \
-		$(PEER_VENV) tests/peer/work
+		$(PEER_VENV) tests/peer/work docs/_build
