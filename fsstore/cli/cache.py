@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 
 from fsstore import exceptions
 from fsstore.cache import Prefetcher
@@ -12,12 +13,21 @@ from fsstore.cache.directory import QUEUE
 from fsstore.cli.command import (
     Command,
     Context,
+    UsageError,
     arg,
     nonnegative,
     positive,
 )
 from fsstore.cli.images import hashing_algo
-from fsstore.cli.output import EXIT_FAILED, Result, human_size, progress, table, when
+from fsstore.cli.output import (
+    EXIT_FAILED,
+    Result,
+    confirm,
+    human_size,
+    progress,
+    table,
+    when,
+)
 from fsstore.hashing import DEFAULT_HASHING_ALGO, Expected
 from fsstore.store import validate_image_id
 
@@ -93,6 +103,9 @@ def cmd_delete(args: argparse.Namespace, ctx: Context) -> Result:
 
 
 def cmd_delete_all(args: argparse.Namespace, ctx: Context) -> Result:
+    question = f"delete every cached image in {ctx.cache.base_dir}?"
+    if not args.yes and sys.stdin.isatty() and not confirm(question):
+        raise UsageError("nothing deleted")
     count = ctx.cache.delete_all_cached_images()
     return Result({"deleted": count}, f"deleted {count} cached images")
 
@@ -176,7 +189,7 @@ def cmd_prefetch(args: argparse.Namespace, ctx: Context) -> Result:
     return Result(record, "\n".join(lines) or None, EXIT_FAILED if report.failed else 0)
 
 
-_ID = arg("image_id", metavar="ID")
+_ID = arg("image_id", metavar="ID", help="the image's id")
 
 CACHE = Command(
     "cache",
@@ -184,7 +197,12 @@ CACHE = Command(
     subcommands=(
         Command("list", "list cached images", cmd_list),
         Command("queued", "list queued images, in queue order", cmd_queued),
-        Command("delete-all", "delete every cached image", cmd_delete_all),
+        Command(
+            "delete-all",
+            "delete every cached image (asks first on a terminal)",
+            cmd_delete_all,
+            (arg("-y", "--yes", action="store_true", help="do not ask"),),
+        ),
         Command("delete-all-queued", "empty the queue", cmd_delete_all_queued),
         Command("prune", "evict LRU images down to image_cache_max_size", cmd_prune),
         Command("size", "print the cache's total size", cmd_size),
@@ -206,9 +224,22 @@ CACHE = Command(
                     required=True,
                     help="the image's store location URI, where prefetch reads it",
                 ),
-                arg("--checksum", metavar="MD5"),
-                arg("--multihash", metavar="HEX"),
-                arg("--hashing-algo", type=hashing_algo),
+                arg(
+                    "--checksum",
+                    metavar="MD5",
+                    help="the MD5 the image must have, checked as it is cached",
+                ),
+                arg(
+                    "--multihash",
+                    metavar="HEX",
+                    help="the --hashing-algo digest it must have, checked likewise",
+                ),
+                arg(
+                    "--hashing-algo",
+                    type=hashing_algo,
+                    metavar="ALGO",
+                    help=f"the multihash's algorithm (default: {DEFAULT_HASHING_ALGO})",
+                ),
                 arg(
                     "--allow-unverified",
                     action="store_true",
@@ -221,7 +252,16 @@ CACHE = Command(
             "clean",
             "remove invalid and crashed incomplete files",
             cmd_clean,
-            (arg("--stall-time", type=nonnegative, default=None),),
+            (
+                arg(
+                    "--stall-time",
+                    type=nonnegative,
+                    default=None,
+                    metavar="SECONDS",
+                    help="an incomplete file untouched this long is a crashed "
+                    "writer's (default: image_cache_stall_time)",
+                ),
+            ),
         ),
         Command(
             "check",
@@ -233,7 +273,14 @@ CACHE = Command(
             "prefetch",
             "cache every queued image",
             cmd_prefetch,
-            (arg("--workers", type=positive, default=4),),
+            (
+                arg(
+                    "--workers",
+                    type=positive,
+                    default=4,
+                    help="images read at once (default: 4)",
+                ),
+            ),
         ),
     ),
 )

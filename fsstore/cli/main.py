@@ -92,7 +92,10 @@ def _add_commands(
     dest: str,
     common: _Parser,
 ) -> None:
-    sub = parser.add_subparsers(dest=dest, required=True, parser_class=_Parser)
+    # The metavar is what a missing subcommand's error names.
+    sub = parser.add_subparsers(
+        dest=dest, required=True, parser_class=_Parser, metavar="COMMAND"
+    )
     for command in commands:
         p = sub.add_parser(command.name, parents=[common], help=command.help)
         _add_args(p, command.args)

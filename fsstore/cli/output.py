@@ -134,6 +134,13 @@ class CountingReader:
         return n
 
 
+def confirm(question: str) -> bool:
+    """Ask ``question`` on stderr and read the answer from stdin: yes only
+    for "y" or "yes"."""
+    print(f"{question} [y/N] ", end="", file=sys.stderr, flush=True)
+    return sys.stdin.readline().strip().lower() in ("y", "yes")
+
+
 def human_size(n: int) -> str:
     size = float(n)
     for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
@@ -144,9 +151,10 @@ def human_size(n: int) -> str:
 
 
 def when(epoch: float) -> str:
+    """A time as the command shows it: in UTC, saying so."""
     if not epoch:
         return "never"
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(epoch))
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(epoch))
 
 
 def table(rows: list[tuple[str, ...]], right: frozenset[int] = frozenset()) -> str:

@@ -9,7 +9,7 @@ import os
 import re
 from pathlib import Path
 
-from fsstore.cli.command import Command, Context, arg, positive_number
+from fsstore.cli.command import BACKEND, Command, Context, arg, positive_number
 from fsstore.cli.output import EXIT_FAILED, Result, human_size, progress
 from fsstore.scrub import ImageCheck, ScrubReport, Verdict, load_expected, scrub
 
@@ -79,7 +79,7 @@ SCRUB = Command(
     "check every image of a store against the digests kept with it",
     cmd_scrub,
     (
-        arg("--backend", help="backend name or scheme (default: the default)"),
+        BACKEND,
         arg(
             "--rate",
             type=positive_number,

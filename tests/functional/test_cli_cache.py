@@ -5,12 +5,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pty
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from fsstore.hashing import hashing_algo_problem
-from tests.functional.test_cli import fails, ok, run
+from tests.functional.test_cli import FSSTORE, fails, ok, run
 from tests.helpers import write_conf
 
 
@@ -232,3 +234,45 @@ def test_the_command_and_the_library_share_one_rule_for_an_algorithm(
     fails(2, *conf, *queue_args, match=problem)
     assert not (tmp_path / "images" / "img").exists()
     assert js(conf, "queued") == []
+
+
+def _cache_one(conf: list[str], tmp_path: Path) -> None:
+    record = add(conf, tmp_path, "img", b"cached bytes")
+    where = ["--location", record["location"], "--checksum", record["checksum"]]
+    ok(*conf, "cache", "queue", "img", *where)
+    assert js(conf, "prefetch")["cached"] == ["img"]
+
+
+def _on_a_terminal(conf: list[str], answer: bytes, *more: str) -> tuple[int, bytes]:
+    """``cache delete-all`` with a terminal for stdin, answering ``answer``."""
+    leader, follower = pty.openpty()
+    try:
+        os.write(leader, answer)
+        proc = subprocess.run(
+            [FSSTORE, *conf, "cache", "delete-all", *more],
+            stdin=follower,
+            capture_output=True,
+            timeout=60,
+        )
+    finally:
+        os.close(leader)
+        os.close(follower)
+    return proc.returncode, proc.stderr
+
+
+def test_delete_all_asks_on_a_terminal(conf, tmp_path):
+    _cache_one(conf, tmp_path)
+    status, err = _on_a_terminal(conf, b"n\n")
+    assert status == 2 and err.endswith(b"[y/N] fsstore: nothing deleted\n"), err
+    assert "delete every cached image in" in err.decode()
+    assert [r["image_id"] for r in js(conf, "list")] == ["img"]
+    status, err = _on_a_terminal(conf, b"y\n")
+    assert status == 0, err
+    assert js(conf, "list") == []
+
+
+def test_delete_all_yes_asks_nothing(conf, tmp_path):
+    _cache_one(conf, tmp_path)
+    status, err = _on_a_terminal(conf, b"", "--yes")
+    assert status == 0 and b"[y/N]" not in err, err
+    assert js(conf, "list") == []
