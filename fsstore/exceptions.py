@@ -99,12 +99,15 @@ class BadStoreConfiguration(FsstoreError):
     Raised while the stores are loaded and configured (StoreRegistry), or
     when an option cannot be read (Store.option).
 
-    :param store_name: the store, or the group whose option is wrong
+    :param store_name: the store, or the option group that is wrong
     :param reason: what is wrong, a phrase the message ends with
+    :param group: ``store_name`` is an option group (``glance_store``,
+        ``DEFAULT``), not a store, and the message names it so
     """
 
-    def __init__(self, store_name: str, reason: str) -> None:
-        super().__init__(f"store {store_name!r} is misconfigured: {reason}")
+    def __init__(self, store_name: str, reason: str, group: bool = False) -> None:
+        what = f"option group [{store_name}]" if group else f"store {store_name!r}"
+        super().__init__(f"{what} is misconfigured: {reason}")
         self.store_name = store_name
         self.reason = reason
 

@@ -28,6 +28,7 @@ from oslo_config import cfg
 from fsstore import exceptions, opts, plugins
 from fsstore.hashing import DEFAULT_HASHING_ALGO
 from fsstore.location import Location, redact, split_scheme
+from fsstore.optionerrors import option_error
 
 # load_driver is re-exported (it is in __all__): code written before
 # fsstore.plugins imports it from here; it takes the namespace and base now.
@@ -121,14 +122,14 @@ class StoreRegistry:
         except (cfg.Error, ValueError) as exc:
             where = f"{group}.{name}" if group else name
             raise exceptions.BadStoreConfiguration(
-                group or "DEFAULT", f"option {where}: {exc}"
+                group or "DEFAULT", f"option {where}: {option_error(exc)}", group=True
             ) from None
 
     def _load_single_store(self) -> None:
         names = [n.strip() for n in self._opt(opts.STORE_GROUP, "stores") if n.strip()]
         if not names:
             raise exceptions.BadStoreConfiguration(
-                opts.STORE_GROUP, "option stores names no store"
+                opts.STORE_GROUP, "option stores names no store", group=True
             )
         loaded: set[type[Store]] = set()
         for name in names:
@@ -144,6 +145,7 @@ class StoreRegistry:
                 opts.STORE_GROUP,
                 f"default_store {default!r} is not one of the configured stores "
                 f"({', '.join(names)})",
+                group=True,
             )
         self.default_name = found
 
@@ -166,12 +168,14 @@ class StoreRegistry:
             raise exceptions.BadStoreConfiguration(
                 opts.STORE_GROUP,
                 "default_backend must be set when enabled_backends is",
+                group=True,
             )
         if default not in self.stores:
             raise exceptions.BadStoreConfiguration(
                 opts.STORE_GROUP,
                 f"default_backend {default!r} is not one of enabled_backends "
                 f"({', '.join(self.stores)})",
+                group=True,
             )
         self.default_name = default
 

@@ -30,6 +30,7 @@ from fsstore.ids import image_id_problem as image_id_problem
 from fsstore.ids import validate_image_id as validate_image_id
 from fsstore.ids import validate_size as validate_size
 from fsstore.location import Location
+from fsstore.optionerrors import option_error
 
 # Re-exported: drivers written against earlier releases import them from here.
 from fsstore.streams import (  # noqa: F401
@@ -237,7 +238,7 @@ class Store:
                     "and must be written '$$'",
                 ) from None
             raise exceptions.BadStoreConfiguration(
-                self.name, f"option {group}.{name}: {exc}"
+                self.name, f"option {group}.{name}: {option_error(exc)}"
             ) from None
 
     def _is_secret(self, name: str) -> bool:

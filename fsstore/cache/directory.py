@@ -44,6 +44,7 @@ from fsstore.cache.policy import CachePolicy, EvictionPolicy
 from fsstore.cache.records import CachedImage, Problem, RecordsDriver
 from fsstore.cache.writer import CacheWriter
 from fsstore.hashing import Expected
+from fsstore.optionerrors import option_error
 from fsstore.store import image_id_problem
 
 LOG = logging.getLogger(__name__)
@@ -141,7 +142,7 @@ class CacheDirectory(CacheLayout):
             self.stall_time: int = conf.image_cache_stall_time
             db_name: str = conf.image_cache_sqlite_db
         except (cfg.Error, ValueError) as exc:
-            raise exceptions.BadDriverConfiguration(name, str(exc)) from None
+            raise exceptions.BadDriverConfiguration(name, option_error(exc)) from None
         if not base_dir:
             raise exceptions.BadDriverConfiguration(name, "image_cache_dir is not set")
         super().__init__(name, base_dir, db_name, records)

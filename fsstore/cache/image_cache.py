@@ -26,6 +26,7 @@ from fsstore.cache.records import CachedImage, Problem, RecordsDriver
 from fsstore.cache.writer import CacheWriter
 from fsstore.hashing import Expected, InvalidExpected
 from fsstore.location import without_credentials
+from fsstore.optionerrors import option_error
 from fsstore.registry import register_opts
 from fsstore.store import validate_image_id
 from fsstore.streams import CheckedSource
@@ -88,7 +89,7 @@ def load_records_driver(conf: cfg.ConfigOpts) -> RecordsDriver:
     try:
         name = conf.image_cache_driver
     except (cfg.Error, ValueError) as exc:
-        raise exceptions.BadDriverConfiguration("?", str(exc)) from None
+        raise exceptions.BadDriverConfiguration("?", option_error(exc)) from None
     try:
         driver_cls = plugins.load_driver(
             name, plugins.CACHE_DRIVERS_NAMESPACE, RecordsDriver

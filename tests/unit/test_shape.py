@@ -21,6 +21,7 @@ PACKAGE = ROOT / "fsstore"
 ORDER = [
     "exceptions",
     "tracing",
+    "optionerrors",
     "safefiles",
     "locking",
     "hashing",
