@@ -26,9 +26,9 @@ from typing import Any
 from oslo_config import cfg
 
 from fsstore import exceptions, opts, plugins
+from fsstore.confvalues import option_error
 from fsstore.hashing import DEFAULT_HASHING_ALGO
 from fsstore.location import Location, redact, split_scheme
-from fsstore.optionerrors import option_error
 
 # load_driver is re-exported (it is in __all__): code written before
 # fsstore.plugins imports it from here; it takes the namespace and base now.
@@ -93,17 +93,21 @@ def _not_registered(failure: exceptions.DriverLoadFailure) -> None:
 class StoreRegistry:
     """The configured stores of one ``ConfigOpts``, and operations on them."""
 
-    def __init__(self, conf: cfg.ConfigOpts) -> None:
+    def __init__(self, conf: cfg.ConfigOpts, read_only: bool = False) -> None:
         """Load every configured driver, then configure each store.
 
         :param conf: the parsed configuration; fsstore's own options and
             each configured store's are registered in it, once
+        :param read_only: the caller only reads: each store makes and
+            changes nothing (Store.read_only), and ``add`` and ``delete``
+            raise StorageWriteDenied
         :raises DriverLoadFailure: naming a driver the configuration names
             that cannot be loaded
         :raises BadStoreConfiguration: naming the store (or group) whose
             options are missing, contradictory or wrong
         """
         self.conf = conf
+        self.read_only = read_only
         register_own_opts(conf)
         self.stores: dict[str, Store] = {}
         self.multi_store = bool(self._opt(None, "enabled_backends"))
@@ -114,6 +118,7 @@ class StoreRegistry:
         # Every driver loads before any store configures, so that a missing
         # driver is reported as such whatever else is wrong.
         for store in self.stores.values():
+            store.read_only = read_only
             store.configure()
 
     def _opt(self, group: str | None, name: str) -> Any:
@@ -267,6 +272,7 @@ class StoreRegistry:
         :returns: the AddResult; in multi-store mode its metadata names the
             backend as ``store``, as Glance expects
         """
+        self._writable("add")
         store = self.get_store(backend)
         result = store.add(image_id, data, size, hashing_algo, verifier)
         if self.multi_store:
@@ -294,8 +300,15 @@ class StoreRegistry:
 
     def delete(self, uri: str) -> None:
         """Delete the image at ``uri`` (see store_for); NotFound if it is gone."""
+        self._writable("delete")
         store, location = self.store_for(uri)
         store.delete(location)
+
+    def _writable(self, operation: str) -> None:
+        if self.read_only:
+            raise exceptions.StorageWriteDenied(
+                f"cannot {operation}: the stores were opened read-only"
+            )
 
     def close(self) -> None:
         """Close every store that holds anything open (threads, descriptors)."""

@@ -16,6 +16,7 @@ from typing import Any, ClassVar, NamedTuple
 from oslo_config import cfg
 
 from fsstore import exceptions
+from fsstore.confvalues import file_of, option_error
 from fsstore.hashing import (
     DEFAULT_HASHING_ALGO,
     KeptDigests,
@@ -30,7 +31,6 @@ from fsstore.ids import image_id_problem as image_id_problem
 from fsstore.ids import validate_image_id as validate_image_id
 from fsstore.ids import validate_size as validate_size
 from fsstore.location import Location
-from fsstore.optionerrors import option_error
 
 # Re-exported: drivers written against earlier releases import them from here.
 from fsstore.streams import (  # noqa: F401
@@ -179,6 +179,11 @@ class Store:
     #: with it and raises Corrupt at the end when they differ (a driver's
     #: configure sets it from its *_verify_on_read option).
     verify_on_read = False
+    #: Set before ``configure`` by a caller that only reads (the registry's
+    #: ``read_only``, e.g. the ``fsstore`` command's read commands): the
+    #: driver makes nothing that is not there (a data directory, a bucket)
+    #: and changes nothing while configuring.
+    read_only = False
 
     def __init__(self, conf: cfg.ConfigOpts, backend_group: str | None = None) -> None:
         self.conf = conf
@@ -216,6 +221,16 @@ class Store:
         :param name: an option the driver declares in ``OPTIONS``
         :raises BadStoreConfiguration: when it cannot be read, never quoting a secret
         """
+        return self._option(name)[0]
+
+    def option_file(self, name: str) -> str | None:
+        """The configuration file the value ``option(name)`` returns came
+        from, or None (a default); relative paths are taken from its
+        directory (fsstore.confvalues.beside)."""
+        return file_of(self.conf, name, self._option(name)[1])
+
+    def _option(self, name: str) -> tuple[Any, str]:
+        """``option(name)``, and the group it was read from."""
         group = self.group
         try:
             value = getattr(self.conf[group], name)
@@ -224,9 +239,9 @@ class Store:
                 or (not self._is_set(group, name) and self._is_set(SHARED_GROUP, name))
             ):
                 with contextlib.suppress(cfg.NoSuchOptError, cfg.NoSuchGroupError):
+                    value = getattr(self.conf[SHARED_GROUP], name)
                     group = SHARED_GROUP
-                    value = getattr(self.conf[group], name)
-            return value
+            return value, group
         except (cfg.Error, ValueError, RecursionError) as exc:
             if self._is_secret(name):
                 # oslo.config's error quotes the value, or reads "$word" in

@@ -60,8 +60,10 @@ class BadConfig:
 
     @property
     def command(self) -> list[str]:
-        """The ``fsstore`` command that reads this configuration."""
-        return ["cache", "size"] if self.level == "cache" else ["stores"]
+        """The ``fsstore`` command that reads this configuration: one that
+        would write, so that the stores open as a service opens them (a
+        read-only command makes no data directory)."""
+        return ["cache", "size"] if self.level == "cache" else ["add", "/dev/null"]
 
 
 def build_store(conf: cfg.ConfigOpts) -> FilesystemStore:

@@ -43,8 +43,8 @@ from fsstore.cache.layout import (
 from fsstore.cache.policy import CachePolicy, EvictionPolicy
 from fsstore.cache.records import CachedImage, Problem, RecordsDriver
 from fsstore.cache.writer import CacheWriter
+from fsstore.confvalues import beside, file_of, option_error
 from fsstore.hashing import Expected
-from fsstore.optionerrors import option_error
 from fsstore.store import image_id_problem
 
 LOG = logging.getLogger(__name__)
@@ -137,7 +137,9 @@ class CacheDirectory(CacheLayout):
     ) -> None:
         name = records.NAME
         try:
-            base_dir: str | None = conf.image_cache_dir
+            base_dir: str | None = beside(
+                conf.image_cache_dir or "", file_of(conf, "image_cache_dir", None)
+            )
             self.policy = CachePolicy(conf.image_cache_max_size, eviction)
             self.stall_time: int = conf.image_cache_stall_time
             db_name: str = conf.image_cache_sqlite_db

@@ -158,6 +158,8 @@ def cmd_size(args: argparse.Namespace, ctx: Context) -> Result:
 
 
 def cmd_check(args: argparse.Namespace, ctx: Context) -> Result:
+    if args.fix:
+        ctx.will_write()
     problems = ctx.cache.check(fix=args.fix)
     record = {
         "problems": [p.as_dict() for p in problems],
@@ -202,16 +204,25 @@ CACHE = Command(
             "delete every cached image (asks first on a terminal)",
             cmd_delete_all,
             (arg("-y", "--yes", action="store_true", help="do not ask"),),
+            writes=True,
         ),
-        Command("delete-all-queued", "empty the queue", cmd_delete_all_queued),
-        Command("prune", "evict LRU images down to image_cache_max_size", cmd_prune),
+        Command(
+            "delete-all-queued", "empty the queue", cmd_delete_all_queued, writes=True
+        ),
+        Command(
+            "prune",
+            "evict LRU images down to image_cache_max_size",
+            cmd_prune,
+            writes=True,
+        ),
         Command("size", "print the cache's total size", cmd_size),
-        Command("delete", "delete one cached image", cmd_delete, (_ID,)),
+        Command("delete", "delete one cached image", cmd_delete, (_ID,), writes=True),
         Command(
             "delete-queued",
             "remove one image from the queue",
             cmd_delete_queued,
             (_ID,),
+            writes=True,
         ),
         Command(
             "queue",
@@ -247,6 +258,7 @@ CACHE = Command(
                     "verify it against",
                 ),
             ),
+            writes=True,
         ),
         Command(
             "clean",
@@ -262,6 +274,7 @@ CACHE = Command(
                     "writer's (default: image_cache_stall_time)",
                 ),
             ),
+            writes=True,
         ),
         Command(
             "check",
@@ -281,6 +294,7 @@ CACHE = Command(
                     help="images read at once (default: 4)",
                 ),
             ),
+            writes=True,
         ),
     ),
 )

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import glob
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -22,17 +24,38 @@ class UsageError(Exception):
 
 
 class Context:
-    """What a subcommand works on, built on first use."""
+    """What a subcommand works on, built on first use.
 
-    def __init__(self, conf: cfg.ConfigOpts) -> None:
+    The stores are opened read-only (StoreRegistry's ``read_only``: no data
+    directory is made) unless the command said it writes (``will_write``)
+    before it first used them.
+
+    :param conf: the parsed configuration
+    :param files: the configuration files read, in order (config_files)
+    """
+
+    def __init__(self, conf: cfg.ConfigOpts, files: list[str]) -> None:
         self.conf = conf
+        self.files = files
+        self.writes = False
         self._registry: StoreRegistry | None = None
         self._cache: ImageCache | None = None
+
+    def will_write(self) -> None:
+        """Say that the command changes a store or the cache: refused when
+        no configuration file was read, as the defaults alone name places
+        (/var/lib/glance/images) nobody chose."""
+        if not self.files:
+            raise UsageError(
+                "no configuration file was found (see fsstore config); give "
+                "--config-file or --config-dir: nothing is written without one"
+            )
+        self.writes = True
 
     @property
     def registry(self) -> StoreRegistry:
         if self._registry is None:
-            self._registry = StoreRegistry(self.conf)
+            self._registry = StoreRegistry(self.conf, read_only=not self.writes)
         return self._registry
 
     @property
@@ -109,6 +132,9 @@ class Command:
     run: Run | None = None  # None for a group of subcommands
     args: tuple[Arg | OneOf, ...] = ()
     subcommands: tuple[Command, ...] = ()
+    # Changes a store or the cache whatever its arguments (Context.will_write);
+    # one that does only with some calls will_write itself.
+    writes: bool = False
 
 
 # -- argument types: argparse turns their ArgumentTypeError into a usage error
@@ -139,3 +165,13 @@ def positive_number(text: str) -> float:
     if not value > 0:  # also refuses nan
         raise argparse.ArgumentTypeError("must be greater than 0")
     return value
+
+
+def config_files(conf: cfg.ConfigOpts) -> list[str]:
+    """The configuration files ``conf`` read, in order: those given or found
+    (``config_file``), then the ``*.conf`` of each ``config_dir``, sorted,
+    as oslo.config reads them."""
+    files = [os.path.abspath(f) for f in conf.config_file or []]
+    for directory in conf.config_dir or []:
+        files += sorted(glob.glob(os.path.join(os.path.abspath(directory), "*.conf")))
+    return files

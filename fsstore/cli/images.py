@@ -309,6 +309,7 @@ COMMANDS = (
             ),
             _HASHING_ALGO,
         ),
+        writes=True,
     ),
     Command(
         "get",
@@ -343,7 +344,7 @@ COMMANDS = (
         ),
     ),
     Command("size", "print an image's size", cmd_size, (_IMAGE, BACKEND)),
-    Command("delete", "delete an image", cmd_delete, (_IMAGE, BACKEND)),
+    Command("delete", "delete an image", cmd_delete, (_IMAGE, BACKEND), writes=True),
     Command(
         "verify",
         "check an image's digest",

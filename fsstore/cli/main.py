@@ -1,4 +1,5 @@
-"""The ``fsstore`` command: add, get, size, delete, verify, stores, ls, info, scrub, cache.
+"""The ``fsstore`` command: add, get, size, delete, verify, stores, ls, info,
+scrub, cache, config.
 
 Configured like the library, through oslo.config (``--config-file``,
 ``--config-dir``, Glance-style files). Every error a user can cause is one
@@ -19,7 +20,16 @@ from oslo_config import cfg
 
 from fsstore import exceptions
 from fsstore.cli.cache import CACHE
-from fsstore.cli.command import Arg, Command, Context, OneOf, UsageError, arg
+from fsstore.cli.command import (
+    Arg,
+    Command,
+    Context,
+    OneOf,
+    UsageError,
+    arg,
+    config_files,
+)
+from fsstore.cli.config import CONFIG
 from fsstore.cli.images import COMMANDS
 from fsstore.cli.listing import LISTING
 from fsstore.cli.output import EXIT_FAILED, EXIT_USAGE, emit, emit_error
@@ -102,7 +112,7 @@ def _add_commands(
         if command.subcommands:
             _add_commands(p, command.subcommands, f"{command.name}_command", common)
         else:
-            p.set_defaults(run=command.run)
+            p.set_defaults(run=command.run, writes=command.writes)
 
 
 def _version() -> str:
@@ -121,7 +131,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="fsstore", description=__doc__.split("\n")[0], parents=[common]
     )
     parser.add_argument("--version", action="version", version=f"fsstore {_version()}")
-    _add_commands(parser, (*COMMANDS, *LISTING, SCRUB, CACHE), "command", common)
+    _add_commands(
+        parser, (*COMMANDS, *LISTING, SCRUB, CACHE, CONFIG), "command", common
+    )
     return parser
 
 
@@ -196,7 +208,10 @@ def describe_error(exc: BaseException) -> tuple[str, str, int]:
 
 
 def _run(args: argparse.Namespace) -> int:
-    ctx = Context(load_conf(args))
+    conf = load_conf(args)
+    ctx = Context(conf, config_files(conf))
+    if args.writes:
+        ctx.will_write()
     try:
         status = emit(args.run(args, ctx), args.format)
     finally:

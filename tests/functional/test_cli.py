@@ -202,7 +202,13 @@ def test_add_from_stdin(conf):
     )
 
 
-def test_stores(conf, tmp_path):
+def test_stores(conf, tmp_path, image):
+    # A read-only command makes no data directory: they are missing...
+    text = ok(*conf, "stores").stdout.decode()
+    assert f"{tmp_path}/hi  priority 200  missing" in text, text
+    assert not (tmp_path / "hi").exists() and not (tmp_path / "lo").exists()
+    # ...until the first add makes them, as glance_store does.
+    ok(*conf, "add", str(image))
     text = ok(*conf, "stores").stdout.decode()
     assert "file (default): driver file, schemes file" in text
     assert f"{tmp_path}/hi  priority 200  free " in text
@@ -221,7 +227,7 @@ def test_stores(conf, tmp_path):
 def test_stores_names_a_missing_data_directory(conf, tmp_path):
     """The operator's first look when a directory is unmounted: the store
     is listed with that directory missing, never an error."""
-    ok(*conf, "stores")  # a fresh store: both made
+    ok(*conf, "add", "/dev/null")  # a fresh store: both made
     os.rename(tmp_path / "hi", tmp_path / "hi.unmounted")
     text = ok(*conf, "stores").stdout.decode()
     assert f"{tmp_path}/hi  priority 200  missing" in text, text

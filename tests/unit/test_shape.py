@@ -21,7 +21,7 @@ PACKAGE = ROOT / "fsstore"
 ORDER = [
     "exceptions",
     "tracing",
-    "optionerrors",
+    "confvalues",
     "safefiles",
     "locking",
     "hashing",
@@ -34,6 +34,7 @@ ORDER = [
     "scrub",
     "plugins",
     "opts",
+    "confcheck",
     "registry",
     "backends",
     "cache",

@@ -17,6 +17,7 @@ from oslo_config import cfg
 
 from fsstore import exceptions
 from fsstore.backends.filesystem.datadirs import DataDir
+from fsstore.confvalues import beside
 from fsstore.streams import READ_CHUNK
 
 LOG = logging.getLogger(__name__)
@@ -96,8 +97,12 @@ OPTIONS = [
 ]
 
 
-def parse_datadirs(store_name: str, specs: list[str]) -> list[DataDir]:
-    """``path:priority`` strings to DataDirs, refusing what glance_store refuses."""
+def parse_datadirs(
+    store_name: str, specs: list[str], config_file: str | None = None
+) -> list[DataDir]:
+    """``path:priority`` strings to DataDirs, refusing what glance_store
+    refuses; a relative path is taken from the directory of
+    ``config_file``, the file that set them (None: the working directory)."""
     dirs: list[DataDir] = []
     seen: dict[str, tuple[str, int]] = {}
     for spec in specs:
@@ -118,7 +123,7 @@ def parse_datadirs(store_name: str, specs: list[str]) -> list[DataDir]:
                 f"filesystem_store_datadirs entry {spec!r}: priority "
                 f"{priority_text!r} is not an integer",
             ) from None
-        path = os.path.abspath(path)
+        path = os.path.abspath(beside(path, config_file))
         real = os.path.realpath(path)
         if real in seen:
             first, first_priority = seen[real]

@@ -52,6 +52,9 @@ class DataDir:
     # directory on a file system that is not mounted, say (see
     # DataDirs.missing).
     created: bool = False
+    # Whether images can be added to it and deleted from it (a read-only
+    # mount, or a directory another user owns, is only read).
+    writable: bool = True
     uri_prefix: str = dataclasses.field(init=False)  # + image id: its location
     described: str = dataclasses.field(init=False)  # in messages
 
@@ -87,8 +90,11 @@ class DataDirs:
         self._retired_locks: list[locking.LockFile] = []
         self.file_mode = 0
         self.fsync = True
+        self.read_only = False
 
-    def open(self, dirs: list[DataDir], file_mode: int, fsync: bool) -> None:
+    def open(
+        self, dirs: list[DataDir], file_mode: int, fsync: bool, read_only: bool = False
+    ) -> None:
         """Open every directory of ``dirs``, give them the search bits
         ``file_mode`` asks for, and remove the staging files no live writer
         holds. ``file_mode`` and ``fsync`` are also what ``publish`` gives
@@ -100,20 +106,26 @@ class DataDirs:
         empty directory in its place would hide that from every later scrub
         (and take images that belong on the mount). It is skipped, and
         reported by ``missing``, until it is back.
+
+        ``read_only``: the store is only read (Store.read_only): nothing is
+        made or changed, and a missing directory is only missing.
         """
-        fresh = not any(os.path.lexists(d.path) for d in dirs)
+        self.read_only = read_only
+        fresh = not read_only and not any(os.path.lexists(d.path) for d in dirs)
         try:
             for d in dirs:
                 if not fresh and not os.path.lexists(d.path):
                     # Opened by available() once it is there.
-                    LOG.warning(
-                        "data directory %s is missing; skipped until it exists "
-                        "(it is never made while another data directory exists)",
-                        d.path,
-                    )
+                    if not read_only:
+                        LOG.warning(
+                            "data directory %s is missing; skipped until it "
+                            "exists (it is never made while another data "
+                            "directory exists)",
+                            d.path,
+                        )
                     continue
                 d.created = fresh
-                d.fd = self._open_datadir(d.path)
+                d.fd, d.writable = self._open_datadir(d.path, make=fresh)
                 d.ident = os.fstat(d.fd)
                 d.tmpfile = safefiles.HAVE_PROC_FD
         except BaseException:
@@ -124,32 +136,49 @@ class DataDirs:
         self.all = dirs
         self.file_mode = file_mode
         self.fsync = fsync
-        present = [d for d in dirs if d.fd >= 0]
-        for d in present:
-            _let_readers_search(d, file_mode)
         priorities = sorted({d.priority for d in dirs}, reverse=True)
         self._by_priority = [[d for d in dirs if d.priority == p] for p in priorities]
         self._by_path = sorted(dirs, key=lambda d: d.path)
-        for d in present:
-            remove_stale_staging(d)
+        for d in dirs:
+            if d.fd >= 0:
+                self._tidy(d)
 
-    def _open_datadir(self, path: str) -> int:
+    def _tidy(self, datadir: DataDir) -> None:
+        """What a store that writes does to a data directory it opens: the
+        search bits, and the staging files of writers that died."""
+        if self.read_only or not datadir.writable:
+            return
+        _let_readers_search(datadir, self.file_mode)
+        remove_stale_staging(datadir)
+
+    def _open_datadir(self, path: str, make: bool) -> tuple[int, bool]:
+        """The directory at ``path`` opened (made first if ``make``), and
+        whether images can be written in it."""
+
         def bad(reason: str) -> exceptions.BadStoreConfiguration:
             return exceptions.BadStoreConfiguration(
                 self.store_name, f"data directory {path} {reason}"
             )
 
         try:
-            os.makedirs(path, mode=0o755, exist_ok=True)
+            if make:
+                os.makedirs(path, mode=0o755, exist_ok=True)
         except FileExistsError:
             pass  # a file (or a dangling symlink) in its place: named below
         except OSError as exc:
             raise bad(f"cannot be created: {exc.strerror}") from None
         if not os.path.isdir(path):
             raise bad("is not a directory")
-        if not os.access(path, os.R_OK | os.W_OK | os.X_OK):
-            raise bad("is not readable and writable")
-        return os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+        if not os.access(path, os.R_OK | os.X_OK):
+            raise bad("is not readable")
+        writable = os.access(path, os.W_OK)
+        if not writable and not self.read_only:
+            LOG.warning(
+                "data directory %s is not writable: images are read from it, "
+                "none are added to it or deleted from it",
+                path,
+            )
+        return os.open(path, os.O_RDONLY | os.O_DIRECTORY), writable
 
     def close(self) -> None:
         for d in self.all:
@@ -223,8 +252,8 @@ class DataDirs:
             # descriptor (see _publish_lock_file).
             datadir.fd, datadir.ident = fd, os.fstat(fd)
             datadir.tmpfile = safefiles.HAVE_PROC_FD
-            _let_readers_search(datadir, self.file_mode)
-            remove_stale_staging(datadir)
+            datadir.writable = os.access(datadir.path, os.W_OK)
+            self._tidy(datadir)
         return True
 
     def missing(self) -> list[str]:
@@ -255,12 +284,19 @@ class DataDirs:
         shows (a failed write is StorageFull all the same), so a store with
         one data directory, which has no choice to make, skips asking it
         for its room."""
-        if small and len(self.all) == 1 and self.available(self.all[0]):
+        if (
+            small
+            and len(self.all) == 1
+            and self.available(self.all[0])
+            and self.all[0].writable
+        ):
             return self.all[0]
-        missing = []
+        missing, read_only = [], []
         for group in self._by_priority:
             present = [d for d in group if self.available(d)]
             missing += [d.path for d in group if d not in present]
+            read_only += [d.path for d in present if not d.writable]
+            present = [d for d in present if d.writable]
             if not present:
                 continue
             if len(present) == 1:
@@ -272,6 +308,11 @@ class DataDirs:
                 best = present[i]
             if free > 0 and free >= size:
                 return best
+        if read_only and not any(d.writable for d in self.all if d.fd >= 0):
+            raise exceptions.StorageWriteDenied(
+                f"no data directory of store {self.store_name!r} can be written "
+                f"(not writable: {', '.join(read_only)})"
+            )
         raise exceptions.StorageFull(
             f"no data directory of store {self.store_name!r} has room for image "
             f"{image_id}"

@@ -63,6 +63,7 @@ from fsstore.backends.filesystem.digests import (
 )
 from fsstore.backends.filesystem.staging import STAGING_DIR, Staging
 from fsstore.backends.filesystem.timed import TimedCalls
+from fsstore.confvalues import beside
 from fsstore.hashing import ImageHasher, KeptDigests
 from fsstore.location import FileLocation, Location
 from fsstore.pipeline import WriteFailed
@@ -134,9 +135,15 @@ class FilesystemStore(Store):
                     "set either filesystem_store_datadir or filesystem_store_datadirs, "
                     "not both",
                 )
-            return parse_datadirs(self.name, specs)
+            return parse_datadirs(
+                self.name, specs, self.option_file("filesystem_store_datadirs")
+            )
         if datadir:
-            return parse_datadirs(self.name, [datadir + ":0"])
+            return parse_datadirs(
+                self.name,
+                [datadir + ":0"],
+                self.option_file("filesystem_store_datadir"),
+            )
         raise exceptions.BadStoreConfiguration(
             self.name,
             "set filesystem_store_datadir or filesystem_store_datadirs",
@@ -154,7 +161,10 @@ class FilesystemStore(Store):
         self.file_mode = parse_file_perm(
             self.name, self.option("filesystem_store_file_perm")
         )
-        metadata_file = self.option("filesystem_store_metadata_file")
+        metadata_file = beside(
+            self.option("filesystem_store_metadata_file"),
+            self.option_file("filesystem_store_metadata_file"),
+        )
         self.metadata = load_metadata(self.name, metadata_file) if metadata_file else []
         self.io_size = self.option("filesystem_store_chunk_size")
         self.thin = self.option("filesystem_thin_provisioning")
@@ -171,7 +181,7 @@ class FilesystemStore(Store):
         self.close()
         self._timed = TimedCalls(self.name, *timed)
         self._dirs = DataDirs(self.name, self._timed)
-        self._dirs.open(dirs, self.file_mode, self.fsync)
+        self._dirs.open(dirs, self.file_mode, self.fsync, read_only=self.read_only)
 
     def close(self) -> None:
         """Close the data directories' descriptors, the publish lock and the

@@ -10,6 +10,7 @@ from typing import Any
 from oslo_config import cfg
 
 from fsstore import exceptions
+from fsstore.confvalues import beside
 
 MiB = 1024 * 1024
 
@@ -111,9 +112,10 @@ class Settings:
         }
 
 
-def read_settings(store_name: str, option: Any) -> Settings:
-    """The store's settings from ``option`` (Store.option); BadStoreConfiguration
-    for a chunk size that is no power of two or an empty pool name."""
+def read_settings(store_name: str, option: Any, option_file: Any) -> Settings:
+    """The store's settings from ``option`` and ``option_file`` (Store's);
+    BadStoreConfiguration for a chunk size that is no power of two or an
+    empty pool name."""
     chunk_mib = option("rbd_store_chunk_size")
     if chunk_mib & (chunk_mib - 1):
         raise exceptions.BadStoreConfiguration(
@@ -125,7 +127,9 @@ def read_settings(store_name: str, option: Any) -> Settings:
     return Settings(
         pool=pool,
         user=option("rbd_store_user") or None,
-        ceph_conf=option("rbd_store_ceph_conf") or "",
+        ceph_conf=beside(
+            option("rbd_store_ceph_conf") or "", option_file("rbd_store_ceph_conf")
+        ),
         order=(chunk_mib * MiB).bit_length() - 1,
         connect_timeout=option("rados_connect_timeout"),
         thin=option("rbd_thin_provisioning"),
