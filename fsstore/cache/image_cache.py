@@ -24,9 +24,9 @@ from fsstore.cache.policy import EvictionPolicy
 from fsstore.cache.queue import PrefetchQueue
 from fsstore.cache.records import CachedImage, Problem, RecordsDriver
 from fsstore.cache.writer import CacheWriter
+from fsstore.confvalues import option_error
 from fsstore.hashing import Expected, InvalidExpected
 from fsstore.location import without_credentials
-from fsstore.optionerrors import option_error
 from fsstore.registry import register_opts
 from fsstore.store import validate_image_id
 from fsstore.streams import CheckedSource

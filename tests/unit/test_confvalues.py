@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from oslo_config import cfg
 
-from fsstore.optionerrors import option_error
+from fsstore.confvalues import option_error
 
 
 def _error(conf: cfg.ConfigOpts) -> Exception:
