@@ -49,13 +49,20 @@ class _Assignments(iniparser.BaseParser):
         super().__init__()
         self.group = "DEFAULT"
         self.found: list[tuple[str, str, int]] = []
+        self._key_line = 0
 
     def new_section(self, section: str) -> None:
         # oslo.config's rule: DEFAULT as written, other groups in lower case.
         self.group = section if section == "DEFAULT" else section.lower()
 
+    def _split_key_value(self, line: str) -> tuple[str, list[str]]:
+        # The line a name is on: assignment() is called only once the
+        # value's continuation lines are read.
+        self._key_line = self.lineno
+        return super()._split_key_value(line)
+
     def assignment(self, key: str, value: list[str]) -> None:
-        self.found.append((self.group, key.replace("-", "_"), self.lineno))
+        self.found.append((self.group, key.replace("-", "_"), self._key_line))
 
 
 def _names(options: list[cfg.Opt], group: str) -> set[str]:

@@ -174,4 +174,6 @@ def config_files(conf: cfg.ConfigOpts) -> list[str]:
     files = [os.path.abspath(f) for f in conf.config_file or []]
     for directory in conf.config_dir or []:
         files += sorted(glob.glob(os.path.join(os.path.abspath(directory), "*.conf")))
-    return files
+    # Once each: oslo.config finds fsstore.conf twice, as the project's and
+    # the program's file (both named fsstore).
+    return list(dict.fromkeys(files))

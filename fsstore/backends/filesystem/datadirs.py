@@ -173,7 +173,9 @@ class DataDirs:
             raise bad("is not readable")
         writable = os.access(path, os.W_OK)
         if not writable and not self.read_only:
-            LOG.warning(
+            # Not a fault: a read-only mount of older images is a layout
+            # operators choose. An add that finds no other says so.
+            LOG.info(
                 "data directory %s is not writable: images are read from it, "
                 "none are added to it or deleted from it",
                 path,
@@ -405,12 +407,15 @@ class DataDirs:
             held.__exit__(None, None, None)
 
     def _publish_lock_file(self) -> tuple[locking.LockFile, str]:
-        # The lock lives in the first directory by path that exists. Race:
+        # The lock lives in the first directory by path that exists and
+        # can be written (a read-only mount cannot take a lock file). Race:
         # while an operator removes or restores that directory, processes
         # (and for an instant threads) may disagree on where the lock is
-        # (see available()).
+        # (see available()); so may processes of users whom different
+        # directories let write, which a store shared that way must avoid.
         lock_dir = next(
-            (d for d in self._by_path if self.available(d)), self._by_path[0]
+            (d for d in self._by_path if self.available(d) and d.writable),
+            self._by_path[0],
         )
         path = os.path.join(lock_dir.path, PUBLISH_LOCK)
         lock = self._lock_file

@@ -1,0 +1,289 @@
+"""Which configuration the command reads, what it refuses without one,
+options it does not read, read-only data directories, and paths relative
+to their configuration file."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import write_conf
+
+FSSTORE = str(Path(sys.executable).with_name("fsstore"))
+
+
+def run(*args: str, home: Path | None = None, cwd: Path | None = None):
+    env = dict(os.environ)
+    if home is not None:
+        env["HOME"] = str(home)
+    return subprocess.run(
+        [FSSTORE, *args], capture_output=True, timeout=120, env=env, cwd=cwd
+    )
+
+
+def ok(*args: str, **kwargs) -> bytes:
+    proc = run(*args, **kwargs)
+    assert proc.returncode == 0, proc.stderr.decode()
+    return proc.stdout
+
+
+def fails(code: int, *args: str, match: str, **kwargs) -> str:
+    proc = run(*args, **kwargs)
+    err = proc.stderr.decode()
+    assert proc.returncode == code, (proc.returncode, err, proc.stdout)
+    assert len(err.splitlines()) == 1 and "Traceback" not in err, err
+    assert match in err, err
+    return err
+
+
+def _conf(tmp_path: Path, datadir: Path, name: str = "fsstore.conf") -> list[str]:
+    path = write_conf(
+        tmp_path / name, {"glance_store": {"filesystem_store_datadir": str(datadir)}}
+    )
+    return ["--config-file", str(path)]
+
+
+# -- which files are read ---------------------------------------------------
+
+
+def test_config_names_the_files_read_in_order(tmp_path):
+    first = _conf(tmp_path, tmp_path / "images", "a.conf")
+    confd = tmp_path / "conf.d"
+    confd.mkdir()
+    for name in ("20-b.conf", "10-a.conf", "ignored.txt"):
+        (confd / name).write_text("[glance_store]\n")
+    args = [*first, "--config-dir", str(confd)]
+    record = json.loads(ok(*args, "--format", "json", "config"))
+    assert record["files"] == [
+        str(tmp_path / "a.conf"),
+        str(confd / "10-a.conf"),
+        str(confd / "20-b.conf"),
+    ]
+    assert record["searched"] == []  # files were given: nothing is searched
+    assert record["unknown_options"] == []
+    text = ok(*args, "config").decode()
+    assert f"  {tmp_path}/a.conf\n  {confd}/10-a.conf\n" in text
+    assert "every option set in fsstore's groups is one it reads" in text
+
+
+def test_with_nothing_given_the_search_is_shown_and_its_find_read(tmp_path):
+    home = tmp_path / "home"
+    home.mkdir()
+    record = json.loads(ok("--format", "json", "config", home=home))
+    assert record["files"] == []
+    searched = record["searched"]
+    assert searched[:4] == [
+        f"{home}/.fsstore/fsstore.conf",
+        f"{home}/fsstore.conf",
+        "/etc/fsstore/fsstore.conf",
+        "/etc/fsstore.conf",
+    ]
+    assert f"{home}/.fsstore/fsstore.conf.d" in searched
+    # A file put where the search looks first is the one read, and used.
+    (home / ".fsstore").mkdir()
+    _conf(home / ".fsstore", tmp_path / "found-images")
+    record = json.loads(ok("--format", "json", "config", home=home))
+    assert record["files"] == [f"{home}/.fsstore/fsstore.conf"]
+    stores = json.loads(ok("--format", "json", "stores", home=home))
+    assert stores[0]["datadirs"][0]["path"] == str(tmp_path / "found-images")
+
+
+def test_nothing_is_written_without_a_configuration_file(tmp_path):
+    home = tmp_path / "home"
+    home.mkdir()
+    src = tmp_path / "image"
+    src.write_bytes(b"data")
+    for args in (
+        ["add", str(src)],
+        ["delete", "file:///var/lib/glance/images/x"],
+        ["scrub", "--record"],
+        ["cache", "prune"],
+    ):
+        fails(2, *args, match="no configuration file was found", home=home)
+    # Only stevedore's cache of entry points, which it keeps in ~/.cache.
+    made = {str(p.relative_to(home)) for p in home.rglob("*") if p.is_dir()}
+    assert made <= {".cache", ".cache/python-entrypoints"}, made
+
+
+# -- read-only commands make nothing ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["stores"],
+        ["ls"],
+        ["ls", "-l"],
+        ["scrub"],
+        ["info", "img"],
+        ["get", "img"],
+        ["size", "img"],
+        ["verify", "img", "--checksum", "0" * 32],
+    ],
+)
+def test_a_read_only_command_makes_no_data_directory(tmp_path, args):
+    datadir = tmp_path / "images"
+    run(*_conf(tmp_path, datadir), *args)  # whatever it says of the image
+    assert not datadir.exists()
+    assert list(tmp_path.iterdir()) == [tmp_path / "fsstore.conf"]
+
+
+def test_read_only_stores_refuse_to_write():
+    from oslo_config import cfg
+
+    from fsstore import StorageWriteDenied, StoreRegistry, register_opts
+
+    conf = cfg.ConfigOpts()
+    register_opts(conf)
+    conf(["--config-file", "/dev/null"], default_config_files=[])
+    conf.set_override("stores", ["http"], group="glance_store")
+    conf.set_override("default_store", "http", group="glance_store")
+    registry = StoreRegistry(conf, read_only=True)
+    assert registry.stores["http"].read_only
+    with pytest.raises(StorageWriteDenied, match="cannot add: the stores were opened"):
+        registry.add("img", b"data", 4)
+    with pytest.raises(StorageWriteDenied, match="cannot delete"):
+        registry.delete("http://example.invalid/img")
+
+
+# -- options fsstore does not read ----------------------------------------------
+
+
+def test_options_fsstore_does_not_read_are_named_with_file_and_line(tmp_path):
+    path = tmp_path / "glance-api.conf"
+    path.write_text(
+        "[DEFAULT]\n"
+        "enabled_backends = fast:file\n"
+        "filesystem_store_datadir = /x\n"  # line 3: a store option in DEFAULT
+        "image_cache_max_sise = 5\n"  # line 4: a typo
+        "workers = 4\n"  # Glance's own: not fsstore's to judge
+        "[glance_store]\n"
+        "default_backend = fast\n"
+        "[fast]\n"
+        f"filesystem_store_datadir = {tmp_path}/fast\n"
+        "filesystem_store_datdir = typo\n"  # line 10
+        "store_description = fast disks\n"
+        "[backend_defaults]\n"
+        "filesystem-store-chunk-size = 65536\n"  # dashes: oslo.config reads them
+        "no_such = 1\n"  # line 14
+        "[database]\n"
+        "connection = sqlite://\n"
+        "[keystone_authtoken]\n"
+        "whatever = 1\n"
+    )
+    proc = run("--config-file", str(path), "--format", "json", "config")
+    assert proc.returncode == 1, proc.stderr
+    found = json.loads(proc.stdout)["unknown_options"]
+    assert [(u["line"], u["group"], u["name"]) for u in found] == [
+        (3, "DEFAULT", "filesystem_store_datadir"),
+        (4, "DEFAULT", "image_cache_max_sise"),
+        (10, "fast", "filesystem_store_datdir"),
+        (14, "backend_defaults", "no_such"),
+    ]
+    assert "never from [DEFAULT]" in found[0]["hint"]
+    assert found[1]["hint"].endswith("(did you mean image_cache_max_size?)")
+    assert found[2]["hint"].endswith("(did you mean filesystem_store_datadir?)")
+    text = run("--config-file", str(path), "config").stdout.decode()
+    assert f"  {path}:10: [fast] filesystem_store_datdir: not an option" in text
+
+
+def test_a_file_that_is_no_ini_file_is_one_line(tmp_path):
+    path = tmp_path / "bad.conf"
+    path.write_text("[glance_store\n")
+    proc = run("--config-file", str(path), "config")
+    assert proc.returncode == 2
+    assert len(proc.stderr.splitlines()) == 1 and b"Traceback" not in proc.stderr
+
+
+def test_an_option_group_is_named_as_a_group(tmp_path):
+    path = write_conf(tmp_path / "f.conf", {"glance_store": {"stores": ""}})
+    fails(
+        2,
+        "--config-file",
+        str(path),
+        "stores",
+        match="option group [glance_store] is misconfigured: option stores names no store",
+    )
+
+
+def test_a_bad_value_names_its_file_not_oslo_internals(tmp_path):
+    path = write_conf(
+        tmp_path / "f.conf",
+        {"glance_store": {"filesystem_store_chunk_size": "lots"}},
+    )
+    err = fails(
+        2, "--config-file", str(path), "stores", match=f"in {path} is not valid"
+    )
+    assert "LocationInfo" not in err
+
+
+# -- paths relative to their file ---------------------------------------------------
+
+
+def test_relative_paths_are_taken_from_the_files_directory(tmp_path):
+    etc = tmp_path / "etc"
+    etc.mkdir()
+    path = write_conf(
+        etc / "fsstore.conf",
+        {
+            "DEFAULT": {"image_cache_dir": "cache"},
+            "glance_store": {"filesystem_store_datadirs": ["images:1", "../more:0"]},
+        },
+    )
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    src = tmp_path / "image"
+    src.write_bytes(b"relative")
+    args = ["--config-file", str(path), "--format", "json"]
+    added = json.loads(ok(*args, "add", "--id", "img", str(src), cwd=elsewhere))
+    assert added["location"] == f"file://{etc}/images/img"
+    assert (etc / "images" / "img").read_bytes() == b"relative"
+    assert (tmp_path / "more").is_dir()
+    assert list(elsewhere.iterdir()) == []
+    cache = json.loads(ok(*args, "cache", "size", cwd=elsewhere))
+    assert cache["size"] == 0 and (etc / "cache").is_dir()
+
+
+# -- a data directory that is only read -------------------------------------------
+
+
+@pytest.mark.root
+def test_a_read_only_data_directory_is_read_and_never_written(mount_tmpfs, tmp_path):
+    ro = mount_tmpfs("ro", "4m")
+    rw = tmp_path / "rw"
+    rw.mkdir()  # not made: another data directory (the mount) exists
+    both = write_conf(
+        tmp_path / "both.conf",
+        {"glance_store": {"filesystem_store_datadirs": [f"{ro}:200", f"{rw}:100"]}},
+    )
+    args = ["--config-file", str(both)]
+    src = tmp_path / "image"
+    src.write_bytes(b"old image")
+    ok(*args, "add", "--id", "old", str(src))
+    assert (ro / "old").read_bytes() == b"old image"
+    subprocess.run(["mount", "-o", "remount,ro", str(ro)], check=True)
+    # Reads work...
+    assert ok(*args, "get", "old") == b"old image"
+    assert ok(*args, "ls").decode() == "old\n"
+    assert json.loads(ok(*args, "--format", "json", "info", "old"))["size"] == 9
+    # ...a new image goes where it can be written...
+    src.write_bytes(b"new image")
+    added = json.loads(ok(*args, "--format", "json", "add", "--id", "new", str(src)))
+    assert added["location"] == f"file://{rw}/new"
+    # ...and a delete there fails in one line, the image kept.
+    fails(1, *args, "delete", "old", match=f"cannot delete file://{ro}/old")
+    assert ok(*args, "get", "old") == b"old image"
+    only_ro = _conf(tmp_path, ro, "ro.conf")
+    fails(
+        1,
+        *only_ro,
+        "add",
+        str(src),
+        match=f"no data directory of store 'file' can be written (not writable: {ro})",
+    )
+    assert ok(*only_ro, "get", "old") == b"old image"
