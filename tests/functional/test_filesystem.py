@@ -134,11 +134,19 @@ def test_missing_datadir_is_created(make_fs_store, tmp_path):
 
 
 @pytest.mark.skipif(not is_root(), reason="a read-only mount needs root")
-def test_unwritable_datadir_is_a_configuration_error(mount_tmpfs, make_fs_store):
+def test_a_read_only_datadir_is_read_and_refuses_writes(mount_tmpfs, make_fs_store):
     path = mount_tmpfs("ro", "1m")
+    location = add(make_fs_store(filesystem_store_datadir=str(path)), "img", b"data")
     subprocess.run(["mount", "-o", "remount,ro", str(path)], check=True)
-    with pytest.raises(exceptions.BadStoreConfiguration, match="writable"):
-        make_fs_store(filesystem_store_datadir=str(path))
+    store = make_fs_store(filesystem_store_datadir=str(path))  # configures
+    assert b"".join(store.get(location.location)[0]) == b"data"
+    assert [i.image_id for i in store.images()] == ["img"]
+    with pytest.raises(exceptions.StorageWriteDenied, match=f"not writable: {path}"):
+        add(store, "new", b"data")
+    with pytest.raises(exceptions.Forbidden, match="Read-only file system"):
+        store.delete(location.location)
+    assert b"".join(store.get(location.location)[0]) == b"data"
+    assert sorted(os.listdir(path)) == ["img"]
 
 
 # -- metadata file ---------------------------------------------------------------
