@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Iterator
 from typing import Any, BinaryIO, cast
 
-from fsstore import safefiles
+from fsstore import exceptions, safefiles
 from fsstore.cli.command import (
     BACKEND,
     Command,
@@ -75,18 +75,35 @@ def _size_left(f: BinaryIO) -> int:
     return max(st.st_size - os.lseek(fd, 0, os.SEEK_CUR), 0)
 
 
+def _changed(before: os.stat_result, now: os.stat_result) -> bool:
+    return (before.st_size, before.st_mtime_ns) != (now.st_size, now.st_mtime_ns)
+
+
 def cmd_add(args: argparse.Namespace, ctx: Context) -> Result:
     image_id = str(uuid.uuid4()) if args.id is None else args.id
     with _source(args.file) as source:
         size = _size_left(source) if args.size is None else args.size
+        before = os.fstat(source.fileno())
         with progress(args.progress, size, f"add {image_id}") as bar:
-            result = ctx.registry.add(
-                image_id,
-                CountingReader(source, bar),
-                size,
-                backend=args.backend,
-                hashing_algo=args.hashing_algo,
-            )
+            try:
+                result = ctx.registry.add(
+                    image_id,
+                    CountingReader(source, bar),
+                    size,
+                    backend=args.backend,
+                    hashing_algo=args.hashing_algo,
+                )
+            except exceptions.Invalid:
+                # The size the store checked was the file's, not one the
+                # user declared: a mismatch means the file changed.
+                now = os.fstat(source.fileno())
+                if args.size is None and size and _changed(before, now):
+                    raise exceptions.Invalid(
+                        f"{args.file} changed while it was read ({before.st_size} "
+                        f"bytes when the add began, {now.st_size} now); nothing "
+                        "was stored"
+                    ) from None
+                raise
     record = {
         "id": image_id,
         "location": result.location,

@@ -39,6 +39,14 @@ from fsstore.registry import register_opts
 
 EXIT_INTERRUPTED = 130
 
+# Plain text: argparse prints it as it is (the docstring above is RST).
+DESCRIPTION = "Store, read, check and cache images, configured as Glance is."
+EPILOG = (
+    "Configuration: --config-file and --config-dir, else the files "
+    "`fsstore config` lists. Exit status: 0 done, 1 failed, 2 bad usage "
+    "or configuration."
+)
+
 # Accepted before and after the subcommand. Their defaults are SUPPRESS so
 # that a subparser does not overwrite a value given before it; parse_args()
 # fills in GLOBAL_DEFAULTS afterwards.
@@ -128,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     common = _Parser(add_help=False, argument_default=argparse.SUPPRESS)
     _add_args(common, GLOBAL_ARGS)
     parser = _Parser(
-        prog="fsstore", description=__doc__.split("\n")[0], parents=[common]
+        prog="fsstore", description=DESCRIPTION, epilog=EPILOG, parents=[common]
     )
     parser.add_argument("--version", action="version", version=f"fsstore {_version()}")
     _add_commands(

@@ -190,8 +190,14 @@ def test_every_argument_has_help():
             elif action.dest != "help":
                 yield parser.prog, action
 
-    missing = [(prog, a.dest) for prog, a in walk(build_parser()) if not a.help]
+    actions = list(walk(build_parser()))
+    missing = [(prog, a.dest) for prog, a in actions if not a.help]
     assert missing == []
+    # Plain text: no RST markup reaches a terminal.
+    texts = [a.help for _, a in actions] + [
+        ok(*args, "--help").decode() for args in ([], ["cache"], ["scrub"], ["config"])
+    ]
+    assert [t for t in texts if "``" in t or ":param" in t or ":class:" in t] == []
     help_text = ok("add", "--help").decode()
     assert "sha256" in help_text and "sha512" in help_text and "shake" not in help_text
 
@@ -242,3 +248,45 @@ def test_a_missing_subcommand_is_named_as_a_user_sees_it():
         2, "cache", match="fsstore cache: the following arguments are required: COMMAND"
     )
     fails(2, match="fsstore: the following arguments are required: COMMAND")
+
+
+@pytest.mark.parametrize("change", [b"", b"grown by more bytes"])
+def test_a_file_that_changes_during_add_is_named_so(
+    tmp_path, monkeypatch, capsys, change
+):
+    """The command took the size from the file; the file then shrank or
+    grew before the store read it: said as such, not as a declared size."""
+    from fsstore.cli.main import main
+    from fsstore.registry import StoreRegistry
+
+    conf = write_conf(
+        tmp_path / "f.conf",
+        {"glance_store": {"filesystem_store_datadir": f"{tmp_path}/images"}},
+    )
+    src = tmp_path / "image"
+    src.write_bytes(payload(100_000, seed=7))
+    real_add = StoreRegistry.add
+
+    def add_after_a_change(self, *args, **kwargs):
+        with open(src, "r+b") as f:
+            if change:
+                f.seek(0, os.SEEK_END)
+                f.write(change)
+            else:
+                f.truncate(50_000)
+        return real_add(self, *args, **kwargs)
+
+    monkeypatch.setattr(StoreRegistry, "add", add_after_a_change)
+    status = main(["--config-file", str(conf), "add", "--id", "img", str(src)])
+    err = capsys.readouterr().err
+    now = 50_000 if not change else 100_000 + len(change)
+    assert status == 1
+    assert err == (
+        f"fsstore: {src} changed while it was read (100000 bytes when the add "
+        f"began, {now} now); nothing was stored\n"
+    )
+    assert not (tmp_path / "images" / "img").exists()
+    # A size the user gave is theirs: its mismatch is said as it was.
+    src.write_bytes(b"x" * 10)
+    status = main(["--config-file", str(conf), "add", "--size", "9", str(src)])
+    assert status == 1 and "changed while it was read" not in capsys.readouterr().err
