@@ -16,7 +16,7 @@ from typing import Any, ClassVar, NamedTuple
 from oslo_config import cfg
 
 from fsstore import exceptions
-from fsstore.confvalues import file_of, option_error
+from fsstore.confvalues import beside, file_of, option_error
 from fsstore.hashing import (
     DEFAULT_HASHING_ALGO,
     KeptDigests,
@@ -228,6 +228,11 @@ class Store:
         from, or None (a default); relative paths are taken from its
         directory (fsstore.confvalues.beside)."""
         return file_of(self.conf, name, self._option(name)[1])
+
+    def path_option(self, name: str) -> str:
+        """A path option's value, relative to the directory of the file
+        that set it ("" when unset; see fsstore.confvalues.beside)."""
+        return beside(self.option(name) or "", self.option_file(name))
 
     def _option(self, name: str) -> tuple[Any, str]:
         """``option(name)``, and the group it was read from."""

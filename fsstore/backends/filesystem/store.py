@@ -63,7 +63,6 @@ from fsstore.backends.filesystem.digests import (
 )
 from fsstore.backends.filesystem.staging import STAGING_DIR, Staging
 from fsstore.backends.filesystem.timed import TimedCalls
-from fsstore.confvalues import beside
 from fsstore.hashing import ImageHasher, KeptDigests
 from fsstore.location import FileLocation, Location
 from fsstore.pipeline import WriteFailed
@@ -161,10 +160,7 @@ class FilesystemStore(Store):
         self.file_mode = parse_file_perm(
             self.name, self.option("filesystem_store_file_perm")
         )
-        metadata_file = beside(
-            self.option("filesystem_store_metadata_file"),
-            self.option_file("filesystem_store_metadata_file"),
-        )
+        metadata_file = self.path_option("filesystem_store_metadata_file")
         self.metadata = load_metadata(self.name, metadata_file) if metadata_file else []
         self.io_size = self.option("filesystem_store_chunk_size")
         self.thin = self.option("filesystem_thin_provisioning")

@@ -10,7 +10,6 @@ from typing import Any
 from oslo_config import cfg
 
 from fsstore import exceptions
-from fsstore.confvalues import beside
 
 MiB = 1024 * 1024
 
@@ -112,8 +111,8 @@ class Settings:
         }
 
 
-def read_settings(store_name: str, option: Any, option_file: Any) -> Settings:
-    """The store's settings from ``option`` and ``option_file`` (Store's);
+def read_settings(store_name: str, option: Any, path_option: Any) -> Settings:
+    """The store's settings from ``option`` and ``path_option`` (Store's);
     BadStoreConfiguration for a chunk size that is no power of two or an
     empty pool name."""
     chunk_mib = option("rbd_store_chunk_size")
@@ -127,9 +126,7 @@ def read_settings(store_name: str, option: Any, option_file: Any) -> Settings:
     return Settings(
         pool=pool,
         user=option("rbd_store_user") or None,
-        ceph_conf=beside(
-            option("rbd_store_ceph_conf") or "", option_file("rbd_store_ceph_conf")
-        ),
+        ceph_conf=path_option("rbd_store_ceph_conf"),
         order=(chunk_mib * MiB).bit_length() - 1,
         connect_timeout=option("rados_connect_timeout"),
         thin=option("rbd_thin_provisioning"),

@@ -101,7 +101,7 @@ class RbdStore(Store):
         """Read the options and import the bindings; the cluster is reached
         on first use. BadStoreConfiguration, in one line, when the bindings
         are missing or an option is wrong."""
-        self.settings = read_settings(self.name, self.option, self.option_file)
+        self.settings = read_settings(self.name, self.option, self.path_option)
         self.verify_on_read = self.option("rbd_store_verify_on_read")
         self.bindings = import_bindings(self.name)
         if self.cluster is not None:

@@ -62,7 +62,6 @@ from fsstore.backends.s3.errors import (
 )
 from fsstore.backends.s3.multipart import MAX_PARTS, MultipartUpload
 from fsstore.backends.s3.read import Span, open_object
-from fsstore.confvalues import beside
 from fsstore.hashing import ImageHasher, KeptDigests
 from fsstore.location import Location, S3Location
 from fsstore.store import (
@@ -170,11 +169,7 @@ class S3Store(Store):
             timeouts=self.timeouts,
             max_retries=self.max_retries,
             checksums=self.checksums,
-            cacert=beside(
-                self.option("s3_store_cacert") or "",
-                self.option_file("s3_store_cacert"),
-            )
-            or None,
+            cacert=self.path_option("s3_store_cacert") or None,
         )
 
     def describe(self) -> dict[str, Any]:
