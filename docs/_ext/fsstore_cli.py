@@ -164,12 +164,17 @@ class FsstoreCommandDirective(SphinxDirective):
             for action in actions:
                 items += _argument(parser, action)
             section += items
+        if parser.epilog:
+            section += nodes.paragraph(text=parser.epilog)
         if sub is not None:
             helps = {a.dest: a.help or "" for a in sub._get_subactions()}
+            seen: set[int] = set()
             for name, child in sub.choices.items():
-                section += self._section(
-                    child, helps.get(name, ""), inherited, inherited
-                )
+                if id(child) in seen:  # an alias of a subcommand already shown
+                    continue
+                seen.add(id(child))
+                about = child.description or helps.get(name, "")
+                section += self._section(child, about, inherited, inherited)
         return section
 
 
