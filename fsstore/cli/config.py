@@ -15,11 +15,13 @@ from fsstore.confcheck import unknown_options
 PROJECT = "fsstore"
 
 
-def searched() -> list[str]:
-    """Where oslo.config looks for a configuration when none is given, in
-    order (its documented search): for ``fsstore.conf``, the first found is
-    read; each ``fsstore.conf.d`` found is read too, its ``*.conf`` sorted."""
-    dirs = [
+def searched(files: bool, dirs: bool) -> list[str]:
+    """Where oslo.config looks, in order (its documented search), for
+    ``fsstore.conf`` when no --config-file is given (``files``; the first
+    found is read) and for ``fsstore.conf.d`` when no --config-dir is given
+    (``dirs``; the first found is read, its ``*.conf`` sorted, even with a
+    --config-file)."""
+    places = [
         os.path.expanduser(f"~/.{PROJECT}"),
         os.path.expanduser("~"),
         f"/etc/{PROJECT}",
@@ -27,9 +29,11 @@ def searched() -> list[str]:
     ]
     for var in ("SNAP_COMMON", "SNAP"):
         if os.environ.get(var):
-            dirs.append(os.path.join(os.environ[var], "etc", PROJECT))
-    files = [os.path.join(d, f"{PROJECT}.conf") for d in dirs]
-    return files + [os.path.join(d, f"{PROJECT}.conf.d") for d in dirs]
+            places.append(os.path.join(os.environ[var], "etc", PROJECT))
+    found = [os.path.join(d, f"{PROJECT}.conf") for d in places] if files else []
+    return found + (
+        [os.path.join(d, f"{PROJECT}.conf.d") for d in places] if dirs else []
+    )
 
 
 def _backends(ctx: Context) -> list[str]:
@@ -41,7 +45,7 @@ def _backends(ctx: Context) -> list[str]:
 
 
 def cmd_config(args: argparse.Namespace, ctx: Context) -> Result:
-    given = bool(args.config_file or args.config_dir)
+    looked = searched(not args.config_file, not args.config_dir)
     failures: list[str] = []
     try:
         unknown = unknown_options(
@@ -51,7 +55,7 @@ def cmd_config(args: argparse.Namespace, ctx: Context) -> Result:
         raise UsageError(f"cannot check the configuration: {exc}") from None
     record = {
         "files": ctx.files,
-        "searched": [] if given else searched(),
+        "searched": looked,
         "drivers_not_loaded": failures,
         "unknown_options": [
             {
@@ -66,9 +70,9 @@ def cmd_config(args: argparse.Namespace, ctx: Context) -> Result:
     }
     lines = ["configuration files read, in order:"]
     lines += [f"  {f}" for f in ctx.files] or ["  none"]
-    if not given:
-        lines.append("searched, as no --config-file or --config-dir was given:")
-        lines += [f"  {f}" for f in searched()]
+    if looked:
+        lines.append("looked for, in order, as no --config-file or --config-dir said:")
+        lines += [f"  {f}" for f in looked]
     if failures:
         lines.append(
             "installed drivers that do not load (their options are not known):"

@@ -287,3 +287,23 @@ def test_a_read_only_data_directory_is_read_and_never_written(mount_tmpfs, tmp_p
         match=f"no data directory of store 'file' can be written (not writable: {ro})",
     )
     assert ok(*only_ro, "get", "old") == b"old image"
+
+
+def test_a_config_dir_found_is_read_even_with_a_config_file(tmp_path):
+    """oslo.config's rule: --config-file stops the search for fsstore.conf,
+    not for fsstore.conf.d; the command shows what that read."""
+    home = tmp_path / "home"
+    confd = home / ".fsstore" / "fsstore.conf.d"
+    confd.mkdir(parents=True)
+    (confd / "extra.conf").write_text("[glance_store]\nfilesystem_store_datdir = x\n")
+    given = _conf(tmp_path, tmp_path / "images")
+    proc = run(*given, "--format", "json", "config", home=home)
+    record = json.loads(proc.stdout)
+    assert record["files"] == [
+        str(tmp_path / "fsstore.conf"),
+        str(confd / "extra.conf"),
+    ]
+    assert record["searched"][0] == str(home / ".fsstore" / "fsstore.conf.d")
+    assert all(p.endswith(".conf.d") for p in record["searched"])
+    assert [u["name"] for u in record["unknown_options"]] == ["filesystem_store_datdir"]
+    assert proc.returncode == 1
