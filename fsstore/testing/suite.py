@@ -117,8 +117,11 @@ class StoreConformanceTests(RaceConformanceTests):
             size,
         )
         assert (image_id, result.location, size) in list(store.images())
+        assert store.find_image(image_id) == (image_id, result.location, size)
         store.delete(result.location)
         assert image_id not in {listed.image_id for listed in store.images()}
+        assert store.find_image(image_id) is None
+        assert store.find_image(new_id()) is None
 
     def test_file_like_data_and_unknown_size(self, store: Store) -> None:
         data = payload(3 * self.io_size + 5, seed=3)

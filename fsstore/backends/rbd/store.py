@@ -30,7 +30,6 @@ glance_store's driver does not:
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import logging
 import threading
@@ -68,8 +67,9 @@ from fsstore.hashing import (
     kept_from_record,
     parse_record,
 )
+from fsstore.ids import image_id_problem, validate_image_id
 from fsstore.location import Location, RbdLocation
-from fsstore.store import AddResult, ListedImage, Store, image_id_problem, range_length
+from fsstore.store import AddResult, ListedImage, Store, range_length
 from fsstore.streams import CheckedSource, ImageChunks, ImageData, Verifier
 from fsstore.tracing import trace
 
@@ -322,19 +322,29 @@ class RbdStore(Store):
     def images(self) -> Iterator[ListedImage]:
         """The pool's images an add wrote (with the snapshot ``snap``)."""
         bindings, _, _, ioctx = self._ready()
-        rbd = bindings.rbd
         try:
-            names = sorted(rbd.RBD().list(ioctx))
+            names = sorted(bindings.rbd.RBD().list(ioctx))
         except Exception as exc:
             raise self._error(exc, "listing the pool") from None
         for name in names:
-            if is_temporary(name) or image_id_problem(name) is not None:
-                continue
-            location = self._location_of(name)
-            with contextlib.suppress(rbd.ImageNotFound):
-                with open_read_only(bindings, ioctx, name, SNAPSHOT) as image:
-                    size = int(image.size())
-                yield ListedImage(name, location.uri, size)
+            if (listed := self._listed(name)) is not None:
+                yield listed
+
+    def find_image(self, image_id: str) -> ListedImage | None:
+        """One open of the image ``image_id`` names, never a listing."""
+        return self._listed(validate_image_id(image_id))
+
+    def _listed(self, name: str) -> ListedImage | None:
+        """Image ``name`` as listed, or None: not there, or none an add wrote."""
+        bindings, _, _, ioctx = self._ready()
+        if is_temporary(name) or image_id_problem(name) is not None:
+            return None
+        try:
+            with open_read_only(bindings, ioctx, name, SNAPSHOT) as image:
+                size = int(image.size())
+        except bindings.rbd.ImageNotFound:
+            return None
+        return ListedImage(name, self._location_of(name).uri, size)
 
     def identity(self) -> str:
         """``rbd:``, the cluster's fsid and the pool."""

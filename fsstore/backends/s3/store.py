@@ -60,6 +60,7 @@ from fsstore.backends.s3.errors import (
     is_boto_error,
     translate,
 )
+from fsstore.backends.s3.keys import key_problem
 from fsstore.backends.s3.multipart import MAX_PARTS, MultipartUpload
 from fsstore.backends.s3.read import Span, open_object
 from fsstore.hashing import ImageHasher, KeptDigests
@@ -69,7 +70,7 @@ from fsstore.store import (
     AddResult,
     ListedImage,
     Store,
-    image_id_problem,
+    validate_image_id,
 )
 from fsstore.streams import (
     READ_CHUNK,
@@ -297,6 +298,18 @@ class S3Store(Store):
         except Exception as exc:
             raise self._error(exc, f"listing bucket {self.bucket!r}") from None
 
+    def find_image(self, image_id: str) -> ListedImage | None:
+        """One HEAD of the object ``image_id`` names, never a listing."""
+        validate_image_id(image_id)
+        if key_problem(image_id) is not None:
+            return None  # no add writes such a key
+        location = S3Location(self.scheme, self.host, self.bucket, image_id)
+        try:
+            size = self._get_size(location)
+        except exceptions.NotFound:
+            return None
+        return ListedImage(image_id, location.uri, size)
+
     def identity(self) -> str:
         """``s3:``, the endpoint (lowercase, no trailing ``/``), and the bucket."""
         return f"s3:{self.endpoint.rstrip('/').lower()}/{self.bucket}"
@@ -483,18 +496,3 @@ def _hashed(source: CheckedSource, hasher: ImageHasher) -> Iterator[bytes]:
         hasher.update(chunk)
         yield chunk
     source.finish()
-
-
-def key_problem(image_id: str) -> str | None:
-    """Why ``image_id`` cannot be an object key of this store, or None.
-
-    On top of every store's rules (image_id_problem): no ASCII control
-    characters, which S3's XML responses cannot carry and which engines
-    handle each their own way (a newline is refused as a missing object).
-
-    :param image_id: the id of an add, or a key listed in the bucket
-    """
-    problem = image_id_problem(image_id)
-    if problem is None and any(ord(c) < 32 or ord(c) == 127 for c in image_id):
-        problem = f"image id {image_id!r} contains a control character"
-    return problem
