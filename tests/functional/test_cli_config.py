@@ -169,7 +169,7 @@ def test_options_fsstore_does_not_read_are_named_with_file_and_line(tmp_path):
         "filesystem_store_datdir = typo\n"  # line 10
         "store_description = fast disks\n"
         "[backend_defaults]\n"
-        "filesystem-store-chunk-size = 65536\n"  # dashes: oslo.config reads them
+        "filesystem-store-chunk-size = 65536\n"  # line 13: oslo.config reads no dashes
         "no_such = 1\n"  # line 14
         "[database]\n"
         "connection = sqlite://\n"
@@ -183,11 +183,15 @@ def test_options_fsstore_does_not_read_are_named_with_file_and_line(tmp_path):
         (3, "DEFAULT", "filesystem_store_datadir"),
         (4, "DEFAULT", "image_cache_max_sise"),
         (10, "fast", "filesystem_store_datdir"),
+        (13, "backend_defaults", "filesystem-store-chunk-size"),
         (14, "backend_defaults", "no_such"),
     ]
     assert "never from [DEFAULT]" in found[0]["hint"]
     assert found[1]["hint"].endswith("(did you mean image_cache_max_size?)")
     assert found[2]["hint"].endswith("(did you mean filesystem_store_datadir?)")
+    assert found[3]["hint"] == (
+        "oslo.config does not read a name with dashes: write filesystem_store_chunk_size"
+    )
     text = run("--config-file", str(path), "config").stdout.decode()
     assert f"  {path}:10: [fast] filesystem_store_datdir: not an option" in text
 
@@ -307,3 +311,66 @@ def test_a_config_dir_found_is_read_even_with_a_config_file(tmp_path):
     assert all(p.endswith(".conf.d") for p in record["searched"])
     assert [u["name"] for u in record["unknown_options"]] == ["filesystem_store_datdir"]
     assert proc.returncode == 1
+
+
+def _unknown(tmp_path: Path, text: str) -> list[tuple[int, str, str, str]]:
+    path = tmp_path / "glance-api.conf"
+    path.write_text(text)
+    proc = run("--config-file", str(path), "--format", "json", "config")
+    found = json.loads(proc.stdout)["unknown_options"]
+    assert proc.returncode == (1 if found else 0), proc.stderr
+    return [(u["line"], u["group"], u["name"], u["hint"]) for u in found]
+
+
+def test_store_options_where_the_mode_does_not_read_them(tmp_path):
+    multi = _unknown(
+        tmp_path,
+        "[DEFAULT]\n"
+        "enabled_backends = Fast:file\n"
+        "[glance_store]\n"
+        "default_backend = Fast\n"
+        "filesystem_store_datadir = /srv/a\n"  # line 5: multi-store reads [Fast]
+        "[Fast]\n"
+        "filesystem_store_datadir = /srv/b\n"
+        "bogus = 1\n",  # line 8: the backend's group, in oslo.config's case
+    )
+    assert [(line, group, name) for line, group, name, _ in multi] == [
+        (5, "glance_store", "filesystem_store_datadir"),
+        (8, "fast", "bogus"),
+    ]
+    assert "not read from [glance_store] in multi-store mode" in multi[0][3]
+    single = _unknown(
+        tmp_path,
+        "[glance_store]\n"
+        "filesystem_store_datadir = /srv/a\n"
+        "[backend_defaults]\n"
+        "filesystem_store_chunk_size = 65536\n",  # line 4: multi-store only
+    )
+    assert [(line, group) for line, group, _, _ in single] == [(4, "backend_defaults")]
+    assert "read in multi-store mode only" in single[0][3]
+
+
+def test_a_misspelt_group_is_named_when_it_holds_fsstore_options(tmp_path):
+    found = _unknown(
+        tmp_path,
+        "[glance_stores]\n"
+        "filesystem_store_datadir = /srv/a\n"
+        "[default]\n"
+        "image_cache_dir = /srv/cache\n"
+        "[keystone_authtoken]\n"
+        "auth_url = http://keystone\n",  # the service's: not fsstore's to judge
+    )
+    assert found == [
+        (
+            2,
+            "glance_stores",
+            "filesystem_store_datadir",
+            "[glance_stores] is not a group fsstore reads (did you mean [glance_store]?)",
+        ),
+        (
+            4,
+            "default",
+            "image_cache_dir",
+            "[default] is not a group fsstore reads (did you mean [DEFAULT]?)",
+        ),
+    ]
