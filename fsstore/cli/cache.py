@@ -159,7 +159,7 @@ def cmd_size(args: argparse.Namespace, ctx: Context) -> Result:
 
 def cmd_check(args: argparse.Namespace, ctx: Context) -> Result:
     if args.fix:
-        ctx.will_write()
+        ctx.will_write("cache")
     problems = ctx.cache.check(fix=args.fix)
     record = {
         "problems": [p.as_dict() for p in problems],
@@ -204,25 +204,30 @@ CACHE = Command(
             "delete every cached image (asks first on a terminal)",
             cmd_delete_all,
             (arg("-y", "--yes", action="store_true", help="do not ask"),),
-            writes=True,
+            writes="cache",
         ),
         Command(
-            "delete-all-queued", "empty the queue", cmd_delete_all_queued, writes=True
+            "delete-all-queued",
+            "empty the queue",
+            cmd_delete_all_queued,
+            writes="cache",
         ),
         Command(
             "prune",
             "evict LRU images down to image_cache_max_size",
             cmd_prune,
-            writes=True,
+            writes="cache",
         ),
         Command("size", "print the cache's total size", cmd_size),
-        Command("delete", "delete one cached image", cmd_delete, (_ID,), writes=True),
+        Command(
+            "delete", "delete one cached image", cmd_delete, (_ID,), writes="cache"
+        ),
         Command(
             "delete-queued",
             "remove one image from the queue",
             cmd_delete_queued,
             (_ID,),
-            writes=True,
+            writes="cache",
         ),
         Command(
             "queue",
@@ -258,7 +263,7 @@ CACHE = Command(
                     "verify it against",
                 ),
             ),
-            writes=True,
+            writes="cache",
         ),
         Command(
             "clean",
@@ -274,7 +279,7 @@ CACHE = Command(
                     "writer's (default: image_cache_stall_time)",
                 ),
             ),
-            writes=True,
+            writes="cache",
         ),
         Command(
             "check",
@@ -294,7 +299,7 @@ CACHE = Command(
                     help="images read at once (default: 4)",
                 ),
             ),
-            writes=True,
+            writes="cache",
         ),
     ),
 )

@@ -8,19 +8,34 @@ import dataclasses
 import glob
 import os
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 from oslo_config import cfg
 
 from fsstore import exceptions
 from fsstore.cache import ImageCache
 from fsstore.cli.output import Result
+from fsstore.confvalues import file_of
 from fsstore.registry import StoreRegistry
-from fsstore.store import ListedImage, Store
+from fsstore.store import STORE_GROUP, ListedImage, Store
 
 
 class UsageError(Exception):
     """Bad arguments or configuration: exit status 2."""
+
+
+# What a command changes: images in the stores, or the image cache.
+Writes = Literal["stores", "cache"]
+
+
+def _sets_up_stores(conf: cfg.ConfigOpts) -> bool:
+    """Whether a configuration file sets an option of ``[glance_store]``
+    (single-store mode) or ``enabled_backends`` (multi-store mode)."""
+    if file_of(conf, "enabled_backends", None) is not None:
+        return True
+    return any(
+        file_of(conf, name, STORE_GROUP) is not None for name in conf[STORE_GROUP]
+    )
 
 
 class Context:
@@ -41,14 +56,21 @@ class Context:
         self._registry: StoreRegistry | None = None
         self._cache: ImageCache | None = None
 
-    def will_write(self) -> None:
-        """Say that the command changes a store or the cache: refused when
-        no configuration file was read, as the defaults alone name places
-        (/var/lib/glance/images) nobody chose."""
+    def will_write(self, what: Writes) -> None:
+        """Say that the command changes ``what``: refused when no
+        configuration file was read, and for the stores when none sets one
+        up (a ``[glance_store]`` option or ``enabled_backends``): the
+        defaults alone name a place (/var/lib/glance/images) nobody chose."""
         if not self.files:
             raise UsageError(
-                "no configuration file was found (see fsstore config); give "
-                "--config-file or --config-dir: nothing is written without one"
+                "no configuration file was read (see fsstore config): nothing "
+                "is written without one"
+            )
+        if what == "stores" and not _sets_up_stores(self.conf):
+            raise UsageError(
+                f"no configuration file read sets up a store ([{STORE_GROUP}] "
+                "options or enabled_backends; see fsstore config): nothing is "
+                "written where the defaults alone point"
             )
         self.writes = True
 
@@ -132,9 +154,9 @@ class Command:
     run: Run | None = None  # None for a group of subcommands
     args: tuple[Arg | OneOf, ...] = ()
     subcommands: tuple[Command, ...] = ()
-    # Changes a store or the cache whatever its arguments (Context.will_write);
-    # one that does only with some calls will_write itself.
-    writes: bool = False
+    # What it changes whatever its arguments (Context.will_write); one that
+    # changes something only with some arguments calls will_write itself.
+    writes: Writes | None = None
 
 
 # -- argument types: argparse turns their ArgumentTypeError into a usage error

@@ -326,7 +326,7 @@ COMMANDS = (
             ),
             _HASHING_ALGO,
         ),
-        writes=True,
+        writes="stores",
     ),
     Command(
         "get",
@@ -361,7 +361,9 @@ COMMANDS = (
         ),
     ),
     Command("size", "print an image's size", cmd_size, (_IMAGE, BACKEND)),
-    Command("delete", "delete an image", cmd_delete, (_IMAGE, BACKEND), writes=True),
+    Command(
+        "delete", "delete an image", cmd_delete, (_IMAGE, BACKEND), writes="stores"
+    ),
     Command(
         "verify",
         "check an image's digest",

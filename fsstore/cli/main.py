@@ -219,7 +219,7 @@ def _run(args: argparse.Namespace) -> int:
     conf = load_conf(args)
     ctx = Context(conf, config_files(conf))
     if args.writes:
-        ctx.will_write()
+        ctx.will_write(args.writes)
     try:
         status = emit(args.run(args, ctx), args.format)
     finally:

@@ -46,7 +46,7 @@ def _summary(report: ScrubReport) -> str:
 
 def cmd_scrub(args: argparse.Namespace, ctx: Context) -> Result:
     if args.record:
-        ctx.will_write()  # digests kept with the images
+        ctx.will_write("stores")  # digests kept with the images
     registry = ctx.registry
     name = args.backend or registry.default_name
     store = registry.get_store(name)

@@ -104,7 +104,21 @@ def test_nothing_is_written_without_a_configuration_file(tmp_path):
         ["scrub", "--record"],
         ["cache", "prune"],
     ):
-        fails(2, *args, match="no configuration file was found", home=home)
+        fails(2, *args, match="no configuration file was read", home=home)
+    # A file that sets up no store is no configuration of one.
+    cache_only = write_conf(
+        tmp_path / "cache.conf", {"DEFAULT": {"image_cache_dir": "c"}}
+    )
+    for given in ("/dev/null", str(cache_only)):
+        fails(
+            2,
+            "--config-file",
+            given,
+            "add",
+            str(src),
+            match="no configuration file read sets up a store ([glance_store] options",
+            home=home,
+        )
     # Only stevedore's cache of entry points, which it keeps in ~/.cache.
     made = {str(p.relative_to(home)) for p in home.rglob("*") if p.is_dir()}
     assert made <= {".cache", ".cache/python-entrypoints"}, made
