@@ -40,6 +40,7 @@ from fsstore.hashing import (
     hashing_algo_problem,
     mismatch,
 )
+from fsstore.location import FileLocation
 
 
 def hashing_algo(text: str) -> str:
@@ -157,6 +158,15 @@ def _replace(path: str, target: str, st: os.stat_result | None) -> Iterator[Bina
             yield f
 
 
+def _is_stdout(path: str) -> bool:
+    """Whether ``path`` is what stdout is (/dev/stdout, /proc/self/fd/1, or
+    the very file stdout was redirected to)."""
+    try:
+        return os.path.samestat(os.stat(path), os.fstat(sys.stdout.fileno()))
+    except (OSError, ValueError):  # ValueError: stdout closed or replaced
+        return False
+
+
 @contextlib.contextmanager
 def _destination(path: str | None) -> Iterator[BinaryIO]:
     """Where ``get`` writes: stdout, or ``path``.
@@ -167,13 +177,13 @@ def _destination(path: str | None) -> Iterator[BinaryIO]:
     through, as ``cat`` would. Anything else (a directory, a socket) is
     refused. A symlink is followed, never replaced.
     """
-    if path is None or path == "-":
+    if path is None or path == "-" or _is_stdout(path):
+        # Written through, as a shell's redirection would: /dev/stdout may be
+        # a file opened for appending, a socket, a pipe.
         yield sys.stdout.buffer
         sys.stdout.buffer.flush()
         return
     try:
-        # Followed: /dev/stdout and /proc/self/fd/N name a pipe or a
-        # terminal through a link that no real path reaches.
         st: os.stat_result | None = os.stat(path)
     except FileNotFoundError:
         st = None
@@ -196,6 +206,15 @@ def _destination(path: str | None) -> Iterator[BinaryIO]:
         raise UsageError(f"cannot write {path}: it is {kind}")
 
 
+def _is_the_image(path: str, uri: str) -> bool:
+    """Whether ``path`` is the file of the image at ``uri`` (a file:// one)."""
+    try:
+        image = FileLocation.from_uri(uri).path
+        return os.path.samestat(os.stat(path), os.stat(image))
+    except (OSError, exceptions.FsstoreError):
+        return False
+
+
 def cmd_get(args: argparse.Namespace, ctx: Context) -> Result:
     to_stdout = args.output is None or args.output == "-"
     if to_stdout and not args.force and sys.stdout.isatty():
@@ -203,6 +222,9 @@ def cmd_get(args: argparse.Namespace, ctx: Context) -> Result:
             "refusing to write an image to a terminal; give -o FILE, or --force"
         )
     uri = ctx.location(args.image, args.backend)
+    if args.output not in (None, "-") and _is_the_image(args.output, uri):
+        # Replacing it would make it a new file, its kept digests lost.
+        raise UsageError(f"cannot write {args.output}: it is the image being read")
     chunks, length = ctx.registry.get(uri, args.offset, args.length)
     with (
         contextlib.closing(chunks),

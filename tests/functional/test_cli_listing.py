@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import pty
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -290,3 +291,36 @@ def test_a_file_that_changes_during_add_is_named_so(
     src.write_bytes(b"x" * 10)
     status = main(["--config-file", str(conf), "add", "--size", "9", str(src)])
     assert status == 1 and "changed while it was read" not in capsys.readouterr().err
+
+
+def test_get_to_dev_stdout_appends_to_the_file_or_socket_stdout_is(multi, tmp_path):
+    """As a shell redirection: into a file opened for appending, and into a
+    socket (as under ssh or systemd), never replacing or refusing them."""
+    data = payload(100_000, seed=8)
+    add(multi, tmp_path, "img", data)
+    out = tmp_path / "out"
+    out.write_bytes(b"kept ")
+    with open(out, "ab") as appended:
+        proc = run(*multi, "get", "img", "-o", "/dev/stdout", stdout=appended)
+    assert proc.returncode == 0, proc.stderr
+    assert out.read_bytes() == b"kept " + data
+    ours, theirs = socket.socketpair()
+    with ours, theirs:
+        proc = run(*multi, "get", "img", "-o", "/dev/stdout", stdout=theirs)
+        assert proc.returncode == 0, proc.stderr
+        theirs.close()
+        got = b""
+        while chunk := ours.recv(65536):
+            got += chunk
+    assert got == data
+
+
+def test_get_never_writes_over_the_image_it_reads(multi, tmp_path):
+    data = payload(5000, seed=9)
+    add(multi, tmp_path, "img", data)
+    image = tmp_path / "fast" / "img"
+    before = image.stat()
+    fails(2, *multi, "get", "img", "-o", str(image), match="it is the image being read")
+    assert image.stat().st_ino == before.st_ino and image.read_bytes() == data
+    listed = json.loads(ok(*multi, "--format", "json", "ls", "-l"))
+    assert listed[0]["digests"]["checksum"] == hashlib.md5(data).hexdigest()
