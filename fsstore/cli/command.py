@@ -100,7 +100,13 @@ class Context:
                 "give the image's location (a URI)"
             ) from None
         if found is None:
-            raise exceptions.NotFound(f"no image {image_id!r} in store {store.name!r}")
+            # An image in a data directory that is missing (unmounted) is
+            # not known to be gone: say where it was not looked for.
+            missing = store.unavailable()
+            unseen = f" ({'; '.join(missing)}: not looked in)" if missing else ""
+            raise exceptions.NotFound(
+                f"no image {image_id!r} in store {store.name!r}{unseen}"
+            )
         return store, found
 
     def location(self, image: str, backend: str | None) -> str:

@@ -6,7 +6,7 @@ import argparse
 from typing import Any
 
 from fsstore.cli.command import BACKEND, Command, Context, arg
-from fsstore.cli.output import Result, human_size, table
+from fsstore.cli.output import EXIT_FAILED, Failure, Result, human_size, table
 from fsstore.hashing import KeptDigests
 
 
@@ -23,6 +23,7 @@ def _digests(kept: KeptDigests | None) -> dict[str, Any] | None:
 
 def cmd_ls(args: argparse.Namespace, ctx: Context) -> Result:
     store = ctx.registry.get_store(args.backend)
+    missing = store.unavailable()
     images = sorted(store.images())
     records: list[dict[str, Any]] = []
     for image in images:
@@ -34,8 +35,15 @@ def cmd_ls(args: argparse.Namespace, ctx: Context) -> Result:
         if args.long:
             record["digests"] = _digests(store.kept_digests(image.location))
         records.append(record)
+    # What could not be listed fails the command, after what could: a
+    # script must not take an unmounted directory's images for gone.
+    failure = (
+        Failure(f"not listed: {'; '.join(missing)}", "Unavailable") if missing else None
+    )
+    status = EXIT_FAILED if missing else 0
     if not args.long:
-        return Result(records, "\n".join(r["id"] for r in records) or None)
+        text = "\n".join(r["id"] for r in records) or None
+        return Result(records, text, status, failure)
     rows = [("ID", "SIZE", "DIGESTS", "LOCATION")] + [
         (
             r["id"],
@@ -45,7 +53,8 @@ def cmd_ls(args: argparse.Namespace, ctx: Context) -> Result:
         )
         for r in records
     ]
-    return Result(records, table(rows, right=frozenset({1})) if records else None)
+    text = table(rows, right=frozenset({1})) if records else None
+    return Result(records, text, status, failure)
 
 
 def cmd_info(args: argparse.Namespace, ctx: Context) -> Result:
@@ -65,7 +74,7 @@ def cmd_info(args: argparse.Namespace, ctx: Context) -> Result:
         f"size:      {size} ({human_size(size)})",
     ]
     if kept is None:
-        lines.append("digests:   none kept (fsstore scrub --record keeps them)")
+        lines.append("digests:   none kept")
     else:
         lines += [
             f"checksum:  {kept.checksum} (md5)",

@@ -98,7 +98,12 @@ def test_ls_long_says_which_images_have_digests(multi, tmp_path):
     assert records[1]["digests"] is None
 
 
-def test_an_empty_store_lists_nothing(multi):
+def test_an_empty_store_lists_nothing(multi, tmp_path):
+    # A store never written to has no data directory yet: missing, and said so.
+    fails(
+        1, *multi, "ls", match=f"not listed: data directory {tmp_path}/fast is missing"
+    )
+    ok(*multi, "delete", add(multi, tmp_path, "gone", b"x")["location"])
     assert ok(*multi, "ls") == b""
     assert json.loads(ok(*multi, "--format", "json", "ls", "-l")) == []
 
@@ -175,9 +180,12 @@ def test_version_and_python_m(multi):
 
     assert ok("--version").decode() == f"fsstore {__version__}\n"
     proc = subprocess.run(
-        [sys.executable, "-m", "fsstore", *multi, "ls"], capture_output=True, timeout=60
+        [sys.executable, "-m", "fsstore", *multi, "--format", "json", "stores"],
+        capture_output=True,
+        timeout=60,
     )
-    assert proc.returncode == 0 and proc.stdout == b"", proc.stderr
+    assert proc.returncode == 0, proc.stderr
+    assert [s["name"] for s in json.loads(proc.stdout)] == ["fast", "slow"]
 
 
 def test_every_argument_has_help():
@@ -324,3 +332,36 @@ def test_get_never_writes_over_the_image_it_reads(multi, tmp_path):
     assert image.stat().st_ino == before.st_ino and image.read_bytes() == data
     listed = json.loads(ok(*multi, "--format", "json", "ls", "-l"))
     assert listed[0]["digests"]["checksum"] == hashlib.md5(data).hexdigest()
+
+
+def test_a_missing_data_directory_is_said_not_taken_for_no_image(tmp_path):
+    conf = write_conf(
+        tmp_path / "f.conf",
+        {
+            "glance_store": {
+                "filesystem_store_datadir": "",
+                "filesystem_store_datadirs": [
+                    f"{tmp_path}/hi:200",
+                    f"{tmp_path}/lo:100",
+                ],
+            }
+        },
+    )
+    args = ["--config-file", str(conf)]
+    add(args, tmp_path, "up", b"up")
+    os.rename(tmp_path / "hi", tmp_path / "hi.unmounted")  # where "up" went
+    (tmp_path / "lo" / "other").write_bytes(b"x")
+    proc = run(*args, "ls")
+    assert proc.returncode == 1
+    assert proc.stdout == b"other\n"
+    assert proc.stderr.decode() == (
+        f"fsstore: not listed: data directory {tmp_path}/hi is missing\n"
+    )
+    fails(
+        1,
+        *args,
+        "info",
+        "up",
+        match=f"no image 'up' in store 'file' (data directory {tmp_path}/hi is "
+        "missing: not looked in)",
+    )
