@@ -99,7 +99,7 @@ class StoreRegistry:
         :param conf: the parsed configuration; fsstore's own options and
             each configured store's are registered in it, once
         :param read_only: the caller only reads: each store makes and
-            changes nothing (Store.read_only), and ``add`` and ``delete``
+            changes nothing (Store.read_only): its ``add`` and ``delete``
             raise StorageWriteDenied
         :raises DriverLoadFailure: naming a driver the configuration names
             that cannot be loaded
@@ -272,7 +272,6 @@ class StoreRegistry:
         :returns: the AddResult; in multi-store mode its metadata names the
             backend as ``store``, as Glance expects
         """
-        self._writable("add")
         store = self.get_store(backend)
         result = store.add(image_id, data, size, hashing_algo, verifier)
         if self.multi_store:
@@ -300,15 +299,8 @@ class StoreRegistry:
 
     def delete(self, uri: str) -> None:
         """Delete the image at ``uri`` (see store_for); NotFound if it is gone."""
-        self._writable("delete")
         store, location = self.store_for(uri)
         store.delete(location)
-
-    def _writable(self, operation: str) -> None:
-        if self.read_only:
-            raise exceptions.StorageWriteDenied(
-                f"cannot {operation}: the stores were opened read-only"
-            )
 
     def close(self) -> None:
         """Close every store that holds anything open (threads, descriptors)."""

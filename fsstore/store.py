@@ -324,6 +324,12 @@ class Store:
         if capability not in self.capabilities:
             raise error(self.name)
 
+    def _writable(self, operation: str) -> None:
+        if self.read_only:
+            raise exceptions.StorageWriteDenied(
+                f"cannot {operation} in store {self.name!r}: it was opened read-only"
+            )
+
     # -- operations ------------------------------------------------------
 
     def add(
@@ -344,8 +350,10 @@ class Store:
         :raises StoreAddDisabled: when the store does not offer adding
         :raises Invalid: a bad id, size or hashing_algo, or data not ``size`` bytes
         :raises Duplicate: when the store holds ``image_id`` already
+        :raises StorageWriteDenied: when the store was opened ``read_only``
         """
         self._require(Capability.WRITE, exceptions.StoreAddDisabled)
+        self._writable("add")
         validate_image_id(image_id)
         validate_size(size)
         new_multihash(hashing_algo)
@@ -397,6 +405,7 @@ class Store:
     def delete(self, location: Location | str) -> None:
         """Delete the image at ``location`` (a Location or its URI)."""
         self._require(Capability.DELETE, exceptions.StoreDeleteNotSupported)
+        self._writable("delete")
         self._delete(self._location(location))
 
     # -- integrity ---------------------------------------------------------

@@ -147,10 +147,10 @@ def test_a_read_only_command_makes_no_data_directory(tmp_path, args):
     assert list(tmp_path.iterdir()) == [tmp_path / "fsstore.conf"]
 
 
-def test_read_only_stores_refuse_to_write():
+def test_a_read_only_registry_opens_its_stores_read_only():
     from oslo_config import cfg
 
-    from fsstore import StorageWriteDenied, StoreRegistry, register_opts
+    from fsstore import StoreRegistry, register_opts
 
     conf = cfg.ConfigOpts()
     register_opts(conf)
@@ -159,10 +159,25 @@ def test_read_only_stores_refuse_to_write():
     conf.set_override("default_store", "http", group="glance_store")
     registry = StoreRegistry(conf, read_only=True)
     assert registry.stores["http"].read_only
-    with pytest.raises(StorageWriteDenied, match="cannot add: the stores were opened"):
-        registry.add("img", b"data", 4)
-    with pytest.raises(StorageWriteDenied, match="cannot delete"):
-        registry.delete("http://example.invalid/img")
+    assert not StoreRegistry(conf).stores["http"].read_only
+
+
+def test_a_read_only_store_refuses_its_own_add_and_delete(tmp_path):
+    from oslo_config import cfg
+
+    from fsstore import StorageWriteDenied, StoreRegistry, register_opts
+
+    conf = cfg.ConfigOpts()
+    register_opts(conf)
+    path = _conf(tmp_path, tmp_path / "images")[1]
+    conf(["--config-file", path], default_config_files=[])
+    written = StoreRegistry(conf).add("img", b"data", 4)
+    store = StoreRegistry(conf, read_only=True).get_store()
+    with pytest.raises(StorageWriteDenied, match="cannot add in store 'file'"):
+        store.add("new", b"data", 4)
+    with pytest.raises(StorageWriteDenied, match="cannot delete in store 'file'"):
+        store.delete(written.location)
+    assert sorted(os.listdir(tmp_path / "images")) == ["img"]
 
 
 # -- options fsstore does not read ----------------------------------------------
