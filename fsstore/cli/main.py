@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import glob
 import importlib.metadata
 import os
 import sys
@@ -177,12 +178,33 @@ def load_conf(args: argparse.Namespace) -> cfg.ConfigOpts:
         conf(conf_args, project="fsstore", prog="fsstore", use_env=False)
     except cfg.Error as exc:
         raise UsageError(str(exc).strip().splitlines()[0]) from None
+    except UnicodeDecodeError as exc:
+        raise UsageError(
+            f"cannot read configuration{_undecodable(args)}: it is not UTF-8 "
+            f"(byte {exc.start})"
+        ) from None
     except OSError as exc:  # e.g. --config-file naming a directory
         name = f" {exc.filename}" if exc.filename else ""
         raise UsageError(f"cannot read configuration{name}: {exc.strerror}") from None
     except SystemExit:  # oslo.config's own argument errors
         raise UsageError("invalid --config-file or --config-dir") from None
     return conf
+
+
+def _undecodable(args: argparse.Namespace) -> str:
+    """`` <path>``: the first file given that is not UTF-8 (or "")."""
+    paths = list(args.config_file)
+    for directory in args.config_dir:
+        paths += sorted(glob.glob(os.path.join(directory, "*.conf")))
+    for path in paths:
+        try:
+            with open(path, encoding="utf-8") as f:
+                f.read()
+        except UnicodeDecodeError:
+            return f" {path}"
+        except OSError:
+            continue
+    return ""
 
 
 def _one_line(exc: BaseException) -> str:

@@ -403,3 +403,16 @@ def test_a_misspelt_group_is_named_when_it_holds_fsstore_options(tmp_path):
             "[default] is not a group fsstore reads (did you mean [DEFAULT]?)",
         ),
     ]
+
+
+def test_a_file_that_is_not_utf8_is_named(tmp_path):
+    path = tmp_path / "latin.conf"
+    path.write_bytes(b"[glance_store]\nfilesystem_store_datadir = /tmp/\xe9\n")
+    for command in ("ls", "config"):
+        fails(
+            2,
+            "--config-file",
+            str(path),
+            command,
+            match=f"cannot read configuration {path}: it is not UTF-8 (byte 47)",
+        )
