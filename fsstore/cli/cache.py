@@ -13,7 +13,6 @@ from fsstore.cache.directory import QUEUE
 from fsstore.cli.command import (
     Command,
     Context,
-    UsageError,
     arg,
     nonnegative,
     positive,
@@ -21,6 +20,7 @@ from fsstore.cli.command import (
 from fsstore.cli.images import hashing_algo
 from fsstore.cli.output import (
     EXIT_FAILED,
+    Failure,
     Result,
     confirm,
     human_size,
@@ -105,7 +105,9 @@ def cmd_delete(args: argparse.Namespace, ctx: Context) -> Result:
 def cmd_delete_all(args: argparse.Namespace, ctx: Context) -> Result:
     question = f"delete every cached image in {ctx.cache.base_dir}?"
     if not args.yes and sys.stdin.isatty() and not confirm(question):
-        raise UsageError("nothing deleted")
+        return Result(
+            {"deleted": 0}, None, EXIT_FAILED, Failure("nothing deleted", "Declined")
+        )
     count = ctx.cache.delete_all_cached_images()
     return Result({"deleted": count}, f"deleted {count} cached images")
 

@@ -290,6 +290,8 @@ def _store_text(info: dict[str, Any]) -> str:
     for d in info.get("datadirs", []):
         free = d["free_bytes"]
         room = "missing" if free is None else f"free {human_size(free)}"
+        if free is not None and not d.get("writable", True):
+            room += ", read-only"
         lines.append(f"    {d['path']}  priority {d['priority']}  {room}")
     shown = {"name", "default", "driver", "schemes", "capabilities", "datadirs"}
     lines += [f"    {key}: {info[key]}" for key in sorted(set(info) - shown)]

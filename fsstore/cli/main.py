@@ -44,7 +44,7 @@ EXIT_INTERRUPTED = 130
 DESCRIPTION = "Store, read, check and cache images, configured as Glance is."
 EPILOG = (
     "Configuration: --config-file and --config-dir, else the files "
-    "`fsstore config` lists. Exit status: 0 done, 1 failed, 2 bad usage "
+    "'fsstore config' lists. Exit status: 0 done, 1 failed, 2 bad usage "
     "or configuration."
 )
 
@@ -116,7 +116,9 @@ def _add_commands(
         dest=dest, required=True, parser_class=_Parser, metavar="COMMAND"
     )
     for command in commands:
-        p = sub.add_parser(command.name, parents=[common], help=command.help)
+        p = sub.add_parser(
+            command.name, parents=[common], help=command.help, description=command.help
+        )
         _add_args(p, command.args)
         if command.subcommands:
             _add_commands(p, command.subcommands, f"{command.name}_command", common)

@@ -198,5 +198,7 @@ def _record(image: ImageRead, actual: KeptDigests) -> tuple[Verdict, str]:
     try:
         image.keep(actual)
     except (exceptions.FsstoreError, OSError) as exc:
-        return Verdict.UNVERIFIABLE, f"no digests were kept, nor could be: {exc}"
+        # An OSError's own text may end in a descriptor number, not a path.
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
+        return Verdict.UNVERIFIABLE, f"no digests were kept, nor could be: {why}"
     return Verdict.RECORDED, "digests kept now"

@@ -263,7 +263,7 @@ def _on_a_terminal(conf: list[str], answer: bytes, *more: str) -> tuple[int, byt
 def test_delete_all_asks_on_a_terminal(conf, tmp_path):
     _cache_one(conf, tmp_path)
     status, err = _on_a_terminal(conf, b"n\n")
-    assert status == 2 and err.endswith(b"[y/N] fsstore: nothing deleted\n"), err
+    assert status == 1 and err.endswith(b"[y/N] fsstore: nothing deleted\n"), err
     assert "delete every cached image in" in err.decode()
     assert [r["image_id"] for r in js(conf, "list")] == ["img"]
     status, err = _on_a_terminal(conf, b"y\n")

@@ -172,7 +172,7 @@ def test_a_store_that_cannot_list_wants_a_uri(tmp_path):
     )
     args = ["--config-file", str(conf)]
     fails(2, *args, "get", "img", match="store 'http' cannot find an image by its id")
-    fails(1, *args, "ls", match="http")
+    fails(1, *args, "ls", match="store 'http' does not support listing its images")
 
 
 def test_version_and_python_m(multi):

@@ -195,6 +195,7 @@ class FilesystemStore(Store):
                 "priority": d.priority,
                 # None: missing (maybe unmounted), so no room to speak of.
                 "free_bytes": d.free_bytes() if self._dirs.available(d) else None,
+                "writable": d.writable,
             }
             for d in sorted(self.datadirs, key=lambda d: (-d.priority, d.path))
         ]
@@ -414,7 +415,9 @@ class FilesystemStore(Store):
             if not self._dirs.available(datadir):
                 continue
             try:
-                st = os.stat(image_id, dir_fd=datadir.fd, follow_symlinks=False)
+                st = self._timed(
+                    os.stat, image_id, dir_fd=datadir.fd, follow_symlinks=False
+                )
             except FileNotFoundError:
                 continue
             if stat.S_ISREG(st.st_mode):
