@@ -39,6 +39,14 @@ class Row:
         )
 
 
+def table(rows: list[Row]) -> str:
+    """``rows`` as the markdown table every result file holds."""
+    return (
+        "| case | fsstore | reference | ratio | target | met |\n"
+        "|---|---:|---:|---:|---|---|\n" + "\n".join(r.markdown() for r in rows) + "\n"
+    )
+
+
 def versus(
     case: str,
     value: float,

@@ -32,7 +32,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from common import RESULTS, WORK, Row, median, versus, within
+from common import RESULTS, WORK, Row, median, table, versus, within
 from sides import fsstore_store
 
 POINTS = (1_000, 10_000, 100_000, 1_000_000)
@@ -247,12 +247,10 @@ def main() -> int:
     RESULTS.mkdir(exist_ok=True)
     started = time.monotonic()
     curve, scrubbed = measure(args.max)
-    table = rows(curve, scrubbed)
     text = (
         f"fsstore growth benchmark, {time.strftime('%Y-%m-%d %H:%M')}, "
         f"{time.monotonic() - started:.0f} s; medians of {SAMPLE} operations "
-        "at each count.\n\n| case | fsstore | reference | ratio | target | met |\n"
-        "|---|---:|---:|---:|---|---|\n" + "\n".join(r.markdown() for r in table) + "\n"
+        "at each count.\n\n" + table(rows(curve, scrubbed))
     )
     (RESULTS / "growth.md").write_text(text)
     chart(curve, RESULTS / "growth.png")

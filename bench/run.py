@@ -24,7 +24,16 @@ import sys
 import time
 
 from cache import cache_rows
-from common import RESULTS, WORK, MiB, Row, chart, glance_python, make_source
+from common import (
+    RESULTS,
+    WORK,
+    MiB,
+    Row,
+    chart,
+    glance_python,
+    make_source,
+    table,
+)
 from engines import moto_memory_row, s3_cases
 from rbd_cases import rbd_rows
 from scrub import fill_rows, scrub_rows
@@ -37,10 +46,8 @@ def report(rows: list[Row], quick: bool, runs: int, took: float) -> str:
         f"{'quick' if quick else 'full'} run in {took:.0f} s: "
         f"{os.cpu_count()} CPUs, Linux {platform.release()}, Python "
         f"{platform.python_version()}; medians of {runs} runs, sides alternating.\n\n"
-        "| case | fsstore | reference | ratio | target | met |\n"
-        "|---|---:|---:|---:|---|---|\n"
     )
-    return header + "\n".join(r.markdown() for r in rows) + "\n"
+    return header + table(rows)
 
 
 def main() -> int:
@@ -69,9 +76,9 @@ def main() -> int:
             rows = cache_rows(10000, 200 if args.quick else 1000)
         else:
             rows = s3_cases(gpy, make_source(256 * MiB), runs)
-        table = report(rows, args.quick, runs, time.monotonic() - started)
-        (WORK / f"latest-{args.only}.md").write_text(table)
-        print(table)
+        text = report(rows, args.quick, runs, time.monotonic() - started)
+        (WORK / f"latest-{args.only}.md").write_text(text)
+        print(text)
         return 0
 
     src = make_source(size)
@@ -86,10 +93,10 @@ def main() -> int:
     rows += s3_cases(gpy, make_source(256 * MiB), runs)
     rows += rbd_rows(gpy, src, runs)
 
-    table = report(rows, args.quick, runs, time.monotonic() - started)
-    (RESULTS / "latest.md").write_text(table)
+    text = report(rows, args.quick, runs, time.monotonic() - started)
+    (RESULTS / "latest.md").write_text(text)
     chart(rows, RESULTS / "chart.png")
-    print(table)
+    print(text)
     return 0
 
 
