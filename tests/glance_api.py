@@ -20,6 +20,7 @@ import hashlib
 import json
 import os
 import socket
+import sqlite3
 import subprocess
 import time
 import urllib.error
@@ -256,6 +257,17 @@ class GlanceAPI:
         assert response.status == 200, response.body
         image: dict[str, Any] = response.json()
         return image
+
+    def locations(self, image_id: str) -> list[tuple[str, str]]:
+        """The image's active locations in Glance's database, in the order
+        they were added: each its value and its meta_data (JSON text)."""
+        with sqlite3.connect(self.database) as db:
+            rows = db.execute(
+                "SELECT value, meta_data FROM image_locations "
+                "WHERE image_id = ? AND status = 'active' ORDER BY id",
+                (image_id,),
+            ).fetchall()
+        return [(value, meta) for value, meta in rows]
 
     def assert_serves(self, image_id: str, data: bytes) -> dict[str, Any]:
         """The image is active and serves ``data``: size, MD5 checksum and

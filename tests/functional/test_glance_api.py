@@ -136,13 +136,7 @@ def untag_locations(glance: GlanceAPI, image_id: str) -> None:
 
 
 def location_tags(glance: GlanceAPI, image_id: str) -> list[str]:
-    with sqlite3.connect(glance.database) as db:
-        rows = db.execute(
-            "SELECT meta_data FROM image_locations "
-            "WHERE image_id = ? AND status = 'active'",
-            (image_id,),
-        ).fetchall()
-    return [meta for (meta,) in rows]
+    return [meta for _, meta in glance.locations(image_id)]
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

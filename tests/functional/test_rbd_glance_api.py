@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import sqlite3
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -128,13 +127,9 @@ def assert_gone(pool: Any, image_id: str) -> None:
 
 def locations(glance: GlanceAPI, image_id: str) -> dict[str, str]:
     """The image's active locations in Glance's database, by store."""
-    with sqlite3.connect(glance.database) as db:
-        rows = db.execute(
-            "SELECT value, meta_data FROM image_locations "
-            "WHERE image_id = ? AND status = 'active' ORDER BY id",
-            (image_id,),
-        ).fetchall()
-    return {json.loads(meta)["store"]: value for value, meta in rows}
+    return {
+        json.loads(meta)["store"]: value for value, meta in glance.locations(image_id)
+    }
 
 
 def rbd_location(rbd_cluster: CephCluster, image_id: str) -> str:
