@@ -53,7 +53,9 @@ class DataDir:
     # DataDirs.missing).
     created: bool = False
     # Whether images can be added to it and deleted from it (a read-only
-    # mount, or a directory another user owns, is only read).
+    # mount, or a directory another user owns, is only read): as found when
+    # it was opened. A remount in place is seen when the store is
+    # configured again; until then a write there fails as the mount says.
     writable: bool = True
     uri_prefix: str = dataclasses.field(init=False)  # + image id: its location
     described: str = dataclasses.field(init=False)  # in messages
