@@ -195,12 +195,12 @@ def positive_number(text: str) -> float:
     return value
 
 
-def config_files(conf: cfg.ConfigOpts) -> list[str]:
-    """The configuration files ``conf`` read, in order: those given or found
-    (``config_file``), then the ``*.conf`` of each ``config_dir``, sorted,
-    as oslo.config reads them."""
-    files = [os.path.abspath(f) for f in conf.config_file or []]
-    for directory in conf.config_dir or []:
+def config_files(files: list[str], dirs: list[str]) -> list[str]:
+    """The configuration files oslo.config reads, in order: ``files`` (its
+    ``config_file``: given or found), then the ``*.conf`` of each of
+    ``dirs`` (``config_dir``), sorted."""
+    files = [os.path.abspath(f) for f in files]
+    for directory in dirs:
         files += sorted(glob.glob(os.path.join(os.path.abspath(directory), "*.conf")))
     # Once each: oslo.config finds fsstore.conf twice, as the project's and
     # the program's file (both named fsstore).

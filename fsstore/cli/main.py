@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import glob
 import importlib.metadata
 import os
 import sys
@@ -195,10 +194,7 @@ def load_conf(args: argparse.Namespace) -> cfg.ConfigOpts:
 
 def _undecodable(args: argparse.Namespace) -> str:
     """`` <path>``: the first file given that is not UTF-8 (or "")."""
-    paths = list(args.config_file)
-    for directory in args.config_dir:
-        paths += sorted(glob.glob(os.path.join(directory, "*.conf")))
-    for path in paths:
+    for path in config_files(args.config_file, args.config_dir):
         try:
             with open(path, encoding="utf-8") as f:
                 f.read()
@@ -241,7 +237,7 @@ def describe_error(exc: BaseException) -> tuple[str, str, int]:
 
 def _run(args: argparse.Namespace) -> int:
     conf = load_conf(args)
-    ctx = Context(conf, config_files(conf))
+    ctx = Context(conf, config_files(conf.config_file or [], conf.config_dir or []))
     if args.writes:
         ctx.will_write(args.writes)
     try:
