@@ -232,7 +232,8 @@ class Store:
     def path_option(self, name: str) -> str:
         """A path option's value, relative to the directory of the file
         that set it ("" when unset; see fsstore.confvalues.beside)."""
-        return beside(self.option(name) or "", self.option_file(name))
+        value, group = self._option(name)
+        return beside(value or "", file_of(self.conf, name, group))
 
     def _option(self, name: str) -> tuple[Any, str]:
         """``option(name)``, and the group it was read from."""

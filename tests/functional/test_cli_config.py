@@ -263,9 +263,13 @@ def test_relative_paths_are_taken_from_the_files_directory(tmp_path):
         etc / "fsstore.conf",
         {
             "DEFAULT": {"image_cache_dir": "cache"},
-            "glance_store": {"filesystem_store_datadirs": ["images:1", "../more:0"]},
+            "glance_store": {
+                "filesystem_store_datadirs": ["images:1", "../more:0"],
+                "filesystem_store_metadata_file": "meta.json",  # Store.path_option
+            },
         },
     )
+    (etc / "meta.json").write_text('{"id": "etc-disk", "mountpoint": "/"}')
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     src = tmp_path / "image"
@@ -273,6 +277,7 @@ def test_relative_paths_are_taken_from_the_files_directory(tmp_path):
     args = ["--config-file", str(path), "--format", "json"]
     added = json.loads(ok(*args, "add", "--id", "img", str(src), cwd=elsewhere))
     assert added["location"] == f"file://{etc}/images/img"
+    assert added["metadata"] == {"id": "etc-disk", "mountpoint": "/"}
     assert (etc / "images" / "img").read_bytes() == b"relative"
     assert (tmp_path / "more").is_dir()
     assert list(elsewhere.iterdir()) == []
