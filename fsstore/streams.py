@@ -341,6 +341,17 @@ class _OpenFile:
     __del__ = close
 
 
+class _BorrowedFile(_OpenFile):
+    """A descriptor its owner closes: forgotten here, never closed."""
+
+    __slots__ = ()
+
+    def close(self) -> None:
+        self.fd = -1
+
+    __del__ = close
+
+
 def _pread_chunks(
     file: _OpenFile, pos: int, left: int, read_size: int
 ) -> Generator[bytes, None, None]:
@@ -370,10 +381,14 @@ class FileChunkIterator:
     :param offset: where the chunks start in the file
     :param length: how many bytes to read; fewer if the file is truncated
     :param read_size: the most bytes a chunk holds
+    :param owned: False: ``fd`` stays its caller's, open until the caller
+        closes it after the chunks (a scrub reading a file it goes on using)
     """
 
-    def __init__(self, fd: int, offset: int, length: int, read_size: int) -> None:
-        self._file = _OpenFile(fd)
+    def __init__(
+        self, fd: int, offset: int, length: int, read_size: int, owned: bool = True
+    ) -> None:
+        self._file = _OpenFile(fd) if owned else _BorrowedFile(fd)
         self._chunks = _pread_chunks(self._file, offset, length, read_size)
 
     def __iter__(self) -> Iterator[bytes]:

@@ -182,6 +182,21 @@ def test_file_chunks_close_early_and_when_dropped(image_fd):
     assert not _is_open(fd)
 
 
+def test_file_chunks_of_a_borrowed_descriptor_never_close_it(image_fd):
+    # A scrub reads through a descriptor it goes on using after the chunks.
+    read = FileChunkIterator(image_fd, 0, 256_000, 65536, owned=False)
+    assert b"".join(read) == bytes(range(256)) * 1000
+    assert _is_open(image_fd)
+    closed = FileChunkIterator(image_fd, 0, 256_000, 65536, owned=False)
+    next(closed)
+    closed.close()
+    dropped = FileChunkIterator(image_fd, 0, 1, 1, owned=False)
+    del dropped
+    gc.collect()
+    assert _is_open(image_fd)
+    os.close(image_fd)
+
+
 class _SecretStore(Store):
     OPTIONS = [
         cfg.StrOpt("x_store_password", secret=True),

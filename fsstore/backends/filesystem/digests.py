@@ -350,20 +350,27 @@ class ScrubbedFile(ImageRead):
     def __init__(
         self,
         fd: int,
+        opened: os.stat_result,
         dir_fd: int,
         image_id: str,
         uri: str,
         read_size: int,
         fsync: bool,
     ) -> None:
+        """``opened``: ``fd``'s fstat, taken when it was opened."""
         self._fd, self._dir_fd, self._id, self._uri = fd, dir_fd, image_id, uri
         self._fsync = fsync
-        self._opened = os.fstat(fd)
-        # Before the digests themselves: anything kept after this look is
-        # seen by keep() as kept since.
+        self._opened = opened
+        # The digests are taken from this one look: anything kept after it
+        # is seen by keep() as kept since.
         self._state = kept_state(fd, dir_fd)
-        kept = read_kept_digests(fd, dir_fd, image_id)
-        chunks = FileChunkIterator(os.dup(fd), 0, self._opened.st_size, read_size)
+        first = self._state[1] if self._state[0] == "attributes" else None
+        if isinstance(first, bytes):
+            kept = parse_attribute(first)
+        else:
+            kept = read_kept_digests(fd, dir_fd, image_id)  # legacy, or a record
+        # Borrowed: fd stays open after the chunks, for keep().
+        chunks = FileChunkIterator(fd, 0, opened.st_size, read_size, owned=False)
         super().__init__(chunks, kept)
 
     def kept_now(self) -> KeptDigests | None:

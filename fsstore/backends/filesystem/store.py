@@ -245,9 +245,11 @@ class FilesystemStore(Store):
 
     # -- operations ------------------------------------------------------
 
-    def _open_image(self, location: Location) -> tuple[DataDir, str, int, int]:
+    def _open_image(
+        self, location: Location
+    ) -> tuple[DataDir, str, int, os.stat_result]:
         """The image file at ``location`` opened for reading: its data
-        directory, its name, the descriptor and its size. Never a symlink,
+        directory, its name, the descriptor and its fstat. Never a symlink,
         and never anything but a regular file (safefiles.open_regular: a
         FIFO planted in a data directory must not hang the open)."""
         datadir, name = self._resolve(location)
@@ -267,14 +269,14 @@ class FilesystemStore(Store):
             raise exceptions.Forbidden(
                 f"cannot open {location.uri}: {exc.strerror}"
             ) from None
-        return datadir, name, fd, os.fstat(fd).st_size
+        return datadir, name, fd, os.fstat(fd)
 
     def _get(
         self, location: Location, offset: int, limit: int | None
     ) -> tuple[ImageChunks, int]:
-        _, _, fd, size = self._open_image(location)
+        _, _, fd, opened = self._open_image(location)
         try:
-            length = range_length(size, offset, limit, location.uri)
+            length = range_length(opened.st_size, offset, limit, location.uri)
             os.posix_fadvise(fd, offset, length, os.POSIX_FADV_SEQUENTIAL)
         except BaseException:
             os.close(fd)
@@ -452,10 +454,10 @@ class FilesystemStore(Store):
         """The image file opened for a scrub; its ``keep`` keeps digests
         with that open file only (see ImageRead)."""
         where = self._location(location)
-        datadir, name, fd, _ = self._open_image(where)
+        datadir, name, fd, opened = self._open_image(where)
         try:
             return ScrubbedFile(
-                fd, datadir.fd, name, where.uri, self.io_size, self.fsync
+                fd, opened, datadir.fd, name, where.uri, self.io_size, self.fsync
             )
         except BaseException:
             os.close(fd)  # once made, it is the one that closes it
