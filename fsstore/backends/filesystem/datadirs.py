@@ -15,13 +15,11 @@ across directories and the link, under the publish lock.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
 import os
 import stat
 import threading
-from collections.abc import Iterator
 
 from fsstore import exceptions, locking, safefiles
 from fsstore.backends.filesystem.digests import keep_digests
@@ -57,11 +55,13 @@ class DataDir:
     # it was opened. A remount in place is seen when the store is
     # configured again; until then a write there fails as the mount says.
     writable: bool = True
+    path_prefix: str = dataclasses.field(init=False)  # + image id: its path
     uri_prefix: str = dataclasses.field(init=False)  # + image id: its location
     described: str = dataclasses.field(init=False)  # in messages
 
     def __post_init__(self) -> None:
-        self.uri_prefix = FileLocation.from_path(os.path.join(self.path, "")).uri
+        self.path_prefix = os.path.join(self.path, "")
+        self.uri_prefix = FileLocation.from_path(self.path_prefix).uri
         self.described = f"data directory {self.path}"
 
     def free_bytes(self) -> int:
@@ -342,7 +342,7 @@ class DataDirs:
         for d in self.all:
             if d is skip:
                 continue
-            where = os.path.join(d.path, image_id)
+            where = d.path_prefix + image_id
             if self.timed(os.access, where, os.F_OK, follow_symlinks=False):
                 raise exceptions.Duplicate(
                     f"image {image_id} already exists in {d.path}"
@@ -389,24 +389,11 @@ class DataDirs:
             except OSError as exc:
                 raise write_error(exc, datadir.described, image_id) from None
 
-    @contextlib.contextmanager
-    def publish_lock(self) -> Iterator[None]:
+    def publish_lock(self) -> _PublishLock:
         """Held while an id is checked absent from every directory and
         linked into one: a locking.LockFile, which orders this process's
         threads and other processes alike."""
-        lock, path = self._publish_lock_file()
-        held = lock.held()
-        try:
-            held.__enter__()
-        except (OSError, locking.LockHeld) as exc:
-            why = getattr(exc, "strerror", None) or exc
-            raise exceptions.BackendException(
-                f"cannot open the publish lock {path}: {why}"
-            ) from None
-        try:
-            yield
-        finally:
-            held.__exit__(None, None, None)
+        return _PublishLock(*self._publish_lock_file())
 
     def _publish_lock_file(self) -> tuple[locking.LockFile, str]:
         # The lock lives in the first directory by path that exists and
@@ -434,6 +421,28 @@ class DataDirs:
                 lock = locking.LockFile(PUBLISH_LOCK, dir_fd=lock_dir.fd)
                 self._lock_file = lock
         return lock, path
+
+
+class _PublishLock:
+    """``with``: the publish lock held, or BackendException naming its file
+    (a class, not a generator: every add to several directories enters one)."""
+
+    __slots__ = ("held", "path")
+
+    def __init__(self, lock: locking.LockFile, path: str) -> None:
+        self.held, self.path = lock.held(), path
+
+    def __enter__(self) -> None:
+        try:
+            self.held.__enter__()
+        except (OSError, locking.LockHeld) as exc:
+            why = getattr(exc, "strerror", None) or exc
+            raise exceptions.BackendException(
+                f"cannot open the publish lock {self.path}: {why}"
+            ) from None
+
+    def __exit__(self, *exc: object) -> None:
+        self.held.__exit__()
 
 
 def _holds_images(datadir: DataDir) -> bool:
