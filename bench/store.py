@@ -76,15 +76,17 @@ def _small_side(gpy: str, who: str, d: Path, count: int) -> dict[str, list[float
         # minutes after deletions, and this way the drift weighs on both
         # alike. The same for "four" and "one".
         (d / "plain").mkdir()
+        (d / "floor").mkdir()
         out = side(
             FSSTORE_PY,
             "fsstore-small-vs-plain",
             d / "images",
             d / "plain",
+            d / "floor",
             count,
             4096,
         )
-        return {"beside": out["fsstore"], "plain": out["plain"]}
+        return {"beside": out["fsstore"], "plain": out["plain"], "floor": out["floor"]}
     if who == "four":
         dirs = [d / f"dir{i}" for i in range(4)]
         for x in [*dirs, d / "one"]:
@@ -106,11 +108,14 @@ def _small_side(gpy: str, who: str, d: Path, count: int) -> dict[str, list[float
 def small_adds(gpy: str, count: int, runs: int) -> dict[str, float]:
     """Median per-add latency (us) of 4 KiB adds. No deletes between runs."""
     lat: dict[str, list[float]] = {
-        k: [] for k in ("fsstore", "glance", "plain", "fsync", "four", "one", "beside")
-    }
+        k: []
+        for k in (
+            "fsstore", "glance", "plain", "fsync", "four", "one", "beside", "floor"
+        )
+    }  # fmt: skip
     made = []
-    # "one" is measured with "four", and "beside" (fsstore) with "plain".
-    runners = [k for k in lat if k not in ("one", "beside")]
+    # "one" is measured with "four", "beside" (fsstore) and "floor" with "plain".
+    runners = [k for k in lat if k not in ("one", "beside", "floor")]
     for r in range(runs):
         order = runners if r % 2 == 0 else list(reversed(runners))
         for who in order:
@@ -189,6 +194,19 @@ def small_rows(gpy: str, count: int, runs: int) -> list[Row]:
             "us",
             "<=",
             1.05,
+        ),
+        versus(
+            "5. the system calls an add cannot do without, bare, with both "
+            "hashes, vs open('xb')+write+close with both hashes",
+            lat["floor"],
+            lat["plain"],
+            "us",
+        ),
+        versus(
+            "5. the add vs those system calls bare (the Python around them)",
+            lat["beside"],
+            lat["floor"],
+            "us",
         ),
         Row(
             "5. 4 KiB adds with fsync on",
