@@ -151,16 +151,16 @@ def add_rows(gpy: str, src: Path, runs: int) -> tuple[list[Row], float]:
             fs,
             gl,
             "MiB/s",
-            ">=",
-            2.0,
         ),
+        # The target is on the limit, not on glance_store, whose distance
+        # from that limit varies from run to run.
         versus(
             "2. same add vs best buffered pass, no fsync (the limit)",
             fs,
             lim,
             "MiB/s",
             ">=",
-            0.9,
+            0.95,
         ),
         versus("3. add md5+sha256 (fsync on) vs glance_store", fs256, gl256, "MiB/s"),
     ]
