@@ -144,13 +144,13 @@ def encode_attribute(kept: KeptDigests) -> bytes:
 
 def parse_attribute(value: bytes) -> KeptDigests | None:
     """What ``encode_attribute`` wrote, or None for anything else."""
-    fields = value.split(b" ")
-    if len(fields) != 4 or not all(fields):
-        return None
     try:
-        md5, algo, multihash, size = (field.decode("ascii") for field in fields)
+        fields = value.decode("ascii").split(" ")
     except UnicodeDecodeError:
         return None
+    if len(fields) != 4 or not all(fields):
+        return None
+    md5, algo, multihash, size = fields
     if not size.isdigit():
         return None
     return KeptDigests(md5, multihash, algo, int(size))
