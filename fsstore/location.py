@@ -23,15 +23,18 @@ def split_scheme(uri: str) -> tuple[str, str]:
     """
     if not isinstance(uri, str):
         raise BadStoreUri(f"location must be a string, not {type(uri).__name__}")
-    shown = redact(uri)
+    # redact() only where a message shows the location: every get, delete
+    # and size of an image parses one.
     if "\0" in uri:
-        raise BadStoreUri(f"location {shown!r} contains a NUL byte")
+        raise BadStoreUri(f"location {redact(uri)!r} contains a NUL byte")
     scheme, sep, rest = uri.partition("://")
     if not sep or not scheme:
-        raise BadStoreUri(f"location {shown!r} is not a URI of the form scheme://...")
+        raise BadStoreUri(
+            f"location {redact(uri)!r} is not a URI of the form scheme://..."
+        )
     scheme = scheme.lower()
     if not all(c.isalnum() or c in "+-." for c in scheme) or not scheme[0].isalpha():
-        raise BadStoreUri(f"location {shown!r} has an invalid scheme {scheme!r}")
+        raise BadStoreUri(f"location {redact(uri)!r} has an invalid scheme {scheme!r}")
     return scheme, rest
 
 
@@ -116,11 +119,12 @@ def _split_credentials(rest: str) -> tuple[str | None, str]:
 def redact(uri: str) -> str:
     """``uri`` without any ``user:password@`` part, fit for messages and logs.
 
-    :param uri: any string; one without ``://`` is returned as it is
+    :param uri: any string; one without ``://`` (a mistyped location, such as
+        ``s3:/key:secret@host/...``) is shown from its last ``@`` on
     """
     scheme, sep, rest = uri.partition("://")
     if not sep:
-        return uri
+        return uri if "@" not in uri else "***@" + uri.rpartition("@")[2]
     credentials, tail = _split_credentials(rest)
     return uri if credentials is None else f"{scheme}{sep}***@{tail}"
 

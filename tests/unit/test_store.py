@@ -124,6 +124,21 @@ def test_split_scheme_refuses_malformed(uri):
         split_scheme(uri)
 
 
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "s3://AKIA:s3cr3t/k3y@host/b/k\0",  # a NUL byte
+        "s3:/AKIA:s3cr3t/k3y@host/b/k",  # no ://
+        "s 3://AKIA:s3cr3t/k3y@host/b/k",  # an invalid scheme
+    ],
+)
+def test_split_scheme_never_shows_credentials(uri):
+    with pytest.raises(exceptions.BadStoreUri) as refused:
+        split_scheme(uri)
+    assert "s3cr3t" not in str(refused.value) and "k3y" not in str(refused.value)
+    assert "host/b/k" in str(refused.value)  # the rest is shown, to be found
+
+
 def test_split_scheme_lowercases():
     assert split_scheme("S3+HTTPS://host/b/k") == ("s3+https", "host/b/k")
 
