@@ -224,31 +224,35 @@ def rows(curve: dict[int, dict[str, float]], scrubbed: Scrubbed | None) -> list[
             )
         )
     if scrubbed is not None:
-        took, bare, floor = scrubbed
-        out += [
-            versus(
-                f"11. scrub of {SCRUB_AT:,} 4 KiB images vs a bare read+hash loop",
-                SCRUB_AT / took,
-                SCRUB_AT / bare,
-                "images/s",
-                ">=",
-                0.8,
-            ),
-            versus(
-                "11. the system calls a scrub cannot do without, bare, vs "
-                "that read+hash loop",
-                SCRUB_AT / floor,
-                SCRUB_AT / bare,
-                "images/s",
-            ),
-            versus(
-                "11. the scrub vs those system calls bare (the Python around them)",
-                SCRUB_AT / took,
-                SCRUB_AT / floor,
-                "images/s",
-            ),
-        ]
+        out += scrub_rows(*scrubbed)
     return out + [within_10m(curve, op) for op in ("add", "get", "delete")]
+
+
+def scrub_rows(took: float, bare: float, floor: float) -> list[Row]:
+    """The scrub against the bare read+hash loop, and against its floor."""
+    return [
+        versus(
+            f"11. scrub of {SCRUB_AT:,} 4 KiB images vs a bare read+hash loop",
+            SCRUB_AT / took,
+            SCRUB_AT / bare,
+            "images/s",
+            ">=",
+            0.8,
+        ),
+        versus(
+            "11. the system calls a scrub cannot do without, bare, vs "
+            "that read+hash loop",
+            SCRUB_AT / floor,
+            SCRUB_AT / bare,
+            "images/s",
+        ),
+        versus(
+            "11. the scrub vs those system calls bare (the Python around them)",
+            SCRUB_AT / took,
+            SCRUB_AT / floor,
+            "images/s",
+        ),
+    ]
 
 
 def within_10m(curve: dict[int, dict[str, float]], op: str) -> Row:
