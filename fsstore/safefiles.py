@@ -116,16 +116,16 @@ def ensure_regular(fd: int, path: str) -> os.stat_result:
     return st
 
 
-def _opened(fd: int, path: str) -> int:
+def _opened(fd: int, path: str) -> os.stat_result:
     try:
-        ensure_regular(fd, path)
+        st = ensure_regular(fd, path)
         # O_NONBLOCK was only for the open: reads of a regular file ignore
         # it, but a descriptor handed on should say what it is.
         os.set_blocking(fd, True)
     except BaseException:
         os.close(fd)
         raise
-    return fd
+    return st
 
 
 def _refuse_link(exc: OSError, path: str) -> OSError:
@@ -151,12 +151,23 @@ def open_regular(
     """Open ``path`` (``flags`` may add ``O_CREAT``, never ``O_TRUNC``: a
     file is emptied only once it is known to be regular and the caller's)
     without following a link, and only if it is a regular file."""
+    return open_regular_stat(path, flags, dir_fd=dir_fd, mode=mode)[0]
+
+
+def open_regular_stat(
+    path: str,
+    flags: int = os.O_RDONLY,
+    *,
+    dir_fd: int | None = None,
+    mode: int = 0o600,
+) -> tuple[int, os.stat_result]:
+    """``open_regular``, with the ``fstat`` it checked the file by."""
     assert not flags & os.O_TRUNC, "truncate with os.ftruncate after the check"
     try:
         fd = os.open(path, flags | _OPEN_FLAGS, mode, dir_fd=dir_fd)
     except OSError as exc:
         raise _refuse_link(exc, path) from None
-    return _opened(fd, path)
+    return fd, _opened(fd, path)
 
 
 def open_directory(path: str, *, dir_fd: int | None = None) -> int:

@@ -66,7 +66,7 @@ from fsstore.backends.filesystem.timed import TimedCalls
 from fsstore.hashing import ImageHasher, KeptDigests
 from fsstore.location import FileLocation, Location
 from fsstore.pipeline import WriteFailed
-from fsstore.safefiles import NotRegularFile, open_regular
+from fsstore.safefiles import NotRegularFile, open_regular_stat
 from fsstore.store import (
     RESERVED_PREFIX,
     AddResult,
@@ -254,7 +254,7 @@ class FilesystemStore(Store):
         FIFO planted in a data directory must not hang the open)."""
         datadir, name = self._resolve(location)
         try:
-            fd = self._timed(open_regular, name, dir_fd=datadir.fd)
+            fd, opened = self._timed(open_regular_stat, name, dir_fd=datadir.fd)
         except FileNotFoundError:
             raise exceptions.NotFound(f"image {location.uri} not found") from None
         except NotRegularFile as exc:
@@ -269,7 +269,7 @@ class FilesystemStore(Store):
             raise exceptions.Forbidden(
                 f"cannot open {location.uri}: {exc.strerror}"
             ) from None
-        return datadir, name, fd, os.fstat(fd)
+        return datadir, name, fd, opened
 
     def _get(
         self, location: Location, offset: int, limit: int | None
