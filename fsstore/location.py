@@ -14,6 +14,14 @@ import urllib.parse
 from fsstore.exceptions import BadStoreUri
 
 
+def _valid_scheme(scheme: str) -> bool:
+    return (
+        bool(scheme)
+        and scheme[0].isalpha()
+        and all(c.isalnum() or c in "+-." for c in scheme)
+    )
+
+
 def split_scheme(uri: str) -> tuple[str, str]:
     """``(scheme, rest)`` of ``uri``, the scheme in lowercase.
 
@@ -32,10 +40,10 @@ def split_scheme(uri: str) -> tuple[str, str]:
         raise BadStoreUri(
             f"location {redact(uri)!r} is not a URI of the form scheme://..."
         )
-    scheme = scheme.lower()
-    if not all(c.isalnum() or c in "+-." for c in scheme) or not scheme[0].isalpha():
-        raise BadStoreUri(f"location {redact(uri)!r} has an invalid scheme {scheme!r}")
-    return scheme, rest
+    if not _valid_scheme(scheme):
+        # Not the scheme itself: before the first "://" may be credentials.
+        raise BadStoreUri(f"location {redact(uri)!r} has an invalid scheme")
+    return scheme.lower(), rest
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,12 +127,14 @@ def _split_credentials(rest: str) -> tuple[str | None, str]:
 def redact(uri: str) -> str:
     """``uri`` without any ``user:password@`` part, fit for messages and logs.
 
-    :param uri: any string; one without ``://`` (a mistyped location, such as
-        ``s3:/key:secret@host/...``) is shown from its last ``@`` on
+    :param uri: any string; one that does not start with a valid
+        ``scheme://`` but has a ``:`` before an ``@`` (a mistyped location,
+        such as ``s3:/key:secret@host/...``) is shown from its last ``@`` on
     """
     scheme, sep, rest = uri.partition("://")
-    if not sep:
-        return uri if "@" not in uri else "***@" + uri.rpartition("@")[2]
+    if not sep or not _valid_scheme(scheme):
+        before, at, tail = uri.rpartition("@")
+        return "***@" + tail if at and ":" in before else uri
     credentials, tail = _split_credentials(rest)
     return uri if credentials is None else f"{scheme}{sep}***@{tail}"
 

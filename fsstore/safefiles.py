@@ -60,6 +60,7 @@ __all__ = [
     "ensure_regular",
     "link_new",
     "open_regular",
+    "open_regular_stat",
     "replace_contents",
     "same_inode",
     "write_all",

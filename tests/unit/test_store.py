@@ -15,7 +15,7 @@ from oslo_config import cfg
 
 from fsstore import exceptions
 from fsstore.hashing import THREADED_THRESHOLD, ImageHasher
-from fsstore.location import FileLocation, split_scheme
+from fsstore.location import FileLocation, redact, split_scheme
 from fsstore.store import (
     FileChunkIterator,
     Store,
@@ -130,6 +130,8 @@ def test_split_scheme_refuses_malformed(uri):
         "s3://AKIA:s3cr3t/k3y@host/b/k\0",  # a NUL byte
         "s3:/AKIA:s3cr3t/k3y@host/b/k",  # no ://
         "s 3://AKIA:s3cr3t/k3y@host/b/k",  # an invalid scheme
+        "s3:/AKIA:s3cr3t/k3y@host/b/k?next=https://x",  # :// only later
+        "AKIA:s3cr3t/k3y@s3://host/b/k",  # credentials first
     ],
 )
 def test_split_scheme_never_shows_credentials(uri):
@@ -137,6 +139,13 @@ def test_split_scheme_never_shows_credentials(uri):
         split_scheme(uri)
     assert "s3cr3t" not in str(refused.value) and "k3y" not in str(refused.value)
     assert "host/b/k" in str(refused.value)  # the rest is shown, to be found
+
+
+@pytest.mark.parametrize(
+    "text", ["/srv/glance@2/images/x", "image x@y", "no at sign", "s3://host/b/k"]
+)
+def test_redact_leaves_what_holds_no_credentials(text):
+    assert redact(text) == text
 
 
 def test_split_scheme_lowercases():
