@@ -155,7 +155,8 @@ def add_rows(gpy: str, src: Path, runs: int) -> tuple[list[Row], float]:
         # The target is on the limit, not on glance_store, whose distance
         # from that limit varies from run to run.
         versus(
-            "2. same add vs best buffered pass, no fsync (the limit)",
+            "2. same add vs the limit (the faster of a buffered pass, no "
+            "fsync, and both digests in memory)",
             fs,
             lim,
             "MiB/s",
