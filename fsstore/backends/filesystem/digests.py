@@ -201,6 +201,22 @@ def kept_state(fd: int, dir_fd: int) -> tuple[object, ...]:
     return ("attributes", *values)
 
 
+def kept_in_state(
+    state: tuple[object, ...], dir_fd: int, st: os.stat_result, image_id: str
+) -> KeptDigests | None:
+    """What ``read_kept_digests`` would return, from the values one
+    ``kept_state`` look of the file ``st`` read: no second look."""
+    if state[0] == "record":
+        body = state[1]
+        return _record_digests(
+            body if isinstance(body, bytes) else None, dir_fd, st, image_id
+        )
+    first, *legacy = (v if isinstance(v, bytes) else None for v in state[1:])
+    if first is not None:
+        return parse_attribute(first)
+    return parse_legacy(legacy)
+
+
 def forget_record(dir_fd: int, inode: int) -> None:
     """Remove the record of ``inode``, if the data directory has records:
     after an add that did not publish, or the delete of its image. Never
@@ -304,7 +320,15 @@ def _record_body(dir_fd: int, inode: int) -> bytes | None:
 
 
 def _read_record(dir_fd: int, st: os.stat_result, image_id: str) -> KeptDigests | None:
-    record = parse_record(_record_body(dir_fd, st.st_ino) or b"")
+    return _record_digests(_record_body(dir_fd, st.st_ino), dir_fd, st, image_id)
+
+
+def _record_digests(
+    body: bytes | None, dir_fd: int, st: os.stat_result, image_id: str
+) -> KeptDigests | None:
+    """The digests of the record ``body`` of the file ``st``, if it is that
+    file's record."""
+    record = parse_record(body or b"")
     if not isinstance(record, dict):
         return None
     named = record.get("id")
@@ -364,11 +388,7 @@ class ScrubbedFile(ImageRead):
         # The digests are taken from this one look: anything kept after it
         # is seen by keep() as kept since.
         self._state = kept_state(fd, dir_fd)
-        first = self._state[1] if self._state[0] == "attributes" else None
-        if isinstance(first, bytes):
-            kept = parse_attribute(first)
-        else:
-            kept = read_kept_digests(fd, dir_fd, image_id)  # legacy, or a record
+        kept = kept_in_state(self._state, dir_fd, opened, image_id)
         # Borrowed: fd stays open after the chunks, for keep().
         chunks = FileChunkIterator(fd, 0, opened.st_size, read_size, owned=False)
         super().__init__(chunks, kept)
