@@ -52,3 +52,11 @@ def beside(path: str, config_file: str | None) -> str:
     if not path or os.path.isabs(path) or config_file is None:
         return path
     return os.path.join(os.path.dirname(os.path.abspath(config_file)), path)
+
+
+def path_value(
+    conf: cfg.ConfigOpts, name: str, group: str | None, value: str | None
+) -> str:
+    """The path option ``group.name``'s ``value`` (read by the caller) as
+    the file that set it means it ("" when unset; see ``beside``)."""
+    return beside(value or "", file_of(conf, name, group))

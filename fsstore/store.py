@@ -16,7 +16,7 @@ from typing import Any, ClassVar, NamedTuple
 from oslo_config import cfg
 
 from fsstore import exceptions
-from fsstore.confvalues import beside, file_of, option_error
+from fsstore.confvalues import file_of, option_error, path_value
 from fsstore.hashing import (
     DEFAULT_HASHING_ALGO,
     KeptDigests,
@@ -233,7 +233,7 @@ class Store:
         """A path option's value, relative to the directory of the file
         that set it ("" when unset; see fsstore.confvalues.beside)."""
         value, group = self._option(name)
-        return beside(value or "", file_of(self.conf, name, group))
+        return path_value(self.conf, name, group, value)
 
     def _option(self, name: str) -> tuple[Any, str]:
         """``option(name)``, and the group it was read from."""

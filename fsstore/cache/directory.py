@@ -43,7 +43,7 @@ from fsstore.cache.layout import (
 from fsstore.cache.policy import CachePolicy, EvictionPolicy
 from fsstore.cache.records import CachedImage, Problem, RecordsDriver
 from fsstore.cache.writer import CacheWriter
-from fsstore.confvalues import beside, file_of, option_error
+from fsstore.confvalues import option_error, path_value
 from fsstore.hashing import Expected
 from fsstore.store import image_id_problem
 
@@ -137,8 +137,8 @@ class CacheDirectory(CacheLayout):
     ) -> None:
         name = records.NAME
         try:
-            base_dir: str | None = beside(
-                conf.image_cache_dir or "", file_of(conf, "image_cache_dir", None)
+            base_dir: str | None = path_value(
+                conf, "image_cache_dir", None, conf.image_cache_dir
             )
             self.policy = CachePolicy(conf.image_cache_max_size, eviction)
             self.stall_time: int = conf.image_cache_stall_time
