@@ -336,9 +336,9 @@ class RbdStore(Store):
 
     def _listed(self, name: str) -> ListedImage | None:
         """Image ``name`` as listed, or None: not there, or none an add wrote."""
-        bindings, _, _, ioctx = self._ready()
         if is_temporary(name) or image_id_problem(name) is not None:
             return None
+        bindings, _, _, ioctx = self._ready()
         try:
             with open_read_only(bindings, ioctx, name, SNAPSHOT) as image:
                 size = int(image.size())
