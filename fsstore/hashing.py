@@ -288,6 +288,15 @@ def new_multihash(hashing_algo: str) -> Any:
     return _CONSTRUCTORS[hashing_algo]()
 
 
+def hexdigests_of(data: bytes, hashing_algo: str) -> tuple[str, str]:
+    """``(MD5, multihash)`` hex digests of ``data``, whole: what an
+    :class:`ImageHasher` shown ``data`` at once answers, without a stream's
+    machinery, for a small image read in one piece."""
+    multihash = new_multihash(hashing_algo)
+    multihash.update(data)
+    return hashlib.md5(data, usedforsecurity=False).hexdigest(), multihash.hexdigest()
+
+
 class _DigestThread:
     """One digest fed by a thread of its own, at most QUEUE_BYTES ahead."""
 

@@ -174,3 +174,14 @@ def test_a_batch_larger_than_queue_bytes_still_goes_alone() -> None:
     thread.put([b"x"], 1)
     thread.join()
     assert digest.hashed == big + 1
+
+
+@given(
+    data=st.binary(max_size=3000),
+    algo=st.sampled_from(["sha256", "sha512", "SHA384", "md5"]),
+)
+def test_digests_of_one_piece_are_those_of_a_stream(data, algo):
+    hasher = hashing.ImageHasher(algo)
+    hasher.update(data)
+    assert hashing.hexdigests_of(data, algo) == hasher.hexdigests()
+    assert hashing.hexdigests_of(data, algo)[0] == hashlib.md5(data).hexdigest()

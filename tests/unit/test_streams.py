@@ -49,6 +49,79 @@ def test_read_whole_refuses_text():
         CheckedSource(io.StringIO("abc"), "img", 3).read_whole()
 
 
+class _Scripted:
+    """A file whose reads return what a script says, whatever size is asked
+    (b"" once the script ends)."""
+
+    def __init__(self, reads: list[object]) -> None:
+        self.reads = list(reads)
+        self.calls = 0
+
+    def read(self, n: int) -> object:
+        self.calls += 1
+        return self.reads.pop(0) if self.reads else b""
+
+
+def _general_path(reads: list[object], size: int) -> bytes | str:
+    """What the per-chunk path makes of ``reads``: the bytes, or the error."""
+    source = CheckedSource(_Scripted(reads), "img", size)
+    try:
+        whole = b"".join(source.chunks())
+        source.finish()
+    except exceptions.Invalid as exc:
+        return str(exc)
+    return whole
+
+
+_READ = st.one_of(
+    st.binary(max_size=6),
+    st.binary(max_size=6).map(bytearray),
+    st.binary(max_size=6).map(memoryview),
+    st.just(None),
+    st.just(""),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(reads=st.lists(_READ, max_size=4), size=st.integers(1, 8))
+def test_read_whole_agrees_with_the_per_chunk_path(reads, size):
+    # read_whole reads a whole file in two reads when it can: whatever the
+    # reads give, it must answer exactly as the general path does.
+    recorder = Recorder()
+    source = CheckedSource(_Scripted(reads), "img", size, recorder)
+    try:
+        got: bytes | str = source.read_whole()
+    except exceptions.Invalid as exc:
+        got = str(exc)
+    assert got == _general_path(reads, size)
+    if isinstance(got, bytes):
+        assert recorder.md5() == hashlib.md5(got).hexdigest()
+        assert source.finish() == size
+
+
+@pytest.mark.parametrize(
+    ("reads", "expected"),
+    [
+        ([b"abc"], b"abc"),  # the two reads of the usual file
+        ([b"abc", b"d"], "larger than the declared size of 3 bytes"),
+        ([b"abc", None], "read\\(\\) returned None"),
+        ([b"abc", ""], "not str"),
+        ([b"abc", bytearray()], b"abc"),  # an empty bytes-like is the end
+        ([bytearray(b"abc")], b"abc"),
+        ([b"ab", b"c"], b"abc"),
+        ([b"abcd"], "larger than the declared size of 3 bytes"),
+    ],
+)
+def test_read_whole_of_a_three_byte_image(reads, expected):
+    source = _Scripted(reads)
+    if isinstance(expected, bytes):
+        assert CheckedSource(source, "img", 3).read_whole() == expected
+        assert not source.reads  # read to the end: an overrun would show
+    else:
+        with pytest.raises(exceptions.Invalid, match=expected):
+            CheckedSource(source, "img", 3).read_whole()
+
+
 def test_sizes_are_bytes_not_items():
     ints = array.array("i", range(1000))
     source = CheckedSource(iter([memoryview(ints)]), "img")

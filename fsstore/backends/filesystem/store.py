@@ -63,7 +63,7 @@ from fsstore.backends.filesystem.digests import (
 )
 from fsstore.backends.filesystem.staging import STAGING_DIR, Staging
 from fsstore.backends.filesystem.timed import TimedCalls
-from fsstore.hashing import ImageHasher, KeptDigests
+from fsstore.hashing import ImageHasher, KeptDigests, hexdigests_of
 from fsstore.location import FileLocation, Location
 from fsstore.pipeline import WriteFailed
 from fsstore.safefiles import NotRegularFile, open_regular_stat
@@ -323,24 +323,18 @@ class FilesystemStore(Store):
             # finds a duplicate at no extra cost.
             self._dirs.check_absent(image_id)
         datadir = self._dirs.choose(image_id, size, small=whole is not None)
-        hasher = ImageHasher(hashing_algo)
-        try:
+        if whole is not None:
+            digests = hexdigests_of(whole, hashing_algo)
+            kept = KeptDigests(*digests, hashing_algo, len(whole))
             with Staging(datadir, image_id) as staging:
-                if whole is not None:
-                    hasher.update(whole)
-                    try:
-                        self._write(staging.fd, whole)
-                    except OSError as exc:
-                        raise write_error(exc, datadir.described, image_id) from None
-                    written = len(whole)
-                else:
-                    with write_errors(datadir.described, image_id, stream_inside=True):
-                        written = self._write_stream(staging.fd, hasher, source, size)
-                kept = KeptDigests(*hasher.hexdigests(), hashing_algo, written)
+                try:
+                    self._write(staging.fd, whole)
+                except OSError as exc:
+                    raise write_error(exc, datadir.described, image_id) from None
                 self._dirs.publish(staging, kept)
-        except BaseException:
-            hasher.close()  # its threads, if any (hexdigests stopped them)
-            raise
+        else:
+            kept = self._add_stream(datadir, image_id, source, size, hashing_algo)
+        written = kept.size
         LOG.debug("added %s (%d bytes) to %s", image_id, written, datadir.path)
         return AddResult(
             datadir.uri_prefix + image_id,
@@ -349,6 +343,27 @@ class FilesystemStore(Store):
             kept.multihash,
             self._metadata_for(datadir, image_id),
         )
+
+    def _add_stream(
+        self,
+        datadir: DataDir,
+        image_id: str,
+        source: CheckedSource,
+        size: int,
+        hashing_algo: str,
+    ) -> KeptDigests:
+        """Write, hash and publish ``source`` in ``datadir``; what is kept."""
+        hasher = ImageHasher(hashing_algo)
+        try:
+            with Staging(datadir, image_id) as staging:
+                with write_errors(datadir.described, image_id, stream_inside=True):
+                    written = self._write_stream(staging.fd, hasher, source, size)
+                kept = KeptDigests(*hasher.hexdigests(), hashing_algo, written)
+                self._dirs.publish(staging, kept)
+        except BaseException:
+            hasher.close()  # its threads, if any (hexdigests stopped them)
+            raise
+        return kept
 
     def _write_stream(
         self, fd: int, hasher: ImageHasher, source: CheckedSource, size: int
