@@ -38,9 +38,14 @@ def digests(data: bytes, algo: str = "sha512") -> tuple[str, str]:
 # -- write_all ------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("offset", [None, 5])
+@pytest.mark.parametrize(
+    ("offset", "kind"), [(None, bytes), (None, memoryview), (5, memoryview)]
+)
 def test_write_all_survives_short_writes(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, offset: int | None
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    offset: int | None,
+    kind: type[bytes] | type[memoryview],
 ) -> None:
     calls = []
     real_write, real_pwrite = os.write, os.pwrite
@@ -59,7 +64,7 @@ def test_write_all_survives_short_writes(
     path = tmp_path / "f"
     fd = os.open(path, os.O_RDWR | os.O_CREAT)
     try:
-        write_all(fd, data if offset is None else memoryview(data), offset)
+        write_all(fd, kind(data), offset)
     finally:
         os.close(fd)
     monkeypatch.undo()
