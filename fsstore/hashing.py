@@ -349,9 +349,11 @@ class ImageHasher:
         self.hashing_algo = hashing_algo
         self._multihash = new_multihash(hashing_algo)
         self._md5 = hashlib.md5(usedforsecurity=False)
-        self._also = {
-            algo: new_multihash(algo) for algo in also if algo != hashing_algo
-        }
+        self._also = (
+            {algo: new_multihash(algo) for algo in also if algo != hashing_algo}
+            if also
+            else {}
+        )
         self._threads: list[_DigestThread] = []
         self._batch: list[bytes] = []
         self._batched = 0
@@ -398,6 +400,8 @@ class ImageHasher:
         return [self._md5, self._multihash]
 
     def close(self) -> None:
+        if not self._threads:
+            return  # nothing batched either: only threads are fed batches
         self._flush()
         threads, self._threads = self._threads, []
         for thread in threads:
@@ -413,7 +417,8 @@ class ImageHasher:
         multihash's and those of ``also``); ends the stream."""
         self.close()
         digests = {self.hashing_algo: self._multihash.hexdigest()}
-        digests.update((algo, d.hexdigest()) for algo, d in self._also.items())
+        for algo, digest in self._also.items():
+            digests[algo] = digest.hexdigest()
         return digests
 
 

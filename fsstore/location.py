@@ -9,17 +9,17 @@ rules live in one place.
 from __future__ import annotations
 
 import dataclasses
+import re
 import urllib.parse
 
 from fsstore.exceptions import BadStoreUri
 
+# RFC 3986: a letter, then letters, digits, "+", "-" or ".", all ASCII.
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*")
+
 
 def _valid_scheme(scheme: str) -> bool:
-    return (
-        bool(scheme)
-        and scheme[0].isalpha()
-        and all(c.isalnum() or c in "+-." for c in scheme)
-    )
+    return _SCHEME.fullmatch(scheme) is not None
 
 
 def split_scheme(uri: str) -> tuple[str, str]:

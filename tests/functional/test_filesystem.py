@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fsstore import exceptions, tracing
 from fsstore.backends.filesystem import PUBLISH_LOCK, STAGING_DIR
@@ -344,6 +346,33 @@ def test_location_through_a_symlinked_datadir_path(make_fs_store, tmp_path):
     location = add(store, "x", b"abc").location
     assert location == f"file://{tmp_path}/alias/x"
     assert store.get_size(f"file://{tmp_path}/real/x") == 3
+
+
+_PARTS = ["a", "b", "alias", "..", ".", "", "img", "a:b", ".fsstore-x", "\u00e9"]
+
+
+def test_find_takes_the_usual_location_apart_as_the_general_lookup_does(
+    make_fs_store, tmp_path
+):
+    # DataDirs.find answers a location spelled as an add writes it without
+    # normalizing it; for every spelling it must agree with find_path.
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    (tmp_path / "alias").symlink_to(tmp_path / "a")
+    store = make_fs_store(
+        filesystem_store_datadirs=[f"{tmp_path / 'a'}:1", f"{tmp_path / 'a' / 'b'}:2"]
+    )
+    dirs = store._dirs
+    from fsstore.location import FileLocation
+
+    @settings(max_examples=400, deadline=None)
+    @given(st.lists(st.sampled_from(_PARTS), min_size=1, max_size=4))
+    def agrees(parts: list[str]) -> None:
+        path = "/".join([str(tmp_path), *parts])
+        assert dirs.find(FileLocation.from_path(path)) == dirs.find_path(path)
+
+    agrees()
+    found = dirs.find(FileLocation.from_path(f"{tmp_path}/a/b/img"))
+    assert found is not None and found[0].path == str(tmp_path / "a" / "b")
 
 
 @pytest.mark.parametrize("uri", ["file://host/etc/passwd", "file:relative", "images/x"])

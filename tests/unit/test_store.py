@@ -117,7 +117,18 @@ def test_hasher_close_stops_threads():
 
 @pytest.mark.parametrize(
     "uri",
-    ["", "noscheme", "://x", "1x://y", "fi le://x", "file:///a\0b", 42],
+    [
+        "",
+        "noscheme",
+        "://x",
+        "1x://y",
+        "fi le://x",
+        "file:///a\0b",
+        42,
+        "f\u00efle://x",  # RFC 3986: a scheme is ASCII
+        "file\n://x",
+        "+x://y",
+    ],
 )
 def test_split_scheme_refuses_malformed(uri):
     with pytest.raises(exceptions.BadStoreUri):
@@ -150,6 +161,7 @@ def test_redact_leaves_what_holds_no_credentials(text):
 
 def test_split_scheme_lowercases():
     assert split_scheme("S3+HTTPS://host/b/k") == ("s3+https", "host/b/k")
+    assert split_scheme("x-1.y://z") == ("x-1.y", "z")  # every character allowed
 
 
 def test_file_location_round_trip():

@@ -205,8 +205,21 @@ class DataDirs:
         a file directly inside one of them."""
         if not isinstance(location, FileLocation):
             return None
-        path = os.path.normpath(location.path)
-        parent, name = os.path.split(path)
+        path = location.path
+        # The usual location, as an add wrote it: a directory's path as
+        # configured (absolute, normalized), "/" and a valid id, which
+        # find_path would take apart to the same directory and name.
+        for d in self.all:
+            if path.startswith(d.path_prefix):
+                name = path[len(d.path_prefix) :]
+                if "/" not in name and image_id_problem(name) is None:
+                    return d, name
+        return self.find_path(path)
+
+    def find_path(self, path: str) -> tuple[DataDir, str] | None:
+        """``find`` for any spelling of a path: normalized, then compared
+        with each directory's path, then with each one resolved."""
+        parent, name = os.path.split(os.path.normpath(path))
         if image_id_problem(name) is not None:
             return None
         for d in self.all:

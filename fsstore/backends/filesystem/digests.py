@@ -83,6 +83,8 @@ RECORD_MODE = 0o644
 #: The attributes of earlier releases, read when ATTRIBUTE is absent.
 LEGACY_FIELDS = ("md5", "multihash", "hashing_algo", "size")
 _NO_XATTRS = {errno.ENOTSUP, errno.EOPNOTSUPP}
+# What kept_state reads, in order.
+_STATE_NAMES = (ATTRIBUTE, *(PREFIX + field for field in LEGACY_FIELDS))
 
 
 def keep_digests(
@@ -189,7 +191,7 @@ def kept_state(fd: int, dir_fd: int) -> tuple[object, ...]:
     attributes' values, or the record's bytes), to tell whether anything
     was kept for it between two looks."""
     values: list[object] = []
-    for name in (ATTRIBUTE, *(PREFIX + field for field in LEGACY_FIELDS)):
+    for name in _STATE_NAMES:
         try:
             values.append(os.getxattr(fd, name))
         except OSError as exc:
@@ -211,6 +213,8 @@ def kept_in_state(
         return _record_digests(
             body if isinstance(body, bytes) else None, dir_fd, st, image_id
         )
+    if len(state) == 2 and isinstance(state[1], bytes):
+        return parse_attribute(state[1])  # the usual: the attribute, found first
     first, *legacy = (v if isinstance(v, bytes) else None for v in state[1:])
     if first is not None:
         return parse_attribute(first)
