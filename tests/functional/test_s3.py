@@ -170,9 +170,9 @@ def bounded_store(tmp_path, s3_engine) -> S3Store:
     return store
 
 
-# The parts going up and the one being filled (thread_pools of them in all),
-# and the rest of the caller's chunk waiting to be cut into the next.
-HELD_BOUND = 2 * 5 * MiB + PIECE
+# The parts going up (thread_pools of them), the one being filled, and the
+# rest of the caller's chunk being cut into it.
+HELD_BOUND = (2 + 1) * 5 * MiB + PIECE
 
 
 def test_memory_stays_bounded_for_a_large_unknown_size_stream(tmp_path, s3_engine):

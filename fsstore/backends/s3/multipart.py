@@ -1,12 +1,13 @@
-"""One S3 multipart upload, as an object: ``send``, ``complete``, ``abort``.
+"""One S3 multipart upload, as an object: ``upload_part``, ``complete``,
+``abort``.
 
-Parts go up in a pool of ``threads`` threads. A part takes one of
-``threads`` slots before its buffer is made, and gives it back when the
-engine has answered: the part being filled counts, so memory stays at
-``threads`` parts whatever the image's size (glance_store's part queue is
-unbounded). A failed part fails the next part's hand-over or the
-``complete``; whoever sees a failure calls ``abort``, so no failed upload
-is left behind to be billed.
+Parts go up in a pool of ``threads`` threads; ``upload_part`` blocks while
+that many are in flight, which bounds memory at ``threads`` parts in flight
+and the one being filled, whatever the image's size (glance_store's part
+queue is unbounded). The part being filled holds no slot: with one thread,
+reading the next part still overlaps sending the last. A failed part
+fails the next ``upload_part`` or the ``complete``; whoever sees a failure
+calls ``abort``, so no failed upload is left behind to be billed.
 """
 
 from __future__ import annotations
@@ -61,9 +62,8 @@ class MultipartUpload:
     def part_count(self) -> int:
         return len(self._parts)
 
-    def _submit(self, body: bytearray) -> None:
-        """Hand ``body`` to a thread, with the slot its caller holds; raises
-        the error of any part that failed."""
+    def upload_part(self, body: bytearray) -> None:
+        """Send the next part; raises the error of any part that failed."""
         for done in self._parts:
             if done.done():
                 failed = done.exception()
@@ -74,6 +74,7 @@ class MultipartUpload:
                 f"{self.what}: more than {MAX_PARTS} parts of {len(body)} bytes "
                 "are needed; raise s3_store_large_object_chunk_size"
             )
+        self._slots.acquire()  # the bound on memory: see the module docstring
         number = len(self._parts) + 1
         self._parts.append(self._pool.submit(self._send, number, body))
 
@@ -104,35 +105,24 @@ class MultipartUpload:
         it by appends would reallocate, and for a moment hold two copies.
         """
         sent = 0
-        self._slots.acquire()  # the part being filled holds a slot too
-        buf: bytearray | None = bytearray(part_size)
-        filled = 0
-        try:
-            for chunk in chunks:
-                sent += len(chunk)
-                view = memoryview(chunk)
-                while view:
-                    assert buf is not None
-                    n = min(part_size - filled, len(view))
-                    buf[filled : filled + n] = view[:n]
-                    filled += n
-                    view = view[n:]
-                    if filled == part_size:
-                        before_part()
-                        self._submit(buf)  # its slot goes with it
-                        buf = None
-                        self._slots.acquire()
-                        buf, filled = bytearray(part_size), 0
-            if filled or not self.part_count:
-                assert buf is not None
-                # The last part may be short, or the only one empty.
-                del buf[filled:]
-                before_part()
-                self._submit(buf)
-                buf = None
-        finally:
-            if buf is not None:
-                self._slots.release()  # a buffer that never went
+        buf, filled = bytearray(part_size), 0
+        for chunk in chunks:
+            sent += len(chunk)
+            view = memoryview(chunk)
+            while view:
+                n = min(part_size - filled, len(view))
+                buf[filled : filled + n] = view[:n]
+                filled += n
+                view = view[n:]
+                if filled == part_size:
+                    before_part()
+                    self.upload_part(buf)
+                    buf, filled = bytearray(part_size), 0
+        if filled or not self.part_count:
+            # The last part may be short, or the only one empty.
+            del buf[filled:]
+            before_part()
+            self.upload_part(buf)
         return sent
 
     def complete(self, **conditions: str) -> None:

@@ -6,9 +6,8 @@ Options keep glance_store's ``s3_store_*`` names. What it does differently:
   at or past ``s3_store_large_object_size``, goes up as a multipart upload:
   parts of ``s3_store_large_object_chunk_size`` are filled one at a time into
   a buffer of their own and handed to at most ``s3_store_thread_pools``
-  upload threads; the reader blocks while that many parts, the one it
-  would fill next included, are held. Memory stays below about
-  ``thread_pools x chunk size`` (and the digests' queue) whatever the size.
+  upload threads; the reader blocks while that many are in flight. Memory
+  stays below about ``(thread_pools + 2) x chunk size`` whatever the size.
 * One pass. MD5 and the multihash are computed while reading, as in the
   filesystem store, and kept with the image (s3/digests.py) before it is
   published; a scrub or a verifying read checks the image against them.
