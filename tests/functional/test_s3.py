@@ -237,6 +237,39 @@ def test_parts_upload_in_parallel_up_to_thread_pools(tmp_path, s3_engine):
     assert read_all(store, result.location) == data
 
 
+def test_one_upload_thread_still_reads_the_next_part_while_one_goes_up(
+    tmp_path, s3_engine
+):
+    # s3_store_thread_pools bounds the parts in flight, not the reader: the
+    # first part's upload is held until the reader has begun the second,
+    # which it can only do while that part is in flight.
+    store = make_store(
+        tmp_path,
+        s3_engine,
+        s3_store_thread_pools="1",
+        s3_store_large_object_chunk_size="5",
+    )
+    second_begun = threading.Event()
+    overlapped: list[bool] = []
+
+    def hold_the_first(**kwargs):
+        if not overlapped:
+            overlapped.append(second_begun.wait(timeout=30))
+
+    store.client.meta.events.register("before-call.s3.UploadPart", hold_the_first)
+    data = payload(12 * MiB, seed=2)
+
+    def chunks():
+        for start in range(0, len(data), MiB):
+            if start >= 5 * MiB:
+                second_begun.set()
+            yield data[start : start + MiB]
+
+    result = store.add("overlap", chunks(), 0)
+    assert overlapped == [True]
+    assert read_all(store, result.location) == data
+
+
 def test_known_size_past_the_threshold_goes_multipart(tmp_path, s3_engine):
     store = make_store(
         tmp_path,
