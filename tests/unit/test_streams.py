@@ -77,6 +77,10 @@ _READ = st.one_of(
     st.binary(max_size=6),
     st.binary(max_size=6).map(bytearray),
     st.binary(max_size=6).map(memoryview),
+    # Items of four bytes: a length in items is no length in bytes.
+    st.lists(st.integers(-(2**31), 2**31 - 1), max_size=2).map(
+        lambda items: memoryview(array.array("i", items))
+    ),
     st.just(None),
     st.just(""),
 )
@@ -93,7 +97,8 @@ def test_read_whole_agrees_with_the_per_chunk_path(reads, size):
         got: bytes | str = source.read_whole()
     except exceptions.Invalid as exc:
         got = str(exc)
-    assert got == _general_path(reads, size)
+    expected = _general_path(reads, size)
+    assert got == expected and type(got) is type(expected)  # never the caller's
     if isinstance(got, bytes):
         assert recorder.md5() == hashlib.md5(got).hexdigest()
         assert source.finish() == size
@@ -116,10 +121,25 @@ def test_read_whole_of_a_three_byte_image(reads, expected):
     source = _Scripted(reads)
     if isinstance(expected, bytes):
         assert CheckedSource(source, "img", 3).read_whole() == expected
-        assert not source.reads  # read to the end: an overrun would show
+        # Read to the first empty read, which is the end (an overrun would
+        # show), and no further.
+        ends = [i for i, r in enumerate(reads) if r is not None and not len(r)]
+        assert source.calls == (ends[0] if ends else len(reads)) + 1
     else:
         with pytest.raises(exceptions.Invalid, match=expected):
             CheckedSource(source, "img", 3).read_whole()
+
+
+def test_a_file_read_whole_at_once_takes_two_reads_and_one_verification():
+    # The usual small add: the bytes read() gave, as they are, without
+    # the per-chunk path's copies, and shown to the verifier once.
+    first = bytes(range(7))
+    source, recorder = _Scripted([first]), Recorder()
+    checked = CheckedSource(source, "img", 7, recorder)
+    assert checked.read_whole() is first
+    assert source.calls == 2
+    assert recorder.calls == 1 and recorder.md5() == hashlib.md5(first).hexdigest()
+    assert checked.finish() == 7
 
 
 def test_sizes_are_bytes_not_items():
