@@ -77,7 +77,7 @@ def same_inode(a: os.stat_result, b: os.stat_result) -> bool:
 def write_all(fd: int, data: bytes | memoryview, offset: int | None = None) -> None:
     """Write all of ``data`` to ``fd`` (at ``offset``, if given), however
     short each write(2) is."""
-    if offset is None and type(data) is bytes:
+    if offset is None and type(data) is bytes and data:
         # The usual whole small image: one write(2), and no view to make.
         written = os.write(fd, data)
         if written == len(data):
