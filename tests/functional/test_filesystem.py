@@ -81,6 +81,34 @@ def test_enospc_is_storage_full_and_leaves_nothing(mount_tmpfs, make_fs_store):
     assert read_all(store, keep.location) == payload(512 * 1024, seed=1)
 
 
+@pytest.mark.parametrize(
+    ("code", "error", "words"),
+    [
+        (errno.ENOSPC, exceptions.StorageFull, "has no room for image img"),
+        (errno.EDQUOT, exceptions.StorageFull, "has no room for image img"),
+        (errno.EACCES, exceptions.StorageWriteDenied, "writing image img to"),
+        (errno.EIO, exceptions.BackendException, "writing image img to .* failed"),
+    ],
+)
+@pytest.mark.parametrize("shape", ["file read whole", "chunks"])
+def test_a_failed_write_is_a_store_error_naming_the_directory(
+    make_fs_store, tmp_path, monkeypatch, code, error, words, shape
+):
+    from fsstore.backends.filesystem import store as store_module
+
+    def refused(fd, data, offset=None):
+        raise OSError(code, os.strerror(code))
+
+    store = make_fs_store()
+    monkeypatch.setattr(store_module, "write_all", refused)
+    data = b"x" * 10
+    source = io.BytesIO(data) if shape == "file read whole" else iter([data])
+    with pytest.raises(error, match=words) as refusal:
+        store.add("img", source, len(data))
+    assert str(tmp_path / "images") in str(refusal.value)
+    assert tree(tmp_path / "images") == {}
+
+
 def test_full_file_system_small_file_add_is_storage_full(mount_tmpfs, make_fs_store):
     small = mount_tmpfs("small", "1m")
     store = make_fs_store(filesystem_store_datadir=str(small))
