@@ -376,54 +376,11 @@ def limit_pass(src: str, out: str) -> dict:
     return {"seconds": min(seconds, hashing), "pass": seconds, "hashing": hashing}
 
 
-def plain_add(directory: str, name: str, data: bytes) -> None:
-    """The reference small add: both digests and a plain exclusive create."""
-    md5, sha = hashlib.md5(data), hashlib.sha512(data)
-    with open(os.path.join(directory, name), "xb") as f:
-        f.write(data)
-    md5.hexdigest(), sha.hexdigest()
+def fsstore_small_vs_plain(*args: str) -> dict:
+    """bench/small.py: an fsstore add of 4 KiB beside its references."""
+    from small import fsstore_small_vs_plain as side
 
-
-def floor_add(directory: str, dir_fd: int, name: str, data: bytes) -> None:
-    """The system calls an fsstore add of a small image cannot do without,
-    bare, with both digests: the data directory's identity checked, an
-    anonymous file written, its digests kept in one attribute, then linked
-    under its name (no fsync, as the other sides)."""
-    md5, sha = hashlib.md5(data), hashlib.sha512(data)
-    os.stat(directory)
-    flags = os.O_WRONLY | os.O_TMPFILE | os.O_CLOEXEC
-    fd = os.open(".", flags, 0o666, dir_fd=dir_fd)
-    try:
-        os.write(fd, data)
-        value = f"{md5.hexdigest()} sha512 {sha.hexdigest()} {len(data)}"
-        os.setxattr(fd, "user.fsstore.digests", value.encode())
-        os.link(f"/proc/self/fd/{fd}", name, dst_dir_fd=dir_fd)
-    finally:
-        os.close(fd)
-
-
-def fsstore_small_vs_plain(
-    images: str, plain: str, floor: str, count: str, size: str
-) -> dict:
-    """fsstore adds, plain_add and floor_add, in turn, fsync off; latencies
-    of each."""
-    store = fsstore_store([images], "false")
-    data = os.urandom(int(size))
-    floor_fd = os.open(floor, os.O_RDONLY | os.O_DIRECTORY)
-    latencies: dict[str, list[float]] = {"fsstore": [], "plain": [], "floor": []}
-    sides = list(latencies)
-    for i in range(int(count)):
-        for who in sides[i % 3 :] + sides[: i % 3]:
-            start = time.perf_counter()
-            if who == "fsstore":
-                store.add(f"s{i}", io.BytesIO(data), len(data))
-            elif who == "plain":
-                plain_add(plain, f"p{i}", data)
-            else:
-                floor_add(floor, floor_fd, f"f{i}", data)
-            latencies[who].append(time.perf_counter() - start)
-    os.close(floor_fd)
-    return latencies
+    return side(*args)
 
 
 def rbd_side(*args: str) -> dict:

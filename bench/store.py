@@ -75,18 +75,22 @@ def _small_side(gpy: str, who: str, d: Path, count: int) -> dict[str, list[float
         # one by one: how slow this file system's creates are drifts for
         # minutes after deletions, and this way the drift weighs on both
         # alike. The same for "four" and "one".
-        (d / "plain").mkdir()
-        (d / "floor").mkdir()
+        for name in ("plain", "floor", "checked"):
+            (d / name).mkdir()
         out = side(
             FSSTORE_PY,
             "fsstore-small-vs-plain",
             d / "images",
             d / "plain",
             d / "floor",
+            d / "checked",
             count,
             4096,
         )
-        return {"beside": out["fsstore"], "plain": out["plain"], "floor": out["floor"]}
+        return {
+            "beside": out["fsstore"],
+            **{k: out[k] for k in ("plain", "floor", "checked")},
+        }
     if who == "four":
         dirs = [d / f"dir{i}" for i in range(4)]
         for x in [*dirs, d / "one"]:
@@ -110,12 +114,14 @@ def small_adds(gpy: str, count: int, runs: int) -> dict[str, float]:
     lat: dict[str, list[float]] = {
         k: []
         for k in (
-            "fsstore", "glance", "plain", "fsync", "four", "one", "beside", "floor"
+            "fsstore", "glance", "plain", "fsync", "four", "one", "beside", "floor",
+            "checked",
         )
     }  # fmt: skip
     made = []
-    # "one" is measured with "four", "beside" (fsstore) and "floor" with "plain".
-    runners = [k for k in lat if k not in ("one", "beside", "floor")]
+    # "one" is measured with "four"; "beside" (fsstore), "floor" and
+    # "checked" with "plain".
+    runners = [k for k in lat if k not in ("one", "beside", "floor", "checked")]
     for r in range(runs):
         order = runners if r % 2 == 0 else list(reversed(runners))
         for who in order:
@@ -209,6 +215,19 @@ def small_rows(gpy: str, count: int, runs: int) -> list[Row]:
             lat["floor"],
             "us",
         ),
+        versus(
+            "5. those system calls with the add's checks between them and "
+            "nothing else (the least an add keeping them costs), vs "
+            "open('xb')+write+close with both hashes",
+            lat["checked"],
+            lat["plain"],
+            "us",
+        ),
+    ] + _more_small_rows(lat)
+
+
+def _more_small_rows(lat: dict[str, float]) -> list[Row]:
+    return [
         Row(
             "5. 4 KiB adds with fsync on",
             f"{lat['fsync']:.0f} us",
