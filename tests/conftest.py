@@ -155,7 +155,7 @@ def moto_engine(s3_endpoint: str) -> S3Engine:
         access_key=MOTO_ACCESS_KEY,
         secret_key=MOTO_SECRET_KEY,
         atomic_conditional_put=False,
-        checks_content_md5=False,
+        refuses_damaged_bodies=False,
     )
 
 

@@ -36,8 +36,9 @@ class S3Engine:
     # key can both succeed: the engine checks when the write starts, not
     # when it commits (Swift, moto).
     atomic_conditional_put: bool
-    # Whether it refuses a body whose Content-MD5 differs (moto does not).
-    checks_content_md5: bool = True
+    # Whether it refuses a body that differs from the digest sent with it,
+    # Content-MD5 or the signed payload's SHA-256 (moto checks neither).
+    refuses_damaged_bodies: bool = True
 
     @property
     def host(self) -> str:

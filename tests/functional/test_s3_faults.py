@@ -172,20 +172,29 @@ def test_a_write_dropped_mid_body_is_retried(tmp_path, s3_engine, proxy, size_kn
     )
 
 
-def content_md5s(store: S3Store) -> list[tuple[str, str]]:
-    """(Content-MD5 sent, MD5 of the body sent) of each PutObject and UploadPart."""
-    seen: list[tuple[str, str]] = []
+def body_digests(store: S3Store) -> list[dict[str, str]]:
+    """The digests sent with each PutObject and UploadPart of image data:
+    the body's own SHA-256 and MD5, and the Content-MD5 and payload SHA-256
+    headers sent with it ("" when absent)."""
+    seen: list[dict[str, str]] = []
 
     def record(request: Any, **kwargs: Any) -> None:
         body = request.body
         if ".fsstore-claims" in request.url:
             return  # a claim, not image data
         if isinstance(body, (bytes, bytearray)) and body:
-            digest = base64.b64encode(hashlib.md5(body).digest()).decode()
-            header = request.headers.get("Content-MD5", b"")
-            if isinstance(header, bytes):
-                header = header.decode()
-            seen.append((header, digest))
+            headers = {
+                name: value.decode() if isinstance(value, bytes) else value
+                for name, value in request.headers.items()
+            }
+            seen.append(
+                {
+                    "sha256": hashlib.sha256(body).hexdigest(),
+                    "md5": base64.b64encode(hashlib.md5(body).digest()).decode(),
+                    "Content-MD5": headers.get("Content-MD5", ""),
+                    "X-Amz-Content-SHA256": headers.get("X-Amz-Content-SHA256", ""),
+                }
+            )
 
     for operation in ("PutObject", "UploadPart"):
         store.client.meta.events.register(f"before-send.s3.{operation}", record)
@@ -193,16 +202,115 @@ def content_md5s(store: S3Store) -> list[tuple[str, str]]:
 
 
 @pytest.mark.parametrize("size_known", [True, False], ids=["put", "multipart"])
-def test_every_body_carries_its_md5(tmp_path, s3_engine, proxy, size_known):
+def test_every_body_carries_one_digest_the_engine_checks(
+    tmp_path, s3_engine, proxy, size_known
+):
+    # Over http SigV4 signs every body's SHA-256, which the engine checks;
+    # a Content-MD5 beside it would be a second hash of every byte.
     store = proxied_store(
         tmp_path, s3_engine, proxy, s3_store_large_object_chunk_size="5"
     )
-    sent = content_md5s(store)
+    sent = body_digests(store)
     data = payload(7 * MiB, seed=29)
     store.add("img", iter([data]), len(data) if size_known else 0)
-    images = [pair for pair in sent if pair[1]]
-    assert len(images) >= (1 if size_known else 2)
-    assert all(header == digest for header, digest in images), images
+    assert len(sent) >= (1 if size_known else 2)
+    assert all(d["X-Amz-Content-SHA256"] == d["sha256"] for d in sent), sent
+    assert not any(d["Content-MD5"] for d in sent), sent
+
+
+class _Answered:
+    """A response body botocore can read: empty."""
+
+    def stream(self, **kwargs: Any) -> Any:
+        return iter([b""])
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "content_md5", "signed"),
+    [
+        ("https://s3.example.com", True, False),  # MD5 instead of SHA-256
+        ("https://s3.example.com", False, True),
+        ("http://s3.example.com", True, True),  # both: why http sends no MD5
+        ("http://s3.example.com", False, True),
+    ],
+)
+@pytest.mark.parametrize("operation", ["put_object", "upload_part"])
+def test_botocore_signs_every_body_sha256_but_over_https_with_content_md5(
+    endpoint, content_md5, signed, operation
+):
+    # What the store's choice of one digest per body rests on, checked
+    # against the botocore installed: nothing is sent anywhere.
+    import boto3
+    from botocore.awsrequest import AWSResponse
+    from botocore.config import Config
+
+    client = boto3.session.Session(
+        aws_access_key_id="key", aws_secret_access_key="secret", region_name="x"
+    ).client(
+        "s3",
+        endpoint_url=endpoint,
+        config=Config(
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
+        ),
+    )
+    sent: dict[str, Any] = {}
+
+    def answer(request: Any, **kwargs: Any) -> AWSResponse:
+        sent.update(request.headers)
+        return AWSResponse(request.url, 200, {"ETag": '"e"'}, _Answered())
+
+    client.meta.events.register("before-send.s3.*", answer)
+    body = bytearray(b"image bytes")
+    md5 = base64.b64encode(hashlib.md5(body).digest()).decode()
+    call = dict(
+        Bucket="b", Key="k", Body=body, **({"ContentMD5": md5} if content_md5 else {})
+    )
+    if operation == "upload_part":
+        call.update(UploadId="u", PartNumber=1)
+    getattr(client, operation)(**call)
+    expected = hashlib.sha256(body).hexdigest() if signed else "UNSIGNED-PAYLOAD"
+    assert sent["X-Amz-Content-SHA256"].decode() == expected
+
+
+@pytest.mark.parametrize(
+    ("host", "options", "content_md5"),
+    [
+        ("https://s3.example.com", {}, True),
+        ("http://s3.example.com", {}, False),
+        ("s3.example.com", {}, True),  # a bare host is https
+        (
+            "https://s3.example.com",
+            {
+                "s3_store_enable_data_integrity_protection": "true",
+                "s3_store_request_checksum_calculation": "when_supported",
+            },
+            False,  # botocore's x-amz-checksum instead
+        ),
+    ],
+)
+def test_the_store_sends_content_md5_only_where_nothing_else_checks_the_body(
+    tmp_path, host, options, content_md5
+):
+    conf = write_conf(
+        tmp_path / "s3.conf",
+        {
+            "glance_store": {
+                "stores": "s3",
+                "default_store": "s3",
+                "s3_store_host": host,
+                "s3_store_access_key": "key",
+                "s3_store_secret_key": "secret",
+                "s3_store_bucket": "bucket",
+                **options,
+            }
+        },
+    )
+    store = StoreRegistry(load_conf(conf)).get_store()
+    assert isinstance(store, S3Store)
+    body = bytearray(b"image bytes")
+    md5 = base64.b64encode(hashlib.md5(body).digest()).decode()
+    assert store._body_checksum(body) == ({"ContentMD5": md5} if content_md5 else {})
 
 
 @pytest.mark.parametrize("size_known", [True, False], ids=["put", "multipart"])
@@ -211,8 +319,8 @@ def test_data_corrupted_in_transit_is_refused_by_the_engine(
 ):
     # The engine itself refuses what differs from what was sent; nothing is
     # stored, no upload is left.
-    if not s3_engine.checks_content_md5:
-        pytest.skip(f"{s3_engine.name} does not check Content-MD5")
+    if not s3_engine.refuses_damaged_bodies:
+        pytest.skip(f"{s3_engine.name} checks no digest of a body")
     store = proxied_store(
         tmp_path, s3_engine, proxy, s3_store_large_object_chunk_size="5"
     )
