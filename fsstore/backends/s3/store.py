@@ -143,15 +143,12 @@ class S3Store(Store):
         self.max_retries = self.option("s3_store_max_retries")
         self.addressing_style = self.option("s3_store_bucket_url_format")
         self.checksums = checksum_policy(self.option)
-        # The engine checks every body it stores by one digest: botocore's
-        # x-amz-checksum when it computes one; else, over https, our
-        # Content-MD5 (with it there botocore leaves the payload unsigned:
-        # one MD5 instead of a SHA-256); over http, the payload's SHA-256,
-        # which SigV4 signs for every body there and the engine checks
-        # (XAmzContentSHA256Mismatch): a Content-MD5 beside it would hash
-        # every byte once more, about a seventh of an add on two cores.
-        botocore_checks = self.checksums[0] == "when_supported"
-        self.content_md5 = self.endpoint.startswith("https://") and not botocore_checks
+        # One digest per body, which the engine checks: botocore's checksum
+        # if it makes one; over http the SHA-256 SigV4 signs for every body
+        # (an MD5 beside it cost a seventh of an add); over https our
+        # Content-MD5, with which botocore signs no SHA-256 (README).
+        https = self.endpoint.startswith("https://")
+        self.content_md5 = https and self.checksums[0] != "when_supported"
         self.verify_on_read = self.option("s3_store_verify_on_read")
         self.client = make_client(
             self.name, self._client_settings(), access_key, secret_key
