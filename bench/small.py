@@ -40,7 +40,7 @@ def floor_add(directory: str, dir_fd: int, name: str, data: bytes) -> None:
         os.close(fd)
 
 
-def checked_floor_add(directory: str) -> Callable[[str, io.BytesIO], None]:
+def checked_floor_add(directory: str) -> Callable[[str, io.BytesIO, int], None]:
     """floor_add with the checks an fsstore add of a small image makes, by
     fsstore's own functions, and nothing else between the calls: the id,
     the size and the algorithm; the data read whole, its type and size;
@@ -57,9 +57,9 @@ def checked_floor_add(directory: str) -> Callable[[str, io.BytesIO], None]:
     ident = os.fstat(dir_fd)
     flags = os.O_WRONLY | os.O_TMPFILE | os.O_CLOEXEC
 
-    def add(name: str, src: io.BytesIO) -> None:
+    def add(name: str, src: io.BytesIO, declared: int) -> None:
         validate_image_id(name)
-        size = validate_size(4096)
+        size = validate_size(declared)
         multihash = new_multihash("sha512")
         data = src.read(size + 1)
         if type(data) is not bytes or len(data) != size or src.read(size + 1):
@@ -104,7 +104,7 @@ def fsstore_small_vs_plain(
             elif who == "floor":
                 floor_add(floor, floor_fd, f"f{i}", data)
             else:
-                checked_add(f"c{i}", io.BytesIO(data))
+                checked_add(f"c{i}", io.BytesIO(data), len(data))
             latencies[who].append(time.perf_counter() - start)
     os.close(floor_fd)
     return latencies
