@@ -213,12 +213,10 @@ def kept_in_state(
         return _record_digests(
             body if isinstance(body, bytes) else None, dir_fd, st, image_id
         )
-    if len(state) == 2 and isinstance(state[1], bytes):
-        return parse_attribute(state[1])  # the usual: the attribute, found first
-    first, *legacy = (v if isinstance(v, bytes) else None for v in state[1:])
-    if first is not None:
+    first = state[1]
+    if isinstance(first, bytes):
         return parse_attribute(first)
-    return parse_legacy(legacy)
+    return parse_legacy([v if isinstance(v, bytes) else None for v in state[2:]])
 
 
 def forget_record(dir_fd: int, inode: int) -> None:
