@@ -349,11 +349,9 @@ class ImageHasher:
         self.hashing_algo = hashing_algo
         self._multihash = new_multihash(hashing_algo)
         self._md5 = hashlib.md5(usedforsecurity=False)
-        self._also = (
-            {algo: new_multihash(algo) for algo in also if algo != hashing_algo}
-            if also
-            else {}
-        )
+        self._also = {
+            algo: new_multihash(algo) for algo in also if algo != hashing_algo
+        }
         self._threads: list[_DigestThread] = []
         self._batch: list[bytes] = []
         self._batched = 0
