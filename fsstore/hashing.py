@@ -298,10 +298,11 @@ def hexdigests_of(data: bytes, hashing_algo: str) -> tuple[str, str]:
 
 
 class _DigestThread:
-    """One digest fed by a thread of its own, at most QUEUE_BYTES ahead."""
+    """One digest fed by a thread of its own, at most ``queue_bytes`` ahead."""
 
-    def __init__(self, digest: Any) -> None:
+    def __init__(self, digest: Any, queue_bytes: int = QUEUE_BYTES) -> None:
         self.digest = digest
+        self._queue_bytes = queue_bytes
         self._queue: queue.SimpleQueue[tuple[list[bytes], int] | None] = (
             queue.SimpleQueue()
         )
@@ -323,7 +324,7 @@ class _DigestThread:
 
     def put(self, batch: list[bytes], size: int) -> None:
         with self._room:
-            while self._queued and self._queued + size > QUEUE_BYTES:
+            while self._queued and self._queued + size > self._queue_bytes:
                 self._room.wait()
             self._queued += size
         self._queue.put((batch, size))
@@ -341,12 +342,18 @@ class ImageHasher:
 
     Call :meth:`hexdigests` (or :meth:`multihashes`) once at the end, or
     :meth:`close` to abandon the stream; either stops the digest threads.
+    ``queue_bytes`` bounds the bytes handed to each digest thread and not
+    hashed yet, for a caller that holds the stream's bytes already.
     """
 
     def __init__(
-        self, hashing_algo: str = DEFAULT_HASHING_ALGO, also: Iterable[str] = ()
+        self,
+        hashing_algo: str = DEFAULT_HASHING_ALGO,
+        also: Iterable[str] = (),
+        queue_bytes: int = QUEUE_BYTES,
     ) -> None:
         self.hashing_algo = hashing_algo
+        self._queue_bytes = queue_bytes
         self._multihash = new_multihash(hashing_algo)
         self._md5 = hashlib.md5(usedforsecurity=False)
         self._also = {
@@ -364,7 +371,7 @@ class ImageHasher:
         self._seen += len(chunk)
         if self._seen > THREADED_THRESHOLD and len(chunk) >= 16384:
             self._threads = [
-                _DigestThread(digest)
+                _DigestThread(digest, self._queue_bytes)
                 for digest in (self._md5, self._multihash, *self._also.values())
             ]
             self._feed(chunk)

@@ -270,6 +270,61 @@ def test_one_upload_thread_still_reads_the_next_part_while_one_goes_up(
     assert read_all(store, result.location) == data
 
 
+def test_an_add_holds_its_parts_and_a_short_digest_queue(
+    tmp_path, s3_engine, monkeypatch
+):
+    # At the defaults the parts in flight, the one filled and what the
+    # digests may lag behind stay within (thread_pools + 2) x chunk size.
+    from fsstore.backends.s3 import store as s3_store
+    from fsstore.backends.s3.multipart import DIGEST_QUEUE
+    from fsstore.hashing import HASH_BATCH, ImageHasher
+
+    queues: list[int] = []
+
+    class Recorded(ImageHasher):
+        def __init__(self, *args, queue_bytes, **kwargs):
+            queues.append(queue_bytes)
+            super().__init__(*args, queue_bytes=queue_bytes, **kwargs)
+
+    monkeypatch.setattr(s3_store, "ImageHasher", Recorded)
+    store = make_store(tmp_path, s3_engine)
+    data = payload(3 * MiB, seed=4)
+    result = store.add("queued", iter([data]), 0)
+    assert queues == [DIGEST_QUEUE]
+    assert result.checksum == hashlib.md5(data).hexdigest()
+    pools, part = store.thread_pools, store.part_size
+    assert (pools, part) == (10, 10 * MiB)  # the defaults
+    assert (pools + 1) * part + DIGEST_QUEUE + HASH_BATCH <= (pools + 2) * part
+
+
+def test_parts_fill_at_most_thread_pools_plus_one_buffers(tmp_path, s3_engine):
+    # Every body is kept alive here, so a buffer allocated per part would
+    # show as one object per part; refilled ones show as the same objects.
+    store = make_store(
+        tmp_path,
+        s3_engine,
+        s3_store_thread_pools="2",
+        s3_store_large_object_chunk_size="5",
+    )
+    bodies: list[bytearray] = []
+    sent: list[bytes] = []
+
+    def seen(params, **kwargs):
+        bodies.append(params["Body"])
+        sent.append(bytes(params["Body"]))
+
+    store.client.meta.events.register("before-parameter-build.s3.UploadPart", seen)
+    data = payload(41 * MiB + 7, seed=3)
+    result = store.add(
+        "refilled", iter([data[i : i + MiB] for i in range(0, len(data), MiB)]), 0
+    )
+    assert len(bodies) == 9
+    assert len({id(body) for body in bodies}) <= 2 + 1
+    # What each part carried when it went, in order, is the image.
+    assert b"".join(sent) == data
+    assert read_all(store, result.location) == data
+
+
 def test_known_size_past_the_threshold_goes_multipart(tmp_path, s3_engine):
     store = make_store(
         tmp_path,

@@ -147,12 +147,19 @@ class _Gated:
         self.hashed += len(chunk)
 
 
-def test_a_digest_thread_is_fed_at_most_queue_bytes_ahead() -> None:
+@pytest.mark.parametrize("queue_bytes", [None, 4 << 20])
+def test_a_digest_thread_is_fed_at_most_queue_bytes_ahead(
+    queue_bytes: int | None,
+) -> None:
     digest = _Gated()
-    thread = hashing._DigestThread(digest)
+    if queue_bytes is None:
+        thread = hashing._DigestThread(digest)
+        queue_bytes = hashing.QUEUE_BYTES
+    else:
+        thread = hashing._DigestThread(digest, queue_bytes)
     size = 1 << 20
     batch = [bytes(size)]
-    for _ in range(hashing.QUEUE_BYTES // size):  # exactly the room: never waits
+    for _ in range(queue_bytes // size):  # exactly the room: never waits
         thread.put(batch, size)
     one_more = threading.Thread(target=thread.put, args=(batch, size))
     one_more.start()
@@ -162,7 +169,7 @@ def test_a_digest_thread_is_fed_at_most_queue_bytes_ahead() -> None:
     one_more.join(30)
     assert not one_more.is_alive()
     thread.join()
-    assert digest.hashed == hashing.QUEUE_BYTES + size
+    assert digest.hashed == queue_bytes + size
 
 
 def test_a_batch_larger_than_queue_bytes_still_goes_alone() -> None:
@@ -185,3 +192,14 @@ def test_digests_of_one_piece_are_those_of_a_stream(data, algo):
     hasher.update(data)
     assert hashing.hexdigests_of(data, algo) == hasher.hexdigests()
     assert hashing.hexdigests_of(data, algo)[0] == hashlib.md5(data).hexdigest()
+
+
+def test_an_image_hasher_bounds_each_digest_thread_by_its_queue_bytes() -> None:
+    hasher = hashing.ImageHasher("sha256", queue_bytes=3 << 20)
+    chunk = bytes(64 * 1024)
+    for _ in range(hashing.THREADED_THRESHOLD // len(chunk) + 1):
+        hasher.update(chunk)
+    threads = list(hasher._threads)
+    assert len(threads) == 2
+    assert all(thread._queue_bytes == 3 << 20 for thread in threads)
+    hasher.close()

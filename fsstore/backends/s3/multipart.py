@@ -5,15 +5,21 @@ Parts go up in a pool of ``threads`` threads; ``upload_part`` blocks while
 that many are in flight, which bounds memory at ``threads`` parts in flight
 and the one being filled, whatever the image's size (glance_store's part
 queue is unbounded). The part being filled holds no slot: with one thread,
-reading the next part still overlaps sending the last. A failed part
-fails the next ``upload_part`` or the ``complete``; whoever sees a failure
-calls ``abort``, so no failed upload is left behind to be billed.
+reading the next part still overlaps sending the last. ``send`` fills the
+buffers of parts already sent again, so an add allocates at most
+``threads + 1`` of them: with a fresh buffer per part, the allocator kept a
+freed part's memory beside them (about one part more at the peak on Swift).
+
+A failed part fails the next ``upload_part`` or the ``complete``; whoever
+sees a failure calls ``abort``, so no failed upload is left behind to be
+billed.
 """
 
 from __future__ import annotations
 
 import concurrent.futures
 import logging
+import queue
 import threading
 from collections.abc import Callable, Iterable
 from typing import Any
@@ -24,6 +30,11 @@ from fsstore.backends.s3.errors import ErrorMapper
 LOG = logging.getLogger(__name__)
 
 MAX_PARTS = 10000
+
+# How far an add's digests may fall behind its reader. The parts hold the
+# image already; the hasher's 16 MiB default beside ten parts of 10 MiB took an
+# add past its bound, and a reader this far ahead loses the upload nothing.
+DIGEST_QUEUE = 4 << 20
 
 # The checksum headers for a part's body (Content-MD5, or none).
 BodyChecksum = Callable[[bytearray], dict[str, str]]
@@ -57,6 +68,8 @@ class MultipartUpload:
             threads, thread_name_prefix="fsstore-s3-part"
         )
         self._parts: list[concurrent.futures.Future[dict[str, Any]]] = []
+        # The buffers of parts sent, for send() to fill again.
+        self._sent: queue.SimpleQueue[bytearray] = queue.SimpleQueue()
 
     @property
     def part_count(self) -> int:
@@ -91,6 +104,9 @@ class MultipartUpload:
         except Exception as exc:
             raise self._error(exc, f"{self.what}: part {number}") from exc
         finally:
+            # Back before the slot: whoever takes the slot finds it there,
+            # so the buffers never outnumber the slots and the one filled.
+            self._sent.put(body)
             self._slots.release()
         return {"PartNumber": number, "ETag": response["ETag"]}
 
@@ -105,7 +121,7 @@ class MultipartUpload:
         it by appends would reallocate, and for a moment hold two copies.
         """
         sent = 0
-        buf, filled = bytearray(part_size), 0
+        buf, filled = self._empty_buffer(part_size), 0
         for chunk in chunks:
             sent += len(chunk)
             view = memoryview(chunk)
@@ -117,13 +133,22 @@ class MultipartUpload:
                 if filled == part_size:
                     before_part()
                     self.upload_part(buf)
-                    buf, filled = bytearray(part_size), 0
+                    buf, filled = self._empty_buffer(part_size), 0
         if filled or not self.part_count:
             # The last part may be short, or the only one empty.
             del buf[filled:]
             before_part()
             self.upload_part(buf)
         return sent
+
+    def _empty_buffer(self, part_size: int) -> bytearray:
+        """A sent part's buffer, or a new one while none is back yet."""
+        try:
+            buf = self._sent.get_nowait()
+        except queue.Empty:
+            return bytearray(part_size)
+        # The last part is cut short; anything else came back whole.
+        return buf if len(buf) == part_size else bytearray(part_size)
 
     def complete(self, **conditions: str) -> None:
         """Wait for every part, then complete the upload (``conditions``:

@@ -4,10 +4,10 @@ Options keep glance_store's ``s3_store_*`` names. What it does differently:
 
 * Streaming with bounded memory. An image of unknown size, or of a known size
   at or past ``s3_store_large_object_size``, goes up as a multipart upload:
-  parts of ``s3_store_large_object_chunk_size`` are filled one at a time into
-  a buffer of their own and handed to at most ``s3_store_thread_pools``
-  upload threads; the reader blocks while that many are in flight. Memory
-  stays below about ``(thread_pools + 2) x chunk size`` whatever the size.
+  parts of ``s3_store_large_object_chunk_size`` fill ``thread_pools + 1``
+  buffers in turn and go to at most ``s3_store_thread_pools`` upload threads;
+  the reader blocks while that many are in flight, its digests at most 4 MiB
+  behind. Memory stays below ``(thread_pools + 2) x chunk size``.
 * One pass. MD5 and the multihash are computed while reading, as in the
   filesystem store, and kept with the image (s3/digests.py) before it is
   published; a scrub or a verifying read checks the image against them.
@@ -61,7 +61,7 @@ from fsstore.backends.s3.errors import (
     translate,
 )
 from fsstore.backends.s3.keys import key_problem
-from fsstore.backends.s3.multipart import MAX_PARTS, MultipartUpload
+from fsstore.backends.s3.multipart import DIGEST_QUEUE, MAX_PARTS, MultipartUpload
 from fsstore.backends.s3.read import Span, open_object
 from fsstore.hashing import ImageHasher, KeptDigests
 from fsstore.location import Location, S3Location
@@ -379,7 +379,7 @@ class S3Store(Store):
             raise
         except Exception as exc:
             raise self._error(exc, f"claiming image {location.uri}") from None
-        hasher = ImageHasher(hashing_algo)
+        hasher = ImageHasher(hashing_algo, queue_bytes=DIGEST_QUEUE)
         source = CheckedSource(data, image_id, size, verifier, READ_CHUNK)
         try:
             if 0 < size < self.large_object_size:
