@@ -31,8 +31,9 @@ LOG = logging.getLogger(__name__)
 
 MAX_PARTS = 10000
 
-# How far an add's digests may fall behind its reader. The parts hold the
-# image already; the hasher's 16 MiB default beside ten parts of 10 MiB took an
+# How far an add's digests may fall behind its reader (plus the batch not
+# yet handed over, fsstore.hashing.HASH_BATCH). The parts hold the image
+# already; the hasher's 16 MiB default beside ten parts of 10 MiB took an
 # add past its bound, and a reader this far ahead loses the upload nothing.
 DIGEST_QUEUE = 4 << 20
 
@@ -135,8 +136,13 @@ class MultipartUpload:
                     self.upload_part(buf)
                     buf, filled = self._empty_buffer(part_size), 0
         if filled or not self.part_count:
-            # The last part may be short, or the only one empty.
-            del buf[filled:]
+            # The last part may be short, or the only one empty. Cut in
+            # place, or copied while something still holds a view of this
+            # refilled buffer (an SSL send's error keeps the slice it sent).
+            try:
+                del buf[filled:]
+            except BufferError:
+                buf = buf[:filled]
             before_part()
             self.upload_part(buf)
         return sent
@@ -155,6 +161,7 @@ class MultipartUpload:
         ``IfNoneMatch="*"``). The caller maps a refused completion."""
         parts = [part.result() for part in self._parts]
         self._pool.shutdown(wait=True)
+        self._sent = queue.SimpleQueue()  # no part is sent again
         self.client.complete_multipart_upload(
             Bucket=self.bucket,
             Key=self.key,
@@ -167,6 +174,8 @@ class MultipartUpload:
         """Cancel the parts not yet sent, wait for those in flight, and
         abort the upload; a failure to abort is logged."""
         self._pool.shutdown(wait=True, cancel_futures=True)
+        # Not held by whoever keeps the error, and its traceback, after.
+        self._sent = queue.SimpleQueue()
         try:
             self.client.abort_multipart_upload(
                 Bucket=self.bucket, Key=self.key, UploadId=self.upload_id

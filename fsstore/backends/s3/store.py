@@ -6,8 +6,8 @@ Options keep glance_store's ``s3_store_*`` names. What it does differently:
   at or past ``s3_store_large_object_size``, goes up as a multipart upload:
   parts of ``s3_store_large_object_chunk_size`` fill ``thread_pools + 1``
   buffers in turn and go to at most ``s3_store_thread_pools`` upload threads;
-  the reader blocks while that many are in flight, its digests at most 4 MiB
-  behind. Memory stays below ``(thread_pools + 2) x chunk size``.
+  the reader blocks while that many are in flight, its digests about 4 MiB
+  behind. Memory stays below about ``(thread_pools + 2) x chunk size``.
 * One pass. MD5 and the multihash are computed while reading, as in the
   filesystem store, and kept with the image (s3/digests.py) before it is
   published; a scrub or a verifying read checks the image against them.
