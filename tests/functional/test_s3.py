@@ -162,13 +162,18 @@ class HeldBytes:
 PIECE = 256 * 1024  # what generated() yields at a time
 
 
-def bounded_store(tmp_path, s3_engine) -> S3Store:
-    store = make_store(
+def five_mib_parts(tmp_path, s3_engine, threads: int) -> S3Store:
+    """A store cutting images into the smallest parts, ``threads`` at once."""
+    return make_store(
         tmp_path,
         s3_engine,
+        s3_store_thread_pools=str(threads),
         s3_store_large_object_chunk_size="5",
-        s3_store_thread_pools="2",
     )
+
+
+def bounded_store(tmp_path, s3_engine) -> S3Store:
+    store = five_mib_parts(tmp_path, s3_engine, 2)
     store.add("warm-up", iter([b"x"]), 1)  # the bucket exists first
     return store
 
@@ -246,12 +251,7 @@ def test_one_upload_thread_still_reads_the_next_part_while_one_goes_up(
     # s3_store_thread_pools bounds the parts in flight, not the reader: the
     # first part's upload is held until the reader has begun the second,
     # which it can only do while that part is in flight.
-    store = make_store(
-        tmp_path,
-        s3_engine,
-        s3_store_thread_pools="1",
-        s3_store_large_object_chunk_size="5",
-    )
+    store = five_mib_parts(tmp_path, s3_engine, 1)
     second_begun = threading.Event()
     overlapped: list[bool] = []
 
@@ -311,12 +311,7 @@ def _part_number(request) -> int:
 def test_parts_fill_at_most_thread_pools_plus_one_buffers(tmp_path, s3_engine):
     # Every body is kept alive here, so a buffer allocated per part would
     # show as one object per part; refilled ones show as the same objects.
-    store = make_store(
-        tmp_path,
-        s3_engine,
-        s3_store_thread_pools="2",
-        s3_store_large_object_chunk_size="5",
-    )
+    store = five_mib_parts(tmp_path, s3_engine, 2)
     bodies: list[bytearray] = []
     sent: dict[int, bytes] = {}
 
@@ -343,12 +338,7 @@ def test_a_refilled_buffer_still_viewed_is_copied_for_the_last_part(
     # a bytearray with a view on it cannot be cut short. Here a view of
     # part 1's buffer is held; with one thread, that buffer comes back
     # before the third, short, part is filled.
-    store = make_store(
-        tmp_path,
-        s3_engine,
-        s3_store_thread_pools="1",
-        s3_store_large_object_chunk_size="5",
-    )
+    store = five_mib_parts(tmp_path, s3_engine, 1)
     views: list[memoryview] = []
 
     def hold_a_view(request, **kwargs):
@@ -366,13 +356,7 @@ def test_a_failed_add_error_does_not_hold_the_sent_parts(tmp_path, s3_engine):
     # Whoever keeps the error keeps its traceback, and the frames in it:
     # the part being filled and the chunks they name (a MiB or two), but
     # not the buffers of the parts sent (5 MiB each).
-    store = make_store(
-        tmp_path,
-        s3_engine,
-        s3_store_thread_pools="2",
-        s3_store_large_object_chunk_size="5",
-    )
-    store.add("warm-up", iter([b"x"]), 1)
+    store = bounded_store(tmp_path, s3_engine)
 
     def breaks_in_the_fourth_part():
         for _ in range(16):

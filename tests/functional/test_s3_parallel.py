@@ -21,7 +21,7 @@ from fsstore.backends.s3 import MiB, S3Store
 from fsstore.testing.suite import read_all
 from fsstore.tracing import hooked
 from tests.engines import S3Engine
-from tests.functional.test_s3 import make_store
+from tests.functional.test_s3 import five_mib_parts, make_store
 from tests.functional.test_s3_faults import count_calls, proxied_store
 from tests.loopback import FaultProxy
 
@@ -260,12 +260,7 @@ def test_a_reader_closed_early_stops_every_part(tmp_path: Path, s3_engine: S3Eng
 
 
 def test_one_thread_reads_one_stream(tmp_path, s3_engine):
-    store = make_store(
-        tmp_path,
-        s3_engine,
-        s3_store_large_object_chunk_size="5",
-        s3_store_thread_pools="1",
-    )
+    store = five_mib_parts(tmp_path, s3_engine, 1)
     data = random_bytes(2 * PART + 1, seed=8)
     location = store.add("img", iter([data]), 0).location
     gets = count_calls(store, "GetObject")
