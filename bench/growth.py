@@ -12,8 +12,9 @@ compare the largest count with that store, measured at the same moments,
 and the ratios' curve is extrapolated to 10,000,000 images (the latencies'
 curve is drawn in bench/results/growth.png). At 100,000 a scrub of the whole
 store is timed against a bare loop that reads and hashes (MD5 and SHA-512)
-the same files, and against the system calls it cannot do without, the
-three taking turns three times (medians).
+the same files, against the system calls it cannot do without, and against
+those calls with its own checks between them, the four taking turns three
+times (medians).
 
 The data lives on a tmpfs mounted for the run (root), so that neither the
 fill nor its removal slows the shared disk's file creation for minutes
@@ -24,12 +25,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
 import io
 import os
 import random
 import shutil
-import stat
 import subprocess
 import sys
 import tempfile
@@ -39,12 +38,13 @@ from pathlib import Path
 
 from common import RESULTS, WORK, Row, median, table, versus, within
 from sides import fsstore_store
+from small_scrub import bare_read_and_hash, checked_scrub_floor, scrub_floor
 
 POINTS = (1_000, 10_000, 100_000, 1_000_000)
 SAMPLE = 500  # operations timed at each point
 SCRUB_AT = 100_000
 REFERENCE = 1_000  # images in the store measured beside the growing one
-SCRUB_ROUNDS = 3  # the scrub, its bare loop and its floor, taking turns
+SCRUB_ROUNDS = 3  # the scrub, its bare loop and its floors, taking turns
 DATA = os.urandom(4096)
 
 
@@ -133,14 +133,15 @@ def listing_seconds(store: object) -> float:
     return took
 
 
-Scrubbed = tuple[float, float, float]
+Scrubbed = tuple[float, float, float, float]
 
 
 def scrub_versus_bare(store: object, datadir: Path) -> Scrubbed:
     """Median seconds, of SCRUB_ROUNDS taking turns, of a scrub of the
     whole store, of a bare loop reading and hashing its files (MD5 and
-    SHA-512), and of the same loop making the system calls a scrub cannot
-    do without (the floor), files warm in memory for all three."""
+    SHA-512), of the same loop making the system calls a scrub cannot do
+    without (the floor), and of those calls with the scrub's checks between
+    them (bench/small_scrub.py), files warm in memory for all four."""
     from fsstore.scrub import scrub
 
     names = sorted(os.listdir(datadir))
@@ -153,6 +154,7 @@ def scrub_versus_bare(store: object, datadir: Path) -> Scrubbed:
         scrubbed,
         lambda: bare_read_and_hash(datadir, names),
         lambda: scrub_floor(str(datadir)),
+        lambda: checked_scrub_floor(str(datadir)),
     ]
     took: list[list[float]] = [[] for _ in sides]
     for _ in range(SCRUB_ROUNDS):
@@ -160,49 +162,8 @@ def scrub_versus_bare(store: object, datadir: Path) -> Scrubbed:
             start = time.perf_counter()
             run()
             took[k].append(time.perf_counter() - start)
-    scrub_s, bare_s, floor_s = (median(t) for t in took)
-    return scrub_s, bare_s, floor_s
-
-
-def bare_read_and_hash(datadir: Path, names: list[str]) -> None:
-    for name in names:
-        with open(datadir / name, "rb") as f:
-            data = f.read()
-        hashlib.md5(data).hexdigest()
-        hashlib.sha512(data).hexdigest()
-
-
-def scrub_floor(datadir: str) -> None:
-    """A bare loop of a scrub's own system calls: the directory
-    listed with each entry's type and size (one ``stat`` each, as
-    ``images()``), in id order; then for each image the data directory's
-    identity checked, the file opened (never through a link, never
-    blocking on a FIFO) and its type checked, its kept digests read, the
-    file read whole and hashed, and the digests compared."""
-    dir_fd = os.open(datadir, os.O_RDONLY | os.O_DIRECTORY)
-    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
-    bad = 0
-    with os.scandir(dir_fd) as entries:
-        names = sorted(
-            e.name
-            for e in entries
-            if not e.name.startswith(".fsstore-")
-            and stat.S_ISREG(e.stat(follow_symlinks=False).st_mode)
-        )
-    for name in names:
-        os.stat(datadir)
-        fd = os.open(name, flags, dir_fd=dir_fd)
-        try:
-            size = os.fstat(fd).st_size
-            kept = os.getxattr(fd, "user.fsstore.digests").split(b" ")
-            data = os.pread(fd, size, 0)
-        finally:
-            os.close(fd)
-        md5 = hashlib.md5(data).hexdigest().encode()
-        sha = hashlib.sha512(data).hexdigest().encode()
-        bad += (md5, sha, str(len(data)).encode()) != (kept[0], kept[2], kept[3])
-    os.close(dir_fd)
-    assert not bad
+    scrub_s, bare_s, floor_s, checked_s = (median(t) for t in took)
+    return scrub_s, bare_s, floor_s, checked_s
 
 
 def measure(max_images: int) -> tuple[Curve, Curve, Scrubbed | None]:
@@ -286,8 +247,8 @@ def rows(curve: Curve, reference: Curve, scrubbed: Scrubbed | None) -> list[Row]
     return out + [within_10m(curve, reference, op) for op in ("add", "get", "delete")]
 
 
-def scrub_rows(took: float, bare: float, floor: float) -> list[Row]:
-    """The scrub against the bare read+hash loop, and against its floor."""
+def scrub_rows(took: float, bare: float, floor: float, checked: float) -> list[Row]:
+    """The scrub against the bare read+hash loop, and against its floors."""
     return [
         versus(
             f"11. scrub of {SCRUB_AT:,} 4 KiB images vs a bare read+hash loop",
@@ -301,6 +262,14 @@ def scrub_rows(took: float, bare: float, floor: float) -> list[Row]:
             "11. the system calls a scrub cannot do without, bare, vs "
             "that read+hash loop",
             SCRUB_AT / floor,
+            SCRUB_AT / bare,
+            "images/s",
+        ),
+        versus(
+            "11. those system calls with a scrub's checks between them and "
+            "nothing else (the least a scrub keeping them costs), vs that "
+            "read+hash loop",
+            SCRUB_AT / checked,
             SCRUB_AT / bare,
             "images/s",
         ),
