@@ -7,8 +7,9 @@ and the one being filled, whatever the image's size (glance_store's part
 queue is unbounded). The part being filled holds no slot: with one thread,
 reading the next part still overlaps sending the last. ``send`` fills the
 buffers of parts already sent again, so an add allocates at most
-``threads + 1`` of them: with a fresh buffer per part, the allocator kept a
-freed part's memory beside them (about one part more at the peak on Swift).
+``threads + 1`` of them: with a fresh buffer per part, the allocator keeps
+a freed part's memory beside them (about one part more at the peak, measured
+on Swift).
 
 A failed part fails the next ``upload_part`` or the ``complete``; whoever
 sees a failure calls ``abort``, so no failed upload is left behind to be
@@ -33,7 +34,7 @@ MAX_PARTS = 10000
 
 # How far an add's digests may fall behind its reader (plus the batch not
 # yet handed over, fsstore.hashing.HASH_BATCH). The parts hold the image
-# already; the hasher's 16 MiB default beside ten parts of 10 MiB took an
+# already; the hasher's 16 MiB default beside ten parts of 10 MiB takes an
 # add past its bound, and a reader this far ahead loses the upload nothing.
 DIGEST_QUEUE = 4 << 20
 
