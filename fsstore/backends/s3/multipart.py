@@ -154,7 +154,8 @@ class MultipartUpload:
             buf = self._sent.get_nowait()
         except queue.Empty:
             return bytearray(part_size)
-        # The last part is cut short; anything else came back whole.
+        # A body of another size (one a caller gave upload_part itself) is
+        # never refilled; send()'s own short last part is never followed.
         return buf if len(buf) == part_size else bytearray(part_size)
 
     def complete(self, **conditions: str) -> None:
