@@ -1,8 +1,8 @@
 """The image cache's cases, per records driver: a hit against Glance 33's own
-driver's and against a plain read plus one committed record (all in one
-process of the peer venv, where both import), is_cached, listing against the
-least its driver can do, and a prune of 100,000 entries; centralized_db on a
-real PostgreSQL server."""
+driver's and against a plain read plus one committed record (bench/cache_hits.py,
+in one process of the peer venv, where both import), is_cached, listing against
+the least its driver can do, and a prune of 100,000 entries; centralized_db on
+a real PostgreSQL server."""
 
 from __future__ import annotations
 
@@ -15,27 +15,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from cache_hits import conf_maker, glance_rows, peer_hits
 from common import ROOT, MiB, Row, fresh, median, versus, within
 
 PRUNED = 100_000  # entries pruned at once, besides the hit
 LISTING_MS = {"sqlite": 20, "xattr": 50}  # the targets of 10,000 entries
-
-
-def _conf_maker(
-    cache_dir: Path, driver: str, database: str | None
-) -> Callable[..., Any]:
-    from fsstore.cache import central
-    from fsstore.testing.cache_suite import make_cache_conf
-
-    def conf(**options: Any) -> Any:
-        made = make_cache_conf(cache_dir, driver, **options)
-        if database:
-            central.register_opts(made)
-            made.set_override("connection", database, group="database")
-            made.set_override("worker_self_reference_url", "http://bench:9292")
-        return made
-
-    return conf
 
 
 def _hit_reads(cache: Any, path: Path, reps: int) -> tuple[float, float]:
@@ -133,7 +117,7 @@ def cache_cases(
     from fsstore.hashing import Expected
 
     d = fresh(f"cache-{driver}")
-    conf = _conf_maker(d / "cache", driver, database)
+    conf = conf_maker(d / "cache", driver, database)
     cache = ImageCache(conf())
     data = os.urandom(MiB)
     cache.cache_image_iter("hit", iter([data]), Expected(allow_unverified=True))
@@ -221,161 +205,7 @@ def bare_listing(cache_dir: Path, driver: str) -> list[tuple]:
 
 # -- the hit against Glance 33's own drivers (run in the peer venv) -----------------------
 
-PEER_PYTHON = ROOT / "tests" / "peer" / ".venv" / "bin" / "python"
-HIT = "UPDATE cached_images SET hits = hits + 1, last_accessed = ? WHERE image_id = ?"
-
-
-def _glance_driver(driver: str, cache_dir: Path, data: bytes) -> Any:
-    """Glance 33's own driver on ``cache_dir``, holding ``data`` as "hit"."""
-    from glance.image_cache.drivers import sqlite, xattr
-    from oslo_config import cfg
-
-    cfg.CONF.set_override("image_cache_dir", str(cache_dir))
-    made = {"sqlite": sqlite, "xattr": xattr}[driver].Driver()
-    made.configure()
-    with made.open_for_write("hit") as f:
-        f.write(data)
-    return made
-
-
-def _bare_record(driver: str, path: Path) -> Callable[[int], None]:
-    """One committed record of a hit, in a bare loop of its calls: sqlite,
-    the UPDATE on an open connection (WAL, synchronous=NORMAL); xattr, the
-    locked read-modify-write of user.hits and the access time."""
-    import fcntl
-    import sqlite3
-
-    if driver == "sqlite":
-        db = sqlite3.connect(path.parent / "bare.db", isolation_level=None)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=NORMAL")
-        db.execute("CREATE TABLE cached_images (image_id, last_accessed, hits)")
-        db.execute("INSERT INTO cached_images VALUES ('hit', 0, 0)")
-        return lambda fd: db.execute(HIT, (time.time(), "hit")) and None
-
-    def record(fd: int) -> None:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        hits = int(os.getxattr(fd, "user.hits")) + 1
-        os.setxattr(fd, "user.hits", str(hits).encode())
-        os.utime(fd, ns=(time.time_ns(), os.fstat(fd).st_mtime_ns))
-        fcntl.flock(fd, fcntl.LOCK_UN)
-
-    os.setxattr(path, "user.hits", b"0")
-    return record
-
-
-def _hit_sides(driver: str, work: Path) -> dict[str, Callable[[], None]]:
-    """The four ways to read the 1 MiB entry, each a call."""
-    from fsstore.cache import ImageCache
-    from fsstore.hashing import Expected
-
-    data = os.urandom(MiB)
-    cache = ImageCache(_conf_maker(work / "fsstore", driver, None)())
-    cache.cache_image_iter("hit", iter([data]), Expected(allow_unverified=True))
-    glance = _glance_driver(driver, work / "glance", data)
-    plain = work / "plain" / "hit"
-    plain.parent.mkdir()
-    plain.write_bytes(data)
-    record = _bare_record(driver, plain)
-
-    def fsstore_hit() -> None:
-        with cache.open_for_read("hit") as f:
-            f.read()
-
-    def glance_hit() -> None:
-        with glance.open_for_read("hit") as f:
-            f.read()
-
-    def plain_read() -> None:
-        with open(plain, "rb") as f:
-            f.read()
-
-    def plain_recorded() -> None:
-        with open(plain, "rb") as f:
-            f.read()
-            record(f.fileno())
-
-    return {
-        "fsstore": fsstore_hit,
-        "glance": glance_hit,
-        "plain": plain_read,
-        "floor": plain_recorded,
-    }
-
-
-def glance_hits(work: Path, reps: int) -> dict[str, dict[str, float]]:
-    """Per driver, the median (us) of each side of _hit_sides, the sides
-    alternating call by call in this one process (the peer venv's Python,
-    where Glance 33 and fsstore both import)."""
-    out = {}
-    for driver in ("sqlite", "xattr"):
-        (work / driver).mkdir()
-        sides = _hit_sides(driver, work / driver)
-        times: dict[str, list[float]] = {name: [] for name in sides}
-        order = list(sides.items())
-        for r in range(reps):
-            for name, call in order[r % 4 :] + order[: r % 4]:
-                start = time.perf_counter()
-                call()
-                times[name].append(time.perf_counter() - start)
-        out[driver] = {name: median(t) * 1e6 for name, t in times.items()}
-    return out
-
-
-def peer_hits(reps: int) -> dict[str, dict[str, float]] | None:
-    """glance_hits in the peer venv; None if there is none."""
-    import json
-    import subprocess
-
-    if not PEER_PYTHON.exists():
-        return None
-    # Glance's xattr driver imports the xattr package, which its own
-    # requirements leave to the deployer.
-    marker = PEER_PYTHON.parent.parent / ".installed-xattr"
-    if not marker.exists():
-        constraints = ROOT / "tests" / "peer" / "constraints.txt"
-        pip = [str(PEER_PYTHON), "-m", "pip", "install", "--quiet"]
-        subprocess.run([*pip, "-c", str(constraints), "xattr"], check=True)
-        marker.touch()
-    d = fresh("cache-glance")
-    try:
-        done = subprocess.run(
-            [str(PEER_PYTHON), __file__, "glance-hits", str(d), str(reps)],
-            check=True,
-            capture_output=True,
-            text=True,
-            cwd=ROOT,
-        )
-    finally:
-        shutil.rmtree(d)
-    result: dict[str, dict[str, float]] = json.loads(done.stdout.splitlines()[-1])
-    return result
-
-
 # -- rows -------------------------------------------------------------------------------
-
-
-def glance_rows(name: str, driver: str, p: dict[str, float]) -> list[Row]:
-    """The hit beside Glance 33's own driver's, and beside its floor."""
-    return [
-        versus(
-            f"{name}: hit of 1 MiB vs Glance 33's own {driver} driver's hit",
-            p["fsstore"],
-            p["glance"],
-            "us",
-            "<=",
-            0.25,
-        ),
-        versus(
-            f"{name}: same hit vs a plain read plus one committed record "
-            "(a bare loop of its calls)",
-            p["fsstore"],
-            p["floor"],
-            "us",
-            "<=",
-            1.15,
-        ),
-    ]
 
 
 def driver_rows(
@@ -465,10 +295,3 @@ def cache_rows(entries: int, reps: int) -> list[Row]:
     sqlite, sqlite_hit_us = driver_rows("sqlite", entries, reps, peer)
     xattr, _ = driver_rows("xattr", entries, reps, peer)
     return sqlite + xattr + central_cache_rows(entries, reps, sqlite_hit_us)
-
-
-if __name__ == "__main__" and sys.argv[1] == "glance-hits":
-    import json
-
-    sys.path.insert(0, str(ROOT))
-    print(json.dumps(glance_hits(Path(sys.argv[2]), int(sys.argv[3]))))

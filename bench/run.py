@@ -10,9 +10,10 @@ comparison is a ratio of medians from this run. Writes bench/results/latest.md
 and bench/results/chart.png. Not a test: nothing here asserts timings.
 
 The cases live by family beside this driver: store.py (the filesystem store),
-cache.py (the image cache), scrub.py (fill and scrub), engines.py (S3), on
-common.py, and rbd_cases.py (the RBD store on a one-node Ceph cluster); sides.py
-(and rbd_sides.py) is what each side runs in its own process.
+cache.py (the image cache; its hit beside Glance's in cache_hits.py), scrub.py
+(fill and scrub), engines.py (S3), on common.py, and rbd_cases.py (the RBD
+store on a one-node Ceph cluster); sides.py (and rbd_sides.py) is what each
+side runs in its own process.
 """
 
 from __future__ import annotations
