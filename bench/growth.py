@@ -12,9 +12,9 @@ compare the largest count with that store, measured at the same moments,
 and the ratios' curve is extrapolated to 10,000,000 images (the latencies'
 curve is drawn in bench/results/growth.png). At 100,000 a scrub of the whole
 store is timed against a bare loop that reads and hashes (MD5 and SHA-512)
-the same files, against the system calls it cannot do without, and against
-those calls with its own checks between them, the four taking turns three
-times (medians).
+the same files, against the system calls it cannot do without, against
+those calls with its own checks between them, and against those checks made
+through Store.read_image, the five taking turns three times (medians).
 
 The data lives on a tmpfs mounted for the run (root), so that neither the
 fill nor its removal slows the shared disk's file creation for minutes
@@ -38,7 +38,12 @@ from pathlib import Path
 
 from common import RESULTS, WORK, Row, median, table, versus, within
 from sides import fsstore_store
-from small_scrub import bare_read_and_hash, checked_scrub_floor, scrub_floor
+from small_scrub import (
+    bare_read_and_hash,
+    checked_scrub_floor,
+    interface_scrub_floor,
+    scrub_floor,
+)
 
 POINTS = (1_000, 10_000, 100_000, 1_000_000)
 SAMPLE = 500  # operations timed at each point
@@ -133,15 +138,16 @@ def listing_seconds(store: object) -> float:
     return took
 
 
-Scrubbed = tuple[float, float, float, float]
+Scrubbed = tuple[float, float, float, float, float]
 
 
 def scrub_versus_bare(store: object, datadir: Path) -> Scrubbed:
     """Median seconds, of SCRUB_ROUNDS taking turns, of a scrub of the
     whole store, of a bare loop reading and hashing its files (MD5 and
     SHA-512), of the same loop making the system calls a scrub cannot do
-    without (the floor), and of those calls with the scrub's checks between
-    them (bench/small_scrub.py), files warm in memory for all four."""
+    without (the floor), of those calls with the scrub's checks between
+    them, and of those checks through Store.read_image
+    (bench/small_scrub.py), files warm in memory for all five."""
     from fsstore.scrub import scrub
 
     names = sorted(os.listdir(datadir))
@@ -155,6 +161,7 @@ def scrub_versus_bare(store: object, datadir: Path) -> Scrubbed:
         lambda: bare_read_and_hash(datadir, names),
         lambda: scrub_floor(str(datadir)),
         lambda: checked_scrub_floor(str(datadir)),
+        lambda: interface_scrub_floor(store),
     ]
     took: list[list[float]] = [[] for _ in sides]
     for _ in range(SCRUB_ROUNDS):
@@ -162,8 +169,8 @@ def scrub_versus_bare(store: object, datadir: Path) -> Scrubbed:
             start = time.perf_counter()
             run()
             took[k].append(time.perf_counter() - start)
-    scrub_s, bare_s, floor_s, checked_s = (median(t) for t in took)
-    return scrub_s, bare_s, floor_s, checked_s
+    scrub_s, bare_s, floor_s, checked_s, interface_s = (median(t) for t in took)
+    return scrub_s, bare_s, floor_s, checked_s, interface_s
 
 
 def measure(max_images: int) -> tuple[Curve, Curve, Scrubbed | None]:
@@ -247,7 +254,9 @@ def rows(curve: Curve, reference: Curve, scrubbed: Scrubbed | None) -> list[Row]
     return out + [within_10m(curve, reference, op) for op in ("add", "get", "delete")]
 
 
-def scrub_rows(took: float, bare: float, floor: float, checked: float) -> list[Row]:
+def scrub_rows(
+    took: float, bare: float, floor: float, checked: float, interface: float
+) -> list[Row]:
     """The scrub against the bare read+hash loop, and against its floors."""
     return [
         versus(
@@ -270,6 +279,14 @@ def scrub_rows(took: float, bare: float, floor: float, checked: float) -> list[R
             "nothing else (the least a scrub keeping them costs), vs that "
             "read+hash loop",
             SCRUB_AT / checked,
+            SCRUB_AT / bare,
+            "images/s",
+        ),
+        versus(
+            "11. those checks through the interface every store's scrub reads "
+            "by (read_image and its chunks) and nothing else, vs that "
+            "read+hash loop",
+            SCRUB_AT / interface,
             SCRUB_AT / bare,
             "images/s",
         ),

@@ -1,7 +1,7 @@
 """The scrub of small images beside its references (bench/growth.py): a bare
 loop reading and hashing the files, the system calls a scrub cannot do
-without (its floor), and those calls with the scrub's own checks between
-them."""
+without (its floor), those calls with the scrub's own checks between them,
+and those checks made through the store's interface."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import hashlib
 import os
 import stat
 from pathlib import Path
+from typing import Any
 
 # Never through a link, never blocking on a FIFO: as the store opens.
 OPEN_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
@@ -101,4 +102,33 @@ def checked_scrub_floor(datadir: str) -> None:
             ImageCheck(image.image_id, image.location, verdict, detail, len(data))
         )
     os.close(dir_fd)
+    assert all(check.verdict is Verdict.OK for check in checks)
+
+
+def interface_scrub_floor(store: Any) -> None:
+    """checked_scrub_floor through the interface every store's scrub reads
+    by, and nothing else: the images listed by ``images()``, each opened by
+    ``read_image`` (its location checked, its file opened and its kept
+    digests read by the store), its chunks hashed, judged by verdict_of,
+    the verdict kept. No rereads, rate limit, callbacks or report: the
+    least a scrub through ``Store.read_image`` costs."""
+    from fsstore.hashing import new_multihash
+    from fsstore.scrub.image import verdict_of
+    from fsstore.scrub.report import ImageCheck, Verdict
+
+    checks = []
+    for image in sorted(store.images()):
+        with store.read_image(image.location) as read:
+            kept = read.kept
+            assert kept is not None
+            multihash = new_multihash(kept.hashing_algo)
+            md5 = hashlib.md5(usedforsecurity=False)
+            size = 0
+            for chunk in read.chunks:
+                multihash.update(chunk)
+                md5.update(chunk)
+                size += len(chunk)
+        digests = {kept.hashing_algo: multihash.hexdigest()}
+        verdict, detail = verdict_of(kept, None, size, md5.hexdigest(), digests)
+        checks.append(ImageCheck(image.image_id, image.location, verdict, detail, size))
     assert all(check.verdict is Verdict.OK for check in checks)
