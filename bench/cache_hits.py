@@ -232,6 +232,12 @@ def glance_rows(name: str, driver: str, p: dict[str, float]) -> list[Row]:
             p["floor"],
             "us",
         ),
+        versus(
+            f"{name}: the floor vs a plain read (what the committed record adds)",
+            p["floor"],
+            p["plain"],
+            "us",
+        ),
     ]
 
 
